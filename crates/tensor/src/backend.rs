@@ -1,0 +1,122 @@
+//! The op vocabulary. It is what the Wan DiT needs and little more: models call only these,
+//! so a new backend (CUDA) is a new implementation of this trait and nothing else.
+//!
+//! Layout conventions (row-major, last dim contiguous):
+//! - activations `[B, L, D]`; per-sample vectors (modulation rows) `[B, D]`;
+//! - attention inputs `[B, L, H, Dh]` (what a linear's `[B, L, H*Dh]` output already is);
+//! - linear weights `[out, in]` (the PyTorch / safetensors layout).
+
+use crate::{AttnPlan, Result};
+
+/// Activation fused into a linear (or applied alone with [`Backend::act`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Act {
+    None,
+    /// GELU, tanh approximation (Wan's FFN and text embedding).
+    GeluTanh,
+    Silu,
+}
+
+/// Additive bias on attention scores for keys at or after `from_key` (the Jenga text-attention
+/// amplifier: video queries × condition keys). Applied to the scaled logits.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct KeyBias {
+    pub from_key: usize,
+    pub bias: f32,
+}
+
+pub trait TensorMeta {
+    fn shape(&self) -> &[usize];
+    fn dims(&self) -> usize {
+        self.shape().len()
+    }
+    fn numel(&self) -> usize {
+        self.shape().iter().product()
+    }
+}
+
+pub trait Backend: Send + Sync {
+    type Tensor: TensorMeta + Clone + Send + Sync + std::fmt::Debug;
+
+    /// Human-readable device name ("cpu (8 threads)", "cuda:0 NVIDIA H100 ...").
+    fn name(&self) -> String;
+
+    /// Copy host f32 data in (converting to the backend's storage type).
+    fn upload(&self, data: &[f32], shape: &[usize]) -> Result<Self::Tensor>;
+    /// Copy out as host f32.
+    fn download(&self, t: &Self::Tensor) -> Result<Vec<f32>>;
+    /// Same data, new shape (element count must match).
+    fn reshape(&self, t: &Self::Tensor, shape: &[usize]) -> Result<Self::Tensor>;
+
+    /// `x[.., in] · wᵀ + b`, with `w` `[out, in]`, then `act`.
+    fn linear(
+        &self,
+        x: &Self::Tensor,
+        w: &Self::Tensor,
+        b: Option<&Self::Tensor>,
+        act: Act,
+    ) -> Result<Self::Tensor>;
+    fn act(&self, x: &Self::Tensor, act: Act) -> Result<Self::Tensor>;
+
+    /// LayerNorm over the last dim, optional affine.
+    fn layer_norm(
+        &self,
+        x: &Self::Tensor,
+        w: Option<&Self::Tensor>,
+        b: Option<&Self::Tensor>,
+        eps: f32,
+    ) -> Result<Self::Tensor>;
+    /// RMSNorm over the last dim with weight.
+    fn rms_norm(&self, x: &Self::Tensor, w: &Self::Tensor, eps: f32) -> Result<Self::Tensor>;
+    /// `LN(x)·(1 + scale) + shift`: x `[B, L, D]`, shift/scale `[B, D]` (LN without affine).
+    fn norm_modulate(
+        &self,
+        x: &Self::Tensor,
+        shift: &Self::Tensor,
+        scale: &Self::Tensor,
+        eps: f32,
+    ) -> Result<Self::Tensor>;
+    /// `x + gate·y` (x, y `[B, L, D]`, gate `[B, D]`), or `x + y` without gate.
+    fn add_gated(
+        &self,
+        x: &Self::Tensor,
+        y: &Self::Tensor,
+        gate: Option<&Self::Tensor>,
+    ) -> Result<Self::Tensor>;
+    /// `a·x + b·y`, same shapes.
+    fn axpby(&self, a: f32, x: &Self::Tensor, b: f32, y: &Self::Tensor) -> Result<Self::Tensor>;
+
+    /// Rotary embedding on adjacent pairs: x `[B, L, H, Dh]`, cos/sin `[L, Dh/2]` (shared by
+    /// heads and batch). Pair i of token l: `(x0, x1) → (x0·c − x1·s, x0·s + x1·c)`.
+    fn rope(&self, x: &Self::Tensor, cos: &Self::Tensor, sin: &Self::Tensor)
+        -> Result<Self::Tensor>;
+
+    /// Softmax attention, scale `1/√Dh`: q `[B, Lq, H, Dh]`, k/v `[B, Lk, H, Dh]` →
+    /// `[B, Lq, H, Dh]`. A sparse plan computes only its kept (query block, key block) pairs.
+    fn attention(
+        &self,
+        q: &Self::Tensor,
+        k: &Self::Tensor,
+        v: &Self::Tensor,
+        plan: &AttnPlan,
+        bias: Option<KeyBias>,
+    ) -> Result<Self::Tensor>;
+
+    /// Mean over blocks of `block` tokens: x `[B, L, H, Dh]` → `[B, H, ceil(L/block), Dh]`.
+    /// The partial last block is divided by `block` (zero padding counted), as the reference.
+    fn block_mean_pool(&self, x: &Self::Tensor, block: usize) -> Result<Self::Tensor>;
+
+    /// Token gather along dim 1: `out[b, i] = x[b, idx[i]]` for x `[B, L, ...]`.
+    fn gather_tokens(&self, x: &Self::Tensor, idx: &[u32]) -> Result<Self::Tensor>;
+    /// Slice `len` entries of dim `dim` starting at `start`.
+    fn narrow(&self, x: &Self::Tensor, dim: usize, start: usize, len: usize)
+        -> Result<Self::Tensor>;
+    /// Concatenate along `dim`.
+    fn cat(&self, xs: &[&Self::Tensor], dim: usize) -> Result<Self::Tensor>;
+    /// Mean of |x| (TeaCache's relative-L1 rule needs it; returns to the host).
+    fn mean_abs(&self, x: &Self::Tensor) -> Result<f32>;
+    /// Wait for queued work (for timing); a no-op on the CPU.
+    fn synchronize(&self) -> Result<()> {
+        Ok(())
+    }
+}

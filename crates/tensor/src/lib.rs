@@ -1,0 +1,20 @@
+//! jenga-tensor: the small op vocabulary every model is written against.
+//!
+//! Models are generic over [`Backend`]; a backend owns its tensor type (host `f32` for the CPU,
+//! device `bf16` for CUDA). Attention takes an [`AttnPlan`]: dense, or a per-(batch, head,
+//! query-block) CSR list of key blocks built by an attention policy (crate `jenga-carve`).
+
+mod backend;
+pub mod cpu;
+mod error;
+mod plan;
+
+pub use backend::{Act, Backend, KeyBias, TensorMeta};
+pub use cpu::{CpuBackend, CpuTensor};
+pub use error::{Error, Result};
+pub use plan::{AttnPlan, BlockPlan};
+
+/// Number of elements of a shape.
+pub fn numel(shape: &[usize]) -> usize {
+    shape.iter().product()
+}

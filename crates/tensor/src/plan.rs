@@ -1,0 +1,127 @@
+//! Attention plans: which key blocks each query block attends to.
+//!
+//! The CSR form is shared by the CPU reference and the GPU kernels, so a plan built once by a
+//! policy can be checked on the CPU and run on the GPU unchanged.
+
+use crate::{Error, Result};
+use std::sync::Arc;
+
+/// What an attention call computes.
+#[derive(Clone, Debug)]
+pub enum AttnPlan {
+    /// Every query attends to every key.
+    Dense,
+    /// Block-sparse: only the listed key blocks are computed (exactly; no approximation inside
+    /// a kept block).
+    Sparse(Arc<BlockPlan>),
+}
+
+/// Per-(batch, head, query-block) sorted lists of kept key blocks, in CSR form.
+///
+/// Row `r = (b * heads + h) * q_blocks + qb` owns `col_idx[row_ptr[r]..row_ptr[r + 1]]`.
+/// Blocks are `block` tokens along the attention sequence (curve order for Jenga); the last
+/// block of a sequence may be partial and is masked by the sequence length.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlockPlan {
+    pub batch: usize,
+    pub heads: usize,
+    pub block: usize,
+    pub q_blocks: usize,
+    pub k_blocks: usize,
+    pub row_ptr: Vec<u32>,
+    pub col_idx: Vec<u32>,
+}
+
+impl BlockPlan {
+    /// Build from a dense boolean mask laid out `[batch, heads, q_blocks, k_blocks]`.
+    pub fn from_mask(
+        batch: usize,
+        heads: usize,
+        block: usize,
+        q_blocks: usize,
+        k_blocks: usize,
+        mask: &[bool],
+    ) -> Result<Self> {
+        if mask.len() != batch * heads * q_blocks * k_blocks {
+            return Err(Error::shape(
+                "BlockPlan::from_mask",
+                format!(
+                    "mask has {} entries, expected {batch}x{heads}x{q_blocks}x{k_blocks}",
+                    mask.len()
+                ),
+            ));
+        }
+        let mut row_ptr = Vec::with_capacity(batch * heads * q_blocks + 1);
+        let mut col_idx = Vec::new();
+        row_ptr.push(0u32);
+        for row in mask.chunks(k_blocks.max(1)).take(batch * heads * q_blocks) {
+            col_idx.extend(
+                row.iter()
+                    .enumerate()
+                    .filter(|(_, &keep)| keep)
+                    .map(|(j, _)| j as u32),
+            );
+            row_ptr.push(col_idx.len() as u32);
+        }
+        Ok(BlockPlan { batch, heads, block, q_blocks, k_blocks, row_ptr, col_idx })
+    }
+
+    /// A plan that keeps every block (equal to dense attention).
+    pub fn full(batch: usize, heads: usize, block: usize, q_len: usize, k_len: usize) -> Self {
+        let (qb, kb) = (q_len.div_ceil(block), k_len.div_ceil(block));
+        let mask = vec![true; batch * heads * qb * kb];
+        Self::from_mask(batch, heads, block, qb, kb, &mask).expect("sizes agree by construction")
+    }
+
+    /// Kept key blocks of one row.
+    pub fn row(&self, b: usize, h: usize, qb: usize) -> &[u32] {
+        let r = (b * self.heads + h) * self.q_blocks + qb;
+        &self.col_idx[self.row_ptr[r] as usize..self.row_ptr[r + 1] as usize]
+    }
+
+    /// Fraction of (query block, key block) pairs computed.
+    pub fn density(&self) -> f64 {
+        let total = self.batch * self.heads * self.q_blocks * self.k_blocks;
+        if total == 0 {
+            return 0.0;
+        }
+        self.col_idx.len() as f64 / total as f64
+    }
+
+    /// Check internal consistency against the attention shapes it will be used with.
+    pub fn validate(&self, batch: usize, heads: usize, q_len: usize, k_len: usize) -> Result<()> {
+        let op = "BlockPlan::validate";
+        if self.batch != batch || self.heads != heads {
+            return Err(Error::shape(
+                op,
+                format!(
+                    "plan is for batch {} x heads {}, attention has {batch} x {heads}",
+                    self.batch, self.heads
+                ),
+            ));
+        }
+        if self.block == 0
+            || self.q_blocks != q_len.div_ceil(self.block)
+            || self.k_blocks != k_len.div_ceil(self.block)
+        {
+            return Err(Error::shape(
+                op,
+                format!(
+                    "plan has {}x{} blocks of {}, sequence lengths are {q_len} and {k_len}",
+                    self.q_blocks, self.k_blocks, self.block
+                ),
+            ));
+        }
+        let rows = batch * heads * self.q_blocks;
+        if self.row_ptr.len() != rows + 1 || *self.row_ptr.last().unwrap() as usize != self.col_idx.len() {
+            return Err(Error::invalid(op, "row_ptr does not match col_idx"));
+        }
+        for r in 0..rows {
+            let cols = &self.col_idx[self.row_ptr[r] as usize..self.row_ptr[r + 1] as usize];
+            if cols.windows(2).any(|w| w[0] >= w[1]) || cols.iter().any(|&c| c as usize >= self.k_blocks) {
+                return Err(Error::invalid(op, format!("row {r}: key blocks not sorted/unique/in range")));
+            }
+        }
+        Ok(())
+    }
+}

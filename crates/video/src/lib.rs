@@ -1,0 +1,1 @@
+//! Video writers (in progress).
