@@ -88,8 +88,12 @@ pub trait Backend: Send + Sync {
 
     /// Rotary embedding on adjacent pairs: x `[B, L, H, Dh]`, cos/sin `[L, Dh/2]` (shared by
     /// heads and batch). Pair i of token l: `(x0, x1) → (x0·c − x1·s, x0·s + x1·c)`.
-    fn rope(&self, x: &Self::Tensor, cos: &Self::Tensor, sin: &Self::Tensor)
-        -> Result<Self::Tensor>;
+    fn rope(
+        &self,
+        x: &Self::Tensor,
+        cos: &Self::Tensor,
+        sin: &Self::Tensor,
+    ) -> Result<Self::Tensor>;
 
     /// Softmax attention, scale `1/√Dh`: q `[B, Lq, H, Dh]`, k/v `[B, Lk, H, Dh]` →
     /// `[B, Lq, H, Dh]`. A sparse plan computes only its kept (query block, key block) pairs.
@@ -109,8 +113,13 @@ pub trait Backend: Send + Sync {
     /// Token gather along dim 1: `out[b, i] = x[b, idx[i]]` for x `[B, L, ...]`.
     fn gather_tokens(&self, x: &Self::Tensor, idx: &[u32]) -> Result<Self::Tensor>;
     /// Slice `len` entries of dim `dim` starting at `start`.
-    fn narrow(&self, x: &Self::Tensor, dim: usize, start: usize, len: usize)
-        -> Result<Self::Tensor>;
+    fn narrow(
+        &self,
+        x: &Self::Tensor,
+        dim: usize,
+        start: usize,
+        len: usize,
+    ) -> Result<Self::Tensor>;
     /// Concatenate along `dim`.
     fn cat(&self, xs: &[&Self::Tensor], dim: usize) -> Result<Self::Tensor>;
     /// Mean of |x| (TeaCache's relative-L1 rule needs it; returns to the host).

@@ -16,9 +16,15 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
     pub fn shape(op: &'static str, detail: impl Into<String>) -> Self {
-        Error::Shape { op, detail: detail.into() }
+        Error::Shape {
+            op,
+            detail: detail.into(),
+        }
     }
     pub fn invalid(op: &'static str, detail: impl Into<String>) -> Self {
-        Error::Invalid { op, detail: detail.into() }
+        Error::Invalid {
+            op,
+            detail: detail.into(),
+        }
     }
 }

@@ -63,7 +63,15 @@ impl BlockPlan {
             );
             row_ptr.push(col_idx.len() as u32);
         }
-        Ok(BlockPlan { batch, heads, block, q_blocks, k_blocks, row_ptr, col_idx })
+        Ok(BlockPlan {
+            batch,
+            heads,
+            block,
+            q_blocks,
+            k_blocks,
+            row_ptr,
+            col_idx,
+        })
     }
 
     /// A plan that keeps every block (equal to dense attention).
@@ -113,13 +121,20 @@ impl BlockPlan {
             ));
         }
         let rows = batch * heads * self.q_blocks;
-        if self.row_ptr.len() != rows + 1 || *self.row_ptr.last().unwrap() as usize != self.col_idx.len() {
+        if self.row_ptr.len() != rows + 1
+            || *self.row_ptr.last().unwrap() as usize != self.col_idx.len()
+        {
             return Err(Error::invalid(op, "row_ptr does not match col_idx"));
         }
         for r in 0..rows {
             let cols = &self.col_idx[self.row_ptr[r] as usize..self.row_ptr[r + 1] as usize];
-            if cols.windows(2).any(|w| w[0] >= w[1]) || cols.iter().any(|&c| c as usize >= self.k_blocks) {
-                return Err(Error::invalid(op, format!("row {r}: key blocks not sorted/unique/in range")));
+            if cols.windows(2).any(|w| w[0] >= w[1])
+                || cols.iter().any(|&c| c as usize >= self.k_blocks)
+            {
+                return Err(Error::invalid(
+                    op,
+                    format!("row {r}: key blocks not sorted/unique/in range"),
+                ));
             }
         }
         Ok(())
