@@ -124,6 +124,86 @@ pub trait Backend: Send + Sync {
     fn cat(&self, xs: &[&Self::Tensor], dim: usize) -> Result<Self::Tensor>;
     /// Mean of |x| (TeaCache's relative-L1 rule needs it; returns to the host).
     fn mean_abs(&self, x: &Self::Tensor) -> Result<f32>;
+    /// Video `[B, C, F, H, W]` → patch tokens `[B, F/pt·H/ph·W/pw, C·pt·ph·pw]`, raster token
+    /// order, each token's vector ordered (c, kt, kh, kw) — a Conv3d with kernel = stride
+    /// becomes a linear on these. The default goes through the host; backends may override.
+    fn patchify(&self, x: &Self::Tensor, patch: [usize; 3]) -> Result<Self::Tensor> {
+        let s = x.shape().to_vec();
+        if s.len() != 5 || s[2] % patch[0] != 0 || s[3] % patch[1] != 0 || s[4] % patch[2] != 0 {
+            return Err(crate::Error::shape("patchify", format!("{s:?} with patch {patch:?}")));
+        }
+        let host = self.download(x)?;
+        let (b, c, f, h, w) = (s[0], s[1], s[2], s[3], s[4]);
+        let [pt, ph, pw] = patch;
+        let (gf, gh, gw) = (f / pt, h / ph, w / pw);
+        let pv = c * pt * ph * pw;
+        let mut o = vec![0f32; host.len()];
+        for bi in 0..b {
+            for (tok, (zf, zy, zx)) in (0..gf)
+                .flat_map(|a| (0..gh).flat_map(move |y| (0..gw).map(move |x| (a, y, x))))
+                .enumerate()
+            {
+                let dst = &mut o[(bi * gf * gh * gw + tok) * pv..][..pv];
+                let mut i = 0;
+                for ci in 0..c {
+                    for kt in 0..pt {
+                        for ky in 0..ph {
+                            for kx in 0..pw {
+                                let (ff, yy, xx) = (zf * pt + kt, zy * ph + ky, zx * pw + kx);
+                                dst[i] = host[(((bi * c + ci) * f + ff) * h + yy) * w + xx];
+                                i += 1;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        self.upload(&o, &[b, gf * gh * gw, pv])
+    }
+
+    /// Inverse of a head's output layout: tokens `[B, gf·gh·gw, pt·ph·pw·C]` (vector ordered
+    /// (kt, kh, kw, c), as Wan's `unpatchify`) → video `[B, C, gf·pt, gh·ph, gw·pw]`.
+    fn unpatchify(
+        &self,
+        x: &Self::Tensor,
+        grid: (usize, usize, usize),
+        patch: [usize; 3],
+        channels: usize,
+    ) -> Result<Self::Tensor> {
+        let s = x.shape().to_vec();
+        let [pt, ph, pw] = patch;
+        let (gf, gh, gw) = grid;
+        if s.len() != 3 || s[1] != gf * gh * gw || s[2] != pt * ph * pw * channels {
+            return Err(crate::Error::shape(
+                "unpatchify",
+                format!("{s:?} for grid {grid:?}, patch {patch:?}, {channels} channels"),
+            ));
+        }
+        let host = self.download(x)?;
+        let (b, c) = (s[0], channels);
+        let (f, h, w) = (gf * pt, gh * ph, gw * pw);
+        let mut o = vec![0f32; host.len()];
+        for bi in 0..b {
+            for tok in 0..gf * gh * gw {
+                let (zf, zy, zx) = (tok / (gh * gw), (tok / gw) % gh, tok % gw);
+                let src = &host[(bi * gf * gh * gw + tok) * s[2]..][..s[2]];
+                let mut i = 0;
+                for kt in 0..pt {
+                    for ky in 0..ph {
+                        for kx in 0..pw {
+                            for ci in 0..c {
+                                let (ff, yy, xx) = (zf * pt + kt, zy * ph + ky, zx * pw + kx);
+                                o[(((bi * c + ci) * f + ff) * h + yy) * w + xx] = src[i];
+                                i += 1;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        self.upload(&o, &[b, c, f, h, w])
+    }
+
     /// Wait for queued work (for timing); a no-op on the CPU.
     fn synchronize(&self) -> Result<()> {
         Ok(())
