@@ -1,1 +1,14 @@
+//! jenga-models: model definitions written once against the `Backend` op vocabulary, and
+//! weight loading (safetensors via mmap, single or sharded, or seeded random weights).
 
+pub mod config;
+pub mod error;
+pub mod text;
+pub mod wan;
+pub mod weights;
+
+pub use config::WanConfig;
+pub use error::{ModelError, Result};
+pub use text::{TinyTextEncoder, Tokenizer};
+pub use wan::{Geometry, WanModel};
+pub use weights::{RandomWeights, SafetensorsWeights, WeightSource};

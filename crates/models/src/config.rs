@@ -1,0 +1,138 @@
+//! Wan2.1 `config.json` (the original repo's / diffusers-style `WanModel` config).
+
+use crate::{ModelError, Result};
+use serde::Deserialize;
+use std::path::Path;
+
+/// Fields of a Wan config. Required: the ones that size the network; the rest default to the
+/// values of `WanModel.__init__` (the official 1.3B/14B configs omit them).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct WanConfig {
+    #[serde(default = "default_model_type")]
+    pub model_type: String,
+    #[serde(default = "default_patch")]
+    pub patch_size: [usize; 3],
+    #[serde(default = "default_text_len")]
+    pub text_len: usize,
+    pub in_dim: usize,
+    pub dim: usize,
+    pub ffn_dim: usize,
+    #[serde(default = "default_freq_dim")]
+    pub freq_dim: usize,
+    #[serde(default = "default_text_dim")]
+    pub text_dim: usize,
+    pub out_dim: usize,
+    pub num_heads: usize,
+    pub num_layers: usize,
+    #[serde(default = "default_true")]
+    pub qk_norm: bool,
+    #[serde(default = "default_true")]
+    pub cross_attn_norm: bool,
+    #[serde(default = "default_eps")]
+    pub eps: f64,
+}
+
+fn default_model_type() -> String {
+    "t2v".into()
+}
+fn default_patch() -> [usize; 3] {
+    [1, 2, 2]
+}
+fn default_text_len() -> usize {
+    512
+}
+fn default_freq_dim() -> usize {
+    256
+}
+fn default_text_dim() -> usize {
+    4096
+}
+fn default_true() -> bool {
+    true
+}
+fn default_eps() -> f64 {
+    1e-6
+}
+
+impl WanConfig {
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io {
+            path: path.into(),
+            source,
+        })?;
+        Self::from_json(&text).map_err(|detail| ModelError::Config {
+            path: path.into(),
+            detail,
+        })
+    }
+
+    pub fn from_json(text: &str) -> std::result::Result<Self, String> {
+        let cfg: WanConfig = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> std::result::Result<(), String> {
+        if self.model_type != "t2v" {
+            return Err(format!(
+                "model_type `{}` is not supported (only t2v)",
+                self.model_type
+            ));
+        }
+        if self.num_heads == 0 || self.dim % self.num_heads != 0 {
+            return Err(format!(
+                "dim {} is not divisible by num_heads {}",
+                self.dim, self.num_heads
+            ));
+        }
+        let d = self.head_dim();
+        if d % 2 != 0 || d < 6 {
+            return Err(format!("head dim {d} cannot be split into 3 RoPE axes"));
+        }
+        if self.freq_dim % 2 != 0 || self.patch_size.contains(&0) {
+            return Err("freq_dim must be even and patch_size non-zero".into());
+        }
+        Ok(())
+    }
+
+    pub fn head_dim(&self) -> usize {
+        self.dim / self.num_heads
+    }
+
+    /// Wan-2.1 T2V 1.3B.
+    pub fn wan_1_3b() -> Self {
+        Self::from_json(r#"{"dim":1536,"ffn_dim":8960,"in_dim":16,"out_dim":16,"num_heads":12,"num_layers":30}"#)
+            .expect("built-in config is valid")
+    }
+
+    /// Wan-2.1 T2V 14B.
+    pub fn wan_14b() -> Self {
+        Self::from_json(r#"{"dim":5120,"ffn_dim":13824,"in_dim":16,"out_dim":16,"num_heads":40,"num_layers":40}"#)
+            .expect("built-in config is valid")
+    }
+
+    /// Parameter count (all weights of the DiT).
+    pub fn num_params(&self) -> usize {
+        let (d, f) = (self.dim, self.ffn_dim);
+        let p: usize = self.patch_size.iter().product();
+        let attn = 4 * (d * d + d) + if self.qk_norm { 2 * d } else { 0 };
+        let block = 2 * attn
+            + (d * f + f + f * d + d)
+            + 6 * d
+            + if self.cross_attn_norm { 2 * d } else { 0 };
+        let embed = self.in_dim * p * d
+            + d
+            + self.text_dim * d
+            + d
+            + d * d
+            + d
+            + self.freq_dim * d
+            + d
+            + d * d
+            + d
+            + d * 6 * d
+            + 6 * d;
+        let head = d * self.out_dim * p + self.out_dim * p + 2 * d;
+        embed + self.num_layers * block + head
+    }
+}

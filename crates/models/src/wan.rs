@@ -1,0 +1,489 @@
+//! Wan2.1 DiT (text-to-video), as `wan/modules/model.py`, written against the `Backend` ops.
+//!
+//! The model never sees which attention policy runs: self-attention asks `policy.plan(..)`,
+//! and the token order of a stage (Hilbert curve for Jenga) only changes the `Geometry`
+//! (which tokens are gathered first and which RoPE angles each position gets).
+
+use crate::{ModelError, Result, WanConfig, WeightSource};
+use jenga_carve::{AttentionPolicy, AttnCtx};
+use jenga_tensor::{Act, AttnPlan, Backend, TensorMeta};
+use std::sync::Arc;
+
+struct Linear<B: Backend> {
+    w: B::Tensor,
+    b: Option<B::Tensor>,
+}
+
+fn load<B: Backend>(
+    be: &B,
+    src: &dyn WeightSource,
+    name: &str,
+    shape: &[usize],
+) -> Result<B::Tensor> {
+    let data = src.load(name, shape)?;
+    Ok(be.upload(&data, shape)?)
+}
+
+impl<B: Backend> Linear<B> {
+    fn load(be: &B, src: &dyn WeightSource, name: &str, out: usize, inp: usize) -> Result<Self> {
+        Ok(Linear {
+            w: load(be, src, &format!("{name}.weight"), &[out, inp])?,
+            b: Some(load(be, src, &format!("{name}.bias"), &[out])?),
+        })
+    }
+    fn fwd(&self, be: &B, x: &B::Tensor, act: Act) -> Result<B::Tensor> {
+        Ok(be.linear(x, &self.w, self.b.as_ref(), act)?)
+    }
+}
+
+struct Attention<B: Backend> {
+    q: Linear<B>,
+    k: Linear<B>,
+    v: Linear<B>,
+    o: Linear<B>,
+    norm_q: Option<B::Tensor>,
+    norm_k: Option<B::Tensor>,
+}
+
+impl<B: Backend> Attention<B> {
+    fn load(be: &B, src: &dyn WeightSource, name: &str, cfg: &WanConfig) -> Result<Self> {
+        let d = cfg.dim;
+        let norm = |n: &str| -> Result<Option<B::Tensor>> {
+            if cfg.qk_norm {
+                Ok(Some(load(be, src, &format!("{name}.{n}.weight"), &[d])?))
+            } else {
+                Ok(None)
+            }
+        };
+        Ok(Attention {
+            q: Linear::load(be, src, &format!("{name}.q"), d, d)?,
+            k: Linear::load(be, src, &format!("{name}.k"), d, d)?,
+            v: Linear::load(be, src, &format!("{name}.v"), d, d)?,
+            o: Linear::load(be, src, &format!("{name}.o"), d, d)?,
+            norm_q: norm("norm_q")?,
+            norm_k: norm("norm_k")?,
+        })
+    }
+
+    /// q/k/v projections with RMS q/k-norm, split into heads `[B, L, H, Dh]`.
+    fn project(
+        &self,
+        be: &B,
+        lin: &Linear<B>,
+        norm: &Option<B::Tensor>,
+        x: &B::Tensor,
+        heads: usize,
+        eps: f32,
+    ) -> Result<B::Tensor> {
+        let mut y = lin.fwd(be, x, Act::None)?;
+        if let Some(w) = norm {
+            y = be.rms_norm(&y, w, eps)?;
+        }
+        let s = y.shape().to_vec();
+        Ok(be.reshape(&y, &[s[0], s[1], heads, s[2] / heads])?)
+    }
+
+    fn finish(&self, be: &B, o: &B::Tensor) -> Result<B::Tensor> {
+        let s = o.shape().to_vec();
+        let o = be.reshape(o, &[s[0], s[1], s[2] * s[3]])?;
+        self.o.fwd(be, &o, Act::None)
+    }
+}
+
+struct Block<B: Backend> {
+    self_attn: Attention<B>,
+    cross_attn: Attention<B>,
+    norm3: Option<(B::Tensor, B::Tensor)>,
+    ffn0: Linear<B>,
+    ffn2: Linear<B>,
+    /// `[1, 6, D]`: shift1, scale1, gate1, shift2, scale2, gate2 (added to the time projection).
+    modulation: B::Tensor,
+}
+
+/// Where the tokens of one stage sit: grid, token order (curve) and RoPE tables in that order.
+pub struct Geometry<B: Backend> {
+    /// Patch grid (frames, rows, cols).
+    pub grid: (usize, usize, usize),
+    /// `order[k]` = raster index of the k-th token; `None` = raster order.
+    pub order: Option<Arc<Vec<u32>>>,
+    inverse: Option<Vec<u32>>,
+    cos: B::Tensor,
+    sin: B::Tensor,
+}
+
+impl<B: Backend> Geometry<B> {
+    pub fn tokens(&self) -> usize {
+        self.grid.0 * self.grid.1 * self.grid.2
+    }
+}
+
+/// Output of the embedding stage of one forward: what the blocks consume, and what a skipped
+/// step (residual reuse) needs to rebuild the blocks' output.
+pub struct Embedded<B: Backend> {
+    /// Hidden states `[B, L, D]`, in the geometry's token order.
+    pub x: B::Tensor,
+    /// Time embedding `[B, D]` (drives the head).
+    pub e: B::Tensor,
+    /// Per-block modulation rows, each `[B, D]` (6 per block).
+    mods: Vec<[B::Tensor; 6]>,
+}
+
+pub struct WanModel<B: Backend> {
+    pub cfg: WanConfig,
+    patch: Linear<B>,
+    text0: Linear<B>,
+    text2: Linear<B>,
+    time0: Linear<B>,
+    time2: Linear<B>,
+    time_proj: Linear<B>,
+    blocks: Vec<Block<B>>,
+    head: Linear<B>,
+    /// `[1, 2, D]`: shift, scale.
+    head_mod: B::Tensor,
+}
+
+/// Sinusoidal timestep embedding in f64, `[cos, sin]` order (Wan's `sinusoidal_embedding_1d`).
+pub fn timestep_embedding(t: f64, dim: usize) -> Vec<f32> {
+    let half = dim / 2;
+    let mut out = vec![0f32; dim];
+    for i in 0..half {
+        let arg = t * 10000f64.powf(-(i as f64) / half as f64);
+        out[i] = arg.cos() as f32;
+        out[half + i] = arg.sin() as f32;
+    }
+    out
+}
+
+/// RoPE cos/sin tables `[L, Dh/2]` for tokens in `order` (raster when `None`): pairs split
+/// frame/row/col as Wan (`d − 4·(d/6)`, `2·(d/6)`, `2·(d/6)` real dims), angles in f64.
+pub fn rope_tables(
+    grid: (usize, usize, usize),
+    order: Option<&[u32]>,
+    head_dim: usize,
+) -> (Vec<f32>, Vec<f32>) {
+    let half = head_dim / 2;
+    let parts = [
+        head_dim - 4 * (head_dim / 6),
+        2 * (head_dim / 6),
+        2 * (head_dim / 6),
+    ];
+    // pair index → (axis, inverse frequency)
+    let mut pair_freq = Vec::with_capacity(half);
+    for (axis, &dp) in parts.iter().enumerate() {
+        for j in 0..dp / 2 {
+            pair_freq.push((axis, 10000f64.powf(-(2.0 * j as f64) / dp as f64)));
+        }
+    }
+    let (_, gh, gw) = grid;
+    let l = grid.0 * gh * gw;
+    let (mut cos, mut sin) = (vec![0f32; l * half], vec![0f32; l * half]);
+    for k in 0..l {
+        let r = order.map_or(k, |o| o[k] as usize);
+        let pos = [r / (gh * gw), (r / gw) % gh, r % gw];
+        for (i, &(axis, f)) in pair_freq.iter().enumerate() {
+            let a = pos[axis] as f64 * f;
+            cos[k * half + i] = a.cos() as f32;
+            sin[k * half + i] = a.sin() as f32;
+        }
+    }
+    (cos, sin)
+}
+
+/// `[1, D]` → `[bsz, D]` (the time embedding is shared by the CFG batch).
+fn expand<B: Backend>(be: &B, v: &B::Tensor, bsz: usize) -> Result<B::Tensor> {
+    let copies: Vec<&B::Tensor> = std::iter::repeat_n(v, bsz).collect();
+    Ok(be.cat(&copies, 0)?)
+}
+
+impl<B: Backend> WanModel<B> {
+    /// Load every tensor under its original Wan name (`blocks.{i}.self_attn.q.weight`, ...).
+    pub fn load(be: &B, cfg: &WanConfig, src: &dyn WeightSource) -> Result<Self> {
+        Self::load_with_progress(be, cfg, src, &mut |_, _| {})
+    }
+
+    /// As [`WanModel::load`], calling `progress(done_layers, total_layers)` for long loads.
+    pub fn load_with_progress(
+        be: &B,
+        cfg: &WanConfig,
+        src: &dyn WeightSource,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Self> {
+        let d = cfg.dim;
+        let p: usize = cfg.patch_size.iter().product();
+        let [pt, ph, pw] = cfg.patch_size;
+        let patch_w = src.load("patch_embedding.weight", &[d, cfg.in_dim, pt, ph, pw])?;
+        let patch = Linear {
+            w: be.upload(&patch_w, &[d, cfg.in_dim * p])?,
+            b: Some(load(be, src, "patch_embedding.bias", &[d])?),
+        };
+        let mut blocks = Vec::with_capacity(cfg.num_layers);
+        for i in 0..cfg.num_layers {
+            progress(i, cfg.num_layers);
+            let n = |s: &str| format!("blocks.{i}.{s}");
+            let norm3 = if cfg.cross_attn_norm {
+                Some((
+                    load(be, src, &n("norm3.weight"), &[d])?,
+                    load(be, src, &n("norm3.bias"), &[d])?,
+                ))
+            } else {
+                None
+            };
+            blocks.push(Block {
+                self_attn: Attention::load(be, src, &n("self_attn"), cfg)?,
+                cross_attn: Attention::load(be, src, &n("cross_attn"), cfg)?,
+                norm3,
+                ffn0: Linear::load(be, src, &n("ffn.0"), cfg.ffn_dim, d)?,
+                ffn2: Linear::load(be, src, &n("ffn.2"), d, cfg.ffn_dim)?,
+                modulation: load(be, src, &n("modulation"), &[1, 6, d])?,
+            });
+        }
+        progress(cfg.num_layers, cfg.num_layers);
+        Ok(WanModel {
+            patch,
+            text0: Linear::load(be, src, "text_embedding.0", d, cfg.text_dim)?,
+            text2: Linear::load(be, src, "text_embedding.2", d, d)?,
+            time0: Linear::load(be, src, "time_embedding.0", d, cfg.freq_dim)?,
+            time2: Linear::load(be, src, "time_embedding.2", d, d)?,
+            time_proj: Linear::load(be, src, "time_projection.1", 6 * d, d)?,
+            blocks,
+            head: Linear::load(be, src, "head.head", cfg.out_dim * p, d)?,
+            head_mod: load(be, src, "head.modulation", &[1, 2, d])?,
+            cfg: cfg.clone(),
+        })
+    }
+
+    /// Patch grid of a video of `frames × height × width` (latent units).
+    pub fn grid(
+        &self,
+        frames: usize,
+        height: usize,
+        width: usize,
+    ) -> Result<(usize, usize, usize)> {
+        let [pt, ph, pw] = self.cfg.patch_size;
+        if frames == 0
+            || height == 0
+            || width == 0
+            || frames % pt != 0
+            || height % ph != 0
+            || width % pw != 0
+        {
+            return Err(ModelError::Invalid(format!(
+                "video size {frames}x{height}x{width} (frames x height x width) must be positive multiples of the patch size {pt}x{ph}x{pw}"
+            )));
+        }
+        Ok((frames / pt, height / ph, width / pw))
+    }
+
+    /// Geometry of a stage: the token order and its RoPE tables (build once per stage).
+    pub fn geometry(
+        &self,
+        be: &B,
+        grid: (usize, usize, usize),
+        order: Option<Arc<Vec<u32>>>,
+    ) -> Result<Geometry<B>> {
+        let l = grid.0 * grid.1 * grid.2;
+        if let Some(o) = &order {
+            if o.len() != l {
+                return Err(ModelError::Invalid(format!(
+                    "token order has {} entries for {l} tokens",
+                    o.len()
+                )));
+            }
+        }
+        let dh = self.cfg.head_dim();
+        let (cos, sin) = rope_tables(grid, order.as_deref().map(|v| v.as_slice()), dh);
+        let inverse = order.as_ref().map(|o| {
+            let mut inv = vec![0u32; o.len()];
+            for (k, &r) in o.iter().enumerate() {
+                inv[r as usize] = k as u32;
+            }
+            inv
+        });
+        Ok(Geometry {
+            grid,
+            order,
+            inverse,
+            cos: be.upload(&cos, &[l, dh / 2])?,
+            sin: be.upload(&sin, &[l, dh / 2])?,
+        })
+    }
+
+    /// Text encoder states `[B, text_len, text_dim]` → context `[B, text_len, D]`.
+    pub fn embed_text(&self, be: &B, ctx: &B::Tensor) -> Result<B::Tensor> {
+        let h = self.text0.fwd(be, ctx, Act::GeluTanh)?;
+        self.text2.fwd(be, &h, Act::None)
+    }
+
+    /// Time embedding `e` `[1, D]` and projection `e0` `[1, 6, D]` for `t` (= σ·1000).
+    pub fn time_embed(&self, be: &B, t: f64) -> Result<(B::Tensor, B::Tensor)> {
+        let f = timestep_embedding(t, self.cfg.freq_dim);
+        let f = be.upload(&f, &[1, self.cfg.freq_dim])?;
+        let e = self
+            .time2
+            .fwd(be, &self.time0.fwd(be, &f, Act::Silu)?, Act::None)?;
+        let e0 = self.time_proj.fwd(be, &be.act(&e, Act::Silu)?, Act::None)?;
+        Ok((e.clone(), be.reshape(&e0, &[1, 6, self.cfg.dim])?))
+    }
+
+    /// Patchify + embed the video `[B, C, F, H, W]`, gather tokens into the geometry's order,
+    /// and prepare the modulation rows for time `t`.
+    pub fn embed(&self, be: &B, x: &B::Tensor, t: f64, geom: &Geometry<B>) -> Result<Embedded<B>> {
+        let s = x.shape().to_vec();
+        if s.len() != 5 || s[1] != self.cfg.in_dim {
+            return Err(ModelError::Invalid(format!(
+                "input video shape {s:?}, expected [B, {}, F, H, W]",
+                self.cfg.in_dim
+            )));
+        }
+        let grid = self.grid(s[2], s[3], s[4])?;
+        if grid != geom.grid {
+            return Err(ModelError::Invalid(format!(
+                "video grid {grid:?} does not match the stage geometry {:?}",
+                geom.grid
+            )));
+        }
+        let bsz = s[0];
+        let tokens = be.patchify(x, self.cfg.patch_size)?;
+        let mut h = self.patch.fwd(be, &tokens, Act::None)?;
+        if let Some(o) = &geom.order {
+            h = be.gather_tokens(&h, o)?;
+        }
+        let (e, e0) = self.time_embed(be, t)?;
+        let d = self.cfg.dim;
+        let expand = |v: &B::Tensor| expand(be, &be.reshape(v, &[1, d])?, bsz);
+        let mut mods = Vec::with_capacity(self.blocks.len());
+        for blk in &self.blocks {
+            let m = be.add_gated(&blk.modulation, &e0, None)?;
+            let row = |i: usize| -> Result<B::Tensor> { expand(&be.narrow(&m, 1, i, 1)?) };
+            mods.push([row(0)?, row(1)?, row(2)?, row(3)?, row(4)?, row(5)?]);
+        }
+        Ok(Embedded {
+            x: h,
+            e: expand(&e)?,
+            mods,
+        })
+    }
+
+    /// The input of block 0's self-attention (`LN(x)·(1+scale1)+shift1`): TeaCache measures
+    /// how much it changes between steps to decide which steps to skip.
+    pub fn first_block_input(&self, be: &B, emb: &Embedded<B>) -> Result<B::Tensor> {
+        let m = &emb.mods[0];
+        Ok(be.norm_modulate(&emb.x, &m[0], &m[1], self.cfg.eps as f32)?)
+    }
+
+    /// One transformer block.
+    #[allow(clippy::too_many_arguments)]
+    pub fn block(
+        &self,
+        be: &B,
+        i: usize,
+        x: &B::Tensor,
+        emb: &Embedded<B>,
+        context: &B::Tensor,
+        geom: &Geometry<B>,
+        policy: &dyn AttentionPolicy<B>,
+        actx: &AttnCtx,
+    ) -> Result<B::Tensor> {
+        let (blk, m) = (&self.blocks[i], &emb.mods[i]);
+        let (heads, eps) = (self.cfg.num_heads, self.cfg.eps as f32);
+        // self-attention
+        let xn = be.norm_modulate(x, &m[0], &m[1], eps)?;
+        let sa = &blk.self_attn;
+        let q = be.rope(
+            &sa.project(be, &sa.q, &sa.norm_q, &xn, heads, eps)?,
+            &geom.cos,
+            &geom.sin,
+        )?;
+        let k = be.rope(
+            &sa.project(be, &sa.k, &sa.norm_k, &xn, heads, eps)?,
+            &geom.cos,
+            &geom.sin,
+        )?;
+        let v = sa.project(be, &sa.v, &None, &xn, heads, eps)?;
+        let ctx = AttnCtx {
+            layer: i,
+            ..actx.clone()
+        };
+        let plan = policy.plan(be, &q, &k, &ctx)?;
+        let o = be.attention(&q, &k, &v, &plan, policy.key_bias(&ctx))?;
+        let x = be.add_gated(x, &sa.finish(be, &o)?, Some(&m[2]))?;
+        // cross-attention on the text context (dense: 16–512 keys)
+        let xn = match &blk.norm3 {
+            Some((w, b)) => be.layer_norm(&x, Some(w), Some(b), eps)?,
+            None => x.clone(),
+        };
+        let ca = &blk.cross_attn;
+        let q = ca.project(be, &ca.q, &ca.norm_q, &xn, heads, eps)?;
+        let k = ca.project(be, &ca.k, &ca.norm_k, context, heads, eps)?;
+        let v = ca.project(be, &ca.v, &None, context, heads, eps)?;
+        let o = be.attention(&q, &k, &v, &AttnPlan::Dense, None)?;
+        let x = be.add_gated(&x, &ca.finish(be, &o)?, None)?;
+        // feed-forward
+        let xn = be.norm_modulate(&x, &m[3], &m[4], eps)?;
+        let y = blk
+            .ffn2
+            .fwd(be, &blk.ffn0.fwd(be, &xn, Act::GeluTanh)?, Act::None)?;
+        Ok(be.add_gated(&x, &y, Some(&m[5]))?)
+    }
+
+    /// All blocks: hidden states `[B, L, D]` in token order.
+    pub fn blocks(
+        &self,
+        be: &B,
+        emb: &Embedded<B>,
+        context: &B::Tensor,
+        geom: &Geometry<B>,
+        policy: &dyn AttentionPolicy<B>,
+        actx: &AttnCtx,
+    ) -> Result<B::Tensor> {
+        let mut x = emb.x.clone();
+        for i in 0..self.blocks.len() {
+            x = self.block(be, i, &x, emb, context, geom, policy, actx)?;
+        }
+        Ok(x)
+    }
+
+    /// Output head + un-permute + unpatchify: hidden `[B, L, D]` (token order) → `[B, C, F, H, W]`.
+    pub fn head(
+        &self,
+        be: &B,
+        x: &B::Tensor,
+        emb: &Embedded<B>,
+        geom: &Geometry<B>,
+    ) -> Result<B::Tensor> {
+        let d = self.cfg.dim;
+        let bsz = emb.e.shape()[0];
+        // head.modulation rows (shift, scale) + e, per sample
+        let row = |i: usize| -> Result<B::Tensor> {
+            let r = be.reshape(&be.narrow(&self.head_mod, 1, i, 1)?, &[1, d])?;
+            Ok(be.add_gated(&expand(be, &r, bsz)?, &emb.e, None)?)
+        };
+        let (shift, scale) = (row(0)?, row(1)?);
+        let xn = be.norm_modulate(x, &shift, &scale, self.cfg.eps as f32)?;
+        let mut y = self.head.fwd(be, &xn, Act::None)?;
+        if let Some(inv) = &geom.inverse {
+            y = be.gather_tokens(&y, inv)?;
+        }
+        Ok(be.unpatchify(&y, geom.grid, self.cfg.patch_size, self.cfg.out_dim)?)
+    }
+
+    /// Full forward: velocity for video `x` `[B, C, F, H, W]` at time `t` (σ·1000).
+    pub fn forward(
+        &self,
+        be: &B,
+        x: &B::Tensor,
+        t: f64,
+        context: &B::Tensor,
+        geom: &Geometry<B>,
+        policy: &dyn AttentionPolicy<B>,
+        actx: &AttnCtx,
+    ) -> Result<B::Tensor> {
+        let emb = self.embed(be, x, t, geom)?;
+        let h = self.blocks(be, &emb, context, geom, policy, actx)?;
+        self.head(be, &h, &emb, geom)
+    }
+
+    pub fn num_layers(&self) -> usize {
+        self.blocks.len()
+    }
+}

@@ -1,0 +1,281 @@
+//! Where weights come from: safetensors files (mmap, single or sharded) or a seeded generator
+//! (full-size configs for benchmarks: no checkpoint can be downloaded here).
+
+use crate::{ModelError, Result};
+use half::{bf16, f16};
+use memmap2::Mmap;
+use rand::{Rng, SeedableRng};
+use rand_distr::StandardNormal;
+use rayon::prelude::*;
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+pub trait WeightSource: Sync {
+    /// The tensor `name` as f32, checked against `shape` (element order as stored).
+    fn load(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>>;
+    /// Short description for logs ("3 safetensors files in DIR", "random (seed 0)").
+    fn describe(&self) -> String;
+}
+
+#[derive(Clone, Debug)]
+pub struct TensorEntry {
+    pub file: usize,
+    pub dtype: String,
+    pub shape: Vec<usize>,
+    /// Byte range inside the file.
+    pub start: usize,
+    pub end: usize,
+}
+
+/// One or more safetensors files, memory-mapped; tensors are converted to f32 on load.
+pub struct SafetensorsWeights {
+    files: Vec<(PathBuf, Mmap)>,
+    tensors: HashMap<String, TensorEntry>,
+}
+
+impl SafetensorsWeights {
+    /// `path` is a `.safetensors` file, a `*.safetensors.index.json` (sharded), or a directory
+    /// holding either (`diffusion_pytorch_model*.safetensors[.index.json]` preferred).
+    pub fn open(path: &Path) -> Result<Self> {
+        let files = resolve_files(path)?;
+        let mut out = SafetensorsWeights {
+            files: Vec::new(),
+            tensors: HashMap::new(),
+        };
+        for (i, f) in files.into_iter().enumerate() {
+            let file = File::open(&f).map_err(|source| ModelError::Io {
+                path: f.clone(),
+                source,
+            })?;
+            // SAFETY: the file is opened read-only; we only read from the map.
+            let mmap = unsafe { Mmap::map(&file) }.map_err(|source| ModelError::Io {
+                path: f.clone(),
+                source,
+            })?;
+            for (name, e) in parse_header(&f, &mmap)? {
+                out.tensors.insert(name, TensorEntry { file: i, ..e });
+            }
+            out.files.push((f, mmap));
+        }
+        Ok(out)
+    }
+
+    pub fn entries(&self) -> &HashMap<String, TensorEntry> {
+        &self.tensors
+    }
+
+    pub fn paths(&self) -> Vec<&Path> {
+        self.files.iter().map(|(p, _)| p.as_path()).collect()
+    }
+}
+
+fn resolve_files(path: &Path) -> Result<Vec<PathBuf>> {
+    let io_err = |p: &Path, e| ModelError::Io {
+        path: p.into(),
+        source: e,
+    };
+    let meta = std::fs::metadata(path).map_err(|e| io_err(path, e))?;
+    if meta.is_dir() {
+        let mut names: Vec<PathBuf> = std::fs::read_dir(path)
+            .map_err(|e| io_err(path, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        names.sort();
+        let pick = |suffix: &str| -> Option<PathBuf> {
+            let mut c: Vec<&PathBuf> = names
+                .iter()
+                .filter(|p| p.to_string_lossy().ends_with(suffix))
+                .collect();
+            c.sort_by_key(|p| !p.to_string_lossy().contains("diffusion_pytorch_model"));
+            c.first().map(|p| (*p).clone())
+        };
+        if let Some(index) = pick(".safetensors.index.json") {
+            return resolve_files(&index);
+        }
+        if let Some(single) =
+            pick("diffusion_pytorch_model.safetensors").or_else(|| pick(".safetensors"))
+        {
+            return Ok(vec![single]);
+        }
+        return Err(ModelError::Invalid(format!(
+            "{}: no .safetensors file in this directory",
+            path.display()
+        )));
+    }
+    if path.to_string_lossy().ends_with(".index.json") {
+        let text = std::fs::read_to_string(path).map_err(|e| io_err(path, e))?;
+        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| ModelError::Config {
+            path: path.into(),
+            detail: e.to_string(),
+        })?;
+        let map = v
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .ok_or_else(|| ModelError::Config {
+                path: path.into(),
+                detail: "missing `weight_map` object".into(),
+            })?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let mut shards: Vec<PathBuf> = map
+            .values()
+            .filter_map(|f| f.as_str())
+            .map(|f| dir.join(f))
+            .collect();
+        shards.sort();
+        shards.dedup();
+        return Ok(shards);
+    }
+    Ok(vec![path.to_path_buf()])
+}
+
+fn parse_header(path: &Path, buf: &[u8]) -> Result<Vec<(String, TensorEntry)>> {
+    let corrupt = |detail: String| ModelError::Corrupt {
+        path: path.into(),
+        detail,
+    };
+    let (n, meta) =
+        safetensors::SafeTensors::read_metadata(buf).map_err(|e| corrupt(format!("{e:?}")))?;
+    let data_len = buf.len() - 8 - n;
+    let mut out = Vec::new();
+    for (name, info) in meta.tensors() {
+        let (s, e) = info.data_offsets;
+        if e > data_len || s > e {
+            return Err(corrupt(format!(
+                "tensor `{name}` ends at byte {e} but the file holds {data_len} data bytes (truncated?)"
+            )));
+        }
+        out.push((
+            name,
+            TensorEntry {
+                file: 0,
+                dtype: format!("{:?}", info.dtype),
+                shape: info.shape.clone(),
+                start: 8 + n + s,
+                end: 8 + n + e,
+            },
+        ));
+    }
+    Ok(out)
+}
+
+impl WeightSource for SafetensorsWeights {
+    fn load(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        let e = self.tensors.get(name).ok_or_else(|| ModelError::Missing {
+            name: name.into(),
+            files: self.describe(),
+        })?;
+        let path = &self.files[e.file].0;
+        if e.shape != shape {
+            return Err(ModelError::Shape {
+                name: name.into(),
+                path: path.clone(),
+                got: e.shape.clone(),
+                expected: shape.to_vec(),
+            });
+        }
+        let bytes = &self.files[e.file].1[e.start..e.end];
+        let n: usize = shape.iter().product();
+        let width = match e.dtype.as_str() {
+            "F32" => 4,
+            "BF16" | "F16" => 2,
+            other => {
+                return Err(ModelError::DType {
+                    name: name.into(),
+                    path: path.clone(),
+                    dtype: other.into(),
+                })
+            }
+        };
+        if bytes.len() != n * width {
+            return Err(ModelError::Corrupt {
+                path: path.clone(),
+                detail: format!("tensor `{name}` has {} bytes for {n} values", bytes.len()),
+            });
+        }
+        Ok(match e.dtype.as_str() {
+            "F32" => bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            "BF16" => bytes
+                .chunks_exact(2)
+                .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            _ => bytes
+                .chunks_exact(2)
+                .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+        })
+    }
+
+    fn describe(&self) -> String {
+        match self.files.as_slice() {
+            [(p, _)] => p.display().to_string(),
+            fs => format!(
+                "{} shards in {}",
+                fs.len(),
+                fs[0].0.parent().unwrap_or(Path::new(".")).display()
+            ),
+        }
+    }
+}
+
+/// Seeded random weights with the scale of PyTorch's default init, so activations stay in a
+/// realistic range for benchmarks. Same (seed, name) → same values on every machine.
+pub struct RandomWeights {
+    pub seed: u64,
+}
+
+impl RandomWeights {
+    fn name_seed(&self, name: &str) -> u64 {
+        // FNV-1a: stable across Rust versions (std's hasher is not).
+        name.bytes()
+            .fold(0xcbf2_9ce4_8422_2325u64 ^ self.seed, |h, b| {
+                (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+            })
+    }
+}
+
+impl WeightSource for RandomWeights {
+    fn load(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        let n: usize = shape.iter().product();
+        if name.ends_with("norm_q.weight")
+            || name.ends_with("norm_k.weight")
+            || name.ends_with("norm3.weight")
+        {
+            return Ok(vec![1.0; n]);
+        }
+        if name.ends_with("norm3.bias") {
+            return Ok(vec![0.0; n]);
+        }
+        let fan_in = if shape.len() >= 2 {
+            shape[1..].iter().product::<usize>()
+        } else {
+            shape[0]
+        };
+        let (normal, scale) = if name.ends_with("modulation") {
+            (true, 1.0 / (*shape.last().unwrap_or(&1) as f32).sqrt())
+        } else {
+            (false, 1.0 / (fan_in.max(1) as f32).sqrt())
+        };
+        let base = self.name_seed(name);
+        const CHUNK: usize = 1 << 16;
+        let mut v = vec![0f32; n];
+        v.par_chunks_mut(CHUNK).enumerate().for_each(|(i, c)| {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(base.wrapping_add(i as u64));
+            for x in c {
+                *x = if normal {
+                    rng.sample::<f32, _>(StandardNormal) * scale
+                } else {
+                    rng.gen_range(-scale..scale)
+                };
+            }
+        });
+        Ok(v)
+    }
+
+    fn describe(&self) -> String {
+        format!("random weights (seed {})", self.seed)
+    }
+}
