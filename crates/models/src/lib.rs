@@ -1,12 +1,14 @@
 //! jenga-models: model definitions written once against the `Backend` op vocabulary, and
 //! weight loading (safetensors via mmap, single or sharded, or seeded random weights).
 
+pub mod bundle;
 pub mod config;
 pub mod error;
 pub mod text;
 pub mod wan;
 pub mod weights;
 
+pub use bundle::{ModelBundle, SampleDefaults};
 pub use config::WanConfig;
 pub use error::{ModelError, Result};
 pub use text::{TinyTextEncoder, Tokenizer};

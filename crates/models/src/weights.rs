@@ -28,9 +28,25 @@ pub struct TensorEntry {
     pub end: usize,
 }
 
+/// Bytes of one safetensors file: memory-mapped, or embedded in the binary.
+enum Bytes {
+    Mapped(Mmap),
+    Static(&'static [u8]),
+}
+
+impl std::ops::Deref for Bytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Bytes::Mapped(m) => m,
+            Bytes::Static(s) => s,
+        }
+    }
+}
+
 /// One or more safetensors files, memory-mapped; tensors are converted to f32 on load.
 pub struct SafetensorsWeights {
-    files: Vec<(PathBuf, Mmap)>,
+    files: Vec<(PathBuf, Bytes)>,
     tensors: HashMap<String, TensorEntry>,
 }
 
@@ -56,9 +72,19 @@ impl SafetensorsWeights {
             for (name, e) in parse_header(&f, &mmap)? {
                 out.tensors.insert(name, TensorEntry { file: i, ..e });
             }
-            out.files.push((f, mmap));
+            out.files.push((f, Bytes::Mapped(mmap)));
         }
         Ok(out)
+    }
+
+    /// A file embedded in the binary (`name` is used in error messages).
+    pub fn from_static(name: &str, bytes: &'static [u8]) -> Result<Self> {
+        let path = PathBuf::from(name);
+        let tensors = parse_header(&path, bytes)?.into_iter().collect();
+        Ok(SafetensorsWeights {
+            files: vec![(path, Bytes::Static(bytes))],
+            tensors,
+        })
     }
 
     pub fn entries(&self) -> &HashMap<String, TensorEntry> {

@@ -1,1 +1,18 @@
+//! jenga-pipeline: from conditioning to frames — flow-matching sampler with classifier-free
+//! guidance, ProRes stages, step skipping, and the resize between stages.
 
+pub mod resize;
+pub mod sampler;
+pub mod schedule;
+
+pub use sampler::{sample, Event, SampleOutput, SampleSpec, StagePlan};
+pub use schedule::flow_sigmas;
+
+/// Deterministic standard-normal noise: same seed → bit-identical values on every run.
+pub fn noise(seed: u64, n: usize) -> Vec<f32> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    (0..n)
+        .map(|_| rng.sample::<f32, _>(rand_distr::StandardNormal))
+        .collect()
+}
