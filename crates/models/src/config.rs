@@ -111,6 +111,30 @@ impl WanConfig {
             .expect("built-in config is valid")
     }
 
+    /// Floating-point operations (multiply-add = 2) of one forward for one sample:
+    /// `tokens` video tokens, `text_tokens` context rows, self-attention computing a
+    /// fraction `attn_density` of its score blocks. Returns (linear, attention) FLOPs.
+    pub fn forward_flops(
+        &self,
+        tokens: usize,
+        text_tokens: usize,
+        attn_density: f64,
+    ) -> (f64, f64) {
+        let (l, lt, d, f) = (
+            tokens as f64,
+            text_tokens as f64,
+            self.dim as f64,
+            self.ffn_dim as f64,
+        );
+        let p: usize = self.patch_size.iter().product();
+        let per_block_lin =
+            2.0 * (4.0 * l * d * d + 2.0 * l * d * d + 2.0 * lt * d * d + 2.0 * l * d * f);
+        let per_block_attn = 4.0 * l * l * d * attn_density + 4.0 * l * lt * d;
+        let n = self.num_layers as f64;
+        let io = 2.0 * l * d * (self.in_dim * p) as f64 + 2.0 * l * d * (self.out_dim * p) as f64;
+        (n * per_block_lin + io, n * per_block_attn)
+    }
+
     /// Parameter count (all weights of the DiT).
     pub fn num_params(&self) -> usize {
         let (d, f) = (self.dim, self.ffn_dim);

@@ -1,11 +1,16 @@
 //! jenga-pipeline: from conditioning to frames — flow-matching sampler with classifier-free
 //! guidance, ProRes stages, step skipping, and the resize between stages.
 
+pub mod presets;
 pub mod resize;
 pub mod sampler;
 pub mod schedule;
 
-pub use sampler::{sample, Event, SampleOutput, SampleSpec, StagePlan};
+pub use presets::{JengaSettings, PRESETS};
+pub use sampler::{
+    sample, static_skip_schedule, Event, SampleOutput, SampleSpec, SkipRule, StagePlan,
+    TEACACHE_WAN_1_3B,
+};
 pub use schedule::flow_sigmas;
 
 /// Deterministic standard-normal noise: same seed → bit-identical values on every run.

@@ -356,3 +356,25 @@ pub fn sample<B: Backend>(
         computed_steps,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn static_schedule_keeps_23_of_50_dense_at_both_ends() {
+        let c = static_skip_schedule(50, 23);
+        assert_eq!(c.iter().filter(|&&v| v).count(), 23);
+        assert!(c[..8].iter().all(|&v| v) && c[45..].iter().all(|&v| v));
+        // the middle is sparse: no two kept middle steps are adjacent
+        let mid: Vec<usize> = (8..45).filter(|&i| c[i]).collect();
+        assert_eq!(mid.len(), 10);
+        assert!(mid.windows(2).all(|w| w[1] - w[0] >= 3));
+        // proportional for other lengths, never more than asked
+        for (n, k) in [(30, 14), (10, 5), (4, 4), (50, 50)] {
+            let c = static_skip_schedule(n, k);
+            assert_eq!(c.iter().filter(|&&v| v).count(), k, "{n} {k}");
+            assert!(c[0] && c[n - 1]);
+        }
+    }
+}
