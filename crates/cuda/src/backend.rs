@@ -1,0 +1,978 @@
+//! `CudaBackend`: the `jenga_tensor::Backend` ops on one GPU, one stream, bf16 storage.
+//!
+//! Everything is queued on a single stream, so allocations use the stream-ordered pool
+//! (`cuMemAllocAsync`) and a tensor dropped right after the launch that reads it is freed only
+//! after that launch: no synchronisation inside ops. cudarc's per-buffer event tracking is off
+//! for the same reason (it adds two events per launch argument and buys nothing on one stream).
+
+use crate::error::{alloc_err, dev, drv};
+use crate::{device, nvrtc};
+use cudarc::cublaslt::{Activation, CudaBlasLT, Matmul, MatmulConfig};
+use cudarc::driver::{
+    sys::CUdevice_attribute, CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr,
+    LaunchConfig, PushKernelArg,
+};
+use half::bf16;
+use jenga_tensor::{Act, AttnPlan, Backend, BlockPlan, Error, KeyBias, Result, TensorMeta};
+use std::sync::{Arc, Mutex, Weak};
+
+const OPS_SRC: &str = concat!(
+    include_str!("../kernels/common.cuh"),
+    "\n",
+    include_str!("../kernels/elementwise.cu"),
+    "\n",
+    include_str!("../kernels/norm.cu")
+);
+const ATTN_NAIVE_SRC: &str = concat!(
+    include_str!("../kernels/common.cuh"),
+    "\n",
+    include_str!("../kernels/attention_naive.cu")
+);
+/// Must match `attention_naive.cu`.
+const NAIVE_WARPS: usize = 8;
+const NAIVE_TK: usize = 32;
+pub(crate) const NAIVE_MAX_DH: usize = 128;
+
+/// A contiguous bf16 tensor on the device: a shared buffer, an element offset into it (so
+/// leading-dim `narrow`s and `reshape`s are free) and a shape.
+#[derive(Clone)]
+pub struct CudaTensor {
+    buf: Arc<CudaSlice<bf16>>,
+    offset: usize,
+    shape: Vec<usize>,
+}
+
+impl std::fmt::Debug for CudaTensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CudaTensor(bf16 {:?})", self.shape)
+    }
+}
+
+impl TensorMeta for CudaTensor {
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+}
+
+impl CudaTensor {
+    /// Device address of the first element (for kernels written elsewhere in the crate).
+    pub fn device_ptr(&self, stream: &CudaStream) -> u64 {
+        let (p, _sync) = self.buf.device_ptr(stream);
+        p + (self.offset * std::mem::size_of::<bf16>()) as u64
+    }
+}
+
+struct Kernels {
+    act: CudaFunction,
+    bias_act: CudaFunction,
+    add_gated: CudaFunction,
+    axpby: CudaFunction,
+    rope: CudaFunction,
+    copy_rows: CudaFunction,
+    gather: CudaFunction,
+    pool: CudaFunction,
+    sum_abs: CudaFunction,
+    layer_norm: CudaFunction,
+    norm_modulate: CudaFunction,
+    rms_norm: CudaFunction,
+    attn_naive: CudaFunction,
+}
+
+/// A `BlockPlan`'s CSR arrays on the device.
+pub struct DevicePlanBufs {
+    pub row_ptr: CudaSlice<u32>,
+    pub col_idx: CudaSlice<u32>,
+}
+
+pub struct CudaBackend {
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    blas: CudaBlasLT,
+    k: Kernels,
+    name: String,
+    sm_count: usize,
+    /// Plans are reused across the layers of a step: upload each once (keyed by the Arc).
+    plans: Mutex<Vec<(Weak<BlockPlan>, Arc<DevicePlanBufs>)>>,
+    /// Force the reference attention kernel even where a fast one exists (tests, selftest).
+    pub(crate) force_naive_attention: std::sync::atomic::AtomicBool,
+}
+
+fn elems_cfg(n: usize, sm_count: usize) -> LaunchConfig {
+    let blocks = n.div_ceil(256).clamp(1, sm_count.max(1) * 32);
+    LaunchConfig {
+        grid_dim: (blocks as u32, 1, 1),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+fn act_code(act: Act) -> i32 {
+    match act {
+        Act::None => 0,
+        Act::GeluTanh => 1,
+        Act::Silu => 2,
+    }
+}
+
+impl CudaBackend {
+    /// Open device `ordinal`, compile (or load cached) kernels and create the cuBLASLt handle.
+    /// Returns `Err` — never panics — when the driver, NVRTC, cuBLASLt or the device is missing.
+    pub fn new(ordinal: usize) -> Result<Self> {
+        let ctx = device::open_context(ordinal)?;
+        // One stream: cross-stream event tracking is pure overhead (see module docs).
+        unsafe { ctx.disable_event_tracking() };
+        let stream = ctx
+            .new_stream()
+            .map_err(drv("creating a CUDA stream"))?;
+        let present = std::panic::catch_unwind(|| unsafe { cudarc::cublaslt::sys::is_culib_present() })
+            .unwrap_or(false);
+        if !present {
+            return Err(dev("libcublasLt could not be loaded (CUDA 13 cuBLAS runtime needed)"));
+        }
+        let blas = std::panic::catch_unwind(|| CudaBlasLT::new(stream.clone()))
+            .map_err(|_| dev("cuBLASLt initialisation panicked (out of memory for its workspace?)"))?
+            .map_err(|e| dev(format!("cuBLASLt initialisation: {e:?}")))?;
+
+        let ops = nvrtc::load_module(&ctx, "jenga_ops", OPS_SRC, &[])?;
+        let attn = nvrtc::load_module(&ctx, "jenga_attention_naive", ATTN_NAIVE_SRC, &[])?;
+        let f = |m: &Arc<cudarc::driver::CudaModule>, n: &str| {
+            m.load_function(n)
+                .map_err(drv(&format!("loading kernel {n}")))
+        };
+        let k = Kernels {
+            act: f(&ops, "act_bf16")?,
+            bias_act: f(&ops, "bias_act_bf16")?,
+            add_gated: f(&ops, "add_gated_bf16")?,
+            axpby: f(&ops, "axpby_bf16")?,
+            rope: f(&ops, "rope_bf16")?,
+            copy_rows: f(&ops, "copy_rows_bf16")?,
+            gather: f(&ops, "gather_tokens_bf16")?,
+            pool: f(&ops, "block_mean_pool_bf16")?,
+            sum_abs: f(&ops, "sum_abs_bf16")?,
+            layer_norm: f(&ops, "layer_norm_bf16")?,
+            norm_modulate: f(&ops, "norm_modulate_bf16")?,
+            rms_norm: f(&ops, "rms_norm_bf16")?,
+            attn_naive: f(&attn, "attn_naive_bf16")?,
+        };
+        let sm_count = ctx
+            .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+            .map_err(drv("querying SM count"))? as usize;
+        let (major, minor) = ctx
+            .compute_capability()
+            .map_err(drv("querying compute capability"))?;
+        let gpu = ctx.name().map_err(drv("querying device name"))?;
+        Ok(CudaBackend {
+            name: format!("cuda:{ordinal} {gpu} (sm_{major}{minor})"),
+            ctx,
+            stream,
+            blas,
+            k,
+            sm_count,
+            plans: Mutex::new(Vec::new()),
+            force_naive_attention: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    pub fn context(&self) -> &Arc<CudaContext> {
+        &self.ctx
+    }
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+    pub fn sm_count(&self) -> usize {
+        self.sm_count
+    }
+
+    /// Use only the reference attention kernel (for checking the fast one against it).
+    pub fn set_force_naive_attention(&self, on: bool) {
+        self.force_naive_attention
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Uninitialised device tensor (every op overwrites all of its output).
+    pub fn empty(&self, shape: &[usize]) -> Result<CudaTensor> {
+        let n: usize = shape.iter().product();
+        let buf = unsafe { self.stream.alloc::<bf16>(n.max(1)) }
+            .map_err(alloc_err(n.max(1) * std::mem::size_of::<bf16>()))?;
+        Ok(CudaTensor {
+            buf: Arc::new(buf),
+            offset: 0,
+            shape: shape.to_vec(),
+        })
+    }
+
+    /// Upload bf16 data as is (weights already stored in bf16 skip the f32 round trip).
+    pub fn upload_bf16(&self, data: &[bf16], shape: &[usize]) -> Result<CudaTensor> {
+        let n: usize = shape.iter().product();
+        if n != data.len() {
+            return Err(Error::shape(
+                "upload",
+                format!("{} values for shape {shape:?}", data.len()),
+            ));
+        }
+        let mut t = self.empty(shape)?;
+        if n > 0 {
+            let buf = Arc::get_mut(&mut t.buf).expect("fresh buffer is unshared");
+            self.stream
+                .memcpy_htod(data, &mut buf.slice_mut(0..n))
+                .map_err(drv("copying to the device"))?;
+        }
+        Ok(t)
+    }
+
+    /// Download as bf16, exactly as stored.
+    pub fn download_bf16(&self, t: &CudaTensor) -> Result<Vec<bf16>> {
+        let n = t.numel();
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let view = t.buf.slice(t.offset..t.offset + n);
+        self.stream
+            .clone_dtoh(&view)
+            .map_err(drv("copying from the device"))
+    }
+
+    pub(crate) fn ptr(&self, t: &CudaTensor) -> u64 {
+        t.device_ptr(&self.stream)
+    }
+
+    fn launch(&self, f: &CudaFunction, cfg: LaunchConfig, what: &str, args: &[KArg]) -> Result<()> {
+        let mut b = self.stream.launch_builder(f);
+        for a in args {
+            match a {
+                KArg::U64(v) => b.arg(v),
+                KArg::I64(v) => b.arg(v),
+                KArg::I32(v) => b.arg(v),
+                KArg::F32(v) => b.arg(v),
+            };
+        }
+        unsafe { b.launch(cfg) }
+            .map(|_| ())
+            .map_err(drv(&format!("launching {what}")))
+    }
+
+    fn same_shape(op: &'static str, a: &CudaTensor, b: &CudaTensor) -> Result<()> {
+        if a.shape != b.shape {
+            return Err(Error::shape(op, format!("{:?} vs {:?}", a.shape, b.shape)));
+        }
+        Ok(())
+    }
+
+    fn last_dim(op: &'static str, x: &CudaTensor) -> Result<usize> {
+        match x.shape.last() {
+            Some(&d) if d > 0 => Ok(d),
+            _ => Err(Error::shape(op, format!("x {:?} has no last dim", x.shape))),
+        }
+    }
+
+    fn vec_of(op: &'static str, what: &str, t: &CudaTensor, d: usize) -> Result<()> {
+        if t.shape != [d] {
+            return Err(Error::shape(op, format!("{what} {:?} for dim {d}", t.shape)));
+        }
+        Ok(())
+    }
+
+    /// Device CSR arrays of `plan` (uploaded on first use, then reused while the Arc lives).
+    pub fn device_plan(&self, plan: &Arc<BlockPlan>) -> Result<Arc<DevicePlanBufs>> {
+        let mut cache = self
+            .plans
+            .lock()
+            .map_err(|_| dev("plan cache lock poisoned"))?;
+        cache.retain(|(w, _)| w.strong_count() > 0);
+        if let Some((_, d)) = cache
+            .iter()
+            .find(|(w, _)| w.upgrade().is_some_and(|p| Arc::ptr_eq(&p, plan)))
+        {
+            return Ok(d.clone());
+        }
+        let up = |v: &[u32]| -> Result<CudaSlice<u32>> {
+            let v = if v.is_empty() { &[0u32][..] } else { v };
+            self.stream
+                .clone_htod(v)
+                .map_err(alloc_err(std::mem::size_of_val(v)))
+        };
+        let bufs = Arc::new(DevicePlanBufs {
+            row_ptr: up(&plan.row_ptr)?,
+            col_idx: up(&plan.col_idx)?,
+        });
+        if cache.len() >= 8 {
+            cache.remove(0);
+        }
+        cache.push((Arc::downgrade(plan), bufs.clone()));
+        Ok(bufs)
+    }
+
+    /// The reference attention kernel (any Dh ≤ 128), dense or over a device plan.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention_naive(
+        &self,
+        q: &CudaTensor,
+        k: &CudaTensor,
+        v: &CudaTensor,
+        plan: Option<(&BlockPlan, &DevicePlanBufs)>,
+        bias: Option<KeyBias>,
+    ) -> Result<CudaTensor> {
+        let (b, lq, h, dh) = (q.shape[0], q.shape[1], q.shape[2], q.shape[3]);
+        let lk = k.shape[1];
+        if dh > NAIVE_MAX_DH {
+            return Err(Error::invalid(
+                "attention",
+                format!("head dim {dh} > {NAIVE_MAX_DH} is not supported on CUDA"),
+            ));
+        }
+        let out = self.empty(&q.shape)?;
+        if out.numel() == 0 {
+            return Ok(out);
+        }
+        let log2e = std::f32::consts::LOG2_E;
+        let scale_log2 = log2e / (dh as f32).sqrt();
+        let (bias_from, bias_log2) = match bias {
+            Some(kb) => (kb.from_key.min(i32::MAX as usize) as i32, kb.bias * log2e),
+            None => (i32::MAX, 0.0),
+        };
+        let (row_ptr, col_idx, block, q_blocks, chunks, grid_x) = match plan {
+            Some((p, d)) => {
+                let chunks = p.block.div_ceil(NAIVE_WARPS);
+                let (rp, _) = d.row_ptr.device_ptr(&self.stream);
+                let (ci, _) = d.col_idx.device_ptr(&self.stream);
+                (rp, ci, p.block, p.q_blocks, chunks, p.q_blocks * chunks)
+            }
+            None => (0, 0, 0, 0, 1, lq.div_ceil(NAIVE_WARPS)),
+        };
+        let smem = (2 * NAIVE_TK * (dh + 1) + NAIVE_WARPS * dh) * 4;
+        let cfg = LaunchConfig {
+            grid_dim: (grid_x as u32, h as u32, b as u32),
+            block_dim: ((NAIVE_WARPS * 32) as u32, 1, 1),
+            shared_mem_bytes: smem as u32,
+        };
+        self.launch(
+            &self.k.attn_naive,
+            cfg,
+            "attention (reference kernel)",
+            &[
+                KArg::U64(self.ptr(q)),
+                KArg::U64(self.ptr(k)),
+                KArg::U64(self.ptr(v)),
+                KArg::U64(self.ptr(&out)),
+                KArg::I32(lq as i32),
+                KArg::I32(lk as i32),
+                KArg::I32(h as i32),
+                KArg::I32(dh as i32),
+                KArg::F32(scale_log2),
+                KArg::U64(row_ptr),
+                KArg::U64(col_idx),
+                KArg::I32(block as i32),
+                KArg::I32(q_blocks as i32),
+                KArg::I32(chunks as i32),
+                KArg::I32(bias_from),
+                KArg::F32(bias_log2),
+            ],
+        )?;
+        Ok(out)
+    }
+
+    fn copy_rows(
+        &self,
+        src: u64,
+        dst: u64,
+        rows: usize,
+        width: usize,
+        src_stride: usize,
+        dst_stride: usize,
+    ) -> Result<()> {
+        if rows * width == 0 {
+            return Ok(());
+        }
+        self.launch(
+            &self.k.copy_rows,
+            elems_cfg(rows * width, self.sm_count),
+            "copy_rows",
+            &[
+                KArg::U64(src),
+                KArg::U64(dst),
+                KArg::I64(rows as i64),
+                KArg::I64(width as i64),
+                KArg::I64(src_stride as i64),
+                KArg::I64(dst_stride as i64),
+            ],
+        )
+    }
+}
+
+enum KArg {
+    U64(u64),
+    I64(i64),
+    I32(i32),
+    F32(f32),
+}
+
+const BF16_BYTES: u64 = 2;
+
+impl Backend for CudaBackend {
+    type Tensor = CudaTensor;
+
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn upload(&self, data: &[f32], shape: &[usize]) -> Result<CudaTensor> {
+        let host: Vec<bf16> = data.iter().map(|&v| bf16::from_f32(v)).collect();
+        self.upload_bf16(&host, shape)
+    }
+
+    fn download(&self, t: &CudaTensor) -> Result<Vec<f32>> {
+        Ok(self
+            .download_bf16(t)?
+            .into_iter()
+            .map(|v| v.to_f32())
+            .collect())
+    }
+
+    fn reshape(&self, t: &CudaTensor, shape: &[usize]) -> Result<CudaTensor> {
+        if shape.iter().product::<usize>() != t.numel() {
+            return Err(Error::shape(
+                "reshape",
+                format!("{:?} -> {shape:?}", t.shape),
+            ));
+        }
+        Ok(CudaTensor {
+            shape: shape.to_vec(),
+            ..t.clone()
+        })
+    }
+
+    fn linear(
+        &self,
+        x: &CudaTensor,
+        w: &CudaTensor,
+        b: Option<&CudaTensor>,
+        act: Act,
+    ) -> Result<CudaTensor> {
+        let k_in = Self::last_dim("linear", x)?;
+        if w.dims() != 2 || w.shape[1] != k_in {
+            return Err(Error::shape(
+                "linear",
+                format!("x {:?}, w {:?} (expected [out, {k_in}])", x.shape, w.shape),
+            ));
+        }
+        let n_out = w.shape[0];
+        if let Some(b) = b {
+            Self::vec_of("linear", "bias", b, n_out)?;
+        }
+        let rows = x.numel() / k_in;
+        let mut shape = x.shape.clone();
+        *shape.last_mut().expect("checked") = n_out;
+        let out = self.empty(&shape)?;
+        if rows == 0 || n_out == 0 {
+            return Ok(out);
+        }
+        // Row-major y[rows, out] = x · wᵀ is column-major yᵀ[out, rows] = W(ᵀ as stored) · xᵀ:
+        // A = w (stored k×m column-major, transposed), B = x (k×n column-major), C = y (m×n).
+        let cfg = MatmulConfig {
+            transa: true,
+            transb: false,
+            transc: false,
+            m: n_out as u64,
+            n: rows as u64,
+            k: k_in as u64,
+            alpha: 1.0,
+            lda: k_in as i64,
+            ldb: k_in as i64,
+            beta: 0.0,
+            ldc: n_out as i64,
+            stride_a: None,
+            stride_b: None,
+            stride_c: None,
+            stride_bias: None,
+            batch_size: None,
+        };
+        let wv = w.buf.slice(w.offset..w.offset + w.numel());
+        let xv = x.buf.slice(x.offset..x.offset + x.numel());
+        let bv = b.map(|b| b.buf.slice(b.offset..b.offset + n_out));
+        let fused_act = match act {
+            Act::GeluTanh => Some(Activation::Gelu),
+            _ => None,
+        };
+        // The output buffer is freshly allocated and unshared.
+        let mut out = out;
+        let fused = {
+            let ob = Arc::get_mut(&mut out.buf).expect("fresh buffer is unshared");
+            unsafe {
+                self.blas
+                    .matmul(cfg, &wv, &xv, ob, bv.as_ref(), fused_act.as_ref())
+            }
+        };
+        let rest_act = match (&fused, act) {
+            (Ok(()), Act::Silu) => Some((None, Act::Silu)),
+            (Ok(()), _) => None,
+            // Some epilogues have no kernel for a shape/type: plain GEMM, then our own kernel.
+            (Err(_), _) => {
+                let ob = Arc::get_mut(&mut out.buf).expect("fresh buffer is unshared");
+                unsafe { self.blas.matmul(cfg, &wv, &xv, ob, None, None) }
+                    .map_err(|e| dev(format!("cuBLASLt matmul {rows}x{k_in}x{n_out}: {e:?}")))?;
+                Some((b, act))
+            }
+        };
+        if let Some((bias, a)) = rest_act {
+            let n = out.numel();
+            let p = self.ptr(&out);
+            self.launch(
+                &self.k.bias_act,
+                elems_cfg(n, self.sm_count),
+                "linear epilogue",
+                &[
+                    KArg::U64(p),
+                    KArg::U64(bias.map(|t| self.ptr(t)).unwrap_or(0)),
+                    KArg::U64(p),
+                    KArg::I64(n as i64),
+                    KArg::I32(n_out as i32),
+                    KArg::I32(act_code(a)),
+                ],
+            )?;
+        }
+        Ok(out)
+    }
+
+    fn act(&self, x: &CudaTensor, act: Act) -> Result<CudaTensor> {
+        let out = self.empty(&x.shape)?;
+        let n = x.numel();
+        if n > 0 {
+            self.launch(
+                &self.k.act,
+                elems_cfg(n, self.sm_count),
+                "act",
+                &[
+                    KArg::U64(self.ptr(x)),
+                    KArg::U64(self.ptr(&out)),
+                    KArg::I64(n as i64),
+                    KArg::I32(act_code(act)),
+                ],
+            )?;
+        }
+        Ok(out)
+    }
+
+    fn layer_norm(
+        &self,
+        x: &CudaTensor,
+        w: Option<&CudaTensor>,
+        b: Option<&CudaTensor>,
+        eps: f32,
+    ) -> Result<CudaTensor> {
+        let d = Self::last_dim("layer_norm", x)?;
+        if let Some(w) = w {
+            Self::vec_of("layer_norm", "weight", w, d)?;
+        }
+        if let Some(b) = b {
+            Self::vec_of("layer_norm", "bias", b, d)?;
+        }
+        let out = self.empty(&x.shape)?;
+        let rows = x.numel() / d;
+        if rows > 0 {
+            self.launch(
+                &self.k.layer_norm,
+                norm_cfg(rows, d),
+                "layer_norm",
+                &[
+                    KArg::U64(self.ptr(x)),
+                    KArg::U64(w.map(|t| self.ptr(t)).unwrap_or(0)),
+                    KArg::U64(b.map(|t| self.ptr(t)).unwrap_or(0)),
+                    KArg::U64(self.ptr(&out)),
+                    KArg::I32(d as i32),
+                    KArg::F32(eps),
+                ],
+            )?;
+        }
+        Ok(out)
+    }
+
+    fn rms_norm(&self, x: &CudaTensor, w: &CudaTensor, eps: f32) -> Result<CudaTensor> {
+        let d = Self::last_dim("rms_norm", x)?;
+        Self::vec_of("rms_norm", "weight", w, d)?;
+        let out = self.empty(&x.shape)?;
+        let rows = x.numel() / d;
+        if rows > 0 {
+            self.launch(
+                &self.k.rms_norm,
+                norm_cfg(rows, d),
+                "rms_norm",
+                &[
+                    KArg::U64(self.ptr(x)),
+                    KArg::U64(self.ptr(w)),
+                    KArg::U64(self.ptr(&out)),
+                    KArg::I32(d as i32),
+                    KArg::F32(eps),
+                ],
+            )?;
+        }
+        Ok(out)
+    }
+
+    fn norm_modulate(
+        &self,
+        x: &CudaTensor,
+        shift: &CudaTensor,
+        scale: &CudaTensor,
+        eps: f32,
+    ) -> Result<CudaTensor> {
+        if x.dims() != 3
+            || shift.shape != [x.shape[0], x.shape[2]]
+            || scale.shape != shift.shape
+            || x.shape[2] == 0
+        {
+            return Err(Error::shape(
+                "norm_modulate",
+                format!(
+                    "x {:?}, shift {:?}, scale {:?} (expected [B, L, D], [B, D], [B, D])",
+                    x.shape, shift.shape, scale.shape
+                ),
+            ));
+        }
+        let (l, d) = (x.shape[1], x.shape[2]);
+        let out = self.empty(&x.shape)?;
+        let rows = x.numel() / d;
+        if rows > 0 {
+            self.launch(
+                &self.k.norm_modulate,
+                norm_cfg(rows, d),
+                "norm_modulate",
+                &[
+                    KArg::U64(self.ptr(x)),
+                    KArg::U64(self.ptr(shift)),
+                    KArg::U64(self.ptr(scale)),
+                    KArg::U64(self.ptr(&out)),
+                    KArg::I32(d as i32),
+                    KArg::I32(l as i32),
+                    KArg::F32(eps),
+                ],
+            )?;
+        }
+        Ok(out)
+    }
+
+    fn add_gated(
+        &self,
+        x: &CudaTensor,
+        y: &CudaTensor,
+        gate: Option<&CudaTensor>,
+    ) -> Result<CudaTensor> {
+        Self::same_shape("add_gated", x, y)?;
+        let (per_batch, d) = match gate {
+            Some(g) => {
+                if x.dims() != 3 || g.shape != [x.shape[0], x.shape[2]] {
+                    return Err(Error::shape(
+                        "add_gated",
+                        format!("x {:?}, gate {:?} (expected [B, L, D], [B, D])", x.shape, g.shape),
+                    ));
+                }
+                (x.shape[1] * x.shape[2], x.shape[2])
+            }
+            None => (1, 1),
+        };
+        let out = self.empty(&x.shape)?;
+        let n = x.numel();
+        if n > 0 {
+            self.launch(
+                &self.k.add_gated,
+                elems_cfg(n, self.sm_count),
+                "add_gated",
+                &[
+                    KArg::U64(self.ptr(x)),
+                    KArg::U64(self.ptr(y)),
+                    KArg::U64(gate.map(|g| self.ptr(g)).unwrap_or(0)),
+                    KArg::U64(self.ptr(&out)),
+                    KArg::I64(n as i64),
+                    KArg::I64(per_batch as i64),
+                    KArg::I32(d as i32),
+                ],
+            )?;
+        }
+        Ok(out)
+    }
+
+    fn axpby(&self, a: f32, x: &CudaTensor, b: f32, y: &CudaTensor) -> Result<CudaTensor> {
+        Self::same_shape("axpby", x, y)?;
+        let out = self.empty(&x.shape)?;
+        let n = x.numel();
+        if n > 0 {
+            self.launch(
+                &self.k.axpby,
+                elems_cfg(n, self.sm_count),
+                "axpby",
+                &[
+                    KArg::F32(a),
+                    KArg::U64(self.ptr(x)),
+                    KArg::F32(b),
+                    KArg::U64(self.ptr(y)),
+                    KArg::U64(self.ptr(&out)),
+                    KArg::I64(n as i64),
+                ],
+            )?;
+        }
+        Ok(out)
+    }
+
+    fn rope(&self, x: &CudaTensor, cos: &CudaTensor, sin: &CudaTensor) -> Result<CudaTensor> {
+        if x.dims() != 4
+            || x.shape[3] % 2 != 0
+            || cos.shape != [x.shape[1], x.shape[3] / 2]
+            || sin.shape != cos.shape
+        {
+            return Err(Error::shape(
+                "rope",
+                format!(
+                    "x {:?}, cos {:?}, sin {:?} (expected [B, L, H, Dh], [L, Dh/2])",
+                    x.shape, cos.shape, sin.shape
+                ),
+            ));
+        }
+        let out = self.empty(&x.shape)?;
+        let pairs = x.numel() / 2;
+        if pairs > 0 {
+            self.launch(
+                &self.k.rope,
+                elems_cfg(pairs, self.sm_count),
+                "rope",
+                &[
+                    KArg::U64(self.ptr(x)),
+                    KArg::U64(self.ptr(cos)),
+                    KArg::U64(self.ptr(sin)),
+                    KArg::U64(self.ptr(&out)),
+                    KArg::I64(pairs as i64),
+                    KArg::I32(x.shape[1] as i32),
+                    KArg::I32(x.shape[2] as i32),
+                    KArg::I32((x.shape[3] / 2) as i32),
+                ],
+            )?;
+        }
+        Ok(out)
+    }
+
+    fn attention(
+        &self,
+        q: &CudaTensor,
+        k: &CudaTensor,
+        v: &CudaTensor,
+        plan: &AttnPlan,
+        bias: Option<KeyBias>,
+    ) -> Result<CudaTensor> {
+        if q.dims() != 4
+            || k.dims() != 4
+            || k.shape != v.shape
+            || k.shape[0] != q.shape[0]
+            || k.shape[2] != q.shape[2]
+            || k.shape[3] != q.shape[3]
+        {
+            return Err(Error::shape(
+                "attention",
+                format!(
+                    "q {:?}, k {:?}, v {:?} (expected [B, Lq, H, Dh], [B, Lk, H, Dh] x2)",
+                    q.shape, k.shape, v.shape
+                ),
+            ));
+        }
+        let (b, lq, h) = (q.shape[0], q.shape[1], q.shape[2]);
+        let lk = k.shape[1];
+        match plan {
+            AttnPlan::Dense => {
+                if let Some(out) = self.attention_fast(q, k, v, None, bias)? {
+                    return Ok(out);
+                }
+                self.attention_naive(q, k, v, None, bias)
+            }
+            AttnPlan::Sparse(p) => {
+                p.validate(b, h, lq, lk)?;
+                let d = self.device_plan(p)?;
+                if let Some(out) = self.attention_fast(q, k, v, Some((p, &d)), bias)? {
+                    return Ok(out);
+                }
+                self.attention_naive(q, k, v, Some((p, &d)), bias)
+            }
+        }
+    }
+
+    fn block_mean_pool(&self, x: &CudaTensor, block: usize) -> Result<CudaTensor> {
+        if x.dims() != 4 || block == 0 {
+            return Err(Error::shape(
+                "block_mean_pool",
+                format!("x {:?}, block {block}", x.shape),
+            ));
+        }
+        let (b, l, h, d) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
+        let nb = l.div_ceil(block);
+        let out = self.empty(&[b, h, nb, d])?;
+        let n = out.numel();
+        if n > 0 {
+            self.launch(
+                &self.k.pool,
+                elems_cfg(n, self.sm_count),
+                "block_mean_pool",
+                &[
+                    KArg::U64(self.ptr(x)),
+                    KArg::U64(self.ptr(&out)),
+                    KArg::I64(n as i64),
+                    KArg::I32(l as i32),
+                    KArg::I32(h as i32),
+                    KArg::I32(d as i32),
+                    KArg::I32(nb as i32),
+                    KArg::I32(block as i32),
+                ],
+            )?;
+        }
+        Ok(out)
+    }
+
+    fn gather_tokens(&self, x: &CudaTensor, idx: &[u32]) -> Result<CudaTensor> {
+        if x.dims() < 2 {
+            return Err(Error::shape("gather_tokens", format!("x {:?}", x.shape)));
+        }
+        let l = x.shape[1];
+        if let Some(&bad) = idx.iter().find(|&&i| i as usize >= l) {
+            return Err(Error::invalid(
+                "gather_tokens",
+                format!("index {bad} out of range for {l} tokens"),
+            ));
+        }
+        let mut shape = x.shape.clone();
+        shape[1] = idx.len();
+        let out = self.empty(&shape)?;
+        let n = out.numel();
+        if n == 0 {
+            return Ok(out);
+        }
+        let rest: usize = x.shape[2..].iter().product();
+        let didx = self
+            .stream
+            .clone_htod(idx)
+            .map_err(alloc_err(std::mem::size_of_val(idx)))?;
+        let (ip, _) = didx.device_ptr(&self.stream);
+        self.launch(
+            &self.k.gather,
+            elems_cfg(n, self.sm_count),
+            "gather_tokens",
+            &[
+                KArg::U64(self.ptr(x)),
+                KArg::U64(ip),
+                KArg::U64(self.ptr(&out)),
+                KArg::I64(n as i64),
+                KArg::I32(l as i32),
+                KArg::I32(idx.len() as i32),
+                KArg::I64(rest as i64),
+            ],
+        )?;
+        Ok(out)
+    }
+
+    fn narrow(&self, x: &CudaTensor, dim: usize, start: usize, len: usize) -> Result<CudaTensor> {
+        if dim >= x.dims() || start + len > x.shape[dim] {
+            return Err(Error::shape(
+                "narrow",
+                format!("x {:?}, dim {dim}, {start}..{}", x.shape, start + len),
+            ));
+        }
+        let outer: usize = x.shape[..dim].iter().product();
+        let inner: usize = x.shape[dim + 1..].iter().product();
+        let mut shape = x.shape.clone();
+        shape[dim] = len;
+        if outer == 1 || len == x.shape[dim] {
+            // Contiguous already: a view.
+            return Ok(CudaTensor {
+                buf: x.buf.clone(),
+                offset: x.offset + start * inner,
+                shape,
+            });
+        }
+        let out = self.empty(&shape)?;
+        self.copy_rows(
+            self.ptr(x) + (start * inner) as u64 * BF16_BYTES,
+            self.ptr(&out),
+            outer,
+            len * inner,
+            x.shape[dim] * inner,
+            len * inner,
+        )?;
+        Ok(out)
+    }
+
+    fn cat(&self, xs: &[&CudaTensor], dim: usize) -> Result<CudaTensor> {
+        let first = xs
+            .first()
+            .ok_or_else(|| Error::invalid("cat", "no tensors"))?;
+        if dim >= first.dims() {
+            return Err(Error::shape("cat", format!("dim {dim} of {:?}", first.shape)));
+        }
+        for x in xs {
+            if x.dims() != first.dims()
+                || x.shape[..dim] != first.shape[..dim]
+                || x.shape[dim + 1..] != first.shape[dim + 1..]
+            {
+                return Err(Error::shape(
+                    "cat",
+                    format!("{:?} vs {:?} along dim {dim}", first.shape, x.shape),
+                ));
+            }
+        }
+        let total: usize = xs.iter().map(|x| x.shape[dim]).sum();
+        let mut shape = first.shape.clone();
+        shape[dim] = total;
+        let outer: usize = first.shape[..dim].iter().product();
+        let inner: usize = first.shape[dim + 1..].iter().product();
+        let out = self.empty(&shape)?;
+        let base = self.ptr(&out);
+        let mut at = 0usize;
+        for x in xs {
+            let w = x.shape[dim] * inner;
+            self.copy_rows(
+                self.ptr(x),
+                base + (at * inner) as u64 * BF16_BYTES,
+                outer,
+                w,
+                w,
+                total * inner,
+            )?;
+            at += x.shape[dim];
+        }
+        Ok(out)
+    }
+
+    fn mean_abs(&self, x: &CudaTensor) -> Result<f32> {
+        let n = x.numel();
+        if n == 0 {
+            return Ok(0.0);
+        }
+        let acc = self
+            .stream
+            .alloc_zeros::<f32>(1)
+            .map_err(alloc_err(4))?;
+        let (ap, _) = acc.device_ptr(&self.stream);
+        self.launch(
+            &self.k.sum_abs,
+            elems_cfg(n, self.sm_count),
+            "mean_abs",
+            &[KArg::U64(self.ptr(x)), KArg::U64(ap), KArg::I64(n as i64)],
+        )?;
+        let s = self
+            .stream
+            .clone_dtoh(&acc)
+            .map_err(drv("copying mean_abs to the host"))?;
+        Ok(s[0] / n as f32)
+    }
+
+    fn synchronize(&self) -> Result<()> {
+        self.stream
+            .synchronize()
+            .map_err(drv("synchronizing the stream"))?;
+        self.ctx.check_err().map_err(drv("deferred driver error"))
+    }
+}
+
+/// One block per row; enough threads to cover the row in a few strides.
+fn norm_cfg(rows: usize, d: usize) -> LaunchConfig {
+    let threads = d.div_ceil(32).clamp(1, 32) * 32;
+    let threads = threads.min(512);
+    LaunchConfig {
+        grid_dim: (rows as u32, 1, 1),
+        block_dim: (threads as u32, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
