@@ -121,16 +121,19 @@ impl CudaBackend {
         let ctx = device::open_context(ordinal)?;
         // One stream: cross-stream event tracking is pure overhead (see module docs).
         unsafe { ctx.disable_event_tracking() };
-        let stream = ctx
-            .new_stream()
-            .map_err(drv("creating a CUDA stream"))?;
-        let present = std::panic::catch_unwind(|| unsafe { cudarc::cublaslt::sys::is_culib_present() })
-            .unwrap_or(false);
+        let stream = ctx.new_stream().map_err(drv("creating a CUDA stream"))?;
+        let present =
+            std::panic::catch_unwind(|| unsafe { cudarc::cublaslt::sys::is_culib_present() })
+                .unwrap_or(false);
         if !present {
-            return Err(dev("libcublasLt could not be loaded (CUDA 13 cuBLAS runtime needed)"));
+            return Err(dev(
+                "libcublasLt could not be loaded (CUDA 13 cuBLAS runtime needed)",
+            ));
         }
         let blas = std::panic::catch_unwind(|| CudaBlasLT::new(stream.clone()))
-            .map_err(|_| dev("cuBLASLt initialisation panicked (out of memory for its workspace?)"))?
+            .map_err(|_| {
+                dev("cuBLASLt initialisation panicked (out of memory for its workspace?)")
+            })?
             .map_err(|e| dev(format!("cuBLASLt initialisation: {e:?}")))?;
 
         let ops = nvrtc::load_module(&ctx, "jenga_ops", OPS_SRC, &[])?;
@@ -267,7 +270,10 @@ impl CudaBackend {
 
     fn vec_of(op: &'static str, what: &str, t: &CudaTensor, d: usize) -> Result<()> {
         if t.shape != [d] {
-            return Err(Error::shape(op, format!("{what} {:?} for dim {d}", t.shape)));
+            return Err(Error::shape(
+                op,
+                format!("{what} {:?} for dim {d}", t.shape),
+            ));
         }
         Ok(())
     }
@@ -662,7 +668,10 @@ impl Backend for CudaBackend {
                 if x.dims() != 3 || g.shape != [x.shape[0], x.shape[2]] {
                     return Err(Error::shape(
                         "add_gated",
-                        format!("x {:?}, gate {:?} (expected [B, L, D], [B, D])", x.shape, g.shape),
+                        format!(
+                            "x {:?}, gate {:?} (expected [B, L, D], [B, D])",
+                            x.shape, g.shape
+                        ),
                     ));
                 }
                 (x.shape[1] * x.shape[2], x.shape[2])
@@ -899,7 +908,10 @@ impl Backend for CudaBackend {
             .first()
             .ok_or_else(|| Error::invalid("cat", "no tensors"))?;
         if dim >= first.dims() {
-            return Err(Error::shape("cat", format!("dim {dim} of {:?}", first.shape)));
+            return Err(Error::shape(
+                "cat",
+                format!("dim {dim} of {:?}", first.shape),
+            ));
         }
         for x in xs {
             if x.dims() != first.dims()
@@ -940,10 +952,7 @@ impl Backend for CudaBackend {
         if n == 0 {
             return Ok(0.0);
         }
-        let acc = self
-            .stream
-            .alloc_zeros::<f32>(1)
-            .map_err(alloc_err(4))?;
+        let acc = self.stream.alloc_zeros::<f32>(1).map_err(alloc_err(4))?;
         let (ap, _) = acc.device_ptr(&self.stream);
         self.launch(
             &self.k.sum_abs,

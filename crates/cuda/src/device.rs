@@ -22,7 +22,9 @@ pub fn device_count() -> Result<usize> {
     match std::panic::catch_unwind(CudaContext::device_count) {
         Ok(Ok(n)) => Ok(n.max(0) as usize),
         Ok(Err(e)) => Err(dev(format!("CUDA driver initialisation failed: {e:?}"))),
-        Err(_) => Err(dev("CUDA driver initialisation panicked (incompatible libcuda?)")),
+        Err(_) => Err(dev(
+            "CUDA driver initialisation panicked (incompatible libcuda?)",
+        )),
     }
 }
 
@@ -42,6 +44,8 @@ pub fn open_context(ordinal: usize) -> Result<Arc<CudaContext>> {
     }
     match std::panic::catch_unwind(|| CudaContext::new(ordinal)) {
         Ok(r) => r.map_err(drv(&format!("creating a context on cuda:{ordinal}"))),
-        Err(_) => Err(dev(format!("creating a context on cuda:{ordinal} panicked"))),
+        Err(_) => Err(dev(format!(
+            "creating a context on cuda:{ordinal} panicked"
+        ))),
     }
 }

@@ -9,3 +9,6 @@ pub mod nvrtc;
 
 pub use backend::{CudaBackend, CudaTensor, DevicePlanBufs};
 pub use device::{cuda_available, device_count};
+pub mod selftest;
+
+pub use selftest::selftest;

@@ -34,7 +34,9 @@ pub fn nvrtc_available() -> bool {
 /// NVRTC version `(major, minor)`.
 pub fn nvrtc_version() -> Result<(i32, i32)> {
     if !nvrtc_available() {
-        return Err(dev("libnvrtc not found (install the CUDA runtime / set LD_LIBRARY_PATH)"));
+        return Err(dev(
+            "libnvrtc not found (install the CUDA runtime / set LD_LIBRARY_PATH)",
+        ));
     }
     let (mut major, mut minor) = (0i32, 0i32);
     let rc = unsafe { nvrtc_sys::nvrtcVersion(&mut major, &mut minor) };
@@ -135,7 +137,9 @@ pub fn compile_cached(
 
 fn compile(name: &str, src: &str, opts: &[String]) -> Result<Vec<u8>> {
     if !nvrtc_available() {
-        return Err(dev("libnvrtc not found (install the CUDA runtime / set LD_LIBRARY_PATH)"));
+        return Err(dev(
+            "libnvrtc not found (install the CUDA runtime / set LD_LIBRARY_PATH)",
+        ));
     }
     let c_src = CString::new(src).map_err(|_| dev(format!("kernel {name}: source holds NUL")))?;
     let c_name = CString::new(name).map_err(|_| dev(format!("kernel {name}: name holds NUL")))?;
@@ -145,7 +149,11 @@ fn compile(name: &str, src: &str, opts: &[String]) -> Result<Vec<u8>> {
         let compiled = unsafe { nvrtc_result::compile_program(prog, opts) };
         if let Err(e) = compiled {
             let log = unsafe { nvrtc_result::get_program_log(prog) }
-                .map(|raw| unsafe { CStr::from_ptr(raw.as_ptr()) }.to_string_lossy().into_owned())
+                .map(|raw| {
+                    unsafe { CStr::from_ptr(raw.as_ptr()) }
+                        .to_string_lossy()
+                        .into_owned()
+                })
                 .unwrap_or_default();
             return Err(Error::Device(format!(
                 "NVRTC failed to compile {name} ({e:?}) with {opts:?}:\n{log}"

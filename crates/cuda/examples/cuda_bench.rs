@@ -1,0 +1,65 @@
+//! Throughput of the CUDA backend's heavy ops on Wan-1.3B-sized shapes.
+//! `cargo run --release -p jenga-cuda --example cuda_bench` (prints one line per case).
+
+use jenga_cuda::CudaBackend;
+use jenga_tensor::{Act, AttnPlan, Backend, Result};
+use std::time::Instant;
+
+fn time<F: FnMut() -> Result<()>>(be: &CudaBackend, iters: usize, mut f: F) -> Result<f64> {
+    for _ in 0..3 {
+        f()?;
+    }
+    be.synchronize()?;
+    let t = Instant::now();
+    for _ in 0..iters {
+        f()?;
+    }
+    be.synchronize()?;
+    Ok(t.elapsed().as_secs_f64() / iters as f64)
+}
+
+fn main() -> Result<()> {
+    let be = CudaBackend::new(0)?;
+    println!("device: {}", be.name());
+    let m = 32760;
+    let x = be.upload(&vec![0.01f32; m * 1536], &[1, m, 1536])?;
+    for (n, act, label) in [
+        (1536, Act::None, "linear 32760x1536x1536 +bias"),
+        (8960, Act::None, "linear 32760x1536x8960 +bias"),
+        (8960, Act::GeluTanh, "linear 32760x1536x8960 +bias+gelu"),
+    ] {
+        let w = be.upload(&vec![0.001f32; n * 1536], &[n, 1536])?;
+        let b = be.upload(&vec![0.1f32; n], &[n])?;
+        let s = time(&be, 20, || be.linear(&x, &w, Some(&b), act).map(|_| ()))?;
+        let tf = 2.0 * m as f64 * 1536.0 * n as f64 / s / 1e12;
+        println!("{label:<40} {:8.3} ms {tf:7.1} TFLOP/s", s * 1e3);
+    }
+    let y = be.upload(&vec![0.5f32; m * 1536], &[1, m, 1536])?;
+    let mo = be.upload(&vec![0.1f32; 1536], &[1, 1536])?;
+    let bytes = (m * 1536 * 2 * 2) as f64;
+    let s = time(&be, 20, || be.norm_modulate(&x, &mo, &mo, 1e-6).map(|_| ()))?;
+    println!(
+        "{:<40} {:8.3} ms {:7.0} GB/s",
+        "norm_modulate 32760x1536",
+        s * 1e3,
+        bytes / s / 1e9
+    );
+    let s = time(&be, 20, || be.add_gated(&x, &y, Some(&mo)).map(|_| ()))?;
+    println!(
+        "{:<40} {:8.3} ms {:7.0} GB/s",
+        "add_gated 32760x1536",
+        s * 1e3,
+        1.5 * bytes / s / 1e9
+    );
+    let q = be.reshape(&x, &[1, m, 12, 128])?;
+    let s = time(&be, 2, || {
+        be.attention(&q, &q, &q, &AttnPlan::Dense, None).map(|_| ())
+    })?;
+    let tf = 4.0 * (m as f64).powi(2) * 128.0 * 12.0 / s / 1e12;
+    println!(
+        "{:<40} {:8.3} ms {tf:7.1} TFLOP/s",
+        "attention dense 32760 H12 Dh128",
+        s * 1e3
+    );
+    Ok(())
+}

@@ -1,0 +1,310 @@
+//! Run-time check of every op against the CPU reference (`jenga selftest --device cuda`; the
+//! crate's tests run the same list).
+//!
+//! Inputs are random, rounded to bf16 before the CPU sees them, so the comparison measures
+//! only what the GPU path changes: bf16 rounding of outputs (relative 2⁻⁹ per element) and
+//! f32 summation order. Criterion: relative L2 error `‖gpu − cpu‖ / ‖cpu‖ ≤ 1e-2`.
+
+use crate::CudaBackend;
+use half::bf16;
+use jenga_tensor::{
+    Act, AttnPlan, Backend, BlockPlan, CpuBackend, CpuTensor, KeyBias, Result, TensorMeta,
+};
+use std::sync::Arc;
+
+/// Relative L2 tolerance for every check.
+pub const TOLERANCE: f64 = 1e-2;
+
+/// One check: name, relative L2 error, pass.
+pub type Check = (String, f64, bool);
+
+/// Small deterministic generator (xorshift64*), so failures reproduce.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed.max(1))
+    }
+    fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    /// Uniform in [0, 1).
+    pub fn uniform(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
+    }
+    /// Standard normal (Box–Muller), rounded to bf16.
+    pub fn normal_vec(&mut self, n: usize, std: f32) -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                let u1 = self.uniform().max(1e-7);
+                let u2 = self.uniform();
+                let z = (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos();
+                bf16::from_f32(z * std).to_f32()
+            })
+            .collect()
+    }
+}
+
+/// Relative L2 error of `got` against `want`.
+pub fn rel_l2(got: &[f32], want: &[f32]) -> f64 {
+    if got.len() != want.len() {
+        return f64::INFINITY;
+    }
+    let (mut num, mut den) = (0f64, 0f64);
+    for (&g, &w) in got.iter().zip(want) {
+        num += (g as f64 - w as f64).powi(2);
+        den += (w as f64).powi(2);
+    }
+    if !num.is_finite() {
+        return f64::INFINITY;
+    }
+    num.sqrt() / den.sqrt().max(1e-30)
+}
+
+/// A pair of tensors holding the same (bf16-exact) data on both backends.
+struct Pair {
+    g: crate::CudaTensor,
+    c: CpuTensor,
+}
+
+struct Ctx<'a> {
+    gpu: &'a CudaBackend,
+    cpu: CpuBackend,
+    rng: Rng,
+    out: Vec<Check>,
+}
+
+impl Ctx<'_> {
+    fn rand(&mut self, shape: &[usize], std: f32) -> Result<Pair> {
+        let n = shape.iter().product();
+        let data = self.rng.normal_vec(n, std);
+        Ok(Pair {
+            g: self.gpu.upload(&data, shape)?,
+            c: CpuTensor::new(data, shape)?,
+        })
+    }
+
+    fn check(&mut self, name: &str, g: &crate::CudaTensor, c: &CpuTensor) -> Result<()> {
+        let err = if g.shape() != c.shape() {
+            f64::INFINITY
+        } else {
+            rel_l2(&self.gpu.download(g)?, c.data())
+        };
+        self.out.push((name.to_string(), err, err <= TOLERANCE));
+        Ok(())
+    }
+}
+
+/// Run every op on random data on `be` and on the CPU backend; one entry per check.
+pub fn selftest(be: &CudaBackend) -> Result<Vec<Check>> {
+    let mut t = Ctx {
+        gpu: be,
+        cpu: CpuBackend::new(),
+        rng: Rng::new(0x6a656e6761),
+        out: Vec::new(),
+    };
+    elementwise(&mut t)?;
+    norms(&mut t)?;
+    layout(&mut t)?;
+    attention(&mut t)?;
+    be.synchronize()?;
+    Ok(t.out)
+}
+
+fn elementwise(t: &mut Ctx) -> Result<()> {
+    let x = t.rand(&[2, 37, 96], 1.0)?;
+    for (bias, act, name) in [
+        (true, Act::None, "linear+bias"),
+        (false, Act::None, "linear"),
+        (true, Act::GeluTanh, "linear+bias+gelu"),
+        (false, Act::GeluTanh, "linear+gelu"),
+        (true, Act::Silu, "linear+bias+silu"),
+    ] {
+        let w = t.rand(&[80, 96], 0.1)?;
+        let b = t.rand(&[80], 0.5)?;
+        let g = t.gpu.linear(&x.g, &w.g, bias.then_some(&b.g), act)?;
+        let c = t.cpu.linear(&x.c, &w.c, bias.then_some(&b.c), act)?;
+        t.check(name, &g, &c)?;
+    }
+    // A shape that is not a multiple of anything (cuBLASLt alignment fallbacks).
+    let x3 = t.rand(&[3, 7, 33], 1.0)?;
+    let w3 = t.rand(&[17, 33], 0.2)?;
+    let b3 = t.rand(&[17], 0.5)?;
+    let g = t.gpu.linear(&x3.g, &w3.g, Some(&b3.g), Act::GeluTanh)?;
+    let c = t.cpu.linear(&x3.c, &w3.c, Some(&b3.c), Act::GeluTanh)?;
+    t.check("linear odd shape", &g, &c)?;
+
+    for (act, name) in [(Act::GeluTanh, "act gelu"), (Act::Silu, "act silu")] {
+        let g = t.gpu.act(&x.g, act)?;
+        let c = t.cpu.act(&x.c, act)?;
+        t.check(name, &g, &c)?;
+    }
+    let y = t.rand(&[2, 37, 96], 1.0)?;
+    let gate = t.rand(&[2, 96], 1.0)?;
+    let g = t.gpu.add_gated(&x.g, &y.g, Some(&gate.g))?;
+    let c = t.cpu.add_gated(&x.c, &y.c, Some(&gate.c))?;
+    t.check("add_gated", &g, &c)?;
+    let g = t.gpu.add_gated(&x.g, &y.g, None)?;
+    let c = t.cpu.add_gated(&x.c, &y.c, None)?;
+    t.check("add (no gate)", &g, &c)?;
+    let g = t.gpu.axpby(0.7, &x.g, -1.3, &y.g)?;
+    let c = t.cpu.axpby(0.7, &x.c, -1.3, &y.c)?;
+    t.check("axpby", &g, &c)?;
+
+    let xr = t.rand(&[2, 17, 3, 64], 1.0)?;
+    let ang: Vec<f32> = (0..17 * 32)
+        .map(|i| (i / 32) as f32 * 0.37 * (1.0 + (i % 32) as f32).recip())
+        .collect();
+    let cos: Vec<f32> = ang
+        .iter()
+        .map(|a| bf16::from_f32(a.cos()).to_f32())
+        .collect();
+    let sin: Vec<f32> = ang
+        .iter()
+        .map(|a| bf16::from_f32(a.sin()).to_f32())
+        .collect();
+    let (gc, gs) = (
+        t.gpu.upload(&cos, &[17, 32])?,
+        t.gpu.upload(&sin, &[17, 32])?,
+    );
+    let (cc, cs) = (
+        CpuTensor::new(cos, &[17, 32])?,
+        CpuTensor::new(sin, &[17, 32])?,
+    );
+    let g = t.gpu.rope(&xr.g, &gc, &gs)?;
+    let c = t.cpu.rope(&xr.c, &cc, &cs)?;
+    t.check("rope", &g, &c)?;
+
+    let gm = t.gpu.mean_abs(&x.g)?;
+    let cm = t.cpu.mean_abs(&x.c)?;
+    let err = ((gm - cm) as f64).abs() / (cm as f64).abs().max(1e-30);
+    t.out.push(("mean_abs".into(), err, err <= TOLERANCE));
+    Ok(())
+}
+
+fn norms(t: &mut Ctx) -> Result<()> {
+    // Offset mean so the two-pass variance matters.
+    let mut x = t.rand(&[2, 33, 200], 2.0)?;
+    let shifted: Vec<f32> =
+        x.c.data()
+            .iter()
+            .map(|v| bf16::from_f32(v + 3.0).to_f32())
+            .collect();
+    x.g = t.gpu.upload(&shifted, &[2, 33, 200])?;
+    x.c = CpuTensor::new(shifted, &[2, 33, 200])?;
+    let w = t.rand(&[200], 1.0)?;
+    let b = t.rand(&[200], 1.0)?;
+    let g = t.gpu.layer_norm(&x.g, Some(&w.g), Some(&b.g), 1e-6)?;
+    let c = t.cpu.layer_norm(&x.c, Some(&w.c), Some(&b.c), 1e-6)?;
+    t.check("layer_norm affine", &g, &c)?;
+    let g = t.gpu.layer_norm(&x.g, None, None, 1e-6)?;
+    let c = t.cpu.layer_norm(&x.c, None, None, 1e-6)?;
+    t.check("layer_norm", &g, &c)?;
+    let g = t.gpu.rms_norm(&x.g, &w.g, 1e-6)?;
+    let c = t.cpu.rms_norm(&x.c, &w.c, 1e-6)?;
+    t.check("rms_norm", &g, &c)?;
+    let shift = t.rand(&[2, 200], 1.0)?;
+    let scale = t.rand(&[2, 200], 0.5)?;
+    let g = t.gpu.norm_modulate(&x.g, &shift.g, &scale.g, 1e-6)?;
+    let c = t.cpu.norm_modulate(&x.c, &shift.c, &scale.c, 1e-6)?;
+    t.check("norm_modulate", &g, &c)?;
+    // Wide rows (Wan 14B's D = 5120) exercise the multi-stride loops.
+    let xw = t.rand(&[1, 3, 5120], 1.0)?;
+    let sw = t.rand(&[1, 5120], 1.0)?;
+    let cw = t.rand(&[1, 5120], 0.5)?;
+    let g = t.gpu.norm_modulate(&xw.g, &sw.g, &cw.g, 1e-6)?;
+    let c = t.cpu.norm_modulate(&xw.c, &sw.c, &cw.c, 1e-6)?;
+    t.check("norm_modulate D=5120", &g, &c)?;
+    Ok(())
+}
+
+fn layout(t: &mut Ctx) -> Result<()> {
+    let x = t.rand(&[2, 70, 3, 24], 1.0)?;
+    let g = t.gpu.block_mean_pool(&x.g, 16)?;
+    let c = t.cpu.block_mean_pool(&x.c, 16)?;
+    t.check("block_mean_pool (partial block)", &g, &c)?;
+    let idx: Vec<u32> = (0..50).map(|i| (i * 37 % 70) as u32).collect();
+    let g = t.gpu.gather_tokens(&x.g, &idx)?;
+    let c = t.cpu.gather_tokens(&x.c, &idx)?;
+    t.check("gather_tokens", &g, &c)?;
+    for (dim, s, l) in [(0, 1, 1), (1, 5, 40), (2, 1, 2), (3, 8, 10)] {
+        let g = t.gpu.narrow(&x.g, dim, s, l)?;
+        let c = t.cpu.narrow(&x.c, dim, s, l)?;
+        t.check(&format!("narrow dim {dim}"), &g, &c)?;
+        // Ops must accept views (offset buffers) as inputs.
+        let g2 = t.gpu.act(&g, Act::Silu)?;
+        let c2 = t.cpu.act(&c, Act::Silu)?;
+        t.check(&format!("op on narrow dim {dim}"), &g2, &c2)?;
+    }
+    let y = t.rand(&[2, 11, 3, 24], 1.0)?;
+    let g = t.gpu.cat(&[&x.g, &y.g, &x.g], 1)?;
+    let c = t.cpu.cat(&[&x.c, &y.c, &x.c], 1)?;
+    t.check("cat dim 1", &g, &c)?;
+    let z = t.rand(&[2, 70, 3, 8], 1.0)?;
+    let g = t.gpu.cat(&[&x.g, &z.g], 3)?;
+    let c = t.cpu.cat(&[&x.c, &z.c], 3)?;
+    t.check("cat last dim", &g, &c)?;
+    let g = t.gpu.reshape(&x.g, &[140, 72])?;
+    let c = t.cpu.reshape(&x.c, &[140, 72])?;
+    t.check("reshape", &g, &c)?;
+    let v = t.rand(&[1, 4, 6, 8, 10], 1.0)?;
+    let g = t.gpu.patchify(&v.g, [1, 2, 2])?;
+    let c = t.cpu.patchify(&v.c, [1, 2, 2])?;
+    t.check("patchify", &g, &c)?;
+    Ok(())
+}
+
+fn attention(t: &mut Ctx) -> Result<()> {
+    let fast_state = t
+        .gpu
+        .force_naive_attention
+        .load(std::sync::atomic::Ordering::Relaxed);
+    // Each case runs on the default path (fast kernel where it exists) and on the reference.
+    let cases: Vec<(&str, usize, usize, usize, usize, usize, bool, bool)> = vec![
+        // name, B, Lq, Lk, H, Dh, sparse, bias
+        ("dense Dh=64", 1, 300, 300, 2, 64, false, false),
+        ("dense Dh=128", 2, 200, 200, 2, 128, false, false),
+        ("dense Dh=40", 1, 77, 77, 3, 40, false, false),
+        ("cross Lk=19", 2, 150, 19, 2, 64, false, false),
+        ("dense+key bias", 1, 260, 260, 2, 128, false, true),
+        ("sparse block=128", 1, 300, 300, 2, 64, true, false),
+        ("sparse Dh=128+bias", 2, 400, 400, 2, 128, true, true),
+    ];
+    for (name, b, lq, lk, h, dh, sparse, with_bias) in cases {
+        let q = t.rand(&[b, lq, h, dh], 1.0)?;
+        let k = t.rand(&[b, lk, h, dh], 1.0)?;
+        let v = t.rand(&[b, lk, h, dh], 1.0)?;
+        let plan = if sparse {
+            let (qb, kb) = (lq.div_ceil(128), lk.div_ceil(128));
+            // Random mask; keep the diagonal except in one row, left empty on purpose
+            // (a query block with no key: output must be zeros on both backends).
+            let mut mask = vec![false; b * h * qb * kb];
+            for (i, m) in mask.iter_mut().enumerate() {
+                let (row, col) = (i / kb, i % kb);
+                *m = (row % qb == col || t.rng.uniform() < 0.4) && row != 1;
+            }
+            AttnPlan::Sparse(Arc::new(BlockPlan::from_mask(b, h, 128, qb, kb, &mask)?))
+        } else {
+            AttnPlan::Dense
+        };
+        let bias = with_bias.then_some(KeyBias {
+            from_key: lk * 2 / 3,
+            bias: 1.5,
+        });
+        let c = t.cpu.attention(&q.c, &k.c, &v.c, &plan, bias)?;
+        for naive in [false, true] {
+            t.gpu.set_force_naive_attention(naive);
+            let g = t.gpu.attention(&q.g, &k.g, &v.g, &plan, bias);
+            t.gpu.set_force_naive_attention(fast_state);
+            let label = format!(
+                "attention {name}{}",
+                if naive { " (reference)" } else { "" }
+            );
+            t.check(&label, &g?, &c)?;
+        }
+    }
+    Ok(())
+}
