@@ -130,7 +130,10 @@ pub trait Backend: Send + Sync {
     fn patchify(&self, x: &Self::Tensor, patch: [usize; 3]) -> Result<Self::Tensor> {
         let s = x.shape().to_vec();
         if s.len() != 5 || s[2] % patch[0] != 0 || s[3] % patch[1] != 0 || s[4] % patch[2] != 0 {
-            return Err(crate::Error::shape("patchify", format!("{s:?} with patch {patch:?}")));
+            return Err(crate::Error::shape(
+                "patchify",
+                format!("{s:?} with patch {patch:?}"),
+            ));
         }
         let host = self.download(x)?;
         let (b, c, f, h, w) = (s[0], s[1], s[2], s[3], s[4]);

@@ -241,3 +241,19 @@ fn shape_errors_name_the_op() {
     );
     assert!(be.upload(&[0.0; 5], &[2, 3]).is_err());
 }
+
+#[test]
+fn fast_exp_is_accurate_over_the_softmax_range() {
+    let mut worst = 0f64;
+    for i in 0..=200_000 {
+        let x = -87.0 + 175.0 * i as f32 / 200_000.0;
+        let r = (x as f64).exp();
+        let e = ((jenga_tensor::cpu::fast_exp(x) as f64 - r) / r).abs();
+        worst = worst.max(e);
+    }
+    assert!(worst < 5e-7, "worst relative error {worst:e}");
+    // far below the range it clamps instead of producing garbage bits
+    let tiny = jenga_tensor::cpu::fast_exp(-1000.0);
+    assert!(tiny.is_finite() && (0.0..1e-37).contains(&tiny));
+    assert_eq!(jenga_tensor::cpu::fast_exp(f32::NEG_INFINITY), tiny);
+}
