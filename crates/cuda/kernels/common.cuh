@@ -1,6 +1,9 @@
 // Shared helpers for jenga's NVRTC kernels: bf16 stored as raw u16 (no toolkit headers needed),
 // math in f32.
 typedef unsigned short bf16;
+#ifndef INFINITY
+#define INFINITY __int_as_float(0x7f800000)
+#endif
 
 __device__ __forceinline__ float bf2f(bf16 h) { return __uint_as_float(((unsigned)h) << 16); }
 
