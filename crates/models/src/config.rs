@@ -135,28 +135,72 @@ impl WanConfig {
         (n * per_block_lin + io, n * per_block_attn)
     }
 
+    /// Every DiT tensor under its original Wan name, with its stored shape.
+    pub fn tensor_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        let (d, f) = (self.dim, self.ffn_dim);
+        let [pt, ph, pw] = self.patch_size;
+        let p = pt * ph * pw;
+        let mut v: Vec<(String, Vec<usize>)> = vec![
+            (
+                "patch_embedding.weight".into(),
+                vec![d, self.in_dim, pt, ph, pw],
+            ),
+            ("patch_embedding.bias".into(), vec![d]),
+            ("text_embedding.0.weight".into(), vec![d, self.text_dim]),
+            ("text_embedding.0.bias".into(), vec![d]),
+            ("text_embedding.2.weight".into(), vec![d, d]),
+            ("text_embedding.2.bias".into(), vec![d]),
+            ("time_embedding.0.weight".into(), vec![d, self.freq_dim]),
+            ("time_embedding.0.bias".into(), vec![d]),
+            ("time_embedding.2.weight".into(), vec![d, d]),
+            ("time_embedding.2.bias".into(), vec![d]),
+            ("time_projection.1.weight".into(), vec![6 * d, d]),
+            ("time_projection.1.bias".into(), vec![6 * d]),
+        ];
+        for i in 0..self.num_layers {
+            for a in ["self_attn", "cross_attn"] {
+                for l in ["q", "k", "v", "o"] {
+                    v.push((format!("blocks.{i}.{a}.{l}.weight"), vec![d, d]));
+                    v.push((format!("blocks.{i}.{a}.{l}.bias"), vec![d]));
+                }
+                if self.qk_norm {
+                    v.push((format!("blocks.{i}.{a}.norm_q.weight"), vec![d]));
+                    v.push((format!("blocks.{i}.{a}.norm_k.weight"), vec![d]));
+                }
+            }
+            if self.cross_attn_norm {
+                v.push((format!("blocks.{i}.norm3.weight"), vec![d]));
+                v.push((format!("blocks.{i}.norm3.bias"), vec![d]));
+            }
+            v.push((format!("blocks.{i}.ffn.0.weight"), vec![f, d]));
+            v.push((format!("blocks.{i}.ffn.0.bias"), vec![f]));
+            v.push((format!("blocks.{i}.ffn.2.weight"), vec![d, f]));
+            v.push((format!("blocks.{i}.ffn.2.bias"), vec![d]));
+            v.push((format!("blocks.{i}.modulation"), vec![1, 6, d]));
+        }
+        v.push(("head.head.weight".into(), vec![self.out_dim * p, d]));
+        v.push(("head.head.bias".into(), vec![self.out_dim * p]));
+        v.push(("head.modulation".into(), vec![1, 2, d]));
+        v
+    }
+
+    /// The config as a Wan `config.json`.
+    pub fn to_json(&self) -> String {
+        serde_json::json!({
+            "_class_name": "WanModel", "model_type": self.model_type, "patch_size": self.patch_size,
+            "text_len": self.text_len, "in_dim": self.in_dim, "dim": self.dim, "ffn_dim": self.ffn_dim,
+            "freq_dim": self.freq_dim, "text_dim": self.text_dim, "out_dim": self.out_dim,
+            "num_heads": self.num_heads, "num_layers": self.num_layers, "window_size": [-1, -1],
+            "qk_norm": self.qk_norm, "cross_attn_norm": self.cross_attn_norm, "eps": self.eps,
+        })
+        .to_string()
+    }
+
     /// Parameter count (all weights of the DiT).
     pub fn num_params(&self) -> usize {
-        let (d, f) = (self.dim, self.ffn_dim);
-        let p: usize = self.patch_size.iter().product();
-        let attn = 4 * (d * d + d) + if self.qk_norm { 2 * d } else { 0 };
-        let block = 2 * attn
-            + (d * f + f + f * d + d)
-            + 6 * d
-            + if self.cross_attn_norm { 2 * d } else { 0 };
-        let embed = self.in_dim * p * d
-            + d
-            + self.text_dim * d
-            + d
-            + d * d
-            + d
-            + self.freq_dim * d
-            + d
-            + d * d
-            + d
-            + d * 6 * d
-            + 6 * d;
-        let head = d * self.out_dim * p + self.out_dim * p + 2 * d;
-        embed + self.num_layers * block + head
+        self.tensor_shapes()
+            .iter()
+            .map(|(_, s)| s.iter().product::<usize>())
+            .sum()
     }
 }

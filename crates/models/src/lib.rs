@@ -13,4 +13,4 @@ pub use config::WanConfig;
 pub use error::{ModelError, Result};
 pub use text::{TinyTextEncoder, Tokenizer};
 pub use wan::{Geometry, WanModel};
-pub use weights::{RandomWeights, SafetensorsWeights, WeightSource};
+pub use weights::{export_bf16, export_f32, RandomWeights, SafetensorsWeights, WeightSource};

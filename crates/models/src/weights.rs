@@ -305,3 +305,84 @@ impl WeightSource for RandomWeights {
         format!("random weights (seed {})", self.seed)
     }
 }
+
+/// A tensor produced on demand while a safetensors file is written (random weights are never
+/// all in memory at once: 14B parameters would not fit).
+struct LazyBf16<'a> {
+    name: &'a str,
+    shape: &'a [usize],
+    src: &'a dyn WeightSource,
+}
+
+impl safetensors::View for LazyBf16<'_> {
+    fn dtype(&self) -> safetensors::Dtype {
+        safetensors::Dtype::BF16
+    }
+    fn shape(&self) -> &[usize] {
+        self.shape
+    }
+    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        // The trait cannot fail; a source that cannot produce a tensor it listed is a bug.
+        let v = self
+            .src
+            .load(self.name, self.shape)
+            .expect("weight source lists this tensor");
+        v.iter()
+            .flat_map(|x| bf16::from_f32(*x).to_le_bytes())
+            .collect::<Vec<u8>>()
+            .into()
+    }
+    fn data_len(&self) -> usize {
+        self.shape.iter().product::<usize>() * 2
+    }
+}
+
+/// Write every tensor of `shapes` from `src` as a bf16 safetensors file (atomic: temp + rename).
+pub fn export_bf16(
+    src: &dyn WeightSource,
+    shapes: &[(String, Vec<usize>)],
+    path: &Path,
+) -> Result<()> {
+    let views: Vec<(&str, LazyBf16)> = shapes
+        .iter()
+        .map(|(n, s)| {
+            (
+                n.as_str(),
+                LazyBf16 {
+                    name: n,
+                    shape: s,
+                    src,
+                },
+            )
+        })
+        .collect();
+    let tmp = path.with_extension("safetensors.partial");
+    safetensors::serialize_to_file(views, &None, &tmp).map_err(|e| ModelError::Corrupt {
+        path: path.into(),
+        detail: format!("writing: {e:?}"),
+    })?;
+    std::fs::rename(&tmp, path).map_err(|source| ModelError::Io {
+        path: path.into(),
+        source,
+    })
+}
+
+/// Write f32 tensors (inputs/outputs for reference comparisons).
+pub fn export_f32(tensors: &[(&str, Vec<usize>, &[f32])], path: &Path) -> Result<()> {
+    let owned: Vec<(String, safetensors::tensor::TensorView)> = tensors
+        .iter()
+        .map(|(n, s, d)| {
+            let bytes: &[u8] =
+                unsafe { std::slice::from_raw_parts(d.as_ptr() as *const u8, d.len() * 4) };
+            (
+                n.to_string(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), bytes)
+                    .expect("sizes agree"),
+            )
+        })
+        .collect();
+    safetensors::serialize_to_file(owned, &None, path).map_err(|e| ModelError::Corrupt {
+        path: path.into(),
+        detail: format!("writing: {e:?}"),
+    })
+}
