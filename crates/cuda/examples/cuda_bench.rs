@@ -51,7 +51,23 @@ fn main() -> Result<()> {
         s * 1e3,
         1.5 * bytes / s / 1e9
     );
+    let w = be.upload(&vec![1.0f32; 1536], &[1536])?;
+    let s = time(&be, 20, || be.rms_norm(&x, &w, 1e-6).map(|_| ()))?;
+    println!(
+        "{:<40} {:8.3} ms {:7.0} GB/s",
+        "rms_norm 32760x1536",
+        s * 1e3,
+        bytes / s / 1e9
+    );
     let q = be.reshape(&x, &[1, m, 12, 128])?;
+    let cs = be.upload(&vec![0.5f32; m * 64], &[m, 64])?;
+    let s = time(&be, 20, || be.rope(&q, &cs, &cs).map(|_| ()))?;
+    println!(
+        "{:<40} {:8.3} ms {:7.0} GB/s",
+        "rope 32760x12x128",
+        s * 1e3,
+        bytes / s / 1e9
+    );
     let s = time(&be, 2, || {
         be.attention(&q, &q, &q, &AttnPlan::Dense, None).map(|_| ())
     })?;

@@ -21,7 +21,9 @@ const OPS_SRC: &str = concat!(
     "\n",
     include_str!("../kernels/elementwise.cu"),
     "\n",
-    include_str!("../kernels/norm.cu")
+    include_str!("../kernels/norm.cu"),
+    "\n",
+    include_str!("../kernels/vec.cu")
 );
 const ATTN_NAIVE_SRC: &str = concat!(
     include_str!("../kernels/common.cuh"),
@@ -76,6 +78,14 @@ struct Kernels {
     norm_modulate: CudaFunction,
     rms_norm: CudaFunction,
     attn_naive: CudaFunction,
+    act_v8: CudaFunction,
+    bias_act_v8: CudaFunction,
+    add_gated_v8: CudaFunction,
+    axpby_v8: CudaFunction,
+    rope_v8: CudaFunction,
+    layer_norm_v8: CudaFunction,
+    norm_modulate_v8: CudaFunction,
+    rms_norm_v8: CudaFunction,
 }
 
 /// A `BlockPlan`'s CSR arrays on the device.
@@ -104,6 +114,29 @@ fn elems_cfg(n: usize, sm_count: usize) -> LaunchConfig {
         block_dim: (256, 1, 1),
         shared_mem_bytes: 0,
     }
+}
+
+/// Whether the 8-wide kernels apply: every address 16-byte aligned (null = absent is fine) and
+/// every count a multiple of 8.
+fn vec8(ptrs: &[u64], counts: &[usize]) -> bool {
+    ptrs.iter().all(|p| p.is_multiple_of(16)) && counts.iter().all(|c| c.is_multiple_of(8))
+}
+
+/// Row-norm launch for the register-resident kernels: one 16-byte chunk per thread when the
+/// row fits 1024 threads, up to `VEC_NORM_CHUNKS` otherwise. `None` if the row is too long.
+fn norm_v8_cfg(rows: usize, d: usize) -> Option<LaunchConfig> {
+    const VEC_NORM_CHUNKS: usize = 4; // NCH in vec.cu
+    let d8 = d / 8;
+    let per_thread = d8.div_ceil(1024);
+    if per_thread > VEC_NORM_CHUNKS || d8 == 0 {
+        return None;
+    }
+    let threads = d8.div_ceil(per_thread).div_ceil(32) * 32;
+    Some(LaunchConfig {
+        grid_dim: (rows as u32, 1, 1),
+        block_dim: (threads as u32, 1, 1),
+        shared_mem_bytes: 0,
+    })
 }
 
 fn act_code(act: Act) -> i32 {
@@ -156,6 +189,14 @@ impl CudaBackend {
             norm_modulate: f(&ops, "norm_modulate_bf16")?,
             rms_norm: f(&ops, "rms_norm_bf16")?,
             attn_naive: f(&attn, "attn_naive_bf16")?,
+            act_v8: f(&ops, "act_v8")?,
+            bias_act_v8: f(&ops, "bias_act_v8")?,
+            add_gated_v8: f(&ops, "add_gated_v8")?,
+            axpby_v8: f(&ops, "axpby_v8")?,
+            rope_v8: f(&ops, "rope_v8")?,
+            layer_norm_v8: f(&ops, "layer_norm_v8")?,
+            norm_modulate_v8: f(&ops, "norm_modulate_v8")?,
+            rms_norm_v8: f(&ops, "rms_norm_v8")?,
         };
         let sm_count = ctx
             .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
@@ -455,6 +496,10 @@ impl Backend for CudaBackend {
         act: Act,
     ) -> Result<CudaTensor> {
         let k_in = Self::last_dim("linear", x)?;
+        // cuBLASLt works on the calling thread's current context.
+        self.ctx
+            .bind_to_thread()
+            .map_err(drv("binding the CUDA context"))?;
         if w.dims() != 2 || w.shape[1] != k_in {
             return Err(Error::shape(
                 "linear",
@@ -522,15 +567,22 @@ impl Backend for CudaBackend {
         if let Some((bias, a)) = rest_act {
             let n = out.numel();
             let p = self.ptr(&out);
+            let bp = bias.map(|t| self.ptr(t)).unwrap_or(0);
+            let v = vec8(&[p, bp], &[n, n_out]);
+            let units = if v { n / 8 } else { n };
             self.launch(
-                &self.k.bias_act,
-                elems_cfg(n, self.sm_count),
+                if v {
+                    &self.k.bias_act_v8
+                } else {
+                    &self.k.bias_act
+                },
+                elems_cfg(units, self.sm_count),
                 "linear epilogue",
                 &[
                     KArg::U64(p),
-                    KArg::U64(bias.map(|t| self.ptr(t)).unwrap_or(0)),
+                    KArg::U64(bp),
                     KArg::U64(p),
-                    KArg::I64(n as i64),
+                    KArg::I64(units as i64),
                     KArg::I32(n_out as i32),
                     KArg::I32(act_code(a)),
                 ],
@@ -543,14 +595,16 @@ impl Backend for CudaBackend {
         let out = self.empty(&x.shape)?;
         let n = x.numel();
         if n > 0 {
+            let (xp, op) = (self.ptr(x), self.ptr(&out));
+            let v = vec8(&[xp, op], &[n]);
             self.launch(
-                &self.k.act,
-                elems_cfg(n, self.sm_count),
+                if v { &self.k.act_v8 } else { &self.k.act },
+                elems_cfg(if v { n / 8 } else { n }, self.sm_count),
                 "act",
                 &[
-                    KArg::U64(self.ptr(x)),
-                    KArg::U64(self.ptr(&out)),
-                    KArg::I64(n as i64),
+                    KArg::U64(xp),
+                    KArg::U64(op),
+                    KArg::I64((if v { n / 8 } else { n }) as i64),
                     KArg::I32(act_code(act)),
                 ],
             )?;
@@ -575,15 +629,23 @@ impl Backend for CudaBackend {
         let out = self.empty(&x.shape)?;
         let rows = x.numel() / d;
         if rows > 0 {
+            let (xp, op) = (self.ptr(x), self.ptr(&out));
+            let wp = w.map(|t| self.ptr(t)).unwrap_or(0);
+            let bp = b.map(|t| self.ptr(t)).unwrap_or(0);
+            let vcfg = norm_v8_cfg(rows, d).filter(|_| vec8(&[xp, op, wp, bp], &[d]));
             self.launch(
-                &self.k.layer_norm,
-                norm_cfg(rows, d),
+                if vcfg.is_some() {
+                    &self.k.layer_norm_v8
+                } else {
+                    &self.k.layer_norm
+                },
+                vcfg.unwrap_or_else(|| norm_cfg(rows, d)),
                 "layer_norm",
                 &[
-                    KArg::U64(self.ptr(x)),
-                    KArg::U64(w.map(|t| self.ptr(t)).unwrap_or(0)),
-                    KArg::U64(b.map(|t| self.ptr(t)).unwrap_or(0)),
-                    KArg::U64(self.ptr(&out)),
+                    KArg::U64(xp),
+                    KArg::U64(wp),
+                    KArg::U64(bp),
+                    KArg::U64(op),
                     KArg::I32(d as i32),
                     KArg::F32(eps),
                 ],
@@ -598,14 +660,20 @@ impl Backend for CudaBackend {
         let out = self.empty(&x.shape)?;
         let rows = x.numel() / d;
         if rows > 0 {
+            let (xp, wp, op) = (self.ptr(x), self.ptr(w), self.ptr(&out));
+            let vcfg = norm_v8_cfg(rows, d).filter(|_| vec8(&[xp, op, wp], &[d]));
             self.launch(
-                &self.k.rms_norm,
-                norm_cfg(rows, d),
+                if vcfg.is_some() {
+                    &self.k.rms_norm_v8
+                } else {
+                    &self.k.rms_norm
+                },
+                vcfg.unwrap_or_else(|| norm_cfg(rows, d)),
                 "rms_norm",
                 &[
-                    KArg::U64(self.ptr(x)),
-                    KArg::U64(self.ptr(w)),
-                    KArg::U64(self.ptr(&out)),
+                    KArg::U64(xp),
+                    KArg::U64(wp),
+                    KArg::U64(op),
                     KArg::I32(d as i32),
                     KArg::F32(eps),
                 ],
@@ -638,15 +706,26 @@ impl Backend for CudaBackend {
         let out = self.empty(&x.shape)?;
         let rows = x.numel() / d;
         if rows > 0 {
+            let (xp, hp, cp, op) = (
+                self.ptr(x),
+                self.ptr(shift),
+                self.ptr(scale),
+                self.ptr(&out),
+            );
+            let vcfg = norm_v8_cfg(rows, d).filter(|_| vec8(&[xp, hp, cp, op], &[d]));
             self.launch(
-                &self.k.norm_modulate,
-                norm_cfg(rows, d),
+                if vcfg.is_some() {
+                    &self.k.norm_modulate_v8
+                } else {
+                    &self.k.norm_modulate
+                },
+                vcfg.unwrap_or_else(|| norm_cfg(rows, d)),
                 "norm_modulate",
                 &[
-                    KArg::U64(self.ptr(x)),
-                    KArg::U64(self.ptr(shift)),
-                    KArg::U64(self.ptr(scale)),
-                    KArg::U64(self.ptr(&out)),
+                    KArg::U64(xp),
+                    KArg::U64(hp),
+                    KArg::U64(cp),
+                    KArg::U64(op),
                     KArg::I32(d as i32),
                     KArg::I32(l as i32),
                     KArg::F32(eps),
@@ -681,16 +760,25 @@ impl Backend for CudaBackend {
         let out = self.empty(&x.shape)?;
         let n = x.numel();
         if n > 0 {
+            let (xp, yp, op) = (self.ptr(x), self.ptr(y), self.ptr(&out));
+            let gp = gate.map(|g| self.ptr(g)).unwrap_or(0);
+            // Ungated: `d` is a dummy 1, only `n` matters.
+            let v = vec8(&[xp, yp, gp, op], &[n, if gate.is_some() { d } else { 8 }]);
+            let units = if v { n / 8 } else { n };
             self.launch(
-                &self.k.add_gated,
-                elems_cfg(n, self.sm_count),
+                if v {
+                    &self.k.add_gated_v8
+                } else {
+                    &self.k.add_gated
+                },
+                elems_cfg(units, self.sm_count),
                 "add_gated",
                 &[
-                    KArg::U64(self.ptr(x)),
-                    KArg::U64(self.ptr(y)),
-                    KArg::U64(gate.map(|g| self.ptr(g)).unwrap_or(0)),
-                    KArg::U64(self.ptr(&out)),
-                    KArg::I64(n as i64),
+                    KArg::U64(xp),
+                    KArg::U64(yp),
+                    KArg::U64(gp),
+                    KArg::U64(op),
+                    KArg::I64(units as i64),
                     KArg::I64(per_batch as i64),
                     KArg::I32(d as i32),
                 ],
@@ -704,17 +792,20 @@ impl Backend for CudaBackend {
         let out = self.empty(&x.shape)?;
         let n = x.numel();
         if n > 0 {
+            let (xp, yp, op) = (self.ptr(x), self.ptr(y), self.ptr(&out));
+            let v = vec8(&[xp, yp, op], &[n]);
+            let units = if v { n / 8 } else { n };
             self.launch(
-                &self.k.axpby,
-                elems_cfg(n, self.sm_count),
+                if v { &self.k.axpby_v8 } else { &self.k.axpby },
+                elems_cfg(units, self.sm_count),
                 "axpby",
                 &[
                     KArg::F32(a),
-                    KArg::U64(self.ptr(x)),
+                    KArg::U64(xp),
                     KArg::F32(b),
-                    KArg::U64(self.ptr(y)),
-                    KArg::U64(self.ptr(&out)),
-                    KArg::I64(n as i64),
+                    KArg::U64(yp),
+                    KArg::U64(op),
+                    KArg::I64(units as i64),
                 ],
             )?;
         }
@@ -723,7 +814,7 @@ impl Backend for CudaBackend {
 
     fn rope(&self, x: &CudaTensor, cos: &CudaTensor, sin: &CudaTensor) -> Result<CudaTensor> {
         if x.dims() != 4
-            || x.shape[3] % 2 != 0
+            || !x.shape[3].is_multiple_of(2)
             || cos.shape != [x.shape[1], x.shape[3] / 2]
             || sin.shape != cos.shape
         {
@@ -738,16 +829,20 @@ impl Backend for CudaBackend {
         let out = self.empty(&x.shape)?;
         let pairs = x.numel() / 2;
         if pairs > 0 {
+            let (xp, cp, sp, op) = (self.ptr(x), self.ptr(cos), self.ptr(sin), self.ptr(&out));
+            // 4 pairs per thread: the half-dim must split into groups of 4.
+            let v = vec8(&[xp, cp, sp, op], &[pairs * 2, x.shape[3]]);
+            let units = if v { pairs / 4 } else { pairs };
             self.launch(
-                &self.k.rope,
-                elems_cfg(pairs, self.sm_count),
+                if v { &self.k.rope_v8 } else { &self.k.rope },
+                elems_cfg(units, self.sm_count),
                 "rope",
                 &[
-                    KArg::U64(self.ptr(x)),
-                    KArg::U64(self.ptr(cos)),
-                    KArg::U64(self.ptr(sin)),
-                    KArg::U64(self.ptr(&out)),
-                    KArg::I64(pairs as i64),
+                    KArg::U64(xp),
+                    KArg::U64(cp),
+                    KArg::U64(sp),
+                    KArg::U64(op),
+                    KArg::I64(units as i64),
                     KArg::I32(x.shape[1] as i32),
                     KArg::I32(x.shape[2] as i32),
                     KArg::I32((x.shape[3] / 2) as i32),

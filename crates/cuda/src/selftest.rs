@@ -107,6 +107,7 @@ pub fn selftest(be: &CudaBackend) -> Result<Vec<Check>> {
         out: Vec::new(),
     };
     elementwise(&mut t)?;
+    scalar_paths(&mut t)?;
     norms(&mut t)?;
     layout(&mut t)?;
     attention(&mut t)?;
@@ -182,6 +183,51 @@ fn elementwise(t: &mut Ctx) -> Result<()> {
     let cm = t.cpu.mean_abs(&x.c)?;
     let err = ((gm - cm) as f64).abs() / (cm as f64).abs().max(1e-30);
     t.out.push(("mean_abs".into(), err, err <= TOLERANCE));
+    Ok(())
+}
+
+/// Sizes that are not multiples of 8 take the scalar kernels instead of the 16-byte ones.
+fn scalar_paths(t: &mut Ctx) -> Result<()> {
+    let x = t.rand(&[2, 5, 100], 1.0)?;
+    let y = t.rand(&[2, 5, 100], 1.0)?;
+    let w = t.rand(&[100], 1.0)?;
+    let b = t.rand(&[100], 1.0)?;
+    let g = t.gpu.layer_norm(&x.g, Some(&w.g), Some(&b.g), 1e-6)?;
+    let c = t.cpu.layer_norm(&x.c, Some(&w.c), Some(&b.c), 1e-6)?;
+    t.check("layer_norm D=100 (scalar)", &g, &c)?;
+    let g = t.gpu.rms_norm(&x.g, &w.g, 1e-6)?;
+    let c = t.cpu.rms_norm(&x.c, &w.c, 1e-6)?;
+    t.check("rms_norm D=100 (scalar)", &g, &c)?;
+    let sh = t.rand(&[2, 100], 1.0)?;
+    let sc = t.rand(&[2, 100], 0.5)?;
+    let g = t.gpu.norm_modulate(&x.g, &sh.g, &sc.g, 1e-6)?;
+    let c = t.cpu.norm_modulate(&x.c, &sh.c, &sc.c, 1e-6)?;
+    t.check("norm_modulate D=100 (scalar)", &g, &c)?;
+    let g = t.gpu.add_gated(&x.g, &y.g, Some(&sh.g))?;
+    let c = t.cpu.add_gated(&x.c, &y.c, Some(&sh.c))?;
+    t.check("add_gated D=100 (scalar)", &g, &c)?;
+    let xo = t.rand(&[3, 7, 11], 1.0)?;
+    let yo = t.rand(&[3, 7, 11], 1.0)?;
+    let g = t.gpu.axpby(0.3, &xo.g, 2.0, &yo.g)?;
+    let c = t.cpu.axpby(0.3, &xo.c, 2.0, &yo.c)?;
+    t.check("axpby n=231 (scalar)", &g, &c)?;
+    let g = t.gpu.act(&xo.g, Act::GeluTanh)?;
+    let c = t.cpu.act(&xo.c, Act::GeluTanh)?;
+    t.check("act n=231 (scalar)", &g, &c)?;
+    let g = t.gpu.add_gated(&xo.g, &yo.g, None)?;
+    let c = t.cpu.add_gated(&xo.c, &yo.c, None)?;
+    t.check("add n=231 (scalar)", &g, &c)?;
+    let wl = t.rand(&[17, 11], 0.3)?;
+    let bl = t.rand(&[17], 0.3)?;
+    let g = t.gpu.linear(&xo.g, &wl.g, Some(&bl.g), Act::Silu)?;
+    let c = t.cpu.linear(&xo.c, &wl.c, Some(&bl.c), Act::Silu)?;
+    t.check("linear+bias+silu out=17 (scalar)", &g, &c)?;
+    let xr = t.rand(&[1, 9, 2, 12], 1.0)?;
+    let cs = t.rand(&[9, 6], 0.7)?;
+    let sn = t.rand(&[9, 6], 0.7)?;
+    let g = t.gpu.rope(&xr.g, &cs.g, &sn.g)?;
+    let c = t.cpu.rope(&xr.c, &cs.c, &sn.c)?;
+    t.check("rope Dh=12 (scalar)", &g, &c)?;
     Ok(())
 }
 
@@ -263,6 +309,7 @@ fn attention(t: &mut Ctx) -> Result<()> {
         .force_naive_attention
         .load(std::sync::atomic::Ordering::Relaxed);
     // Each case runs on the default path (fast kernel where it exists) and on the reference.
+    #[allow(clippy::type_complexity)]
     let cases: Vec<(&str, usize, usize, usize, usize, usize, bool, bool)> = vec![
         // name, B, Lq, Lk, H, Dh, sparse, bias
         ("dense Dh=64", 1, 300, 300, 2, 64, false, false),
