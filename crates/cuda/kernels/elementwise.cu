@@ -103,3 +103,41 @@ extern "C" __global__ void sum_abs_bf16(const bf16* __restrict__ x, float* acc, 
     s = block_sum(s);
     if (threadIdx.x == 0) atomicAdd(acc, s);
 }
+
+// Video [B, C, F, H, W] -> tokens [B, gf*gh*gw, C*pt*ph*pw], vector ordered (c, kt, ky, kx).
+// One thread per output element (reads are strided, writes coalesced).
+extern "C" __global__ void patchify_bf16(const bf16* __restrict__ x, bf16* __restrict__ out,
+                                         long long n, int c, int f, int h, int w, int pt, int ph,
+                                         int pw) {
+    const int gf = f / pt, gh = h / ph, gw = w / pw;
+    const int pv = c * pt * ph * pw;
+    const long long toks = (long long)gf * gh * gw;
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
+         i += (long long)gridDim.x * blockDim.x) {
+        int e = (int)(i % pv);
+        long long tok = (i / pv) % toks, b = i / pv / toks;
+        int kx = e % pw, ky = (e / pw) % ph, kt = (e / pw / ph) % pt, ci = e / pw / ph / pt;
+        int zx = (int)(tok % gw), zy = (int)((tok / gw) % gh), zf = (int)(tok / gw / gh);
+        long long src = ((((b * c + ci) * f + zf * pt + kt) * (long long)h + zy * ph + ky) * w) +
+                        zx * pw + kx;
+        out[i] = x[src];
+    }
+}
+
+// Tokens [B, gf*gh*gw, pt*ph*pw*C] (vector ordered (kt, ky, kx, c)) -> video
+// [B, C, gf*pt, gh*ph, gw*pw]. One thread per output element.
+extern "C" __global__ void unpatchify_bf16(const bf16* __restrict__ x, bf16* __restrict__ out,
+                                           long long n, int c, int gf, int gh, int gw, int pt,
+                                           int ph, int pw) {
+    const int f = gf * pt, h = gh * ph, w = gw * pw;
+    const int pv = c * pt * ph * pw;
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
+         i += (long long)gridDim.x * blockDim.x) {
+        int xx = (int)(i % w), yy = (int)((i / w) % h), ff = (int)((i / w / h) % f);
+        int ci = (int)((i / w / h / f) % c);
+        long long b = i / w / h / f / c;
+        long long tok = ((long long)(ff / pt) * gh + yy / ph) * gw + xx / pw;
+        int e = (((ff % pt) * ph + yy % ph) * pw + xx % pw) * c + ci;
+        out[i] = x[(b * gf * gh * gw + tok) * pv + e];
+    }
+}

@@ -86,6 +86,8 @@ struct Kernels {
     layer_norm_v8: CudaFunction,
     norm_modulate_v8: CudaFunction,
     rms_norm_v8: CudaFunction,
+    patchify: CudaFunction,
+    unpatchify: CudaFunction,
 }
 
 /// A `BlockPlan`'s CSR arrays on the device.
@@ -197,6 +199,8 @@ impl CudaBackend {
             layer_norm_v8: f(&ops, "layer_norm_v8")?,
             norm_modulate_v8: f(&ops, "norm_modulate_v8")?,
             rms_norm_v8: f(&ops, "rms_norm_v8")?,
+            patchify: f(&ops, "patchify_bf16")?,
+            unpatchify: f(&ops, "unpatchify_bf16")?,
         };
         let sm_count = ctx
             .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
@@ -1060,6 +1064,86 @@ impl Backend for CudaBackend {
             .clone_dtoh(&acc)
             .map_err(drv("copying mean_abs to the host"))?;
         Ok(s[0] / n as f32)
+    }
+
+    fn patchify(&self, x: &CudaTensor, patch: [usize; 3]) -> Result<CudaTensor> {
+        let s = &x.shape;
+        let [pt, ph, pw] = patch;
+        if s.len() != 5
+            || pt * ph * pw == 0
+            || !s[2].is_multiple_of(pt)
+            || !s[3].is_multiple_of(ph)
+            || !s[4].is_multiple_of(pw)
+        {
+            return Err(Error::shape(
+                "patchify",
+                format!("{s:?} with patch {patch:?}"),
+            ));
+        }
+        let (b, c, f, h, w) = (s[0], s[1], s[2], s[3], s[4]);
+        let toks = (f / pt) * (h / ph) * (w / pw);
+        let out = self.empty(&[b, toks, c * pt * ph * pw])?;
+        let n = out.numel();
+        if n > 0 {
+            self.launch(
+                &self.k.patchify,
+                elems_cfg(n, self.sm_count),
+                "patchify",
+                &[
+                    KArg::U64(self.ptr(x)),
+                    KArg::U64(self.ptr(&out)),
+                    KArg::I64(n as i64),
+                    KArg::I32(c as i32),
+                    KArg::I32(f as i32),
+                    KArg::I32(h as i32),
+                    KArg::I32(w as i32),
+                    KArg::I32(pt as i32),
+                    KArg::I32(ph as i32),
+                    KArg::I32(pw as i32),
+                ],
+            )?;
+        }
+        Ok(out)
+    }
+
+    fn unpatchify(
+        &self,
+        x: &CudaTensor,
+        grid: (usize, usize, usize),
+        patch: [usize; 3],
+        channels: usize,
+    ) -> Result<CudaTensor> {
+        let s = &x.shape;
+        let [pt, ph, pw] = patch;
+        let (gf, gh, gw) = grid;
+        if s.len() != 3 || s[1] != gf * gh * gw || s[2] != pt * ph * pw * channels {
+            return Err(Error::shape(
+                "unpatchify",
+                format!("{s:?} for grid {grid:?}, patch {patch:?}, {channels} channels"),
+            ));
+        }
+        let out = self.empty(&[s[0], channels, gf * pt, gh * ph, gw * pw])?;
+        let n = out.numel();
+        if n > 0 {
+            self.launch(
+                &self.k.unpatchify,
+                elems_cfg(n, self.sm_count),
+                "unpatchify",
+                &[
+                    KArg::U64(self.ptr(x)),
+                    KArg::U64(self.ptr(&out)),
+                    KArg::I64(n as i64),
+                    KArg::I32(channels as i32),
+                    KArg::I32(gf as i32),
+                    KArg::I32(gh as i32),
+                    KArg::I32(gw as i32),
+                    KArg::I32(pt as i32),
+                    KArg::I32(ph as i32),
+                    KArg::I32(pw as i32),
+                ],
+            )?;
+        }
+        Ok(out)
     }
 
     fn synchronize(&self) -> Result<()> {

@@ -300,6 +300,14 @@ fn layout(t: &mut Ctx) -> Result<()> {
     let g = t.gpu.patchify(&v.g, [1, 2, 2])?;
     let c = t.cpu.patchify(&v.c, [1, 2, 2])?;
     t.check("patchify", &g, &c)?;
+    let v = t.rand(&[2, 3, 4, 6, 10], 1.0)?;
+    let g = t.gpu.patchify(&v.g, [2, 3, 5])?;
+    let c = t.cpu.patchify(&v.c, [2, 3, 5])?;
+    t.check("patchify [2,3,5]", &g, &c)?;
+    let tk = t.rand(&[2, 2 * 3 * 4, 2 * 2 * 2 * 5], 1.0)?;
+    let g = t.gpu.unpatchify(&tk.g, (2, 3, 4), [2, 2, 2], 5)?;
+    let c = t.cpu.unpatchify(&tk.c, (2, 3, 4), [2, 2, 2], 5)?;
+    t.check("unpatchify", &g, &c)?;
     Ok(())
 }
 
