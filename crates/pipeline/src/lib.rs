@@ -1,6 +1,7 @@
 //! jenga-pipeline: from conditioning to frames — flow-matching sampler with classifier-free
 //! guidance, ProRes stages, step skipping, and the resize between stages.
 
+pub mod metrics;
 pub mod presets;
 pub mod resize;
 pub mod sampler;
