@@ -1,8 +1,9 @@
 //! Throughput of the CUDA backend's heavy ops on Wan-1.3B-sized shapes.
 //! `cargo run --release -p jenga-cuda --example cuda_bench` (prints one line per case).
 
-use jenga_cuda::CudaBackend;
-use jenga_tensor::{Act, AttnPlan, Backend, Result};
+use jenga_cuda::{AttnPath, CudaBackend};
+use jenga_tensor::{Act, AttnPlan, Backend, BlockPlan, Result};
+use std::sync::Arc;
 use std::time::Instant;
 
 fn time<F: FnMut() -> Result<()>>(be: &CudaBackend, iters: usize, mut f: F) -> Result<f64> {
@@ -68,14 +69,51 @@ fn main() -> Result<()> {
         s * 1e3,
         bytes / s / 1e9
     );
-    let s = time(&be, 2, || {
+    let flops = 4.0 * (m as f64).powi(2) * 128.0 * 12.0;
+    for path in [AttnPath::Auto, AttnPath::Mma] {
+        be.set_attention_path(path);
+        let s = time(&be, 5, || {
+            be.attention(&q, &q, &q, &AttnPlan::Dense, None).map(|_| ())
+        })?;
+        let label = format!("attention dense 32760 H12 Dh128 {path:?}");
+        println!(
+            "{label:<40} {:8.3} ms {:7.1} TFLOP/s",
+            s * 1e3,
+            flops / s / 1e12
+        );
+    }
+    // Block-sparse, ~20% of (128 x 128) blocks kept (diagonal + pseudo-random).
+    let nb = m.div_ceil(128);
+    let mut mask = vec![false; 12 * nb * nb];
+    let mut st = 12345u64;
+    for (i, v) in mask.iter_mut().enumerate() {
+        st = st
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        *v = (i / nb) % nb == i % nb || (st >> 33) % 1000 < 195;
+    }
+    let plan = Arc::new(BlockPlan::from_mask(1, 12, 128, nb, nb, &mask)?);
+    let density = plan.density();
+    let sparse = AttnPlan::Sparse(plan);
+    be.set_attention_path(AttnPath::Auto);
+    let s = time(&be, 5, || {
+        be.attention(&q, &q, &q, &sparse, None).map(|_| ())
+    })?;
+    let label = format!("attention sparse {:.1}% kept", density * 100.0);
+    println!(
+        "{label:<40} {:8.3} ms {:7.1} TFLOP/s (dense-equivalent)",
+        s * 1e3,
+        flops / s / 1e12
+    );
+    be.set_attention_path(AttnPath::Naive);
+    let s = time(&be, 1, || {
         be.attention(&q, &q, &q, &AttnPlan::Dense, None).map(|_| ())
     })?;
-    let tf = 4.0 * (m as f64).powi(2) * 128.0 * 12.0 / s / 1e12;
     println!(
-        "{:<40} {:8.3} ms {tf:7.1} TFLOP/s",
-        "attention dense 32760 H12 Dh128",
-        s * 1e3
+        "{:<40} {:8.3} ms {:7.1} TFLOP/s",
+        "attention dense (reference kernel)",
+        s * 1e3,
+        flops / s / 1e12
     );
     Ok(())
 }

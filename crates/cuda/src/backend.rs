@@ -30,6 +30,13 @@ const ATTN_NAIVE_SRC: &str = concat!(
     "\n",
     include_str!("../kernels/attention_naive.cu")
 );
+const MMA_ATTN_SRC: &str = concat!(
+    include_str!("../kernels/common.cuh"),
+    "\n",
+    include_str!("../kernels/mma_attention.cu")
+);
+/// Query rows / keys per CTA tile of `mma_attention.cu`.
+const MMA_TILE: usize = 64;
 /// Must match `attention_naive.cu`.
 const NAIVE_WARPS: usize = 8;
 const NAIVE_TK: usize = 32;
@@ -105,8 +112,22 @@ pub struct CudaBackend {
     sm_count: usize,
     /// Plans are reused across the layers of a step: upload each once (keyed by the Arc).
     plans: Mutex<Vec<(Weak<BlockPlan>, Arc<DevicePlanBufs>)>>,
-    /// Force the reference attention kernel even where a fast one exists (tests, selftest).
-    pub(crate) force_naive_attention: std::sync::atomic::AtomicBool,
+    /// Which attention kernels may run (tests and selftest pin one).
+    attn_path: std::sync::atomic::AtomicU8,
+    /// Tensor-core kernels for head dim 64 / 128 (sm_80+; `None` on older GPUs).
+    mma_attn: Option<(CudaFunction, CudaFunction)>,
+}
+
+/// Attention kernel selection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttnPath {
+    /// Fastest available: Hopper kernels, then the portable tensor-core kernel, then the
+    /// reference kernel for what neither covers.
+    Auto = 0,
+    /// The portable mma.sync kernel where it applies, else the reference.
+    Mma = 1,
+    /// The reference kernel only.
+    Naive = 2,
 }
 
 fn elems_cfg(n: usize, sm_count: usize) -> LaunchConfig {
@@ -171,6 +192,9 @@ impl CudaBackend {
             })?
             .map_err(|e| dev(format!("cuBLASLt initialisation: {e:?}")))?;
 
+        let (major, minor) = ctx
+            .compute_capability()
+            .map_err(drv("querying compute capability"))?;
         let ops = nvrtc::load_module(&ctx, "jenga_ops", OPS_SRC, &[])?;
         let attn = nvrtc::load_module(&ctx, "jenga_attention_naive", ATTN_NAIVE_SRC, &[])?;
         let f = |m: &Arc<cudarc::driver::CudaModule>, n: &str| {
@@ -202,12 +226,16 @@ impl CudaBackend {
             patchify: f(&ops, "patchify_bf16")?,
             unpatchify: f(&ops, "unpatchify_bf16")?,
         };
+        // mma.sync with bf16 operands needs sm_80.
+        let mma_attn = if major >= 8 {
+            let m = nvrtc::load_module(&ctx, "jenga_mma_attention", MMA_ATTN_SRC, &[])?;
+            Some((f(&m, "attn_mma_d64")?, f(&m, "attn_mma_d128")?))
+        } else {
+            None
+        };
         let sm_count = ctx
             .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
             .map_err(drv("querying SM count"))? as usize;
-        let (major, minor) = ctx
-            .compute_capability()
-            .map_err(drv("querying compute capability"))?;
         let gpu = ctx.name().map_err(drv("querying device name"))?;
         Ok(CudaBackend {
             name: format!("cuda:{ordinal} {gpu} (sm_{major}{minor})"),
@@ -217,7 +245,8 @@ impl CudaBackend {
             k,
             sm_count,
             plans: Mutex::new(Vec::new()),
-            force_naive_attention: std::sync::atomic::AtomicBool::new(false),
+            attn_path: std::sync::atomic::AtomicU8::new(AttnPath::Auto as u8),
+            mma_attn,
         })
     }
 
@@ -231,10 +260,114 @@ impl CudaBackend {
         self.sm_count
     }
 
-    /// Use only the reference attention kernel (for checking the fast one against it).
-    pub fn set_force_naive_attention(&self, on: bool) {
-        self.force_naive_attention
-            .store(on, std::sync::atomic::Ordering::Relaxed);
+    /// Pin the attention kernels (for checking the fast ones against the reference).
+    pub fn set_attention_path(&self, path: AttnPath) {
+        self.attn_path
+            .store(path as u8, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn attention_path(&self) -> AttnPath {
+        match self.attn_path.load(std::sync::atomic::Ordering::Relaxed) {
+            1 => AttnPath::Mma,
+            2 => AttnPath::Naive,
+            _ => AttnPath::Auto,
+        }
+    }
+
+    /// The portable tensor-core kernel, if it covers this call (head dim 64/128, 16-byte
+    /// aligned tensors, plan block a multiple of 64).
+    pub fn attention_mma(
+        &self,
+        q: &CudaTensor,
+        k: &CudaTensor,
+        v: &CudaTensor,
+        plan: Option<(&BlockPlan, &DevicePlanBufs)>,
+        bias: Option<KeyBias>,
+    ) -> Result<Option<CudaTensor>> {
+        let Some((f64_, f128)) = &self.mma_attn else {
+            return Ok(None);
+        };
+        let (b, lq, h, dh) = (q.shape[0], q.shape[1], q.shape[2], q.shape[3]);
+        let lk = k.shape[1];
+        let f = match dh {
+            64 => f64_,
+            128 => f128,
+            _ => return Ok(None),
+        };
+        if plan.is_some_and(|(p, _)| !p.block.is_multiple_of(MMA_TILE)) {
+            return Ok(None);
+        }
+        let out = self.empty(&q.shape)?;
+        let ptrs = [self.ptr(q), self.ptr(k), self.ptr(v), self.ptr(&out)];
+        if !vec8(&ptrs, &[]) {
+            return Ok(None);
+        }
+        if out.numel() == 0 {
+            return Ok(Some(out));
+        }
+        let log2e = std::f32::consts::LOG2_E;
+        let (bias_from, bias_log2) = match bias {
+            Some(kb) => (kb.from_key.min(i32::MAX as usize) as i32, kb.bias * log2e),
+            None => (i32::MAX, 0.0),
+        };
+        let (row_ptr, col_idx, block, q_blocks) = match plan {
+            Some((p, d)) => {
+                let (rp, _) = d.row_ptr.device_ptr(&self.stream);
+                let (ci, _) = d.col_idx.device_ptr(&self.stream);
+                (rp, ci, p.block, p.q_blocks)
+            }
+            None => (0, 0, 0, 0),
+        };
+        let cfg = LaunchConfig {
+            grid_dim: (lq.div_ceil(MMA_TILE) as u32, h as u32, b as u32),
+            block_dim: (128, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        self.launch(
+            f,
+            cfg,
+            "attention (mma kernel)",
+            &[
+                KArg::U64(ptrs[0]),
+                KArg::U64(ptrs[1]),
+                KArg::U64(ptrs[2]),
+                KArg::U64(ptrs[3]),
+                KArg::I32(lq as i32),
+                KArg::I32(lk as i32),
+                KArg::I32(h as i32),
+                KArg::F32(log2e / (dh as f32).sqrt()),
+                KArg::U64(row_ptr),
+                KArg::U64(col_idx),
+                KArg::I32(block as i32),
+                KArg::I32(q_blocks as i32),
+                KArg::I32(bias_from),
+                KArg::F32(bias_log2),
+            ],
+        )?;
+        Ok(Some(out))
+    }
+
+    /// Auto / Mma / Naive dispatch shared by dense and sparse calls.
+    fn attention_dispatch(
+        &self,
+        q: &CudaTensor,
+        k: &CudaTensor,
+        v: &CudaTensor,
+        plan: Option<(&BlockPlan, &DevicePlanBufs)>,
+        bias: Option<KeyBias>,
+    ) -> Result<CudaTensor> {
+        let path = self.attention_path();
+        if path == AttnPath::Auto {
+            if let Some(out) = self.attention_fast(q, k, v, plan, bias)? {
+                return Ok(out);
+            }
+        }
+        if path != AttnPath::Naive {
+            if let Some(out) = self.attention_mma(q, k, v, plan, bias)? {
+                return Ok(out);
+            }
+        }
+        self.attention_naive(q, k, v, plan, bias)
     }
 
     /// Uninitialised device tensor (every op overwrites all of its output).
@@ -882,19 +1015,11 @@ impl Backend for CudaBackend {
         let (b, lq, h) = (q.shape[0], q.shape[1], q.shape[2]);
         let lk = k.shape[1];
         match plan {
-            AttnPlan::Dense => {
-                if let Some(out) = self.attention_fast(q, k, v, None, bias)? {
-                    return Ok(out);
-                }
-                self.attention_naive(q, k, v, None, bias)
-            }
+            AttnPlan::Dense => self.attention_dispatch(q, k, v, None, bias),
             AttnPlan::Sparse(p) => {
                 p.validate(b, h, lq, lk)?;
                 let d = self.device_plan(p)?;
-                if let Some(out) = self.attention_fast(q, k, v, Some((p, &d)), bias)? {
-                    return Ok(out);
-                }
-                self.attention_naive(q, k, v, Some((p, &d)), bias)
+                self.attention_dispatch(q, k, v, Some((p, &d)), bias)
             }
         }
     }

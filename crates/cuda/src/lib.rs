@@ -7,7 +7,7 @@ mod dispatch;
 mod error;
 pub mod nvrtc;
 
-pub use backend::{CudaBackend, CudaTensor, DevicePlanBufs};
+pub use backend::{AttnPath, CudaBackend, CudaTensor, DevicePlanBufs};
 pub use device::{cuda_available, device_count};
 pub mod selftest;
 

@@ -5,7 +5,7 @@
 //! only what the GPU path changes: bf16 rounding of outputs (relative 2⁻⁹ per element) and
 //! f32 summation order. Criterion: relative L2 error `‖gpu − cpu‖ / ‖cpu‖ ≤ 1e-2`.
 
-use crate::CudaBackend;
+use crate::{AttnPath, CudaBackend};
 use half::bf16;
 use jenga_tensor::{
     Act, AttnPlan, Backend, BlockPlan, CpuBackend, CpuTensor, KeyBias, Result, TensorMeta,
@@ -312,11 +312,9 @@ fn layout(t: &mut Ctx) -> Result<()> {
 }
 
 fn attention(t: &mut Ctx) -> Result<()> {
-    let fast_state = t
-        .gpu
-        .force_naive_attention
-        .load(std::sync::atomic::Ordering::Relaxed);
-    // Each case runs on the default path (fast kernel where it exists) and on the reference.
+    let path_before = t.gpu.attention_path();
+    // Each case runs on the default path (fastest kernel), the portable mma kernel and the
+    // reference kernel.
     #[allow(clippy::type_complexity)]
     let cases: Vec<(&str, usize, usize, usize, usize, usize, bool, bool)> = vec![
         // name, B, Lq, Lk, H, Dh, sparse, bias
@@ -324,6 +322,7 @@ fn attention(t: &mut Ctx) -> Result<()> {
         ("dense Dh=128", 2, 200, 200, 2, 128, false, false),
         ("dense Dh=40", 1, 77, 77, 3, 40, false, false),
         ("cross Lk=19", 2, 150, 19, 2, 64, false, false),
+        ("cross Lk=500 Dh=128", 1, 70, 500, 2, 128, false, true),
         ("dense+key bias", 1, 260, 260, 2, 128, false, true),
         ("sparse block=128", 1, 300, 300, 2, 64, true, false),
         ("sparse Dh=128+bias", 2, 400, 400, 2, 128, true, true),
@@ -350,15 +349,15 @@ fn attention(t: &mut Ctx) -> Result<()> {
             bias: 1.5,
         });
         let c = t.cpu.attention(&q.c, &k.c, &v.c, &plan, bias)?;
-        for naive in [false, true] {
-            t.gpu.set_force_naive_attention(naive);
+        for (path, tag) in [
+            (AttnPath::Auto, ""),
+            (AttnPath::Mma, " (mma)"),
+            (AttnPath::Naive, " (reference)"),
+        ] {
+            t.gpu.set_attention_path(path);
             let g = t.gpu.attention(&q.g, &k.g, &v.g, &plan, bias);
-            t.gpu.set_force_naive_attention(fast_state);
-            let label = format!(
-                "attention {name}{}",
-                if naive { " (reference)" } else { "" }
-            );
-            t.check(&label, &g?, &c)?;
+            t.gpu.set_attention_path(path_before);
+            t.check(&format!("attention {name}{tag}"), &g?, &c)?;
         }
     }
     Ok(())
