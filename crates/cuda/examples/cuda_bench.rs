@@ -72,7 +72,7 @@ fn main() -> Result<()> {
         bytes / s / 1e9
     );
     let flops = 4.0 * (m as f64).powi(2) * 128.0 * 12.0;
-    for path in [AttnPath::Auto, AttnPath::Mma] {
+    for path in [AttnPath::Auto, AttnPath::MmaSimple] {
         be.set_attention_path(path);
         let s = time(&be, 5, || {
             be.attention(&q, &q, &q, &AttnPlan::Dense, None).map(|_| ())
@@ -107,6 +107,12 @@ fn main() -> Result<()> {
         s * 1e3,
         flops / s / 1e12
     );
+    be.set_attention_path(AttnPath::MmaSimple);
+    let s = time(&be, 5, || {
+        be.attention(&q, &q, &q, &sparse, None).map(|_| ())
+    })?;
+    let label = format!("attention sparse {:.1}% MmaSimple", density * 100.0);
+    println!("{label:<40} {:8.3} ms", s * 1e3);
     be.set_attention_path(AttnPath::Naive);
     let s = time(&be, 1, || {
         be.attention(&q, &q, &q, &AttnPlan::Dense, None).map(|_| ())

@@ -115,7 +115,19 @@ pub struct CudaBackend {
     /// Which attention kernels may run (tests and selftest pin one).
     attn_path: std::sync::atomic::AtomicU8,
     /// Tensor-core kernels for head dim 64 / 128 (sm_80+; `None` on older GPUs).
-    mma_attn: Option<(CudaFunction, CudaFunction)>,
+    mma_attn: Option<MmaKernels>,
+}
+
+struct MmaKernels {
+    /// 64-row CTAs, synchronous tile loads: any plan block that is a multiple of 64.
+    simple: (CudaFunction, CudaFunction),
+    /// 128-row CTAs, cp.async double buffering: dense, or plan blocks multiple of 128.
+    piped: (CudaFunction, CudaFunction),
+}
+
+/// Dynamic shared memory of the pipelined mma kernel: 2 stages x (K, V) x 64 rows x (Dh + 8).
+fn mma_piped_smem(dh: usize) -> usize {
+    2 * 2 * MMA_TILE * (dh + 8) * std::mem::size_of::<bf16>()
 }
 
 /// Attention kernel selection.
@@ -124,8 +136,10 @@ pub enum AttnPath {
     /// Fastest available: Hopper kernels, then the portable tensor-core kernel, then the
     /// reference kernel for what neither covers.
     Auto = 0,
-    /// The portable mma.sync kernel where it applies, else the reference.
+    /// The portable mma.sync kernels where they apply (pipelined first), else the reference.
     Mma = 1,
+    /// Only the simple (unpipelined) mma.sync kernel, else the reference.
+    MmaSimple = 3,
     /// The reference kernel only.
     Naive = 2,
 }
@@ -229,7 +243,21 @@ impl CudaBackend {
         // mma.sync with bf16 operands needs sm_80.
         let mma_attn = if major >= 8 {
             let m = nvrtc::load_module(&ctx, "jenga_mma_attention", MMA_ATTN_SRC, &[])?;
-            Some((f(&m, "attn_mma_d64")?, f(&m, "attn_mma_d128")?))
+            let piped = (f(&m, "attn_mma2_d64")?, f(&m, "attn_mma2_d128")?);
+            for (func, dh) in [(&piped.0, 64), (&piped.1, 128)] {
+                unsafe {
+                    cudarc::driver::result::function::set_function_attribute(
+                        func.cu_function(),
+                        cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                        mma_piped_smem(dh) as i32,
+                    )
+                }
+                .map_err(drv("raising the attention kernel's shared-memory limit"))?;
+            }
+            Some(MmaKernels {
+                simple: (f(&m, "attn_mma_d64")?, f(&m, "attn_mma_d128")?),
+                piped,
+            })
         } else {
             None
         };
@@ -270,6 +298,7 @@ impl CudaBackend {
         match self.attn_path.load(std::sync::atomic::Ordering::Relaxed) {
             1 => AttnPath::Mma,
             2 => AttnPath::Naive,
+            3 => AttnPath::MmaSimple,
             _ => AttnPath::Auto,
         }
     }
@@ -284,19 +313,27 @@ impl CudaBackend {
         plan: Option<(&BlockPlan, &DevicePlanBufs)>,
         bias: Option<KeyBias>,
     ) -> Result<Option<CudaTensor>> {
-        let Some((f64_, f128)) = &self.mma_attn else {
+        let Some(mk) = &self.mma_attn else {
             return Ok(None);
         };
         let (b, lq, h, dh) = (q.shape[0], q.shape[1], q.shape[2], q.shape[3]);
         let lk = k.shape[1];
-        let f = match dh {
-            64 => f64_,
-            128 => f128,
-            _ => return Ok(None),
-        };
-        if plan.is_some_and(|(p, _)| !p.block.is_multiple_of(MMA_TILE)) {
+        if dh != 64 && dh != 128 {
             return Ok(None);
         }
+        let block = plan.map(|(p, _)| p.block);
+        let piped = self.attention_path() != AttnPath::MmaSimple
+            && block.is_none_or(|bl| bl.is_multiple_of(2 * MMA_TILE));
+        if !piped && block.is_some_and(|bl| !bl.is_multiple_of(MMA_TILE)) {
+            return Ok(None);
+        }
+        let pair = if piped { &mk.piped } else { &mk.simple };
+        let f = if dh == 64 { &pair.0 } else { &pair.1 };
+        let (rows, threads, smem) = if piped {
+            (2 * MMA_TILE, 256, mma_piped_smem(dh))
+        } else {
+            (MMA_TILE, 128, 0)
+        };
         let out = self.empty(&q.shape)?;
         let ptrs = [self.ptr(q), self.ptr(k), self.ptr(v), self.ptr(&out)];
         if !vec8(&ptrs, &[]) {
@@ -319,9 +356,9 @@ impl CudaBackend {
             None => (0, 0, 0, 0),
         };
         let cfg = LaunchConfig {
-            grid_dim: (lq.div_ceil(MMA_TILE) as u32, h as u32, b as u32),
-            block_dim: (128, 1, 1),
-            shared_mem_bytes: 0,
+            grid_dim: (lq.div_ceil(rows) as u32, h as u32, b as u32),
+            block_dim: (threads as u32, 1, 1),
+            shared_mem_bytes: smem as u32,
         };
         self.launch(
             f,
@@ -1014,6 +1051,13 @@ impl Backend for CudaBackend {
         }
         let (b, lq, h) = (q.shape[0], q.shape[1], q.shape[2]);
         let lk = k.shape[1];
+        // Grid y/z carry heads/batch; kernels index tokens with 32-bit ints.
+        if h > 65535 || b > 65535 || lq.max(lk) > i32::MAX as usize / 2 {
+            return Err(Error::invalid(
+                "attention",
+                format!("B={b}, H={h}, Lq={lq}, Lk={lk} exceed the CUDA kernels' limits"),
+            ));
+        }
         match plan {
             AttnPlan::Dense => self.attention_dispatch(q, k, v, None, bias),
             AttnPlan::Sparse(p) => {

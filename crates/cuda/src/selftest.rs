@@ -313,7 +313,7 @@ fn layout(t: &mut Ctx) -> Result<()> {
 
 fn attention(t: &mut Ctx) -> Result<()> {
     let path_before = t.gpu.attention_path();
-    // Each case runs on the default path (fastest kernel), the portable mma kernel and the
+    // Each case runs on the default path (fastest kernel), the portable mma kernels and the
     // reference kernel.
     #[allow(clippy::type_complexity)]
     let cases: Vec<(&str, usize, usize, usize, usize, usize, bool, bool)> = vec![
@@ -325,6 +325,7 @@ fn attention(t: &mut Ctx) -> Result<()> {
         ("cross Lk=500 Dh=128", 1, 70, 500, 2, 128, false, true),
         ("dense+key bias", 1, 260, 260, 2, 128, false, true),
         ("sparse block=128", 1, 300, 300, 2, 64, true, false),
+        ("sparse block=128 long", 1, 700, 700, 1, 128, true, false),
         ("sparse Dh=128+bias", 2, 400, 400, 2, 128, true, true),
     ];
     for (name, b, lq, lk, h, dh, sparse, with_bias) in cases {
@@ -352,6 +353,7 @@ fn attention(t: &mut Ctx) -> Result<()> {
         for (path, tag) in [
             (AttnPath::Auto, ""),
             (AttnPath::Mma, " (mma)"),
+            (AttnPath::MmaSimple, " (mma simple)"),
             (AttnPath::Naive, " (reference)"),
         ] {
             t.gpu.set_attention_path(path);
