@@ -1,14 +1,26 @@
 //! CUDA backend for jenga: bf16 device tensors, f32 accumulation, NVRTC-compiled kernels
-//! (sources in `kernels/`), cuBLASLt linears.
+//! (sources in `kernels/`, compiled at run time for the GPU's exact architecture and cached
+//! on disk), cuBLASLt linears.
+//!
+//! - [`CudaBackend::new`] opens a device; it returns `Err` (never panics) when libcuda, NVRTC,
+//!   cuBLASLt or the device is missing. [`cuda_available`] probes without opening.
+//! - Ops implement [`jenga_tensor::Backend`]; all run on one stream, allocations are
+//!   stream-ordered, nothing synchronises except `download`, `mean_abs` and `synchronize`.
+//! - Attention: Hopper kernels (`crate::attention`, when present) → the portable tensor-core
+//!   kernels (`kernels/mma_attention.cu`, Dh 64/128) → the reference kernel
+//!   (`kernels/attention_naive.cu`, any Dh ≤ 128). [`CudaBackend::set_attention_path`] pins one.
+//! - [`selftest()`] checks every op against the CPU backend at run time (for
+//!   `jenga selftest --device cuda`).
+//! - [`nvrtc::load_module`] compiles any CUDA C source with the same cache (used by the
+//!   attention kernels).
 
 mod backend;
 pub mod device;
 mod dispatch;
 mod error;
 pub mod nvrtc;
+pub mod selftest;
 
 pub use backend::{AttnPath, CudaBackend, CudaTensor, DevicePlanBufs};
 pub use device::{cuda_available, device_count};
-pub mod selftest;
-
 pub use selftest::selftest;

@@ -215,3 +215,19 @@ fn toolkit_include_dirs() -> Vec<String> {
     })
     .clone()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_key_hash_is_standard_fnv1a() {
+        // Published FNV-1a 64 test vectors: the on-disk cache key must not drift between builds.
+        assert_eq!(fnv1a(b"", 0xcbf2_9ce4_8422_2325), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a(b"a", 0xcbf2_9ce4_8422_2325), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(
+            fnv1a(b"foobar", 0xcbf2_9ce4_8422_2325),
+            0x8594_4171_f739_67e8
+        );
+    }
+}

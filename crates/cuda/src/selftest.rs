@@ -364,3 +364,30 @@ fn attention(t: &mut Ctx) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rel_l2_measures_relative_error() {
+        assert_eq!(rel_l2(&[1.0, 2.0], &[1.0, 2.0]), 0.0);
+        let e = rel_l2(&[3.0, 4.0 * 1.01], &[3.0, 4.0]);
+        assert!((e - 0.04 / 5.0).abs() < 1e-6, "{e}");
+        assert!(rel_l2(&[1.0], &[1.0, 2.0]).is_infinite());
+        assert!(rel_l2(&[f32::NAN], &[1.0]).is_infinite());
+    }
+
+    #[test]
+    fn rng_is_deterministic_and_bf16_exact() {
+        let a = Rng::new(3).normal_vec(1000, 1.0);
+        assert_eq!(a, Rng::new(3).normal_vec(1000, 1.0));
+        assert!(a.iter().all(|&v| bf16::from_f32(v).to_f32() == v));
+        let mean = a.iter().sum::<f32>() / 1000.0;
+        let var = a.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / 1000.0;
+        assert!(
+            mean.abs() < 0.1 && (var - 1.0).abs() < 0.15,
+            "mean {mean} var {var}"
+        );
+    }
+}
