@@ -30,6 +30,12 @@ __device__ __forceinline__ void mma16816(float* c, unsigned a0, unsigned a1, uns
         : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
+__device__ __forceinline__ void ldmatrix_x4(unsigned* r, unsigned addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+}
+
 __device__ __forceinline__ void ldmatrix_x4_trans(unsigned* r, unsigned addr) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
@@ -350,27 +356,44 @@ __device__ __forceinline__ void attn_mma2(const bf16* __restrict__ q, const bf16
         const int kt = cur.kt, k_end = cur.k_end;
 
         float s[BN / 8][4];
+        // K fragments by ldmatrix: lane l addresses key row (j*8 + l%8), dims (l/8)*8 of a
+        // 32-dim slab, giving the B operands of two consecutive 16-dim k-steps.
+        const bf16* krow = sk + (lane & 7) * LDS + (lane >> 3) * 8;
 #pragma unroll
         for (int j = 0; j < BN / 8; ++j) {
             s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
-            const unsigned* kr = reinterpret_cast<const unsigned*>(sk + (j * 8 + g) * LDS);
 #pragma unroll
-            for (int kk = 0; kk < D / 16; ++kk)
-                mma16816(s[j], qa[kk][0], qa[kk][1], qa[kk][2], qa[kk][3], kr[kk * 8 + t],
-                         kr[kk * 8 + 4 + t]);
+            for (int kk = 0; kk < D / 16; kk += 2) {
+                unsigned kb[4];
+                ldmatrix_x4(kb, smem_u32(krow + j * 8 * LDS + kk * 16));
+                mma16816(s[j], qa[kk][0], qa[kk][1], qa[kk][2], qa[kk][3], kb[0], kb[1]);
+                mma16816(s[j], qa[kk + 1][0], qa[kk + 1][1], qa[kk + 1][2], qa[kk + 1][3], kb[2],
+                         kb[3]);
+            }
         }
         float mx0 = -INFINITY, mx1 = -INFINITY;
+        if (kt + BN <= k_end && kt + BN <= bias_from) {
+            // Whole tile in range and before the biased keys: scale only (the common case).
 #pragma unroll
-        for (int j = 0; j < BN / 8; ++j) {
+            for (int j = 0; j < BN / 8; ++j) {
 #pragma unroll
-            for (int c = 0; c < 2; ++c) {
-                const int key = kt + j * 8 + 2 * t + c;
-                const float add = key >= bias_from ? bias_log2 : 0.0f;
-                const bool ok = key < k_end;
-                s[j][c] = ok ? s[j][c] * scale_log2 + add : -INFINITY;
-                s[j][2 + c] = ok ? s[j][2 + c] * scale_log2 + add : -INFINITY;
-                mx0 = fmaxf(mx0, s[j][c]);
-                mx1 = fmaxf(mx1, s[j][2 + c]);
+                for (int c = 0; c < 4; ++c) s[j][c] *= scale_log2;
+                mx0 = fmaxf(mx0, fmaxf(s[j][0], s[j][1]));
+                mx1 = fmaxf(mx1, fmaxf(s[j][2], s[j][3]));
+            }
+        } else {
+#pragma unroll
+            for (int j = 0; j < BN / 8; ++j) {
+#pragma unroll
+                for (int c = 0; c < 2; ++c) {
+                    const int key = kt + j * 8 + 2 * t + c;
+                    const float add = key >= bias_from ? bias_log2 : 0.0f;
+                    const bool ok = key < k_end;
+                    s[j][c] = ok ? s[j][c] * scale_log2 + add : -INFINITY;
+                    s[j][2 + c] = ok ? s[j][2 + c] * scale_log2 + add : -INFINITY;
+                    mx0 = fmaxf(mx0, s[j][c]);
+                    mx1 = fmaxf(mx1, s[j][2 + c]);
+                }
             }
         }
 #pragma unroll
