@@ -116,6 +116,12 @@ impl Format {
 /// exists and accepts a file.
 pub fn check_output(path: &Path) -> Result<Format> {
     let fmt = Format::from_path(path)?;
+    check_parent_writable(path)?;
+    Ok(fmt)
+}
+
+/// The directory that will hold `path` exists and accepts a new file.
+pub fn check_parent_writable(path: &Path) -> Result<()> {
     let parent = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -135,7 +141,7 @@ pub fn check_output(path: &Path) -> Result<Format> {
     let probe = parent.join(format!(".jenga-write-test-{}", std::process::id()));
     fs::write(&probe, b"").map_err(|e| io("output directory is not writable", e))?;
     let _ = fs::remove_file(&probe);
-    Ok(fmt)
+    Ok(())
 }
 
 /// Write `video` (upscaled by `upscale`) to `path` in the format its name says.

@@ -1,0 +1,193 @@
+//! Command-line flags.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "jenga",
+    version,
+    about = "Fast video diffusion transformers (Wan2.1) with Jenga sparse attention"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Generate a video from a prompt (embedded tiny-wan model by default).
+    Generate(GenerateArgs),
+    /// Describe a model (config, parameters, dtypes, memory) or draw a token curve.
+    Inspect(InspectArgs),
+    /// Time the model and kernels against a reference measured in the same run.
+    Bench(BenchArgs),
+    /// GPU checks: every op against the CPU backend, the embedded model GPU vs CPU.
+    Selftest {
+        #[arg(long, default_value = "cuda")]
+        device: String,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub what: BenchWhat,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Append one JSON object per result line to FILE.
+    #[arg(long, global = true)]
+    pub json: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchWhat {
+    /// One DiT forward (batch 1) per size, with GFLOP/s against a square matmul.
+    Dit {
+        /// Video sizes FRAMESxHEIGHTxWIDTH in model units (tiny-wan: pixels).
+        #[arg(long, num_args = 1.., default_values = ["8x32x32", "16x64x64"])]
+        sizes: Vec<String>,
+        /// Timed repetitions (median reported) after one warm-up.
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+        /// Write config.json, weights.safetensors (bf16), inputs.safetensors (x, t, context)
+        /// and ours.safetensors (v, first size) to DIR, for tools/wan_reference.py.
+        #[arg(long, value_name = "DIR")]
+        export: Option<PathBuf>,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// Wan model directory (config.json + safetensors). Default: the embedded tiny-wan.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Use seeded random weights for a built-in config instead of a checkpoint
+    /// (wan-1.3b, wan-14b, tiny) — for benchmarks; outputs are noise.
+    #[arg(long, value_name = "CONFIG")]
+    pub random_weights: Option<String>,
+    /// auto | cpu | cuda | cuda:N. auto uses CUDA when a driver and GPU are present.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// CPU threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct GenerateArgs {
+    #[arg(long, short)]
+    pub prompt: String,
+    /// Negative prompt (the unconditional branch of classifier-free guidance).
+    #[arg(long, default_value = "")]
+    pub negative_prompt: String,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Frames (model units: pixels for tiny-wan, latent frames for real models).
+    #[arg(long)]
+    pub frames: Option<usize>,
+    #[arg(long)]
+    pub height: Option<usize>,
+    #[arg(long)]
+    pub width: Option<usize>,
+    /// Denoising steps (default: the model's, 30 for tiny-wan).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Flow-matching schedule shift (default: the model's).
+    #[arg(long)]
+    pub shift: Option<f64>,
+    /// Classifier-free guidance scale (1 = no guidance, one forward per step).
+    #[arg(long)]
+    pub guidance: Option<f32>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output: FILE.mp4, FILE.gif, or a directory for PNG frames.
+    #[arg(long, short, default_value = "jenga.mp4")]
+    pub out: PathBuf,
+    /// Frames per second of the written video.
+    #[arg(long, default_value_t = 8)]
+    pub fps: u32,
+    /// Integer nearest-neighbour upscale of the written frames (tiny-wan outputs 32 px).
+    #[arg(long)]
+    pub upscale: Option<u32>,
+    /// Also write a PNG strip of the frames side by side (for docs and quick looks).
+    #[arg(long, value_name = "FILE.png")]
+    pub strip: Option<PathBuf>,
+    #[command(flatten)]
+    pub jenga: JengaArgs,
+    /// Suppress the progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Attention policy, ProRes and step-skip flags (the Jenga seed's names).
+#[derive(Args, Debug, Clone, Default)]
+pub struct JengaArgs {
+    /// dense | jenga. Default: jenga when a preset or Jenga flag is given, else dense.
+    #[arg(long)]
+    pub policy: Option<String>,
+    /// base | turbo | flash | 3stage: expands to the flags below (explicit flags override).
+    #[arg(long)]
+    pub preset: Option<String>,
+    /// Attention drop rate per stage (keep ratio k = 1 − drop); with one stage, two values
+    /// split the steps in half.
+    #[arg(long, num_args = 1..)]
+    pub sa_drop_rates: Option<Vec<f64>>,
+    /// Cumulative-probability cutoff p of the importance mask (one, or one per stage).
+    #[arg(long, num_args = 1..)]
+    pub p_remain_rates: Option<Vec<f64>>,
+    /// ProRes: spatial scale of each stage (last = 1.0).
+    #[arg(long, num_args = 1..)]
+    pub res_rate_list: Option<Vec<f64>>,
+    /// ProRes: fraction of the steps at which each stage ends (increasing, last = 1.0).
+    #[arg(long, num_args = 1..)]
+    pub step_rate_list: Option<Vec<f64>>,
+    /// ProRes: scheduler shift of each stage.
+    #[arg(long, num_args = 1..)]
+    pub scheduler_shift_list: Option<Vec<f64>>,
+    /// Up-sampling between stages: trilinear (reference code) or area (paper).
+    #[arg(long, default_value = "trilinear")]
+    pub interp: String,
+    /// Step skipping: none | static (the paper's 23-of-50 schedule) | teacache.
+    #[arg(long)]
+    pub skip: Option<String>,
+    /// Static skip: steps kept out of every 50.
+    #[arg(long, default_value_t = 23)]
+    pub skip_keep: usize,
+    /// TeaCache threshold on the accumulated rescaled relative L1 change.
+    #[arg(long, default_value_t = 0.15)]
+    pub teacache_thresh: f64,
+    /// Text-attention amplifier strength ρ (β = −ρ·log(N_s/N_S) in low-resolution stages).
+    #[arg(long, default_value_t = 0.5)]
+    pub text_amp_rho: f64,
+    /// Token curve: sliced (Wan, default) or gilbert3d (HunyuanVideo).
+    #[arg(long, default_value = "sliced")]
+    pub curve: String,
+    /// Tokens per block of the block-sparse attention.
+    #[arg(long, default_value_t = 128)]
+    pub block: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    #[command(subcommand)]
+    pub what: Option<InspectWhat>,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum InspectWhat {
+    /// Print the raster index (z·h·w + y·w + x) of each position of a token curve, one per line.
+    Curve {
+        t: usize,
+        h: usize,
+        w: usize,
+        /// gilbert3d (HunyuanVideo) or sliced (Wan2.1).
+        #[arg(long, default_value = "sliced")]
+        kind: String,
+        /// Draw the curve (frames side by side) to a PNG instead of printing it.
+        #[arg(long)]
+        png: Option<PathBuf>,
+    },
+}

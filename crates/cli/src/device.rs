@@ -1,0 +1,49 @@
+//! `--device` parsing and backend selection.
+
+use anyhow::{bail, Context, Result};
+use jenga_cuda::CudaBackend;
+use jenga_tensor::CpuBackend;
+
+pub enum Device {
+    Cpu(CpuBackend),
+    Cuda(Box<CudaBackend>),
+}
+
+/// `auto | cpu | cuda | cuda:N`. `auto` takes CUDA device 0 when a driver and a GPU are
+/// present, and otherwise falls back to the CPU with one line saying so.
+pub fn select(spec: &str, threads: Option<usize>) -> Result<Device> {
+    let cpu = || -> Result<Device> {
+        Ok(Device::Cpu(match threads {
+            Some(0) => bail!("--threads must be at least 1"),
+            Some(n) => CpuBackend::with_threads(n)?,
+            None => CpuBackend::new(),
+        }))
+    };
+    let cuda = |n: usize| -> Result<Device> {
+        let be = CudaBackend::new(n).with_context(|| format!("--device cuda:{n}"))?;
+        Ok(Device::Cuda(Box::new(be)))
+    };
+    match spec {
+        "cpu" => cpu(),
+        "auto" => match jenga_cuda::device_count() {
+            Ok(n) if n > 0 => cuda(0),
+            Ok(_) => {
+                eprintln!("note: no CUDA device visible; running on the CPU");
+                cpu()
+            }
+            Err(e) => {
+                let e = e.to_string();
+                eprintln!(
+                    "note: {}; running on the CPU",
+                    e.trim_start_matches("device error: ")
+                );
+                cpu()
+            }
+        },
+        "cuda" => cuda(0),
+        s => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
+            Some(Ok(n)) => cuda(n),
+            _ => bail!("--device {s}: expected auto, cpu, cuda or cuda:N"),
+        },
+    }
+}
