@@ -287,13 +287,13 @@ pub fn generate<B: Backend>(
     let mut t = Timings::default();
     let cfg = src.config();
     let spec = &plan.spec;
+    let t0 = Instant::now();
+    let model = WanModel::load(be, cfg, src.weights()).context("loading the DiT")?;
+    t.load = t0.elapsed();
     eprintln!(
         "jenga: {} on {} | {}x{}x{} (frames x h x w), {} steps, shift {}, guidance {}, seed {}, policy {}",
         src.name(), be.name(), spec.frames, spec.height, spec.width, spec.steps, spec.stages[0].shift, spec.guidance, spec.seed, policy.name()
     );
-    let t0 = Instant::now();
-    let model = WanModel::load(be, cfg, src.weights()).context("loading the DiT")?;
-    t.load = t0.elapsed();
 
     let t0 = Instant::now();
     let cond = src.encode(&plan.prompt)?;

@@ -160,8 +160,16 @@ fn parse_header(path: &Path, buf: &[u8]) -> Result<Vec<(String, TensorEntry)>> {
         path: path.into(),
         detail,
     };
-    let (n, meta) =
-        safetensors::SafeTensors::read_metadata(buf).map_err(|e| corrupt(format!("{e:?}")))?;
+    let (n, meta) = safetensors::SafeTensors::read_metadata(buf).map_err(|e| {
+        let raw = format!("{e:?}");
+        corrupt(
+            if raw.contains("IncompleteBuffer") || raw.contains("HeaderTooSmall") {
+                format!("the file is shorter than its header says (truncated?): {raw}")
+            } else {
+                raw
+            },
+        )
+    })?;
     let data_len = buf.len() - 8 - n;
     let mut out = Vec::new();
     for (name, info) in meta.tensors() {
