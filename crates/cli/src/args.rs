@@ -60,17 +60,17 @@ pub enum BenchWhat {
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {
     /// Wan model directory (config.json + safetensors). Default: the embedded tiny-wan.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub model: Option<PathBuf>,
     /// Use seeded random weights for a built-in config instead of a checkpoint
     /// (wan-1.3b, wan-14b, tiny) — for benchmarks; outputs are noise.
-    #[arg(long, value_name = "CONFIG")]
+    #[arg(long, value_name = "CONFIG", global = true)]
     pub random_weights: Option<String>,
     /// auto | cpu | cuda | cuda:N. auto uses CUDA when a driver and GPU are present.
-    #[arg(long, default_value = "auto")]
+    #[arg(long, default_value = "auto", global = true)]
     pub device: String,
     /// CPU threads (default: all cores).
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub threads: Option<usize>,
 }
 
