@@ -1,7 +1,8 @@
 //! `jenga inspect`: what a model is, and what a token curve looks like.
 
 use crate::args::{InspectArgs, InspectWhat};
-use anyhow::Result;
+use anyhow::{Context, Result};
+use jenga_carve::CurveKind;
 use jenga_models::ModelBundle;
 
 pub fn run(a: InspectArgs) -> Result<()> {
@@ -65,8 +66,76 @@ pub fn run(a: InspectArgs) -> Result<()> {
 }
 
 fn curve(t: usize, h: usize, w: usize, kind: &str, png: Option<std::path::PathBuf>) -> Result<()> {
-    let _ = (t, h, w, kind, png);
-    anyhow::bail!("inspect curve: not available yet")
+    let kind: CurveKind = kind
+        .parse()
+        .map_err(|e: jenga_carve::curve::UnknownCurve| {
+            anyhow::anyhow!("--kind {}: expected gilbert3d or sliced", e.0)
+        })?;
+    if t == 0 || h == 0 || w == 0 {
+        anyhow::bail!("inspect curve: sizes must be positive (got {t} {h} {w})");
+    }
+    if t * h * w > 1 << 26 {
+        anyhow::bail!(
+            "inspect curve: {t}x{h}x{w} is too large to print (more than 2^26 positions)"
+        );
+    }
+    let order = kind.order(t, h, w);
+    let Some(path) = png else {
+        use std::io::Write;
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        for r in &order {
+            writeln!(out, "{r}")?;
+        }
+        return Ok(());
+    };
+    if path.extension().is_none_or(|e| e != "png") {
+        anyhow::bail!("--png {}: must be a .png file", path.display());
+    }
+    jenga_video::check_parent_writable(&path)
+        .with_context(|| format!("--png {}", path.display()))?;
+    // Frames side by side; each cell coloured by its position on the curve (blue → red), with
+    // the path drawn between consecutive cells' centres.
+    let cell = (256 / h.max(w)).clamp(4, 32);
+    let gap = cell;
+    let (fw, fh) = (w * cell, h * cell);
+    let (iw, ih) = (t * fw + (t - 1) * gap, fh);
+    let mut img = vec![255u8; iw * ih * 3];
+    let n = order.len();
+    let centre = |r: usize| {
+        let (z, y, x) = (r / (h * w), (r / w) % h, r % w);
+        (z * (fw + gap) + x * cell + cell / 2, y * cell + cell / 2)
+    };
+    for (k, &r) in order.iter().enumerate() {
+        let (cx, cy) = centre(r as usize);
+        let f = k as f64 / (n.max(2) - 1) as f64;
+        let col = [(255.0 * f) as u8, 60, (255.0 * (1.0 - f)) as u8];
+        for y in cy - cell / 2 + 1..cy + cell / 2 {
+            for x in cx - cell / 2 + 1..cx + cell / 2 {
+                let light = |c: u8| 255 - (255 - c) / 3;
+                img[(y * iw + x) * 3..][..3].copy_from_slice(&col.map(light));
+            }
+        }
+    }
+    for pair in order.windows(2) {
+        let ((x0, y0), (x1, y1)) = (centre(pair[0] as usize), centre(pair[1] as usize));
+        if pair[0] as usize / (h * w) != pair[1] as usize / (h * w) {
+            continue; // frame change: no line across the gap
+        }
+        let steps = x0.abs_diff(x1).max(y0.abs_diff(y1)).max(1);
+        for s in 0..=steps {
+            let x =
+                (x0 as f64 + (x1 as f64 - x0 as f64) * s as f64 / steps as f64).round() as usize;
+            let y =
+                (y0 as f64 + (y1 as f64 - y0 as f64) * s as f64 / steps as f64).round() as usize;
+            img[(y * iw + x) * 3..][..3].copy_from_slice(&[20, 20, 20]);
+        }
+    }
+    jenga_video::write_png(&path, iw, ih, &img)?;
+    eprintln!(
+        "wrote {} ({kind} curve over {t}x{h}x{w}, frames left to right)",
+        path.display()
+    );
+    Ok(())
 }
 
 pub fn fmt_count(n: usize) -> String {
