@@ -3,6 +3,7 @@
 
 pub mod metrics;
 pub mod presets;
+pub mod probe;
 pub mod resize;
 pub mod sampler;
 pub mod schedule;
