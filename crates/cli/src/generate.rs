@@ -260,10 +260,40 @@ pub fn run(a: GenerateArgs) -> Result<()> {
             }
         }
     }
+    let jp = match (&plan.jenga, plan.policy.as_str()) {
+        (Some(js), "jenga") => Some(crate::policy::jenga(
+            js,
+            &plan.spec,
+            &a.jenga,
+            src.config().patch_size,
+        )?),
+        _ => None,
+    };
+    if let Some(js) = &plan.jenga {
+        eprintln!(
+            "jenga settings: policy {} | sa-drop-rates {:?} p-remain {:?} | res {:?} steps {:?} shifts {:?} | skip {}",
+            plan.policy, js.sa_drop_rates, js.p_remain_rates, js.res_rate_list, js.step_rate_list, js.scheduler_shift_list,
+            skip_name(&plan.spec.skip)
+        );
+    }
     let dev = device::select(&a.model.device, a.model.threads)?;
-    match &dev {
-        Device::Cpu(be) => generate(be, &a, &src, &plan, &Dense),
-        Device::Cuda(be) => generate(be.as_ref(), &a, &src, &plan, &Dense),
+    match (&dev, &jp) {
+        (Device::Cpu(be), Some(p)) => generate(be, &a, &src, &plan, p),
+        (Device::Cpu(be), None) => generate(be, &a, &src, &plan, &Dense),
+        (Device::Cuda(be), Some(p)) => generate(be.as_ref(), &a, &src, &plan, p),
+        (Device::Cuda(be), None) => generate(be.as_ref(), &a, &src, &plan, &Dense),
+    }
+}
+
+pub fn skip_name(s: &SkipRule) -> String {
+    match s {
+        SkipRule::None => "none".into(),
+        SkipRule::Static(c) => format!(
+            "static ({} of {} steps)",
+            c.iter().filter(|&&v| v).count(),
+            c.len()
+        ),
+        SkipRule::TeaCache { threshold, .. } => format!("teacache (threshold {threshold})"),
     }
 }
 
@@ -340,6 +370,15 @@ pub fn generate<B: Backend>(
     })?;
     bar.finish_and_clear();
     t.dit = out.dit_time;
+    for d in policy.density_stats() {
+        eprintln!(
+            "stage {}: attention density {:.1}% ({} of {} calls sparse)",
+            d.stage,
+            100.0 * d.mean_density,
+            d.sparse_calls,
+            d.calls
+        );
+    }
 
     let t0 = Instant::now();
     let video = to_video(&out.video, out.shape, a.fps, src.pixel_space());

@@ -5,6 +5,7 @@ mod bench;
 mod device;
 mod generate;
 mod inspect;
+mod policy;
 mod selftest;
 
 use clap::Parser;
