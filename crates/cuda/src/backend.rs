@@ -192,6 +192,7 @@ impl CudaBackend {
         // One stream: cross-stream event tracking is pure overhead (see module docs).
         unsafe { ctx.disable_event_tracking() };
         let stream = ctx.new_stream().map_err(drv("creating a CUDA stream"))?;
+        device::preload_toolkit_libs();
         let present =
             std::panic::catch_unwind(|| unsafe { cudarc::cublaslt::sys::is_culib_present() })
                 .unwrap_or(false);

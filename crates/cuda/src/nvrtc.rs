@@ -27,6 +27,7 @@ pub const ARCH_SPECIFIC: &str = "--jenga-arch-specific";
 pub fn nvrtc_available() -> bool {
     static PRESENT: OnceLock<bool> = OnceLock::new();
     *PRESENT.get_or_init(|| {
+        crate::device::preload_toolkit_libs();
         std::panic::catch_unwind(|| unsafe { nvrtc_sys::is_culib_present() }).unwrap_or(false)
     })
 }
