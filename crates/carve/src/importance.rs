@@ -14,6 +14,7 @@
 //! rows with near-ties at the cut-off may differ from the reference by one block.
 
 use crate::mask::BlockMask;
+use jenga_tensor::cpu::fast_exp;
 use jenga_tensor::{Error, Result};
 use rayon::prelude::*;
 
@@ -56,14 +57,23 @@ pub fn block_scores(qhat: &[f32], khat: &[f32], nq: usize, nk: usize, d: usize, 
     }
 }
 
-/// Reusable per-thread buffers for [`select_row`].
+/// Reusable per-thread buffers for [`select_row`] (kept for API stability; the threshold
+/// search needs none today).
 #[derive(Default)]
 pub struct RowScratch {
-    keys: Vec<u64>,
+    _private: (),
 }
 
-/// Apply the p/top-k rule to one row of `scores` (overwritten with exp(score − max)) and set
+/// Apply the p/top-k rule to one row of `scores` (overwritten with probabilities) and set
 /// `keep[j] = true` for every selected key block `j`. Returns how many blocks were selected.
+///
+/// The reference sorts the row; the kept set only depends on two order statistics, so this
+/// finds them by binary search on the probability's bit pattern (vectorised count/mass passes,
+/// no permutation): the `p` cut `τ*` = the largest value whose "≥ τ*" mass exceeds `p`, and,
+/// when `top_k` asks for more, the `top_k`-th largest value. Ties at a cut go to the lower
+/// block index (a stable descending sort). Masses are summed in a different order from the
+/// reference's cumsum, so a row whose cumulative sum lands within float rounding of `p` may
+/// keep one block more or less.
 ///
 /// Non-finite scores (NaN/inf from a broken upstream) keep the whole row: a dense row is
 /// always correct, only slower.
@@ -71,48 +81,145 @@ pub fn select_row(
     scores: &mut [f32],
     p: f32,
     top_k: usize,
-    scratch: &mut RowScratch,
+    _scratch: &mut RowScratch,
     keep: &mut [bool],
 ) -> usize {
     let n = scores.len();
     if n == 0 {
         return 0;
     }
-    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    if !max.is_finite() || scores.iter().any(|s| s.is_nan()) {
+    let max = lane_max(scores);
+    if !max.is_finite() {
         keep[..n].fill(true);
         return n;
     }
-    let mut sum = 0f32;
-    for s in scores.iter_mut() {
-        *s = (*s - max).exp();
-        sum += *s;
+    // Separate loops (no reduction inside the exp loop) so both vectorise.
+    scores.iter_mut().for_each(|s| *s = fast_exp(*s - max));
+    let sum = lane_sum(scores);
+    if !sum.is_finite() || sum <= 0.0 {
+        // NaN somewhere in the row.
+        keep[..n].fill(true);
+        return n;
     }
     let inv = 1.0 / sum;
-    // Sort descending by probability: probabilities are ≥ 0, so their bit patterns order like
-    // the values; ties go to the lower block index.
-    let keys = &mut scratch.keys;
-    keys.clear();
-    keys.extend(scores.iter().enumerate().map(|(j, &e)| {
-        let prob = e * inv;
-        ((!prob.to_bits()) as u64) << 32 | j as u64
-    }));
-    keys.sort_unstable();
-    let mut cum = 0f32;
-    let mut below = 0usize;
-    for &key in keys.iter() {
-        cum += f32::from_bits(!((key >> 32) as u32));
-        if cum <= p {
-            below += 1;
+    scores.iter_mut().for_each(|s| *s *= inv);
+    // Probabilities are ≥ 0, so their bit patterns order like the values.
+    let probs: &[f32] = scores;
+    let top = lane_max(probs).to_bits();
+
+    // need_p = #(cumsum ≤ p) + 1 = the smallest m whose top-m mass exceeds p.
+    let need_p;
+    let mut cut_p = None;
+    if lane_sum(probs) <= p {
+        need_p = n;
+    } else {
+        // Largest threshold bits t with mass(≥ t) > p; t is then a value of the row.
+        let (mut lo, mut hi) = (0u32, top + 1);
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if count_mass_ge(probs, mid).1 > p {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        let tau = f32::from_bits(lo);
+        let (above, mass_above) = count_mass_ge(probs, lo + 1);
+        let ties = count_mass_ge(probs, lo).0 - above;
+        // Smallest j ≥ 1 with mass_above + j·τ > p.
+        let j = if tau > 0.0 {
+            ((((p - mass_above) / tau).floor().max(0.0) as usize) + 1).min(ties)
         } else {
-            break;
+            ties
+        };
+        need_p = above + j.max(1);
+        cut_p = Some((lo, j.max(1)));
+    }
+    let need = need_p.max(top_k).min(n);
+    if need == n {
+        keep[..n].fill(true);
+        return n;
+    }
+    let (cut, take_ties) = match cut_p {
+        Some(c) if need == need_p => c,
+        _ => {
+            // The need-th largest value: largest t with count(≥ t) ≥ need.
+            let (mut lo, mut hi) = (0u32, top + 1);
+            while hi - lo > 1 {
+                let mid = lo + (hi - lo) / 2;
+                if count_mass_ge(probs, mid).0 >= need {
+                    lo = mid;
+                } else {
+                    hi = mid;
+                }
+            }
+            (lo, need - count_mass_ge(probs, lo + 1).0)
+        }
+    };
+    let mut ties_left = take_ties;
+    for (k, &x) in keep.iter_mut().zip(probs) {
+        let b = x.to_bits();
+        if b > cut {
+            *k = true;
+        } else if b == cut && ties_left > 0 {
+            *k = true;
+            ties_left -= 1;
         }
     }
-    let need = (below + 1).max(top_k).min(n);
-    for &key in &keys[..need] {
-        keep[(key & 0xffff_ffff) as usize] = true;
-    }
     need
+}
+
+/// Count and mass of the probabilities whose bit pattern is ≥ `t` (8 lanes, vectorises).
+fn count_mass_ge(v: &[f32], t: u32) -> (usize, f32) {
+    let mut c = [0u32; 8];
+    let mut m = [0f32; 8];
+    let chunks = v.chunks_exact(8);
+    let rest = chunks.remainder();
+    for ch in chunks {
+        for i in 0..8 {
+            let ge = ch[i].to_bits() >= t;
+            c[i] += ge as u32;
+            m[i] += if ge { ch[i] } else { 0.0 };
+        }
+    }
+    let (mut count, mut mass) = (c.iter().sum::<u32>() as usize, m.iter().sum::<f32>());
+    for &x in rest {
+        if x.to_bits() >= t {
+            count += 1;
+            mass += x;
+        }
+    }
+    (count, mass)
+}
+
+/// Max over 8 lanes (vectorises; NaN handling is left to the caller's sum check).
+fn lane_max(v: &[f32]) -> f32 {
+    let mut m = [f32::NEG_INFINITY; 8];
+    let chunks = v.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for i in 0..8 {
+            m[i] = if c[i] > m[i] { c[i] } else { m[i] };
+        }
+    }
+    let mut best = rest.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    for x in m {
+        best = best.max(x);
+    }
+    best
+}
+
+/// Sum over 8 lanes (vectorises).
+fn lane_sum(v: &[f32]) -> f32 {
+    let mut s = [0f32; 8];
+    let chunks = v.chunks_exact(8);
+    let rest: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for i in 0..8 {
+            s[i] += c[i];
+        }
+    }
+    s.iter().sum::<f32>() + rest
 }
 
 /// Importance mask for pooled `qhat` `[batch, heads, q_blocks, d]` and `khat`

@@ -1,18 +1,27 @@
 //! jenga-carve: the Jenga paper's ideas (and its peers'), independent of device and model.
+//!
+//! One file per concept: [`curve`] (token order), [`layout`] (blocks, padding, condition
+//! blocks), the masks [`importance`], [`adjacency`], [`condition`] (their dense form
+//! [`mask::BlockMask`]), [`schedule`] (drop rate per step/stage), [`jenga`] (the policy that
+//! unions them into a [`jenga_tensor::BlockPlan`]), [`picture`] (mask images).
 
 pub mod adjacency;
 pub mod condition;
 pub mod curve;
 pub mod importance;
+pub mod jenga;
 pub mod layout;
 pub mod mask;
+pub mod picture;
 pub mod policy;
 pub mod schedule;
 
 pub use adjacency::Adjacency;
 pub use condition::FirstFrame;
 pub use curve::{gilbert3d, inverse, sliced, CurveKind};
+pub use jenga::{build_plan, Geometry, JengaConfig, JengaPolicy, PlanInputs, TextAmp};
 pub use layout::{Layout, DEFAULT_BLOCK};
 pub use mask::BlockMask;
-pub use policy::{AttentionPolicy, AttnCtx, Dense};
+pub use picture::{render_mask, render_plan, Gray};
+pub use policy::{AttentionPolicy, AttnCtx, Dense, DensityStats};
 pub use schedule::{DropMode, Schedule};

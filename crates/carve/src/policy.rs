@@ -38,6 +38,24 @@ pub trait AttentionPolicy<B: Backend>: Send + Sync {
     fn key_bias(&self, _ctx: &AttnCtx) -> Option<KeyBias> {
         None
     }
+    /// Kept-block density per stage so far (empty for policies that do not track it).
+    fn density_stats(&self) -> Vec<DensityStats> {
+        Vec::new()
+    }
+}
+
+/// Attention density of one ProRes stage, averaged over the plan calls of that stage.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DensityStats {
+    pub stage: usize,
+    /// Plan calls in this stage (dense and sparse).
+    pub calls: u64,
+    /// Calls that returned a sparse plan.
+    pub sparse_calls: u64,
+    /// Mean fraction of (query block, key block) pairs computed, dense calls counting 1.0.
+    pub mean_density: f64,
+    /// Mean density over sparse calls only (0 when there were none).
+    pub mean_sparse_density: f64,
 }
 
 /// Full attention everywhere.

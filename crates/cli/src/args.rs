@@ -22,6 +22,8 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Time the model and kernels against a reference measured in the same run.
     Bench(BenchArgs),
+    /// Fidelity and speed of Jenga variants against dense on the same prompt and seed.
+    Eval(EvalArgs),
     /// GPU checks: every op against the CPU backend, the embedded model GPU vs CPU.
     Selftest {
         #[arg(long, default_value = "cuda")]
@@ -166,6 +168,27 @@ pub struct JengaArgs {
     /// Tokens per block of the block-sparse attention.
     #[arg(long, default_value_t = 128)]
     pub block: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    pub gen: GenerateArgs,
+    /// Evaluate each of these presets (comma-separated), e.g. base,turbo,flash,3stage.
+    #[arg(long, value_delimiter = ',')]
+    pub presets: Vec<String>,
+    /// Measure attention recall on calls of every N-th step.
+    #[arg(long, default_value_t = 5)]
+    pub recall_every: usize,
+    /// Write PNG pictures of kept blocks (a few layers/heads/steps) to DIR.
+    #[arg(long, value_name = "DIR")]
+    pub save_masks: Option<PathBuf>,
+    /// Write the markdown report to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Write frame strips (dense first, then each variant) to FILE.png.
+    #[arg(long, value_name = "FILE.png")]
+    pub strips: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

@@ -3,6 +3,7 @@
 mod args;
 mod bench;
 mod device;
+mod eval;
 mod generate;
 mod inspect;
 mod policy;
@@ -17,6 +18,7 @@ fn main() -> ExitCode {
         args::Command::Generate(a) => generate::run(a),
         args::Command::Inspect(a) => inspect::run(a),
         args::Command::Bench(a) => bench::run(a),
+        args::Command::Eval(a) => eval::run(a),
         args::Command::Selftest { device } => selftest::run(&device),
     };
     match result {

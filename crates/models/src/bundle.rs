@@ -30,6 +30,13 @@ pub struct ModelBundle {
     pub defaults: SampleDefaults,
     /// Pixel space (no VAE): tiny-wan.
     pub pixel_space: bool,
+    /// The `tiny` section of tiny-wan's config (palette, shapes, caption template).
+    pub tiny: Option<serde_json::Value>,
+}
+
+fn tiny_section(config_json: &str) -> Option<serde_json::Value> {
+    let v: serde_json::Value = serde_json::from_str(config_json).ok()?;
+    v.get("tiny").cloned()
 }
 
 fn defaults_from(config_json: &str) -> SampleDefaults {
@@ -74,6 +81,7 @@ impl ModelBundle {
             text: Some(text),
             defaults: defaults_from(TINY_CONFIG),
             pixel_space: true,
+            tiny: tiny_section(TINY_CONFIG),
             config,
         })
     }
@@ -120,6 +128,7 @@ impl ModelBundle {
             dir: Some(dir.into()),
             pixel_space: config.in_dim == 3,
             defaults: defaults_from(&cfg_text),
+            tiny: tiny_section(&cfg_text),
             weights,
             text,
             config,
@@ -143,4 +152,29 @@ fn vocab_size(vocab_json: &str) -> usize {
     let v: std::collections::HashMap<String, u32> =
         serde_json::from_str(vocab_json).unwrap_or_default();
     v.values().map(|&i| i as usize + 1).max().unwrap_or(0)
+}
+
+/// What a tiny-wan caption asks for: `a {fg} {shape} moving {direction} on a {bg} background`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Caption {
+    pub fg: [f64; 3],
+    pub bg: [f64; 3],
+    pub shape: String,
+    pub direction: String,
+}
+
+impl ModelBundle {
+    /// Parse a caption of the tiny template against the palette (None if it does not fit).
+    pub fn caption(&self, prompt: &str) -> Option<Caption> {
+        let tiny = self.tiny.as_ref()?;
+        let w: Vec<String> = prompt.to_lowercase().split_whitespace().map(str::to_string).collect();
+        if w.len() != 9 || w[0] != "a" || w[3] != "moving" || w[5] != "on" || w[6] != "a" || w[8] != "background" {
+            return None;
+        }
+        let colour = |table: &str, name: &str| -> Option<[f64; 3]> {
+            let c = tiny.get(table)?.get(name)?.as_array()?;
+            Some([c.first()?.as_f64()?, c.get(1)?.as_f64()?, c.get(2)?.as_f64()?])
+        };
+        Some(Caption { fg: colour("fg_colours", &w[1])?, bg: colour("bg_colours", &w[7])?, shape: w[2].clone(), direction: w[4].clone() })
+    }
 }

@@ -8,7 +8,7 @@ pub mod text;
 pub mod wan;
 pub mod weights;
 
-pub use bundle::{ModelBundle, SampleDefaults};
+pub use bundle::{Caption, ModelBundle, SampleDefaults};
 pub use config::WanConfig;
 pub use error::{ModelError, Result};
 pub use text::{TinyTextEncoder, Tokenizer};

@@ -1,0 +1,212 @@
+//! `jenga eval`: the same prompt and seed under dense attention and under Jenga variants →
+//! PSNR/SSIM against dense, wall-time ratio, effective density per stage, attention recall,
+//! and whether the video still shows the caption (colours, direction), in one table.
+
+use crate::args::{EvalArgs, GenerateArgs};
+use crate::device::{self, Device};
+use crate::generate::{plan, skip_name, Plan, Source};
+use anyhow::{bail, Context, Result};
+use jenga_carve::{AttentionPolicy, Dense};
+use jenga_models::{Caption, WanModel};
+use jenga_pipeline::metrics::{colour_distance, psnr, read_scene, ssim};
+use jenga_pipeline::probe::Probe;
+use jenga_pipeline::{sample, SampleOutput};
+use jenga_tensor::Backend;
+use std::fmt::Write as _;
+use std::time::Instant;
+
+/// One row of the report.
+struct Row {
+    name: String,
+    settings: String,
+    secs: f64,
+    psnr: f64,
+    ssim: f64,
+    density: Vec<f64>,
+    recall: Option<f64>,
+    computed: usize,
+    check: String,
+}
+
+pub fn run(e: EvalArgs) -> Result<()> {
+    let g = &e.gen;
+    let src = Source::open(&g.model)?;
+    let variants: Vec<String> = if e.presets.is_empty() { vec![String::new()] } else { e.presets.clone() };
+    // Resolve every variant's flags before any compute.
+    let mut plans = Vec::new();
+    for v in &variants {
+        let mut a = g.clone();
+        if !v.is_empty() {
+            a.jenga.preset = Some(v.clone());
+        }
+        let p = plan(&a, &src).with_context(|| if v.is_empty() { "eval".to_string() } else { format!("preset {v}") })?;
+        if p.jenga.is_none() && p.policy == "dense" {
+            bail!("eval: nothing to compare — give --preset/--presets, Jenga flags or --policy jenga");
+        }
+        plans.push((v.clone(), a, p));
+    }
+    let dense_args = GenerateArgs { jenga: Default::default(), ..g.clone() };
+    let dense_plan = plan(&dense_args, &src)?;
+    if let Some(dir) = &e.save_masks {
+        std::fs::create_dir_all(dir).with_context(|| format!("--save-masks {}", dir.display()))?;
+    }
+    let dev = device::select(&g.model.device, g.model.threads)?;
+    let (rows, videos) = match &dev {
+        Device::Cpu(be) => eval_on(be, &e, &src, &dense_plan, &plans)?,
+        Device::Cuda(be) => eval_on(be.as_ref(), &e, &src, &dense_plan, &plans)?,
+    };
+    let caption = match &src {
+        Source::Bundle(b) => b.caption(&g.prompt),
+        _ => None,
+    };
+    let report = render(&e, &rows, &dev_name(&dev), caption.as_ref(), &src, &dense_plan);
+    println!("{report}");
+    if let Some(p) = &e.report {
+        std::fs::write(p, &report).with_context(|| format!("--report {}", p.display()))?;
+    }
+    if let Some(p) = &e.strips {
+        let vids: Vec<&jenga_video::Video> = videos.iter().collect();
+        jenga_video::write_strip_grid(p, &vids, 8, 4).with_context(|| format!("--strips {}", p.display()))?;
+        eprintln!("wrote {} (rows: dense, then {})", p.display(), rows.iter().skip(1).map(|r| r.name.as_str()).collect::<Vec<_>>().join(", "));
+    }
+    Ok(())
+}
+
+fn dev_name(d: &Device) -> String {
+    match d {
+        Device::Cpu(be) => be.name(),
+        Device::Cuda(be) => be.name(),
+    }
+}
+
+fn run_one<B: Backend>(be: &B, model: &WanModel<B>, ctx: &B::Tensor, p: &Plan, policy: &dyn AttentionPolicy<B>) -> Result<(SampleOutput, f64)> {
+    be.synchronize()?;
+    let t = Instant::now();
+    let out = sample(be, model, ctx, &p.spec, policy, None, &mut |_| {})?;
+    be.synchronize()?;
+    Ok((out, t.elapsed().as_secs_f64()))
+}
+
+type Variant = (String, GenerateArgs, Plan);
+
+fn eval_on<B: Backend>(be: &B, e: &EvalArgs, src: &Source, dense: &Plan, plans: &[Variant]) -> Result<(Vec<Row>, Vec<jenga_video::Video>)> {
+    let cfg = src.config();
+    let model = WanModel::load(be, cfg, src.weights()).context("loading the DiT")?;
+    let g = &e.gen;
+    let cond = src.encode(&g.prompt)?;
+    let ctx = if dense.spec.guidance != 1.0 {
+        be.upload(&[cond, src.encode(&g.negative_prompt)?].concat(), &[2, cfg.text_len, cfg.text_dim])?
+    } else {
+        be.upload(&cond, &[1, cfg.text_len, cfg.text_dim])?
+    };
+    let ctx = model.embed_text(be, &ctx)?;
+    eprintln!("eval on {}: dense reference …", be.name());
+    let (d_out, d_secs) = run_one(be, &model, &ctx, dense, &Dense)?;
+    let shape = d_out.shape;
+    let mut rows = vec![scene_row("dense", "full attention, all steps".into(), d_secs, &d_out, &d_out, vec![1.0], None, src, &g.prompt)];
+    let mut videos = vec![crate::generate::to_video(&d_out.video, shape, g.fps, true)];
+    for (name, a, p) in plans {
+        let label = if name.is_empty() { p.policy.clone() } else { name.clone() };
+        eprintln!("eval: {label} …");
+        let jp = match (&p.jenga, p.policy.as_str()) {
+            (Some(js), "jenga") => Some(crate::policy::jenga(js, &p.spec, &a.jenga, cfg.patch_size)?),
+            _ => None,
+        };
+        let inner: &dyn AttentionPolicy<B> = match &jp {
+            Some(j) => j,
+            None => &Dense,
+        };
+        let mut probe = Probe::new(inner, e.recall_every.max(1));
+        if e.save_masks.is_some() {
+            let mid = p.spec.steps / 2;
+            probe.capture = vec![(mid, 0, 0), (mid, model.num_layers() - 1, 0), (p.spec.steps - 1, 0, 1.min(cfg.num_heads - 1))];
+        }
+        let (out, secs) = run_one(be, &model, &ctx, p, &probe)?;
+        if out.shape != shape {
+            bail!("eval: {label} produced {:?}, dense {:?}", out.shape, shape);
+        }
+        let js = p.jenga.as_ref();
+        let settings = match js {
+            Some(s) => format!(
+                "drop {:?}, p {:?}, res {:?}, steps {:?}, shift {:?}, skip {}",
+                s.sa_drop_rates, s.p_remain_rates, s.res_rate_list, s.step_rate_list, s.scheduler_shift_list, skip_name(&p.spec.skip)
+            ),
+            None => format!("dense attention, skip {}", skip_name(&p.spec.skip)),
+        };
+        let density: Vec<f64> = inner.density_stats().iter().map(|d| d.mean_density).collect();
+        // Recall is measured on sparse calls only (dense calls hold all the mass).
+        let recall = probe.mean_recall();
+        rows.push(scene_row(&label, settings, secs, &out, &d_out, density, recall, src, &g.prompt));
+        videos.push(crate::generate::to_video(&out.video, shape, g.fps, true));
+        if let Some(dir) = &e.save_masks {
+            for m in probe.masks.lock().expect("probe lock").iter() {
+                let img = jenga_carve::render_mask(&m.keep, m.q_blocks, m.k_blocks, 8)?;
+                let path = dir.join(format!("{label}_step{}_layer{}_head{}.png", m.step, m.layer, m.head));
+                let rgb: Vec<u8> = img.pixels.iter().flat_map(|&v| [v, v, v]).collect();
+                jenga_video::write_png(&path, img.width, img.height, &rgb)?;
+            }
+        }
+    }
+    Ok((rows, videos))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn scene_row(name: &str, settings: String, secs: f64, out: &SampleOutput, dense: &SampleOutput, density: Vec<f64>, recall: Option<f64>, src: &Source, prompt: &str) -> Row {
+    let caption = match src {
+        Source::Bundle(b) => b.caption(prompt),
+        _ => None,
+    };
+    let check = match caption {
+        Some(c) => caption_check(&c, out),
+        None => "n/a (prompt is not a tiny-wan caption)".into(),
+    };
+    Row {
+        name: name.into(),
+        settings,
+        secs,
+        psnr: psnr(&out.video, &dense.video),
+        ssim: ssim(&out.video, &dense.video, out.shape),
+        density,
+        recall,
+        computed: out.computed_steps,
+        check,
+    }
+}
+
+/// Colour and motion read off the video against the caption: background and foreground
+/// within 60 RGB units of the palette colours, and the centroid's dominant direction.
+pub fn caption_check(c: &Caption, out: &SampleOutput) -> String {
+    let r = read_scene(&out.video, out.shape, 60.0);
+    let (bg, fg) = (colour_distance(r.background, c.bg), colour_distance(r.foreground, c.fg));
+    let dir = r.direction(1.0);
+    let ok = bg < 60.0 && fg < 60.0;
+    format!(
+        "{} bg Δ{bg:.0} fg Δ{fg:.0} moves {dir}{}",
+        if ok { "✓" } else { "✗" },
+        if dir == c.direction { " ✓".to_string() } else { format!(" (caption: {})", c.direction) }
+    )
+}
+
+fn render(e: &EvalArgs, rows: &[Row], dev: &str, caption: Option<&Caption>, src: &Source, dense: &Plan) -> String {
+    let g = &e.gen;
+    let s = &dense.spec;
+    let mut o = String::new();
+    let _ = writeln!(o, "Prompt `{}`, seed {}, {} ({}×{}×{}, {} steps, shift {}, guidance {}), on {dev}.\n", g.prompt, s.seed, src.name(), s.frames, s.height, s.width, s.steps, s.stages[0].shift, s.guidance);
+    let _ = writeln!(o, "| variant | time (s) | speed-up | PSNR vs dense (dB) | SSIM | density per stage | recall | steps computed | caption check |");
+    let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|");
+    let dense_secs = rows[0].secs;
+    for r in rows {
+        let dens = r.density.iter().map(|d| format!("{:.0}%", d * 100.0)).collect::<Vec<_>>().join(" / ");
+        let psnr = if r.psnr.is_infinite() { "∞".into() } else { format!("{:.1}", r.psnr) };
+        let recall = r.recall.map_or("–".into(), |v| format!("{v:.3}"));
+        let _ = writeln!(o, "| {} | {:.1} | {:.2}x | {psnr} | {:.3} | {dens} | {recall} | {}/{} | {} |", r.name, r.secs, dense_secs / r.secs, r.ssim, r.computed, s.steps, r.check);
+    }
+    let _ = writeln!(o);
+    for r in rows.iter().skip(1) {
+        let _ = writeln!(o, "- **{}**: {}", r.name, r.settings);
+    }
+    if caption.is_none() {
+        let _ = writeln!(o, "\n(caption check needs a tiny-wan caption prompt)");
+    }
+    o
+}
