@@ -40,7 +40,7 @@ pub fn run(e: EvalArgs) -> Result<()> {
             a.jenga.preset = Some(v.clone());
         }
         let p = plan(&a, &src).with_context(|| if v.is_empty() { "eval".to_string() } else { format!("preset {v}") })?;
-        if p.jenga.is_none() && p.policy == "dense" {
+        if p.jenga.is_none() && p.policy == "dense" && matches!(p.spec.skip, jenga_pipeline::SkipRule::None) {
             bail!("eval: nothing to compare — give --preset/--presets, Jenga flags or --policy jenga");
         }
         plans.push((v.clone(), a, p));
