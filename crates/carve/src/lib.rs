@@ -3,11 +3,13 @@
 //! One file per concept: [`curve`] (token order), [`layout`] (blocks, padding, condition
 //! blocks), the masks [`importance`], [`adjacency`], [`condition`] (their dense form
 //! [`mask::BlockMask`]), [`schedule`] (drop rate per step/stage), [`jenga`] (the policy that
-//! unions them into a [`jenga_tensor::BlockPlan`]), [`picture`] (mask images).
+//! unions them into a [`jenga_tensor::BlockPlan`]), the peer policies [`svg`] (Sparse VideoGen)
+//! and [`draft`] (DraftAttention) in the same plan form, [`picture`] (mask images).
 
 pub mod adjacency;
 pub mod condition;
 pub mod curve;
+pub mod draft;
 pub mod importance;
 pub mod jenga;
 pub mod layout;
@@ -15,6 +17,7 @@ pub mod mask;
 pub mod picture;
 pub mod policy;
 pub mod schedule;
+pub mod svg;
 
 pub use adjacency::Adjacency;
 pub use condition::FirstFrame;
@@ -25,3 +28,5 @@ pub use mask::BlockMask;
 pub use picture::{render_mask, render_plan, Gray};
 pub use policy::{AttentionPolicy, AttnCtx, Dense, DensityStats};
 pub use schedule::{DropMode, Schedule};
+pub use svg::{Pattern, SvgConfig, SvgPolicy};
+pub use draft::{DraftConfig, DraftPolicy};

@@ -1,7 +1,9 @@
 //! Throughput of the CUDA backend's heavy ops on Wan-1.3B-sized shapes.
-//! `cargo run --release -p jenga-cuda --example cuda_bench` (prints one line per case).
+//! `cargo run --release -p jenga-cuda --example cuda_bench [attention]` (prints one line per
+//! case; `attention` runs only the attention cases). Attention cases also print JSON lines
+//! (`{"case": ...}`) with times, TFLOP/s and the relative L2 error against the mma kernel.
 
-use jenga_cuda::{selftest::Rng, AttnPath, CudaBackend};
+use jenga_cuda::{selftest::rel_l2, selftest::Rng, AttnPath, CudaBackend, CudaTensor};
 use jenga_tensor::{Act, AttnPlan, Backend, BlockPlan, Result};
 use std::sync::Arc;
 use std::time::Instant;
@@ -22,6 +24,9 @@ fn time<F: FnMut() -> Result<()>>(be: &CudaBackend, iters: usize, mut f: F) -> R
 fn main() -> Result<()> {
     let be = CudaBackend::new(0)?;
     println!("device: {}", be.name());
+    if std::env::args().any(|a| a == "attention") {
+        return attention_bench(&be);
+    }
     let m = 32760;
     // Random data: constant inputs draw less power and flatter tensor-core clocks.
     let mut rng = Rng::new(1);
@@ -71,22 +76,109 @@ fn main() -> Result<()> {
         s * 1e3,
         bytes / s / 1e9
     );
-    let flops = 4.0 * (m as f64).powi(2) * 128.0 * 12.0;
-    for path in [AttnPath::Auto, AttnPath::MmaSimple] {
-        be.set_attention_path(path);
-        let s = time(&be, 5, || {
-            be.attention(&q, &q, &q, &AttnPlan::Dense, None).map(|_| ())
-        })?;
-        let label = format!("attention dense 32760 H12 Dh128 {path:?}");
-        println!(
-            "{label:<40} {:8.3} ms {:7.1} TFLOP/s",
-            s * 1e3,
-            flops / s / 1e12
-        );
+    attention_bench(&be)
+}
+
+/// Uniform random bf16 tensor in [-a, a) (fast enough for the 119056-token case).
+fn rand_tensor(be: &CudaBackend, shape: &[usize], seed: u64, a: f32) -> Result<CudaTensor> {
+    let n: usize = shape.iter().product();
+    let mut st = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let v: Vec<f32> = (0..n)
+        .map(|_| {
+            st ^= st << 13;
+            st ^= st >> 7;
+            st ^= st << 17;
+            ((st >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * a
+        })
+        .collect();
+    be.upload(&v, shape)
+}
+
+fn json_line(case: &str, fields: &[(&str, String)]) {
+    let mut s = format!("{{\"case\": \"{case}\"");
+    for (k, v) in fields {
+        s.push_str(&format!(", \"{k}\": {v}"));
     }
-    // Block-sparse, ~20% of (128 x 128) blocks kept (diagonal + pseudo-random).
+    s.push('}');
+    println!("{s}");
+}
+
+/// FLOPs of the kept blocks of a plan (QK^T and PV), partial last blocks counted exactly.
+fn plan_flops(plan: &BlockPlan, l: usize, dh: usize) -> f64 {
+    let rows = plan.batch * plan.heads * plan.q_blocks;
+    let span = |i: usize| (l - i * plan.block).min(plan.block) as f64;
+    (0..rows)
+        .map(|r| {
+            let qb = r % plan.q_blocks;
+            let cols = &plan.col_idx[plan.row_ptr[r] as usize..plan.row_ptr[r + 1] as usize];
+            span(qb) * cols.iter().map(|&c| span(c as usize)).sum::<f64>()
+        })
+        .sum::<f64>()
+        * 4.0
+        * dh as f64
+}
+
+fn attention_bench(be: &CudaBackend) -> Result<()> {
+    let hopper = be.hopper_attention_available();
+    println!(
+        "hopper attention kernel: {}",
+        if hopper {
+            "in use".to_string()
+        } else {
+            format!(
+                "NOT in use ({})",
+                jenga_cuda::hopper_attention_note().unwrap_or_default()
+            )
+        }
+    );
+    let ours = if hopper {
+        "jenga-cuda Hopper wgmma kernel"
+    } else {
+        "jenga-cuda mma.sync kernel (no Hopper kernel)"
+    };
+    let dense = AttnPlan::Dense;
+    let m = 32760;
+    let (h, dh) = (12, 128);
+    let q = rand_tensor(be, &[1, m, h, dh], 1, 2.0)?;
+    let k = rand_tensor(be, &[1, m, h, dh], 2, 2.0)?;
+    let v = rand_tensor(be, &[1, m, h, dh], 3, 1.0)?;
+    let flops = 4.0 * (m as f64).powi(2) * dh as f64 * h as f64;
+
+    // ---- dense 12 x 32760: ours vs the mma kernel (same data) ----
+    be.set_attention_path(AttnPath::Auto);
+    let o_ours = be.attention(&q, &k, &v, &dense, None)?;
+    be.set_attention_path(AttnPath::Mma);
+    let o_mma = be.attention(&q, &k, &v, &dense, None)?;
+    let err_dense = rel_l2(&be.download(&o_ours)?, &be.download(&o_mma)?);
+    drop((o_ours, o_mma));
+    be.set_attention_path(AttnPath::Auto);
+    let s = time(be, 10, || {
+        be.attention(&q, &k, &v, &dense, None).map(|_| ())
+    })?;
+    be.set_attention_path(AttnPath::Mma);
+    let s_mma = time(be, 3, || be.attention(&q, &k, &v, &dense, None).map(|_| ()))?;
+    be.set_attention_path(AttnPath::Auto);
+    println!(
+        "{:<44} {:8.3} ms {:7.1} TFLOP/s (mma {:.3} ms) rel L2 vs mma {err_dense:.2e}",
+        "attention dense 32760 H12 Dh128",
+        s * 1e3,
+        flops / s / 1e12,
+        s_mma * 1e3
+    );
+    json_line(
+        "attention dense 12x32760x128",
+        &[
+            ("ours", format!("\"{ours}\"")),
+            ("ours_ms", format!("{:.3}", s * 1e3)),
+            ("tflops", format!("{:.1}", flops / s / 1e12)),
+            ("mma_ms", format!("{:.3}", s_mma * 1e3)),
+            ("rel_l2_vs_mma", format!("{err_dense:.3e}")),
+        ],
+    );
+
+    // ---- block-sparse ~20% (block 128, diagonal + pseudo-random), with and without bias ----
     let nb = m.div_ceil(128);
-    let mut mask = vec![false; 12 * nb * nb];
+    let mut mask = vec![false; h * nb * nb];
     let mut st = 12345u64;
     for (i, v) in mask.iter_mut().enumerate() {
         st = st
@@ -94,34 +186,82 @@ fn main() -> Result<()> {
             .wrapping_add(1442695040888963407);
         *v = (i / nb) % nb == i % nb || (st >> 33) % 1000 < 195;
     }
-    let plan = Arc::new(BlockPlan::from_mask(1, 12, 128, nb, nb, &mask)?);
+    let plan = Arc::new(BlockPlan::from_mask(1, h, 128, nb, nb, &mask)?);
     let density = plan.density();
-    let sparse = AttnPlan::Sparse(plan);
+    let kept_flops = plan_flops(&plan, m, dh);
+    let sparse = AttnPlan::Sparse(plan.clone());
+    let bias = Some(jenga_tensor::KeyBias {
+        from_key: m - 512,
+        bias: 1.0,
+    });
+    let mut errs = Vec::new();
+    for b in [None, bias] {
+        be.set_attention_path(AttnPath::Auto);
+        let a = be.attention(&q, &k, &v, &sparse, b)?;
+        be.set_attention_path(AttnPath::Mma);
+        let c = be.attention(&q, &k, &v, &sparse, b)?;
+        errs.push(rel_l2(&be.download(&a)?, &be.download(&c)?));
+    }
     be.set_attention_path(AttnPath::Auto);
-    let s = time(&be, 5, || {
-        be.attention(&q, &q, &q, &sparse, None).map(|_| ())
+    let s = time(be, 10, || {
+        be.attention(&q, &k, &v, &sparse, None).map(|_| ())
     })?;
+    be.set_attention_path(AttnPath::Mma);
+    let s_mma = time(be, 5, || {
+        be.attention(&q, &k, &v, &sparse, None).map(|_| ())
+    })?;
+    be.set_attention_path(AttnPath::Auto);
     let label = format!("attention sparse {:.1}% kept", density * 100.0);
     println!(
-        "{label:<40} {:8.3} ms {:7.1} TFLOP/s (dense-equivalent)",
+        "{label:<44} {:8.3} ms {:7.1} TFLOP/s on kept blocks (mma {:.3} ms) rel L2 vs mma {:.2e} / {:.2e} (bias)",
         s * 1e3,
-        flops / s / 1e12
+        kept_flops / s / 1e12,
+        s_mma * 1e3,
+        errs[0],
+        errs[1]
     );
-    be.set_attention_path(AttnPath::MmaSimple);
-    let s = time(&be, 5, || {
-        be.attention(&q, &q, &q, &sparse, None).map(|_| ())
-    })?;
-    let label = format!("attention sparse {:.1}% MmaSimple", density * 100.0);
-    println!("{label:<40} {:8.3} ms", s * 1e3);
-    be.set_attention_path(AttnPath::Naive);
-    let s = time(&be, 1, || {
-        be.attention(&q, &q, &q, &AttnPlan::Dense, None).map(|_| ())
-    })?;
+    json_line(
+        &format!(
+            "attention block-sparse {:.1}% kept (block 128) 12x32760x128",
+            density * 100.0
+        ),
+        &[
+            ("ours", format!("\"{ours}\"")),
+            ("ours_ms", format!("{:.3}", s * 1e3)),
+            ("tflops", format!("{:.1}", kept_flops / s / 1e12)),
+            (
+                "tflops_dense_equivalent",
+                format!("{:.1}", flops / s / 1e12),
+            ),
+            ("density", format!("{density:.4}")),
+            ("mma_ms", format!("{:.3}", s_mma * 1e3)),
+            ("rel_l2_vs_mma", format!("{:.3e}", errs[0])),
+            ("rel_l2_vs_mma_key_bias", format!("{:.3e}", errs[1])),
+        ],
+    );
+    drop((q, k, v));
+
+    // ---- dense 24 x 119056 ----
+    let (m2, h2) = (119056, 24);
+    let q = rand_tensor(be, &[1, m2, h2, dh], 4, 2.0)?;
+    let k = rand_tensor(be, &[1, m2, h2, dh], 5, 2.0)?;
+    let v = rand_tensor(be, &[1, m2, h2, dh], 6, 1.0)?;
+    let flops2 = 4.0 * (m2 as f64).powi(2) * dh as f64 * h2 as f64;
+    be.set_attention_path(AttnPath::Auto);
+    let s = time(be, 3, || be.attention(&q, &k, &v, &dense, None).map(|_| ()))?;
     println!(
-        "{:<40} {:8.3} ms {:7.1} TFLOP/s",
-        "attention dense (reference kernel)",
+        "{:<44} {:8.3} ms {:7.1} TFLOP/s",
+        "attention dense 119056 H24 Dh128",
         s * 1e3,
-        flops / s / 1e12
+        flops2 / s / 1e12
+    );
+    json_line(
+        "attention dense 24x119056x128",
+        &[
+            ("ours", format!("\"{ours}\"")),
+            ("ours_ms", format!("{:.3}", s * 1e3)),
+            ("tflops", format!("{:.1}", flops2 / s / 1e12)),
+        ],
     );
     Ok(())
 }

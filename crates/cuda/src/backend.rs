@@ -116,6 +116,8 @@ pub struct CudaBackend {
     attn_path: std::sync::atomic::AtomicU8,
     /// Tensor-core kernels for head dim 64 / 128 (sm_80+; `None` on older GPUs).
     mma_attn: Option<MmaKernels>,
+    /// Hopper wgmma attention (sm_90 only; `None` elsewhere or if it failed to build).
+    pub(crate) hopper_attn: Option<crate::attention::AttentionKernels>,
 }
 
 struct MmaKernels {
@@ -266,6 +268,7 @@ impl CudaBackend {
             .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
             .map_err(drv("querying SM count"))? as usize;
         let gpu = ctx.name().map_err(drv("querying device name"))?;
+        let hopper_attn = crate::attention::AttentionKernels::build(&ctx);
         Ok(CudaBackend {
             name: format!("cuda:{ordinal} {gpu} (sm_{major}{minor})"),
             ctx,
@@ -276,6 +279,7 @@ impl CudaBackend {
             plans: Mutex::new(Vec::new()),
             attn_path: std::sync::atomic::AtomicU8::new(AttnPath::Auto as u8),
             mma_attn,
+            hopper_attn,
         })
     }
 

@@ -1,12 +1,9 @@
-//! Attention dispatch seam for the Hopper kernels (`crate::attention`, written separately).
+//! Attention dispatch seam: `attention_fast` is tried first on `AttnPath::Auto`; `Ok(None)`
+//! hands the call to the portable mma kernels and then the reference kernel.
 //!
-//! `attention_fast` is tried first on `AttnPath::Auto`; returning `Ok(None)` hands the call to
-//! the portable mma kernels and then the reference kernel. Wiring the Hopper module in means:
-//! `mod attention;` in lib.rs, an `Option<AttentionKernels>` field built in `CudaBackend::new`
-//! (a build failure there must degrade to `None`, not fail the backend), and here a call to its
-//! `forward` for the shapes it supports (head dim 64/128, 16-byte aligned tensors, plan block it
-//! accepts), with the plan as `DevicePlanBufs` (CSR row_ptr/col_idx already on the device) and
-//! the output from `CudaBackend::empty`.
+//! Today it is the Hopper kernel (`crate::attention`, sm_90a wgmma): head dim 128, 16-byte
+//! aligned tensors, dense or a plan block that is a multiple of 128. Everything else (Dh 64,
+//! other GPUs, a build failure at start-up) falls through.
 
 use crate::backend::{CudaBackend, CudaTensor, DevicePlanBufs};
 use jenga_tensor::{BlockPlan, KeyBias, Result};
@@ -14,12 +11,12 @@ use jenga_tensor::{BlockPlan, KeyBias, Result};
 impl CudaBackend {
     pub(crate) fn attention_fast(
         &self,
-        _q: &CudaTensor,
-        _k: &CudaTensor,
-        _v: &CudaTensor,
-        _plan: Option<(&BlockPlan, &DevicePlanBufs)>,
-        _bias: Option<KeyBias>,
+        q: &CudaTensor,
+        k: &CudaTensor,
+        v: &CudaTensor,
+        plan: Option<(&BlockPlan, &DevicePlanBufs)>,
+        bias: Option<KeyBias>,
     ) -> Result<Option<CudaTensor>> {
-        Ok(None)
+        self.attention_hopper(q, k, v, plan, bias)
     }
 }

@@ -6,14 +6,18 @@
 //!   cuBLASLt or the device is missing. [`cuda_available`] probes without opening.
 //! - Ops implement [`jenga_tensor::Backend`]; all run on one stream, allocations are
 //!   stream-ordered, nothing synchronises except `download`, `mean_abs` and `synchronize`.
-//! - Attention: Hopper kernels (`crate::attention`, when present) → the portable tensor-core
+//! - Attention: the Hopper kernel (`kernels/hopper_attention.cu`, sm_90a wgmma, Dh 128, dense or
+//!   plan block a multiple of 128; [`CudaBackend::attention_hopper`]) → the portable tensor-core
 //!   kernels (`kernels/mma_attention.cu`, Dh 64/128) → the reference kernel
-//!   (`kernels/attention_naive.cu`, any Dh ≤ 128). [`CudaBackend::set_attention_path`] pins one.
+//!   (`kernels/attention_naive.cu`, any Dh ≤ 128). [`CudaBackend::set_attention_path`] pins one;
+//!   `JENGA_HOPPER_ATTN=0` keeps the Hopper kernel out, [`hopper_attention_note`] says why it is
+//!   not in use.
 //! - [`selftest()`] checks every op against the CPU backend at run time (for
 //!   `jenga selftest --device cuda`).
 //! - [`nvrtc::load_module`] compiles any CUDA C source with the same cache (used by the
 //!   attention kernels).
 
+mod attention;
 mod backend;
 pub mod device;
 mod dispatch;
@@ -21,6 +25,7 @@ mod error;
 pub mod nvrtc;
 pub mod selftest;
 
+pub use attention::{hopper_attention_note, sparse_work_order, HOPPER_TILE};
 pub use backend::{AttnPath, CudaBackend, CudaTensor, DevicePlanBufs};
 pub use device::{cuda_available, device_count};
 pub use selftest::selftest;

@@ -1,0 +1,783 @@
+//! Sparse VideoGen (SVG 1, Xi et al. 2025) as an attention policy: every head is either a
+//! **spatial** head (tokens of the same and nearby frames) or a **temporal** head (the same
+//! spatial positions across frames), chosen online per layer and step by profiling a few
+//! sampled query rows; the first layers and steps run dense.
+//!
+//! Reference: `svg-project/Sparse-VideoGen`, `svg/models/wan/{attention,utils,placement}.py`.
+//! What the reference does, and what this file does with it:
+//!
+//! - **Kernel mask** (`generate_temporal_head_mask_mod`): key `k` is kept for query `q` iff
+//!   `|q − k| ≤ W` or `k < frame_size` (first-frame sink), with
+//!   `W = ⌈L·(1 − √(1 − s'))/128⌉·128` tokens (`sparsity_to_width`, then `round_to_multiple`),
+//!   `s' = (s·L² − 2·L·C)/L²` (C condition tokens, 0 for Wan) and `s` = `--sparsity` — the
+//!   fraction of the video×video attention the band keeps. Spatial heads apply it in frame-major
+//!   order (`(f, p) → f·P + p`); temporal heads apply the *same* mask after the head placement
+//!   to position-major order (`(f, p) → p·F + f`), so they attend to nearby positions in every
+//!   frame (and their "sink" is the first `P/F` positions of every frame — the reference's mask
+//!   applied to the permuted layout, kept as is).
+//! - **Profiling** (`sample_mse`): `num_sampled_rows` = 64 random query rows below
+//!   `sample_mse_max_row` = 10000; the masks it compares are the reference's
+//!   `get_attention_mask` ones — a 128-token block band `|i − j| < 2·P div 128` plus the sink —
+//!   in frame-major (spatial) and position-major (temporal) order. The reference keeps the head
+//!   pattern with the smaller MSE of the sampled rows' attention *outputs*. A plan here is made
+//!   from q and k only (the seam does not pass v), so the criterion is the sampled rows'
+//!   attention-distribution error `‖p − p̃‖₁ = 2·(mass outside the mask)`: the pattern keeping
+//!   more softmax mass wins (ties: spatial, as `argmin` picks the first). That error bounds the
+//!   output error by `max‖v‖`.
+//! - **Dense fallback**: layers `< ⌊first_layers_fp·layers⌋` and steps `< ⌊first_times_fp·steps⌋`
+//!   (the reference converts `first_times_fp` to that many steps' timestep threshold).
+//! - **One token order for all heads.** The seam lays out tokens once per grid, so a per-head
+//!   placement cannot be expressed. Tokens stay in frame-major (raster) order, spatial heads get
+//!   the band as is, and a temporal head's mask becomes a strided pattern in frame-major order:
+//!   each query block keeps, in every frame, the key blocks holding positions within `W/F` of
+//!   its own. Plans are **block supersets** of the token masks: a key block is kept iff any
+//!   (query, key) token pair of the two blocks is allowed — the blocks the reference's flex
+//!   attention visits for the spatial band, without its per-token masking inside partial blocks.
+//!   For temporal heads the superset is looser (a 128-token block spans `128/w` rows of one
+//!   frame, so it needs all positions within `W/F` of any of them); on small frames (the tiny
+//!   model: 2 blocks per frame) the temporal plan is dense. `docs/POLICIES.md` has the numbers.
+
+use crate::policy::{AttentionPolicy, AttnCtx, DensityStats};
+use jenga_tensor::{Act, AttnPlan, Backend, BlockPlan, Error, Result, TensorMeta};
+use rayon::prelude::*;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+/// The reference hard-codes 128-token blocks in its profiling masks and band rounding.
+pub const REF_BLOCK: usize = 128;
+
+/// A head's sparsity pattern.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Pattern {
+    /// Same and nearby frames (band in frame-major order).
+    Spatial,
+    /// Same and nearby positions in every frame (band in position-major order).
+    Temporal,
+}
+
+impl Pattern {
+    pub const ALL: [Pattern; 2] = [Pattern::Spatial, Pattern::Temporal];
+}
+
+/// SVG settings; defaults are the reference's Wan2.1 T2V 720p script
+/// (`scripts/wan/wan_t2v_720p_svg.sh`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SvgConfig {
+    /// Tokens per block of the emitted plans (128: the reference's flex-attention block).
+    pub block: usize,
+    /// `--sparsity`: fraction of the attention the band keeps (0.3).
+    pub sparsity: f64,
+    /// Query rows sampled per profiling call (64).
+    pub num_sampled_rows: usize,
+    /// Rows are drawn from `[0, min(sample_max_row, L))` (10000).
+    pub sample_max_row: usize,
+    /// Dense for the first `⌊first_times_fp·steps⌋` steps (0.2).
+    pub first_times_fp: f64,
+    /// Dense for the first `⌊first_layers_fp·layers⌋` layers (0.03).
+    pub first_layers_fp: f64,
+    /// Seed of the row sampling (mixed with step, layer and stage).
+    pub seed: u64,
+}
+
+impl Default for SvgConfig {
+    fn default() -> Self {
+        SvgConfig {
+            block: REF_BLOCK,
+            sparsity: 0.3,
+            num_sampled_rows: 64,
+            sample_max_row: 10_000,
+            first_times_fp: 0.2,
+            first_layers_fp: 0.03,
+            seed: 0,
+        }
+    }
+}
+
+impl SvgConfig {
+    pub fn validate(&self) -> Result<()> {
+        let op = "SvgConfig";
+        if self.block == 0 {
+            return Err(Error::invalid(op, "block size must be positive"));
+        }
+        if !(self.sparsity > 0.0 && self.sparsity <= 1.0) {
+            return Err(Error::invalid(
+                op,
+                format!("sparsity {} must be in (0, 1]", self.sparsity),
+            ));
+        }
+        if self.num_sampled_rows == 0 || self.sample_max_row == 0 {
+            return Err(Error::invalid(op, "at least one sampled row is needed"));
+        }
+        for (name, v) in [
+            ("first_times_fp", self.first_times_fp),
+            ("first_layers_fp", self.first_layers_fp),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(Error::invalid(op, format!("{name} {v} must be in [0, 1]")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a call runs dense (first layers / first steps).
+    pub fn is_dense(&self, ctx: &AttnCtx) -> bool {
+        let steps = (self.first_times_fp * ctx.num_steps as f64).floor() as usize;
+        let layers = (self.first_layers_fp * ctx.num_layers as f64).floor() as usize;
+        ctx.step < steps || ctx.layer < layers
+    }
+}
+
+/// Token geometry of one attention sequence: `frames × frame_size` video tokens in frame-major
+/// order, then `cond` condition tokens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SvgGrid {
+    pub frames: usize,
+    pub frame_size: usize,
+    pub cond: usize,
+}
+
+impl SvgGrid {
+    pub fn new(grid: (usize, usize, usize), cond: usize) -> Self {
+        SvgGrid {
+            frames: grid.0,
+            frame_size: grid.1 * grid.2,
+            cond,
+        }
+    }
+    pub fn video(&self) -> usize {
+        self.frames * self.frame_size
+    }
+    pub fn len(&self) -> usize {
+        self.video() + self.cond
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Index of a token under a pattern's layout: frame-major (spatial) or position-major
+    /// (temporal, `(f, p) → p·F + f`). Condition tokens keep their index.
+    pub fn index(&self, pattern: Pattern, i: usize) -> usize {
+        if pattern == Pattern::Spatial || i >= self.video() {
+            return i;
+        }
+        let (f, p) = (i / self.frame_size, i % self.frame_size);
+        p * self.frames + f
+    }
+
+    /// Band half-width `W` in tokens of the kernel mask (`sparsity_to_width` rounded up to
+    /// whole 128-token blocks, as `round_to_multiple`).
+    pub fn band_width(&self, sparsity: f64) -> usize {
+        let l = self.len() as f64;
+        if l == 0.0 {
+            return 0;
+        }
+        let s = (sparsity * l * l - 2.0 * l * self.cond as f64) / (l * l);
+        let width = l * (1.0 - (1.0 - s.clamp(0.0, 1.0)).sqrt());
+        (width / REF_BLOCK as f64).ceil() as usize * REF_BLOCK
+    }
+
+    /// The reference's kernel mask at token level (`q`, `k` in frame-major order).
+    pub fn kernel_allows(&self, pattern: Pattern, width: usize, q: usize, k: usize) -> bool {
+        if q >= self.video() || k >= self.video() {
+            return true;
+        }
+        let (a, b) = (self.index(pattern, q), self.index(pattern, k));
+        b < self.frame_size || a.abs_diff(b) <= width
+    }
+
+    /// The reference's profiling mask (`get_attention_mask`) at token level.
+    pub fn profile_allows(&self, pattern: Pattern, q: usize, k: usize) -> bool {
+        if q >= self.video() || k >= self.video() {
+            return true;
+        }
+        let (a, b) = (self.index(pattern, q), self.index(pattern, k));
+        let thres = 2 * self.frame_size / REF_BLOCK;
+        b < self.frame_size || (a / REF_BLOCK).abs_diff(b / REF_BLOCK) < thres
+    }
+}
+
+/// Kept key blocks per query block (sorted) of a pattern's plan: the block superset of
+/// [`SvgGrid::kernel_allows`] — key block `j` is kept for query block `i` iff some token pair
+/// of the two blocks is allowed.
+pub fn pattern_rows(g: &SvgGrid, pattern: Pattern, width: usize, block: usize) -> Vec<Vec<u32>> {
+    let (l, nb) = (g.len(), g.len().div_ceil(block.max(1)));
+    // Per block: sorted pattern indices of its video tokens, whether it holds a condition
+    // token, whether it holds a sink key.
+    struct Blk {
+        idx: Vec<usize>,
+        cond: bool,
+        sink: bool,
+    }
+    let blocks: Vec<Blk> = (0..nb)
+        .map(|b| {
+            let toks = b * block..((b + 1) * block).min(l);
+            let mut idx: Vec<usize> = toks
+                .clone()
+                .filter(|&t| t < g.video())
+                .map(|t| g.index(pattern, t))
+                .collect();
+            idx.sort_unstable();
+            Blk {
+                cond: toks.end > g.video(),
+                sink: idx.first().is_some_and(|&i| i < g.frame_size),
+                idx,
+            }
+        })
+        .collect();
+    (0..nb)
+        .into_par_iter()
+        .map(|i| {
+            let bi = &blocks[i];
+            (0..nb as u32)
+                .filter(|&j| {
+                    let bj = &blocks[j as usize];
+                    bi.cond || bj.cond || bj.sink || within(&bi.idx, &bj.idx, width)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Whether two sorted lists hold values at most `w` apart.
+fn within(a: &[usize], b: &[usize], w: usize) -> bool {
+    let (Some(&a0), Some(&a1), Some(&b0), Some(&b1)) = (a.first(), a.last(), b.first(), b.last())
+    else {
+        return false;
+    };
+    if b0 > a1 + w || a0 > b1 + w {
+        return false;
+    }
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        if a[i].abs_diff(b[j]) <= w {
+            return true;
+        }
+        if a[i] < b[j] {
+            i += 1;
+        } else {
+            j += 1;
+        }
+    }
+    false
+}
+
+/// Softmax mass each pattern's profiling mask keeps, summed over sampled rows of one head.
+/// `scores` is `[rows.len(), g.len()]` (already scaled by `1/√d`), `rows` the query tokens.
+pub fn profile_mass(g: &SvgGrid, rows: &[usize], scores: &[f32]) -> [f64; 2] {
+    let l = g.len();
+    let mut mass = [0.0f64; 2];
+    for (r, &q) in rows.iter().enumerate() {
+        let s = &scores[r * l..][..l];
+        let m = s.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
+        let mut z = 0.0;
+        let mut kept = [0.0f64; 2];
+        for (k, &v) in s.iter().enumerate() {
+            let e = (v as f64 - m).exp();
+            z += e;
+            for (pi, p) in Pattern::ALL.iter().enumerate() {
+                if g.profile_allows(*p, q, k) {
+                    kept[pi] += e;
+                }
+            }
+        }
+        for pi in 0..2 {
+            mass[pi] += kept[pi] / z;
+        }
+    }
+    mass
+}
+
+/// The profiled choice: the pattern whose mask keeps more mass (spatial on ties).
+pub fn choose(mass: [f64; 2]) -> Pattern {
+    if mass[1] > mass[0] {
+        Pattern::Temporal
+    } else {
+        Pattern::Spatial
+    }
+}
+
+/// `num` row indices in `[0, hi)`, drawn with replacement (as `torch.randint`).
+pub fn sample_rows(seed: u64, num: usize, hi: usize) -> Vec<usize> {
+    let mut s = seed;
+    (0..num)
+        .map(|_| (splitmix64(&mut s) % hi.max(1) as u64) as usize)
+        .collect()
+}
+
+fn splitmix64(s: &mut u64) -> u64 {
+    *s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *s;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Both patterns' plan rows for one sequence geometry, computed once.
+#[derive(Debug)]
+pub struct SvgGeometry {
+    pub grid: SvgGrid,
+    pub width: usize,
+    pub blocks: usize,
+    /// Rows of [`Pattern::Spatial`] and [`Pattern::Temporal`].
+    pub rows: [Vec<Vec<u32>>; 2],
+}
+
+impl SvgGeometry {
+    pub fn build(grid: SvgGrid, sparsity: f64, block: usize) -> Self {
+        let width = grid.band_width(sparsity);
+        let rows = Pattern::ALL.map(|p| pattern_rows(&grid, p, width, block));
+        SvgGeometry {
+            grid,
+            width,
+            blocks: grid.len().div_ceil(block),
+            rows,
+        }
+    }
+    /// Block density of a pattern's plan.
+    pub fn density(&self, p: Pattern) -> f64 {
+        let n: usize = self.rows[p as usize].iter().map(Vec::len).sum();
+        n as f64 / (self.blocks * self.blocks).max(1) as f64
+    }
+    /// CSR plan with one pattern per (batch, head), `patterns[b·heads + h]`.
+    pub fn plan(
+        &self,
+        batch: usize,
+        heads: usize,
+        block: usize,
+        patterns: &[Pattern],
+    ) -> BlockPlan {
+        let mut row_ptr = Vec::with_capacity(batch * heads * self.blocks + 1);
+        let mut col_idx = Vec::new();
+        row_ptr.push(0u32);
+        for p in patterns.iter().take(batch * heads) {
+            for r in &self.rows[*p as usize] {
+                col_idx.extend_from_slice(r);
+                row_ptr.push(col_idx.len() as u32);
+            }
+        }
+        BlockPlan {
+            batch,
+            heads,
+            block,
+            q_blocks: self.blocks,
+            k_blocks: self.blocks,
+            row_ptr,
+            col_idx,
+        }
+    }
+}
+
+/// Per-stage density bookkeeping shared by the peer policies.
+#[derive(Default)]
+pub(crate) struct DensityLog {
+    stages: Mutex<BTreeMap<usize, [f64; 4]>>,
+}
+
+impl DensityLog {
+    /// Record a call: `Some(density)` for a sparse plan, `None` for a dense call.
+    pub(crate) fn record(&self, stage: usize, density: Option<f64>) {
+        let mut s = lock(&self.stages);
+        let a = s.entry(stage).or_default();
+        a[0] += 1.0;
+        match density {
+            Some(d) => {
+                a[1] += 1.0;
+                a[2] += d;
+                a[3] += d;
+            }
+            None => a[2] += 1.0,
+        }
+    }
+    pub(crate) fn stats(&self) -> Vec<DensityStats> {
+        lock(&self.stages)
+            .iter()
+            .map(|(&stage, a)| DensityStats {
+                stage,
+                calls: a[0] as u64,
+                sparse_calls: a[1] as u64,
+                mean_density: if a[0] > 0.0 { a[2] / a[0] } else { 0.0 },
+                mean_sparse_density: if a[1] > 0.0 { a[3] / a[1] } else { 0.0 },
+            })
+            .collect()
+    }
+    pub(crate) fn reset(&self) {
+        lock(&self.stages).clear();
+    }
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The SVG policy. Thread-safe; per-grid plan rows are cached.
+pub struct SvgPolicy {
+    cfg: SvgConfig,
+    geometry: Mutex<HashMap<SvgGrid, Arc<SvgGeometry>>>,
+    log: DensityLog,
+    /// Heads profiled as spatial / temporal so far.
+    chosen: Mutex<[u64; 2]>,
+}
+
+impl SvgPolicy {
+    pub fn new(cfg: SvgConfig) -> Result<Self> {
+        cfg.validate()?;
+        Ok(SvgPolicy {
+            cfg,
+            geometry: Mutex::new(HashMap::new()),
+            log: DensityLog::default(),
+            chosen: Mutex::new([0, 0]),
+        })
+    }
+
+    pub fn config(&self) -> &SvgConfig {
+        &self.cfg
+    }
+
+    pub fn geometry(&self, grid: SvgGrid) -> Arc<SvgGeometry> {
+        if let Some(g) = lock(&self.geometry).get(&grid) {
+            return g.clone();
+        }
+        let g = Arc::new(SvgGeometry::build(grid, self.cfg.sparsity, self.cfg.block));
+        lock(&self.geometry).entry(grid).or_insert(g).clone()
+    }
+
+    /// Heads profiled as (spatial, temporal) so far.
+    pub fn pattern_counts(&self) -> (u64, u64) {
+        let c = lock(&self.chosen);
+        (c[0], c[1])
+    }
+
+    pub fn reset_stats(&self) {
+        self.log.reset();
+        *lock(&self.chosen) = [0, 0];
+    }
+
+    /// Per (batch, head) pattern for one call: exact scores of the sampled rows against every
+    /// key, on the device (`rows × L` per head), softmax and mask masses on the host.
+    pub fn profile<B: Backend>(
+        &self,
+        be: &B,
+        q: &B::Tensor,
+        k: &B::Tensor,
+        g: &SvgGrid,
+        ctx: &AttnCtx,
+    ) -> Result<Vec<Pattern>> {
+        let s = q.shape();
+        let (batch, l, heads, d) = (s[0], s[1], s[2], s[3]);
+        let seed = self.cfg.seed
+            ^ ((ctx.step as u64) << 40)
+            ^ ((ctx.layer as u64) << 20)
+            ^ ((ctx.stage as u64) << 56);
+        let rows = sample_rows(
+            seed,
+            self.cfg.num_sampled_rows.min(l),
+            self.cfg.sample_max_row.min(l),
+        );
+        let idx: Vec<u32> = rows.iter().map(|&r| r as u32).collect();
+        let qs = be.download(&be.gather_tokens(q, &idx)?)?; // [B, R, H, D]
+        let r = rows.len();
+        let scale = 1.0 / (d as f32).sqrt();
+        let mut out = Vec::with_capacity(batch * heads);
+        for b in 0..batch {
+            let kb = be.narrow(k, 0, b, 1)?;
+            for h in 0..heads {
+                let kh = be.reshape(&be.narrow(&kb, 2, h, 1)?, &[l, d])?;
+                let mut qh = Vec::with_capacity(r * d);
+                for i in 0..r {
+                    qh.extend_from_slice(&qs[((b * r + i) * heads + h) * d..][..d]);
+                }
+                let qh = be.upload(&qh, &[r, d])?;
+                let mut sc = be.download(&be.linear(&qh, &kh, None, Act::None)?)?;
+                sc.iter_mut().for_each(|v| *v *= scale);
+                out.push(choose(profile_mass(g, &rows, &sc)));
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl<B: Backend> AttentionPolicy<B> for SvgPolicy {
+    fn name(&self) -> String {
+        format!(
+            "svg(sparsity {}, {} rows, m={})",
+            self.cfg.sparsity, self.cfg.num_sampled_rows, self.cfg.block
+        )
+    }
+
+    fn plan(&self, be: &B, q: &B::Tensor, k: &B::Tensor, ctx: &AttnCtx) -> Result<AttnPlan> {
+        if self.cfg.is_dense(ctx) {
+            self.log.record(ctx.stage, None);
+            return Ok(AttnPlan::Dense);
+        }
+        let g = SvgGrid::new(ctx.grid, ctx.cond_tokens);
+        let (qs, ks) = (q.shape(), k.shape());
+        if qs.len() != 4 || qs != ks || qs[1] != g.len() {
+            return Err(Error::shape(
+                "SvgPolicy::plan",
+                format!(
+                    "q {qs:?} / k {ks:?}, expected equal [B, {}, H, Dh] for grid {:?} + {} condition tokens",
+                    g.len(),
+                    ctx.grid,
+                    ctx.cond_tokens
+                ),
+            ));
+        }
+        let patterns = self.profile(be, q, k, &g, ctx)?;
+        {
+            let mut c = lock(&self.chosen);
+            for p in &patterns {
+                c[*p as usize] += 1;
+            }
+        }
+        let geom = self.geometry(g);
+        let plan = geom.plan(qs[0], qs[2], self.cfg.block, &patterns);
+        self.log.record(ctx.stage, Some(plan.density()));
+        Ok(AttnPlan::Sparse(Arc::new(plan)))
+    }
+
+    fn density_stats(&self) -> Vec<DensityStats> {
+        self.log.stats()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jenga_tensor::CpuBackend;
+
+    fn ctx(step: usize, layer: usize, grid: (usize, usize, usize)) -> AttnCtx {
+        AttnCtx {
+            step,
+            num_steps: 30,
+            layer,
+            num_layers: 6,
+            stage: 0,
+            grid,
+            cond_tokens: 0,
+        }
+    }
+
+    #[test]
+    fn position_major_is_a_bijection_and_transposes() {
+        for (grid, cond) in [((3, 2, 4), 0), ((21, 30, 52), 0), ((5, 3, 7), 11)] {
+            let g = SvgGrid::new(grid, cond);
+            let mut seen = vec![false; g.len()];
+            for i in 0..g.len() {
+                let j = g.index(Pattern::Temporal, i);
+                assert!(!seen[j], "{grid:?}: {j} twice");
+                seen[j] = true;
+                assert_eq!(g.index(Pattern::Spatial, i), i);
+            }
+            assert!(seen.iter().all(|&s| s));
+        }
+        // (f, p) = (1, 2) of a 3-frame grid with 8 positions: frame-major 10, position-major 7.
+        let g = SvgGrid::new((3, 2, 4), 0);
+        assert_eq!(g.index(Pattern::Temporal, 8 + 2), 2 * 3 + 1);
+    }
+
+    #[test]
+    fn band_width_follows_sparsity_to_width() {
+        // Wan 720p: 21 frames × 3600 tokens, sparsity 0.3 → width 12 331.6 tokens → 97 blocks.
+        let g = SvgGrid::new((21, 45, 80), 0);
+        let l = 75_600f64;
+        let w = l * (1.0 - (0.7f64).sqrt());
+        assert_eq!(g.band_width(0.3), (w / 128.0).ceil() as usize * 128);
+        assert_eq!(g.band_width(0.3), 12_416);
+        // The token band keeps ≈ s of the pairs (up to the 128 rounding).
+        let g = SvgGrid::new((8, 16, 16), 0); // 2048 tokens
+        let w = g.band_width(0.3);
+        assert_eq!(w, 384); // 2048·(1 − √0.7) = 334.5 → 384
+        let n = g.len();
+        let pairs: usize = (0..n)
+            .map(|q| (q + w).min(n - 1) - q.saturating_sub(w) + 1)
+            .sum();
+        let exact = 1.0 - (1.0 - w as f64 / n as f64).powi(2);
+        let got = pairs as f64 / (n * n) as f64;
+        assert!((got - exact).abs() < 1e-3, "{got} vs {exact}");
+        assert!((0.3..0.36).contains(&got), "{got}");
+    }
+
+    /// Hand-made case: 3 frames of 2×4 tokens, blocks of 4, band W = 4.
+    #[test]
+    fn pattern_rows_on_a_tiny_grid() {
+        let g = SvgGrid::new((3, 2, 4), 0);
+        // Spatial: sink = keys < 8 = blocks 0, 1; band: adjacent blocks only (distance-2
+        // blocks are ≥ 5 tokens apart).
+        let sp = pattern_rows(&g, Pattern::Spatial, 4, 4);
+        assert_eq!(sp[0], vec![0, 1]);
+        assert_eq!(sp[2], vec![0, 1, 2, 3]);
+        assert_eq!(sp[4], vec![0, 1, 3, 4, 5]);
+        assert_eq!(sp[5], vec![0, 1, 4, 5]);
+        // Temporal: position-major indices p·3 + f. Block 0 = frame 0, p 0..3 → {0,3,6,9};
+        // block 5 = frame 2, p 4..7 → {14,17,20,23}. Sink = keys with index < 8 = blocks 0, 2, 4.
+        let tp = pattern_rows(&g, Pattern::Temporal, 4, 4);
+        assert_eq!(tp[0], vec![0, 1, 2, 3, 4]); // 9 → 14 is 5 > 4: block 5 out
+        assert_eq!(tp[5], vec![0, 1, 2, 3, 4, 5]);
+        // Both equal the brute-force block superset of the token mask.
+        for p in Pattern::ALL {
+            let rows = pattern_rows(&g, p, 4, 4);
+            for (i, row) in rows.iter().enumerate() {
+                let want: Vec<u32> = (0..6u32)
+                    .filter(|&j| {
+                        (i * 4..i * 4 + 4).any(|q| {
+                            (j as usize * 4..j as usize * 4 + 4)
+                                .any(|k| g.kernel_allows(p, 4, q, k))
+                        })
+                    })
+                    .collect();
+                assert_eq!(row, &want, "{p:?} row {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn block_superset_matches_brute_force_with_condition_tokens() {
+        let g = SvgGrid::new((4, 6, 10), 30); // 240 video + 30 condition tokens
+        let (w, m) = (40, 32);
+        let nb = g.len().div_ceil(m);
+        for p in Pattern::ALL {
+            let rows = pattern_rows(&g, p, w, m);
+            for (i, row) in rows.iter().enumerate() {
+                let want: Vec<u32> = (0..nb as u32)
+                    .filter(|&j| {
+                        (i * m..((i + 1) * m).min(g.len())).any(|q| {
+                            (j as usize * m..((j as usize + 1) * m).min(g.len()))
+                                .any(|k| g.kernel_allows(p, w, q, k))
+                        })
+                    })
+                    .collect();
+                assert_eq!(row, &want, "{p:?} row {i}");
+            }
+            // condition rows are full; condition columns are in every row
+            assert_eq!(rows[nb - 1].len(), nb);
+            assert!(rows.iter().all(|r| r.contains(&(nb as u32 - 1))));
+        }
+    }
+
+    #[test]
+    fn plan_density_near_target_on_wan_480p() {
+        // Wan-1.3B 480p: 21 × 30 × 52 latent tokens, 256 blocks. Spatial plan ≈ the band's
+        // 30% plus the sink and block rounding; temporal plan is a looser superset.
+        let geom = SvgGeometry::build(SvgGrid::new((21, 30, 52), 0), 0.3, 128);
+        let (ds, dt) = (
+            geom.density(Pattern::Spatial),
+            geom.density(Pattern::Temporal),
+        );
+        println!("480p: spatial {ds:.3}, temporal {dt:.3}");
+        assert!(ds > 0.3 && ds < 0.42, "{ds}");
+        assert!(dt > ds && dt < 0.75, "{dt}");
+    }
+
+    /// Synthetic heads where one pattern is clearly right: keys that match a query at the same
+    /// position in every frame (temporal) vs. keys that match only inside the query's frame.
+    #[test]
+    fn profiling_picks_the_right_pattern() {
+        let be = CpuBackend::new();
+        let grid = (6, 8, 16); // 6 frames of 128 tokens
+        let g = SvgGrid::new(grid, 0);
+        let (l, d) = (g.len(), 128);
+        let mut q = vec![0f32; l * 2 * d];
+        let mut k = vec![0f32; l * 2 * d];
+        for t in 0..l {
+            let (f, p) = (t / 128, t % 128);
+            // head 0: temporal — one axis per position, shared by all frames
+            q[(t * 2) * d + p] = 10.0;
+            k[(t * 2) * d + p] = 10.0;
+            // head 1: spatial — one axis per frame, shared by all its positions
+            q[(t * 2 + 1) * d + f] = 10.0;
+            k[(t * 2 + 1) * d + f] = 10.0;
+        }
+        let qt = be.upload(&q, &[1, l, 2, d]).unwrap();
+        let kt = be.upload(&k, &[1, l, 2, d]).unwrap();
+        let pol = SvgPolicy::new(SvgConfig::default()).unwrap();
+        let c = ctx(20, 3, grid);
+        let pats = pol.profile(&be, &qt, &kt, &g, &c).unwrap();
+        assert_eq!(pats, vec![Pattern::Temporal, Pattern::Spatial]);
+        // And the plan carries the choice per head.
+        let AttnPlan::Sparse(plan) =
+            AttentionPolicy::<CpuBackend>::plan(&pol, &be, &qt, &kt, &c).unwrap()
+        else {
+            panic!("step 20 is sparse")
+        };
+        plan.validate(1, 2, l, l).unwrap();
+        let geom = pol.geometry(g);
+        for qb in 0..geom.blocks {
+            assert_eq!(plan.row(0, 0, qb), geom.rows[1][qb].as_slice());
+            assert_eq!(plan.row(0, 1, qb), geom.rows[0][qb].as_slice());
+        }
+        assert_eq!(pol.pattern_counts(), (1, 1)); // plan() counts, profile() alone does not
+    }
+
+    #[test]
+    fn profile_mass_counts_the_kept_softmax_mass() {
+        // 6 frames of 128 tokens: the profiling band keeps blocks |i − j| < 2·128/128 = 2.
+        let g = SvgGrid::new((6, 8, 16), 0);
+        let q = 5 * 128; // frame 5, position 0
+                         // All mass on (frame 2, position 0): 3 frames away (spatial: no), same position
+                         // (temporal index 2 vs 5, block 0 = block 0: yes).
+        let mut s = vec![-60f32; g.len()];
+        s[2 * 128] = 10.0;
+        let m = profile_mass(&g, &[q], &s);
+        assert!(m[0] < 1e-9 && m[1] > 0.999, "{m:?}");
+        assert_eq!(choose(m), Pattern::Temporal);
+        // All mass on (frame 5, position 127): same block in frame-major order (spatial: yes),
+        // temporal index 127·6 + 5 = 767, block 5 vs block 0 and no sink (temporal: no).
+        let mut s = vec![-60f32; g.len()];
+        s[5 * 128 + 127] = 10.0;
+        let m = profile_mass(&g, &[q], &s);
+        assert!(m[0] > 0.999 && m[1] < 1e-9, "{m:?}");
+        assert_eq!(choose(m), Pattern::Spatial);
+        // Half and half over two rows: masses add up per row.
+        let mut s2 = vec![-60f32; 2 * g.len()];
+        s2[2 * 128] = 10.0;
+        s2[g.len() + 5 * 128 + 127] = 10.0;
+        let m = profile_mass(&g, &[q, q], &s2);
+        assert!(
+            (m[0] - 1.0).abs() < 1e-6 && (m[1] - 1.0).abs() < 1e-6,
+            "{m:?}"
+        );
+        assert_eq!(choose([0.5, 0.5]), Pattern::Spatial);
+    }
+
+    #[test]
+    fn dense_for_first_steps_and_layers() {
+        let be = CpuBackend::new();
+        let pol = SvgPolicy::new(SvgConfig {
+            first_layers_fp: 0.2, // ⌊0.2·6⌋ = 1 layer
+            ..SvgConfig::default()
+        })
+        .unwrap();
+        let grid = (2, 8, 16);
+        let q = be.upload(&vec![0.1; 256 * 2 * 8], &[1, 256, 2, 8]).unwrap();
+        for (step, layer, dense) in [(0, 3, true), (5, 3, true), (6, 0, true), (6, 1, false)] {
+            let p = AttentionPolicy::<CpuBackend>::plan(&pol, &be, &q, &q, &ctx(step, layer, grid))
+                .unwrap();
+            assert_eq!(
+                matches!(p, AttnPlan::Dense),
+                dense,
+                "step {step} layer {layer}"
+            );
+        }
+        let s = AttentionPolicy::<CpuBackend>::density_stats(&pol);
+        assert_eq!((s[0].calls, s[0].sparse_calls), (4, 1));
+        // wrong length is an error, not a panic
+        let bad = be.upload(&vec![0.1; 200 * 2 * 8], &[1, 200, 2, 8]).unwrap();
+        assert!(
+            AttentionPolicy::<CpuBackend>::plan(&pol, &be, &bad, &bad, &ctx(9, 3, grid)).is_err()
+        );
+        assert!(SvgPolicy::new(SvgConfig {
+            sparsity: 0.0,
+            ..SvgConfig::default()
+        })
+        .is_err());
+    }
+
+    #[test]
+    fn sampled_rows_are_deterministic_and_in_range() {
+        let a = sample_rows(7, 64, 2048);
+        assert_eq!(a, sample_rows(7, 64, 2048));
+        assert_ne!(a, sample_rows(8, 64, 2048));
+        assert!(a.iter().all(|&r| r < 2048));
+        assert!(a.iter().collect::<std::collections::HashSet<_>>().len() > 50);
+    }
+}

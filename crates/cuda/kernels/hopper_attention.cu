@@ -1,0 +1,407 @@
+// Hopper (sm_90a) attention: wgmma tensor-core GEMMs, FA3-style, head dim 128.
+//
+// A CTA of two consumer warpgroups (256 threads) owns 128 query rows (64 per warpgroup) of one
+// (batch, head). Key/value tiles of 128 rows stream through a 3-stage ring in shared memory,
+// loaded with cp.async into the 128-byte-swizzled layout that wgmma reads through matrix
+// descriptors (K-major for Q and K, N-major/transposed for V). Per tile j each warpgroup issues
+// S_j = Q K_j^T (wgmma, both operands in shared memory) and O += P_{j-1} V_{j-1} (wgmma, P from
+// registers) back to back, then runs the online softmax of S_j (exp2 domain, f32) while the
+// P V product is still in flight. Dense, or block-sparse over a CSR plan whose block is a
+// multiple of 128: the CTA walks only the kept key blocks of its query block, and a host-built
+// work list launches heavy rows first. Key bias: keys >= bias_from get bias_log2 added (log2
+// domain). Partial tiles (sequence end) are masked; rows past lq are computed on zeros and not
+// stored. Requires the sm_90a target (NVRTC -arch=sm_90a).
+
+#define HB_M 128          // query rows per CTA
+#define HB_N 128          // keys per tile
+#define HB_D 128          // head dim
+#define HB_STAGES 3
+#define HB_THREADS 256
+#define HB_PANEL 16384    // bytes: 128 rows x 64 bf16 (one 128-byte swizzle column panel)
+#define HB_TILE 32768     // bytes: 128 rows x 128 bf16 = 2 panels
+
+__device__ __forceinline__ unsigned hb_smem_u32(const void* p) {
+    unsigned r;
+    asm("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }" : "=r"(r) : "l"(p));
+    return r;
+}
+
+__device__ __forceinline__ unsigned hb_pack(float lo, float hi) {
+    unsigned r;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+
+__device__ __forceinline__ float hb_exp2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+
+__device__ __forceinline__ void hb_cp16(unsigned dst, const void* src, int src_bytes) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
+                 "r"(src_bytes)
+                 : "memory");
+}
+__device__ __forceinline__ void hb_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+__device__ __forceinline__ void hb_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+// Shared memory written through the generic proxy (cp.async) and read next by wgmma (async proxy).
+__device__ __forceinline__ void hb_fence_proxy() {
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+__device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wg_commit() {
+    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+}
+template <int N>
+__device__ __forceinline__ void wg_wait() {
+    asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
+// Pin registers in program order around the asynchronous GEMMs (the compiler must neither read
+// accumulators before the wait nor move writes after the issue).
+__device__ __forceinline__ void hb_pin(float& x) { asm volatile("" : "+f"(x)::"memory"); }
+__device__ __forceinline__ void hb_pin_u(unsigned& x) { asm volatile("" : "+r"(x)::"memory"); }
+
+// Shared-memory matrix descriptor, 128-byte swizzle: start address, leading and stride byte
+// offsets (all >> 4), layout type 1 in bits 62-63.
+__device__ __forceinline__ unsigned long long hb_desc(unsigned addr, unsigned lbo, unsigned sbo) {
+    return (unsigned long long)((addr & 0x3FFFF) >> 4) |
+           ((unsigned long long)((lbo >> 4) & 0x3FFF) << 16) |
+           ((unsigned long long)((sbo >> 4) & 0x3FFF) << 32) | (1ull << 62);
+}
+
+// D = A * B (D overwritten) with A from shared memory: first k-step of S = Q K^T.
+__device__ __forceinline__ void wgmma_ss0(float* d, unsigned long long da, unsigned long long db) {
+    asm volatile(
+        "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, 0, 1, 1, 0, 0;\n"
+        : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3]), "=f"(d[4]), "=f"(d[5]), "=f"(d[6]), "=f"(d[7]),
+          "=f"(d[8]), "=f"(d[9]), "=f"(d[10]), "=f"(d[11]), "=f"(d[12]), "=f"(d[13]), "=f"(d[14]), "=f"(d[15]),
+          "=f"(d[16]), "=f"(d[17]), "=f"(d[18]), "=f"(d[19]), "=f"(d[20]), "=f"(d[21]), "=f"(d[22]), "=f"(d[23]),
+          "=f"(d[24]), "=f"(d[25]), "=f"(d[26]), "=f"(d[27]), "=f"(d[28]), "=f"(d[29]), "=f"(d[30]), "=f"(d[31]),
+          "=f"(d[32]), "=f"(d[33]), "=f"(d[34]), "=f"(d[35]), "=f"(d[36]), "=f"(d[37]), "=f"(d[38]), "=f"(d[39]),
+          "=f"(d[40]), "=f"(d[41]), "=f"(d[42]), "=f"(d[43]), "=f"(d[44]), "=f"(d[45]), "=f"(d[46]), "=f"(d[47]),
+          "=f"(d[48]), "=f"(d[49]), "=f"(d[50]), "=f"(d[51]), "=f"(d[52]), "=f"(d[53]), "=f"(d[54]), "=f"(d[55]),
+          "=f"(d[56]), "=f"(d[57]), "=f"(d[58]), "=f"(d[59]), "=f"(d[60]), "=f"(d[61]), "=f"(d[62]), "=f"(d[63])
+        : "l"(da), "l"(db));
+}
+
+// D += A * B with A from shared memory: S = Q K^T, both operands K-major, 128B swizzle.
+__device__ __forceinline__ void wgmma_ss(float* d, unsigned long long da, unsigned long long db) {
+    asm volatile(
+        "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, 1, 1, 1, 0, 0;\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+          "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+          "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+          "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+          "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+        : "l"(da), "l"(db));
+}
+
+// D += A * B with A from registers (P, bf16) and B = V N-major (transposed), 128B swizzle.
+__device__ __forceinline__ void wgmma_rs(float* d, unsigned a0, unsigned a1, unsigned a2,
+                                         unsigned a3, unsigned long long db) {
+    asm volatile(
+        "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, {%64, %65, %66, %67}, %68, 1, 1, 1, 1;\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+          "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+          "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+          "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+          "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "l"(db));
+}
+
+// Copy a [128 rows x 128 dims] bf16 tile (global row stride rs elements) into two swizzled
+// column panels at dst: row r, 16-byte chunk c (0..7) of panel p lands at
+// dst + p * HB_PANEL + r * 128 + ((c ^ (r & 7)) << 4). Rows >= nrows are zero-filled.
+__device__ __forceinline__ void hb_load_tile(unsigned dst, const bf16* __restrict__ src,
+                                             long long rs, int nrows, int tid) {
+#pragma unroll
+    for (int i = 0; i < (HB_N * 16) / HB_THREADS; ++i) {
+        const int c = tid + i * HB_THREADS;
+        const int r = c >> 4, ch = c & 15, panel = ch >> 3, cc = ch & 7;
+        const bool in = r < nrows;
+        const unsigned d = dst + panel * HB_PANEL + r * 128 + ((cc ^ (r & 7)) << 4);
+        hb_cp16(d, src + (in ? (long long)r * rs : 0) + ch * 8, in ? 16 : 0);
+    }
+}
+
+// Walks the key tiles of one CTA: dense (all of [0, lk)) or the kept key blocks of a CSR row.
+struct HbWalk {
+    const unsigned* col_idx;
+    unsigned e, e1;
+    int kt, k_end, block, lk;
+    __device__ __forceinline__ bool valid() const { return e < e1; }
+    __device__ __forceinline__ void enter() {
+        if (e >= e1) return;
+        if (col_idx) {
+            kt = (int)col_idx[e] * block;
+            k_end = min(kt + block, lk);
+        } else {
+            kt = 0;
+            k_end = lk;
+        }
+        if (kt >= k_end) e = e1;  // defensive: an empty range ends the walk
+    }
+    __device__ __forceinline__ void next() {
+        kt += HB_N;
+        if (kt >= k_end) {
+            ++e;
+            enter();
+        }
+    }
+};
+
+__device__ __forceinline__ void hb_attention(
+    const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
+    bf16* __restrict__ o, int lq, int lk, int h, float scale_log2,
+    const unsigned* __restrict__ row_ptr, const unsigned* __restrict__ col_idx, int block,
+    int q_blocks, int bias_from, float bias_log2, const unsigned* __restrict__ order, int subs) {
+    extern __shared__ __align__(1024) unsigned char hb_smem[];
+    const unsigned base = (hb_smem_u32(hb_smem) + 1023u) & ~1023u;
+    const unsigned sq = base;
+    const unsigned skv = base + HB_TILE;  // stage s: K at skv + s * 2 * HB_TILE, V after it
+
+    const int tid = threadIdx.x;
+    // Consumer warpgroup 0/1 (query rows wg*64 ..); broadcast so the compiler sees it warp-uniform
+    // (descriptors built from it then live in uniform registers).
+    const int wg = __shfl_sync(0xffffffffu, tid >> 7, 0);
+    const int wl = (tid >> 5) & 3;         // warp within the warpgroup: 16 rows each
+    const int lane = tid & 31, g = lane >> 2, t = lane & 3;
+
+    int b, hh, q_start;
+    unsigned e0 = 0, e1 = 1;
+    if (row_ptr) {
+        const unsigned w = order ? order[blockIdx.x] : blockIdx.x;
+        const unsigned row = w / (unsigned)subs, sub = w % (unsigned)subs;
+        const unsigned qb = row % (unsigned)q_blocks, bh = row / (unsigned)q_blocks;
+        hh = (int)(bh % (unsigned)h);
+        b = (int)(bh / (unsigned)h);
+        q_start = (int)qb * block + (int)sub * HB_M;
+        e0 = row_ptr[row];
+        e1 = row_ptr[row + 1];
+    } else {
+        q_start = blockIdx.x * HB_M;
+        hh = blockIdx.y;
+        b = blockIdx.z;
+    }
+    if (q_start >= lq) return;  // whole CTA: a sub-tile past the sequence end
+    const long long rs = (long long)h * HB_D;
+    const bf16* kb = k + (long long)b * lk * rs + (long long)hh * HB_D;
+    const bf16* vb = v + (long long)b * lk * rs + (long long)hh * HB_D;
+
+    HbWalk cur, nxt;
+    cur.col_idx = row_ptr ? col_idx : nullptr;
+    cur.e = e0;
+    cur.e1 = e1;
+    cur.block = block;
+    cur.lk = lk;
+    cur.enter();
+
+    hb_load_tile(sq, q + ((long long)b * lq + q_start) * rs + (long long)hh * HB_D, rs,
+                 lq - q_start, tid);
+    if (cur.valid()) {
+        hb_load_tile(skv, kb + (long long)cur.kt * rs, rs, cur.k_end - cur.kt, tid);
+        hb_load_tile(skv + HB_TILE, vb + (long long)cur.kt * rs, rs, cur.k_end - cur.kt, tid);
+    }
+    hb_commit();
+
+    float s[64], acc[64];
+    unsigned p[32];
+#pragma unroll
+    for (int i = 0; i < 64; ++i) {
+        acc[i] = 0.0f;
+        s[i] = 0.0f;
+    }
+#pragma unroll
+    for (int i = 0; i < 32; ++i) p[i] = 0u;
+    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;  // rows g, g + 8 (log2 domain)
+
+    // Descriptors: Q rows of this warpgroup (K-major), K stage (K-major), V stage (N-major:
+    // leading byte offset = the next 64-dim panel, stride = 8 key rows).
+    const unsigned long long dq = hb_desc(sq + wg * 64 * 128, 16, 1024);
+    int stage = 0;
+    bool first = true;
+    while (cur.valid()) {
+        hb_wait_all();
+        hb_fence_proxy();
+        __syncthreads();  // tile `cur` is in; everyone is done with the stage refilled next
+        nxt = cur;
+        nxt.next();
+        const int nstage = stage == HB_STAGES - 1 ? 0 : stage + 1;
+        if (nxt.valid()) {
+            const unsigned ks = skv + nstage * 2 * HB_TILE;
+            hb_load_tile(ks, kb + (long long)nxt.kt * rs, rs, nxt.k_end - nxt.kt, tid);
+            hb_load_tile(ks + HB_TILE, vb + (long long)nxt.kt * rs, rs, nxt.k_end - nxt.kt, tid);
+        }
+        hb_commit();
+
+        // ---- issue S = Q K^T, then O += P_prev V_prev (the previous tile's stage) ----
+        const unsigned long long dk = hb_desc(skv + stage * 2 * HB_TILE, 16, 1024);
+        const int pstage = stage == 0 ? HB_STAGES - 1 : stage - 1;
+        const unsigned long long dv = hb_desc(skv + pstage * 2 * HB_TILE + HB_TILE, HB_PANEL, 1024);
+#pragma unroll
+        for (int i = 0; i < 64; ++i) hb_pin(acc[i]);
+#pragma unroll
+        for (int i = 0; i < 32; ++i) hb_pin_u(p[i]);
+        wg_fence();
+#pragma unroll
+        for (int kk = 0; kk < HB_D / 16; ++kk) {
+            const unsigned off = ((kk >> 2) * HB_PANEL + (kk & 3) * 32) >> 4;
+            if (kk == 0)
+                wgmma_ss0(s, dq + off, dk + off);
+            else
+                wgmma_ss(s, dq + off, dk + off);
+        }
+        wg_commit();
+        if (!first) {
+#pragma unroll
+            for (int kk = 0; kk < HB_N / 16; ++kk)
+                wgmma_rs(acc, p[4 * kk], p[4 * kk + 1], p[4 * kk + 2], p[4 * kk + 3],
+                         dv + ((kk * 16 * 128) >> 4));
+        }
+        wg_commit();  // (an empty group on the first tile)
+        wg_wait<1>();
+#pragma unroll
+        for (int i = 0; i < 64; ++i) hb_pin(s[i]);
+
+        // ---- online softmax of S (log2 domain) ----
+        const int kt = cur.kt, k_end = cur.k_end;
+        float mx0 = -INFINITY, mx1 = -INFINITY;
+        const bool plain = kt + HB_N <= k_end && kt + HB_N <= bias_from;
+        if (plain) {
+#pragma unroll
+            for (int j = 0; j < 16; ++j) {
+                mx0 = fmaxf(mx0, fmaxf(s[4 * j], s[4 * j + 1]));
+                mx1 = fmaxf(mx1, fmaxf(s[4 * j + 2], s[4 * j + 3]));
+            }
+            mx0 *= scale_log2;
+            mx1 *= scale_log2;
+        } else {
+#pragma unroll
+            for (int j = 0; j < 16; ++j) {
+#pragma unroll
+                for (int c = 0; c < 2; ++c) {
+                    const int key = kt + j * 8 + 2 * t + c;
+                    const float add = key >= bias_from ? bias_log2 : 0.0f;
+                    const bool ok = key < k_end;
+                    s[4 * j + c] = ok ? fmaf(s[4 * j + c], scale_log2, add) : -INFINITY;
+                    s[4 * j + 2 + c] = ok ? fmaf(s[4 * j + 2 + c], scale_log2, add) : -INFINITY;
+                    mx0 = fmaxf(mx0, s[4 * j + c]);
+                    mx1 = fmaxf(mx1, s[4 * j + 2 + c]);
+                }
+            }
+        }
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+        const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
+        const float mu0 = mn0 == -INFINITY ? 0.0f : mn0, mu1 = mn1 == -INFINITY ? 0.0f : mn1;
+        const float corr0 = hb_exp2(m0 - mu0), corr1 = hb_exp2(m1 - mu1);
+        m0 = mn0;
+        m1 = mn1;
+        float rs0 = 0.0f, rs1 = 0.0f;
+        if (plain) {
+            const float nm0 = -mu0, nm1 = -mu1;
+#pragma unroll
+            for (int j = 0; j < 16; ++j) {
+                s[4 * j] = hb_exp2(fmaf(s[4 * j], scale_log2, nm0));
+                s[4 * j + 1] = hb_exp2(fmaf(s[4 * j + 1], scale_log2, nm0));
+                s[4 * j + 2] = hb_exp2(fmaf(s[4 * j + 2], scale_log2, nm1));
+                s[4 * j + 3] = hb_exp2(fmaf(s[4 * j + 3], scale_log2, nm1));
+            }
+        } else {
+#pragma unroll
+            for (int j = 0; j < 16; ++j) {
+                s[4 * j] = hb_exp2(s[4 * j] - mu0);
+                s[4 * j + 1] = hb_exp2(s[4 * j + 1] - mu0);
+                s[4 * j + 2] = hb_exp2(s[4 * j + 2] - mu1);
+                s[4 * j + 3] = hb_exp2(s[4 * j + 3] - mu1);
+            }
+        }
+#pragma unroll
+        for (int j = 0; j < 16; ++j) {
+            rs0 += s[4 * j] + s[4 * j + 1];
+            rs1 += s[4 * j + 2] + s[4 * j + 3];
+        }
+        l0 = l0 * corr0 + rs0;  // per-thread partial sums, reduced over the quad at the end
+        l1 = l1 * corr1 + rs1;
+
+        // ---- P V of the previous tile done: rescale O, hand P of this tile to the next ----
+        wg_wait<0>();
+#pragma unroll
+        for (int i = 0; i < 64; ++i) hb_pin(acc[i]);
+#pragma unroll
+        for (int j = 0; j < 16; ++j) {
+            acc[4 * j] *= corr0;
+            acc[4 * j + 1] *= corr0;
+            acc[4 * j + 2] *= corr1;
+            acc[4 * j + 3] *= corr1;
+        }
+#pragma unroll
+        for (int kk = 0; kk < 8; ++kk) {
+            p[4 * kk] = hb_pack(s[8 * kk], s[8 * kk + 1]);
+            p[4 * kk + 1] = hb_pack(s[8 * kk + 2], s[8 * kk + 3]);
+            p[4 * kk + 2] = hb_pack(s[8 * kk + 4], s[8 * kk + 5]);
+            p[4 * kk + 3] = hb_pack(s[8 * kk + 6], s[8 * kk + 7]);
+        }
+        first = false;
+        stage = nstage;
+        cur = nxt;
+    }
+    if (!first) {
+        const int pstage = stage == 0 ? HB_STAGES - 1 : stage - 1;
+        const unsigned long long dv = hb_desc(skv + pstage * 2 * HB_TILE + HB_TILE, HB_PANEL, 1024);
+#pragma unroll
+        for (int i = 0; i < 64; ++i) hb_pin(acc[i]);
+#pragma unroll
+        for (int i = 0; i < 32; ++i) hb_pin_u(p[i]);
+        wg_fence();
+#pragma unroll
+        for (int kk = 0; kk < HB_N / 16; ++kk)
+            wgmma_rs(acc, p[4 * kk], p[4 * kk + 1], p[4 * kk + 2], p[4 * kk + 3],
+                     dv + ((kk * 16 * 128) >> 4));
+        wg_commit();
+        wg_wait<0>();
+#pragma unroll
+        for (int i = 0; i < 64; ++i) hb_pin(acc[i]);
+    }
+    hb_wait_all();  // an empty row still committed its Q load
+
+    // ---- normalise and store ----
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+    const float inv0 = l0 > 0.0f ? 1.0f / l0 : 0.0f, inv1 = l1 > 0.0f ? 1.0f / l1 : 0.0f;
+    const int r0 = q_start + wg * 64 + wl * 16 + g, r1 = r0 + 8;
+    unsigned* o0 =
+        reinterpret_cast<unsigned*>(o + ((long long)b * lq + r0) * rs + (long long)hh * HB_D);
+    unsigned* o1 =
+        reinterpret_cast<unsigned*>(o + ((long long)b * lq + r1) * rs + (long long)hh * HB_D);
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+        if (r0 < lq) o0[j * 4 + t] = hb_pack(acc[4 * j] * inv0, acc[4 * j + 1] * inv0);
+        if (r1 < lq) o1[j * 4 + t] = hb_pack(acc[4 * j + 2] * inv1, acc[4 * j + 3] * inv1);
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(HB_THREADS, 1)
+    attn_hopper_d128(const bf16* __restrict__ q, const bf16* __restrict__ k,
+                     const bf16* __restrict__ v, bf16* __restrict__ o, int lq, int lk, int h,
+                     float scale_log2, const unsigned* __restrict__ row_ptr,
+                     const unsigned* __restrict__ col_idx, int block, int q_blocks,
+                     int bias_from, float bias_log2, const unsigned* __restrict__ order,
+                     int subs) {
+    hb_attention(q, k, v, o, lq, lk, h, scale_log2, row_ptr, col_idx, block, q_blocks, bias_from,
+                 bias_log2, order, subs);
+}

@@ -1,0 +1,304 @@
+//! Hopper attention (`kernels/hopper_attention.cu`): wgmma tensor-core kernels built for the
+//! architecture-specific `sm_90a` target, head dim 128, dense or block-sparse (CSR plan with a
+//! block that is a multiple of 128). Tried first on `AttnPath::Auto` (see `dispatch.rs`); on any
+//! other GPU, head dim or plan block [`CudaBackend::attention_hopper`] answers `Ok(None)` and the
+//! portable kernels take the call.
+//!
+//! Kernel: one CTA = 2 consumer warpgroups = 128 query rows; 128-key tiles of K and V stream
+//! through a 3-stage ring of 128-byte-swizzled shared memory (cp.async); S = QKᵀ and O += PV are
+//! `wgmma.mma_async` m64n128k16 (P from registers), with the softmax of one tile overlapping the
+//! P·V product of the previous one. Sparse launches go through a work list built on the host
+//! from the plan (cached per plan): heads in order, and inside a head the query blocks with the
+//! most kept key blocks first, so the long rows start early and the short ones fill the tail.
+
+use crate::backend::{CudaBackend, CudaTensor, DevicePlanBufs};
+use crate::error::{alloc_err, dev, drv};
+use crate::nvrtc;
+use cudarc::driver::{
+    sys::CUdevice_attribute, CudaContext, CudaFunction, CudaSlice, DevicePtr, LaunchConfig,
+    PushKernelArg,
+};
+use jenga_tensor::{BlockPlan, KeyBias, Result};
+use std::sync::{Arc, Mutex, OnceLock};
+
+const SRC: &str = concat!(
+    include_str!("../kernels/common.cuh"),
+    "\n",
+    include_str!("../kernels/hopper_attention.cu")
+);
+/// Query rows per CTA (`HB_M`) and keys per tile (`HB_N`) in the kernel.
+pub const HOPPER_TILE: usize = 128;
+const THREADS: u32 = 256;
+/// Dynamic shared memory: Q tile + 3 stages x (K, V) tiles of 128 x 128 bf16, plus 1 KiB so the
+/// base can be rounded up to the 1024-byte alignment of the swizzle pattern.
+const SMEM_BYTES: usize = 32768 * (1 + 2 * 3) + 1024;
+
+static BUILD_NOTE: OnceLock<String> = OnceLock::new();
+
+/// Why the Hopper kernels are not in use on this backend (`None` once they are built).
+pub fn hopper_attention_note() -> Option<String> {
+    BUILD_NOTE.get().cloned()
+}
+
+/// The compiled Hopper attention kernels of one backend.
+pub struct AttentionKernels {
+    d128: CudaFunction,
+    /// Sparse work lists, keyed by a hash of the plan's CSR row pointers and dims.
+    orders: Mutex<Vec<(u64, Arc<CudaSlice<u32>>)>>,
+}
+
+impl AttentionKernels {
+    /// Build for this context; `None` (with [`hopper_attention_note`] set) on anything but a
+    /// compute-capability 9.0 GPU, when `JENGA_HOPPER_ATTN=0`, or when compiling fails — the
+    /// backend then runs the portable kernels.
+    pub(crate) fn build(ctx: &Arc<CudaContext>) -> Option<Self> {
+        match Self::try_build(ctx) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                let _ = BUILD_NOTE.set(e.to_string());
+                None
+            }
+        }
+    }
+
+    fn try_build(ctx: &Arc<CudaContext>) -> Result<Self> {
+        if std::env::var("JENGA_HOPPER_ATTN").is_ok_and(|v| v == "0") {
+            return Err(dev("disabled by JENGA_HOPPER_ATTN=0"));
+        }
+        let (major, minor) = ctx
+            .compute_capability()
+            .map_err(drv("querying compute capability"))?;
+        if (major, minor) != (9, 0) {
+            return Err(dev(format!(
+                "needs an sm_90 (Hopper) GPU, this one is sm_{major}{minor}"
+            )));
+        }
+        let optin = ctx
+            .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
+            .map_err(drv("querying the shared-memory limit"))? as usize;
+        if optin < SMEM_BYTES {
+            return Err(dev(format!(
+                "needs {SMEM_BYTES} bytes of shared memory per block, the GPU allows {optin}"
+            )));
+        }
+        let m = nvrtc::load_module(ctx, "jenga_hopper_attention", SRC, &[nvrtc::ARCH_SPECIFIC])?;
+        let d128 = m
+            .load_function("attn_hopper_d128")
+            .map_err(drv("loading kernel attn_hopper_d128"))?;
+        unsafe {
+            cudarc::driver::result::function::set_function_attribute(
+                d128.cu_function(),
+                cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                SMEM_BYTES as i32,
+            )
+        }
+        .map_err(drv("raising the Hopper attention kernel's shared-memory limit"))?;
+        Ok(AttentionKernels {
+            d128,
+            orders: Mutex::new(Vec::new()),
+        })
+    }
+}
+
+/// Sparse work list: item `row * subs + sub` for CSR row `row = (b * heads + h) * q_blocks + qb`
+/// and 128-row sub-tile `sub` of that query block. Heads stay in order (their K/V stay hot in
+/// L2); inside a head, rows with more kept key blocks come first (ties: plan order).
+pub fn sparse_work_order(plan: &BlockPlan, subs: usize) -> Vec<u32> {
+    let qb = plan.q_blocks;
+    let mut out = Vec::with_capacity(plan.batch * plan.heads * qb * subs);
+    let mut rows: Vec<usize> = Vec::with_capacity(qb);
+    for bh in 0..plan.batch * plan.heads {
+        rows.clear();
+        rows.extend(bh * qb..(bh + 1) * qb);
+        rows.sort_by_key(|&r| std::cmp::Reverse(plan.row_ptr[r + 1] - plan.row_ptr[r]));
+        for &r in &rows {
+            for s in 0..subs {
+                out.push((r * subs + s) as u32);
+            }
+        }
+    }
+    out
+}
+
+fn plan_key(plan: &BlockPlan, subs: usize) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |x: u64| {
+        for b in x.to_le_bytes() {
+            h = (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    };
+    for x in [plan.batch, plan.heads, plan.block, plan.q_blocks, subs] {
+        eat(x as u64);
+    }
+    for &r in &plan.row_ptr {
+        eat(r as u64);
+    }
+    h
+}
+
+impl CudaBackend {
+    /// Whether the Hopper attention kernels are built and in use on `AttnPath::Auto`.
+    pub fn hopper_attention_available(&self) -> bool {
+        self.hopper_attn.is_some()
+    }
+
+    /// The Hopper (sm_90a, wgmma) kernel, if it covers this call: Hopper GPU, head dim 128,
+    /// 16-byte aligned tensors, plan block a multiple of 128. `Ok(None)` otherwise.
+    pub fn attention_hopper(
+        &self,
+        q: &CudaTensor,
+        k: &CudaTensor,
+        v: &CudaTensor,
+        plan: Option<(&BlockPlan, &DevicePlanBufs)>,
+        bias: Option<KeyBias>,
+    ) -> Result<Option<CudaTensor>> {
+        let Some(hk) = &self.hopper_attn else {
+            return Ok(None);
+        };
+        use jenga_tensor::TensorMeta;
+        let (qs, ks) = (q.shape(), k.shape());
+        if qs.len() != 4 || ks.len() != 4 || qs[3] != 128 {
+            return Ok(None);
+        }
+        let (b, lq, h, dh) = (qs[0], qs[1], qs[2], qs[3]);
+        let lk = ks[1];
+        if let Some((p, _)) = plan {
+            if p.block == 0 || !p.block.is_multiple_of(HOPPER_TILE) {
+                return Ok(None);
+            }
+        }
+        if lq.max(lk) > (i32::MAX as usize) / 2 || h > 65535 || b > 65535 {
+            return Ok(None);
+        }
+        let out = self.empty(qs)?;
+        let ptrs = [self.ptr(q), self.ptr(k), self.ptr(v), self.ptr(&out)];
+        if ptrs.iter().any(|p| !p.is_multiple_of(16)) {
+            return Ok(None);
+        }
+        if out.numel() == 0 {
+            return Ok(Some(out));
+        }
+        let stream = self.stream();
+        let log2e = std::f32::consts::LOG2_E;
+        let scale_log2 = log2e / (dh as f32).sqrt();
+        let (bias_from, bias_log2) = match bias {
+            Some(kb) => (kb.from_key.min(i32::MAX as usize) as i32, kb.bias * log2e),
+            None => (i32::MAX, 0.0f32),
+        };
+        // Keeps the work list alive until the launch is queued (stream-ordered frees).
+        let mut order_buf: Option<Arc<CudaSlice<u32>>> = None;
+        let (row_ptr, col_idx, block, q_blocks, subs, grid) = match plan {
+            Some((p, d)) => {
+                let subs = p.block / HOPPER_TILE;
+                let items = p.batch * p.heads * p.q_blocks * subs;
+                let (rp, _) = d.row_ptr.device_ptr(stream);
+                let (ci, _) = d.col_idx.device_ptr(stream);
+                if items > u32::MAX as usize / 2 {
+                    return Ok(None);
+                }
+                let grid = (items as u32, 1, 1);
+                if p.row_ptr.len() != p.batch * p.heads * p.q_blocks + 1 {
+                    // A plan built on the device: no host row lengths, plain row order.
+                    (rp, ci, p.block, p.q_blocks, subs, grid)
+                } else {
+                    let key = plan_key(p, subs);
+                    let mut cache = hk
+                        .orders
+                        .lock()
+                        .map_err(|_| dev("work-list cache lock poisoned"))?;
+                    let buf = match cache.iter().find(|(k, _)| *k == key) {
+                        Some((_, buf)) => buf.clone(),
+                        None => {
+                            let order = sparse_work_order(p, subs);
+                            let buf = Arc::new(
+                                stream
+                                    .clone_htod(&order)
+                                    .map_err(alloc_err(order.len() * 4))?,
+                            );
+                            if cache.len() >= 8 {
+                                cache.remove(0);
+                            }
+                            cache.push((key, buf.clone()));
+                            buf
+                        }
+                    };
+                    drop(cache);
+                    order_buf = Some(buf);
+                    (rp, ci, p.block, p.q_blocks, subs, grid)
+                }
+            }
+            None => (
+                0,
+                0,
+                0,
+                0,
+                1,
+                (lq.div_ceil(HOPPER_TILE) as u32, h as u32, b as u32),
+            ),
+        };
+        let order_ptr = match &order_buf {
+            Some(buf) => buf.device_ptr(stream).0,
+            None => 0u64,
+        };
+        let cfg = LaunchConfig {
+            grid_dim: grid,
+            block_dim: (THREADS, 1, 1),
+            shared_mem_bytes: SMEM_BYTES as u32,
+        };
+        let (lq_i, lk_i, h_i) = (lq as i32, lk as i32, h as i32);
+        let (block_i, qb_i, subs_i) = (block as i32, q_blocks as i32, subs as i32);
+        let mut lb = stream.launch_builder(&hk.d128);
+        lb.arg(&ptrs[0])
+            .arg(&ptrs[1])
+            .arg(&ptrs[2])
+            .arg(&ptrs[3])
+            .arg(&lq_i)
+            .arg(&lk_i)
+            .arg(&h_i)
+            .arg(&scale_log2)
+            .arg(&row_ptr)
+            .arg(&col_idx)
+            .arg(&block_i)
+            .arg(&qb_i)
+            .arg(&bias_from)
+            .arg(&bias_log2)
+            .arg(&order_ptr)
+            .arg(&subs_i);
+        unsafe { lb.launch(cfg) }.map_err(drv("launching attention (Hopper kernel)"))?;
+        drop(order_buf);
+        Ok(Some(out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn work_order_is_a_permutation_heavy_rows_first_heads_in_order() {
+        // 1 batch, 2 heads, 3 query blocks, 3 key blocks.
+        let mask = [
+            true, false, false, // h0 qb0: 1
+            true, true, true, // h0 qb1: 3
+            false, true, true, // h0 qb2: 2
+            false, false, false, // h1 qb0: 0
+            true, true, false, // h1 qb1: 2
+            true, true, true, // h1 qb2: 3
+        ];
+        let plan = BlockPlan::from_mask(1, 2, 256, 3, 3, &mask).unwrap();
+        let order = sparse_work_order(&plan, 2);
+        assert_eq!(order, vec![2, 3, 4, 5, 0, 1, 10, 11, 8, 9, 6, 7]);
+        let mut sorted = order.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..12).collect::<Vec<u32>>());
+    }
+
+    #[test]
+    fn plan_key_tells_plans_apart() {
+        let a = BlockPlan::from_mask(1, 1, 128, 2, 2, &[true, false, true, true]).unwrap();
+        let b = BlockPlan::from_mask(1, 1, 128, 2, 2, &[true, true, true, false]).unwrap();
+        assert_ne!(plan_key(&a, 1), plan_key(&b, 1));
+        assert_eq!(plan_key(&a, 1), plan_key(&a.clone(), 1));
+        assert_ne!(plan_key(&a, 1), plan_key(&a, 2));
+    }
+}

@@ -1,0 +1,243 @@
+//! The Hopper (sm_90a wgmma) attention kernel against the reference kernel
+//! (`attention_naive.cu`, f32 CUDA-core math) on the same random bf16 inputs.
+//!
+//! Tolerance: relative L2 error ≤ 1e-2 (bf16 P and bf16 output rounding against an f32
+//! reference; measured errors are a few 1e-3). An all-kept plan must match the dense launch to
+//! ≤ 1e-3 (same tiles, same order). Skips with a message without a CUDA driver or on GPUs where
+//! the Hopper kernel is not built (anything but sm_90).
+
+use jenga_cuda::{
+    cuda_available, hopper_attention_note, selftest::rel_l2, selftest::Rng, CudaBackend, CudaTensor,
+};
+use jenga_tensor::{Backend, BlockPlan, KeyBias};
+use std::sync::Arc;
+
+const TOL: f64 = 1e-2;
+
+fn backend() -> Option<CudaBackend> {
+    if !cuda_available() {
+        eprintln!("skipping: no CUDA driver");
+        return None;
+    }
+    let be = CudaBackend::new(0).expect("a visible device must open");
+    if !be.hopper_attention_available() {
+        eprintln!(
+            "skipping: Hopper attention kernel not in use on {}: {}",
+            be.name(),
+            hopper_attention_note().unwrap_or_default()
+        );
+        return None;
+    }
+    Some(be)
+}
+
+fn rand(be: &CudaBackend, rng: &mut Rng, shape: &[usize], std: f32) -> CudaTensor {
+    let n: usize = shape.iter().product();
+    be.upload(&rng.normal_vec(n, std), shape).unwrap()
+}
+
+fn random_plan(
+    rng: &mut Rng,
+    b: usize,
+    h: usize,
+    block: usize,
+    lq: usize,
+    lk: usize,
+    p: f32,
+) -> BlockPlan {
+    let (qb, kb) = (lq.div_ceil(block), lk.div_ceil(block));
+    let mut mask = vec![false; b * h * qb * kb];
+    for (i, m) in mask.iter_mut().enumerate() {
+        let (row, col) = (i / kb, i % kb);
+        // Diagonal plus random blocks; row 1 left empty on purpose (output must be zeros).
+        *m = (row % qb == col % qb || rng.uniform() < p) && row != 1;
+    }
+    // The last key block (partial when lk % block != 0) is kept in row 0.
+    mask[kb - 1] = true;
+    BlockPlan::from_mask(b, h, block, qb, kb, &mask).unwrap()
+}
+
+struct Case {
+    name: &'static str,
+    b: usize,
+    lq: usize,
+    lk: usize,
+    h: usize,
+    plan: Option<(usize, f32)>, // (block, keep probability)
+    bias: bool,
+}
+
+fn run_case(be: &CudaBackend, rng: &mut Rng, c: &Case) -> f64 {
+    let dh = 128;
+    let q = rand(be, rng, &[c.b, c.lq, c.h, dh], 1.5);
+    let k = rand(be, rng, &[c.b, c.lk, c.h, dh], 1.5);
+    let v = rand(be, rng, &[c.b, c.lk, c.h, dh], 1.0);
+    let bias = c.bias.then_some(KeyBias {
+        from_key: c.lk * 2 / 3,
+        bias: 1.25,
+    });
+    let plan = c
+        .plan
+        .map(|(block, p)| Arc::new(random_plan(rng, c.b, c.h, block, c.lq, c.lk, p)));
+    let dev = plan.as_ref().map(|p| be.device_plan(p).unwrap());
+    let pd = plan.as_deref().zip(dev.as_deref());
+    let got = be
+        .attention_hopper(&q, &k, &v, pd, bias)
+        .unwrap()
+        .unwrap_or_else(|| panic!("{}: Hopper kernel declined", c.name));
+    let want = be.attention_naive(&q, &k, &v, pd, bias).unwrap();
+    let (g, w) = (be.download(&got).unwrap(), be.download(&want).unwrap());
+    assert!(
+        g.iter().all(|x| x.is_finite()),
+        "{}: non-finite output",
+        c.name
+    );
+    let err = rel_l2(&g, &w);
+    eprintln!("{:<44} rel L2 {err:.2e}", c.name);
+    assert!(err <= TOL, "{}: rel L2 {err:.3e} > {TOL}", c.name);
+    err
+}
+
+#[test]
+fn hopper_matches_reference_dense_and_sparse() {
+    let Some(be) = backend() else { return };
+    let mut rng = Rng::new(0x5eed_4091);
+    let cases = [
+        Case {
+            name: "dense B1 L1000 H2 (partial tiles)",
+            b: 1,
+            lq: 1000,
+            lk: 1000,
+            h: 2,
+            plan: None,
+            bias: false,
+        },
+        Case {
+            name: "dense B2 L384 H3",
+            b: 2,
+            lq: 384,
+            lk: 384,
+            h: 3,
+            plan: None,
+            bias: false,
+        },
+        Case {
+            name: "cross Lq300 Lk77 + key bias",
+            b: 2,
+            lq: 300,
+            lk: 77,
+            h: 2,
+            plan: None,
+            bias: true,
+        },
+        Case {
+            name: "dense L700 + key bias",
+            b: 1,
+            lq: 700,
+            lk: 700,
+            h: 2,
+            plan: None,
+            bias: true,
+        },
+        Case {
+            name: "sparse block128 L1000 (partial last block)",
+            b: 1,
+            lq: 1000,
+            lk: 1000,
+            h: 3,
+            plan: Some((128, 0.3)),
+            bias: false,
+        },
+        Case {
+            name: "sparse block128 B2 L900 + key bias",
+            b: 2,
+            lq: 900,
+            lk: 900,
+            h: 2,
+            plan: Some((128, 0.4)),
+            bias: true,
+        },
+        Case {
+            name: "sparse block256 L1100 + key bias",
+            b: 1,
+            lq: 1100,
+            lk: 1100,
+            h: 2,
+            plan: Some((256, 0.4)),
+            bias: true,
+        },
+    ];
+    for c in &cases {
+        run_case(&be, &mut rng, c);
+    }
+}
+
+#[test]
+fn hopper_empty_row_is_zero_and_all_kept_equals_dense() {
+    let Some(be) = backend() else { return };
+    let mut rng = Rng::new(77);
+    let (b, l, h, dh) = (1, 650, 2, 128);
+    let q = rand(&be, &mut rng, &[b, l, h, dh], 1.5);
+    let k = rand(&be, &mut rng, &[b, l, h, dh], 1.5);
+    let v = rand(&be, &mut rng, &[b, l, h, dh], 1.0);
+    let nb = l.div_ceil(128);
+    // All kept.
+    let full =
+        Arc::new(BlockPlan::from_mask(b, h, 128, nb, nb, &vec![true; b * h * nb * nb]).unwrap());
+    let fd = be.device_plan(&full).unwrap();
+    let sparse = be
+        .attention_hopper(&q, &k, &v, Some((&full, &fd)), None)
+        .unwrap()
+        .unwrap();
+    let dense = be
+        .attention_hopper(&q, &k, &v, None, None)
+        .unwrap()
+        .unwrap();
+    let (s, d) = (be.download(&sparse).unwrap(), be.download(&dense).unwrap());
+    let err = rel_l2(&s, &d);
+    eprintln!("all-kept plan vs dense: rel L2 {err:.2e}");
+    assert!(err <= 1e-3, "all-kept plan vs dense: {err:.3e}");
+    // Query block 2 of head 1 keeps nothing: its rows must be exactly zero.
+    let mut mask = vec![true; b * h * nb * nb];
+    let row = nb + 2;
+    for m in &mut mask[row * nb..(row + 1) * nb] {
+        *m = false;
+    }
+    let holey = Arc::new(BlockPlan::from_mask(b, h, 128, nb, nb, &mask).unwrap());
+    let hd = be.device_plan(&holey).unwrap();
+    let out = be
+        .attention_hopper(&q, &k, &v, Some((&holey, &hd)), None)
+        .unwrap()
+        .unwrap();
+    let o = be.download(&out).unwrap();
+    for t in 256..384 {
+        let at = (t * h + 1) * dh;
+        assert!(
+            o[at..at + dh].iter().all(|&x| x == 0.0),
+            "token {t} head 1 not zero"
+        );
+        let at0 = (t * h) * dh;
+        assert!(
+            o[at0..at0 + dh].iter().any(|&x| x != 0.0),
+            "token {t} head 0 zero"
+        );
+    }
+}
+
+#[test]
+fn hopper_declines_what_it_does_not_cover() {
+    let Some(be) = backend() else { return };
+    let mut rng = Rng::new(3);
+    let q = rand(&be, &mut rng, &[1, 100, 2, 64], 1.0);
+    assert!(be
+        .attention_hopper(&q, &q, &q, None, None)
+        .unwrap()
+        .is_none());
+    let q = rand(&be, &mut rng, &[1, 200, 1, 128], 1.0);
+    let plan = Arc::new(BlockPlan::from_mask(1, 1, 64, 4, 4, &[true; 16]).unwrap());
+    let d = be.device_plan(&plan).unwrap();
+    assert!(be
+        .attention_hopper(&q, &q, &q, Some((&plan, &d)), None)
+        .unwrap()
+        .is_none());
+}
