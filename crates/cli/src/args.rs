@@ -44,6 +44,12 @@ pub struct BenchArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum BenchWhat {
+    /// Attention policies side by side on one prompt and seed (dense, jenga, svg, draft):
+    /// density, recall, PSNR vs dense, time, speed-up (crate::bench_policies).
+    Policies(crate::bench_policies::PoliciesArgs),
+    /// Whole generations (DiT only) of a Wan-size model, dense vs Jenga presets: wall time,
+    /// per-step ms, speed-up, density per stage, mask-building share (crate::bench_e2e).
+    E2e(E2eArgs),
     /// One DiT forward (batch 1) per size, with GFLOP/s against a square matmul.
     Dit {
         /// Video sizes FRAMESxHEIGHTxWIDTH in model units (tiny-wan: pixels).
@@ -56,7 +62,69 @@ pub enum BenchWhat {
         /// and ours.safetensors (v, first size) to DIR, for tools/wan_reference.py.
         #[arg(long, value_name = "DIR")]
         export: Option<PathBuf>,
+        /// Reference command run after our timings on the exported first size (same run),
+        /// e.g. "python3 tools/wan_reference.py"; it gets `--dir DIR --device cpu|cuda`.
+        #[arg(long, value_name = "CMD")]
+        reference: Option<String>,
     },
+    /// Attention: dense, and random per-head block plans at each density, through the
+    /// backend's attention (whatever kernel it picks), with TFLOP/s.
+    Attention {
+        /// wan480p (12x32760x128), hunyuan720p (24x119056x128) or HEADSxTOKENSxHEADDIM.
+        #[arg(long, value_delimiter = ',', default_value = "wan480p,hunyuan720p")]
+        shapes: Vec<String>,
+        /// Kept percentage of (query block, key block) pairs of the random sparse plans.
+        #[arg(long, value_delimiter = ',', default_value = "10,20,30,50,100")]
+        densities: Vec<f64>,
+        /// Tokens per block of the sparse plans.
+        #[arg(long, default_value_t = 128)]
+        block: usize,
+        /// Timed repetitions (median reported) after one warm-up.
+        #[arg(long, default_value_t = 5)]
+        repeats: usize,
+        /// Reference command run after our timings (same run), e.g.
+        /// "python3 tools/bench_attention.py"; it gets `--manifest FILE` with the same plans.
+        #[arg(long, value_name = "CMD")]
+        reference: Option<String>,
+        /// Where the plans for the reference are written (default: a temporary directory).
+        #[arg(long, value_name = "DIR")]
+        plans: Option<PathBuf>,
+        /// Seed of the random inputs and plans.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+}
+
+/// `jenga bench e2e` flags (model flags are the global ones; default `--random-weights wan-1.3b`).
+#[derive(Args, Debug, Clone)]
+pub struct E2eArgs {
+    /// Denoising steps of each run (a 50-step total is extrapolated from the per-step times).
+    #[arg(long, default_value_t = 8)]
+    pub steps: usize,
+    /// Latent frames / height / width (default: the model's, Wan 81x480x832 → 21x60x104).
+    #[arg(long)]
+    pub frames: Option<usize>,
+    #[arg(long)]
+    pub height: Option<usize>,
+    #[arg(long)]
+    pub width: Option<usize>,
+    /// Guidance scale (default: the model's; ≠ 1 runs cond + uncond as one batch of 2).
+    #[arg(long)]
+    pub guidance: Option<f32>,
+    /// Jenga presets compared with dense.
+    #[arg(long, value_delimiter = ',', default_value = "base,turbo,flash,3stage")]
+    pub presets: Vec<String>,
+    /// Do not run dense (no speed-ups then).
+    #[arg(long)]
+    pub skip_dense: bool,
+    /// Also run each preset with every mask-building call between two device syncs and
+    /// report its share of the DiT time (the timed runs have no extra syncs).
+    #[arg(long)]
+    pub profile_masks: bool,
+    /// Also time mask building vs the sparse attention of one layer at 12x256 and 24x931
+    /// blocks (CUDA only).
+    #[arg(long)]
+    pub mask_kernels: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -123,9 +191,10 @@ pub struct GenerateArgs {
 }
 
 /// Attention policy, ProRes and step-skip flags (the Jenga seed's names).
-#[derive(Args, Debug, Clone, Default)]
+#[derive(Args, Debug, Clone)]
 pub struct JengaArgs {
-    /// dense | jenga. Default: jenga when a preset or Jenga flag is given, else dense.
+    /// dense | jenga | svg | draft. Default: jenga when a preset or Jenga flag is given,
+    /// else dense. svg = Sparse VideoGen, draft = DraftAttention (docs/POLICIES.md).
     #[arg(long)]
     pub policy: Option<String>,
     /// base | turbo | flash | 3stage: expands to the flags below (explicit flags override).
@@ -153,12 +222,13 @@ pub struct JengaArgs {
     /// Step skipping: none | static (the paper's 23-of-50 schedule) | teacache.
     #[arg(long)]
     pub skip: Option<String>,
-    /// Static skip: steps kept out of every 50.
-    #[arg(long, default_value_t = 23)]
-    pub skip_keep: usize,
-    /// TeaCache threshold on the accumulated rescaled relative L1 change.
-    #[arg(long, default_value_t = 0.15)]
-    pub teacache_thresh: f64,
+    /// Static skip: steps kept out of every 50 [default: the preset's, else 23].
+    #[arg(long)]
+    pub skip_keep: Option<usize>,
+    /// TeaCache threshold on the accumulated rescaled relative L1 change [default: the
+    /// preset's, else 0.15].
+    #[arg(long)]
+    pub teacache_thresh: Option<f64>,
     /// Text-attention amplifier strength ρ (β = −ρ·log(N_s/N_S) in low-resolution stages).
     #[arg(long, default_value_t = 0.5)]
     pub text_amp_rho: f64,
@@ -168,6 +238,32 @@ pub struct JengaArgs {
     /// Tokens per block of the block-sparse attention.
     #[arg(long, default_value_t = 128)]
     pub block: usize,
+    /// Sparse VideoGen / DraftAttention flags (`--svg-*`, `--draft-*`).
+    #[command(flatten)]
+    pub peers: crate::policy::PeerArgs,
+}
+
+impl Default for JengaArgs {
+    /// The flags' own defaults (dense attention, no ProRes, no skip), as when none is given.
+    fn default() -> Self {
+        JengaArgs {
+            policy: None,
+            preset: None,
+            sa_drop_rates: None,
+            p_remain_rates: None,
+            res_rate_list: None,
+            step_rate_list: None,
+            scheduler_shift_list: None,
+            interp: "trilinear".into(),
+            skip: None,
+            skip_keep: None,
+            teacache_thresh: None,
+            text_amp_rho: 0.5,
+            curve: "sliced".into(),
+            block: 128,
+            peers: Default::default(),
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -213,4 +309,18 @@ pub enum InspectWhat {
         #[arg(long)]
         png: Option<PathBuf>,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jenga_args_default_matches_the_flag_defaults() {
+        let cli = Cli::try_parse_from(["jenga", "generate", "--prompt", "x"]).unwrap();
+        let Command::Generate(g) = cli.command else {
+            panic!("expected generate");
+        };
+        assert_eq!(format!("{:?}", g.jenga), format!("{:?}", JengaArgs::default()));
+    }
 }

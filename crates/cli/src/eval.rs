@@ -20,6 +20,9 @@ struct Row {
     name: String,
     settings: String,
     secs: f64,
+    /// CPU seconds of the whole process (all threads): steadier than wall time on a shared
+    /// machine, and what a CPU run costs.
+    cpu: f64,
     psnr: f64,
     ssim: f64,
     density: Vec<f64>,
@@ -79,12 +82,25 @@ fn dev_name(d: &Device) -> String {
     }
 }
 
-fn run_one<B: Backend>(be: &B, model: &WanModel<B>, ctx: &B::Tensor, p: &Plan, policy: &dyn AttentionPolicy<B>) -> Result<(SampleOutput, f64)> {
+/// CPU time (user + system) of this process so far, in seconds.
+fn process_cpu_secs() -> f64 {
+    let mut ru = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage fills the struct it is given; RUSAGE_SELF is always valid.
+    let ru = unsafe {
+        libc::getrusage(libc::RUSAGE_SELF, ru.as_mut_ptr());
+        ru.assume_init()
+    };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// Runs one sampling; returns the output, wall seconds and process CPU seconds.
+fn run_one<B: Backend>(be: &B, model: &WanModel<B>, ctx: &B::Tensor, p: &Plan, policy: &dyn AttentionPolicy<B>) -> Result<(SampleOutput, f64, f64)> {
     be.synchronize()?;
-    let t = Instant::now();
+    let (t, c) = (Instant::now(), process_cpu_secs());
     let out = sample(be, model, ctx, &p.spec, policy, None, &mut |_| {})?;
     be.synchronize()?;
-    Ok((out, t.elapsed().as_secs_f64()))
+    Ok((out, t.elapsed().as_secs_f64(), process_cpu_secs() - c))
 }
 
 type Variant = (String, GenerateArgs, Plan);
@@ -101,9 +117,9 @@ fn eval_on<B: Backend>(be: &B, e: &EvalArgs, src: &Source, dense: &Plan, plans: 
     };
     let ctx = model.embed_text(be, &ctx)?;
     eprintln!("eval on {}: dense reference …", be.name());
-    let (d_out, d_secs) = run_one(be, &model, &ctx, dense, &Dense)?;
+    let (d_out, d_secs, d_cpu) = run_one(be, &model, &ctx, dense, &Dense)?;
     let shape = d_out.shape;
-    let mut rows = vec![scene_row("dense", "full attention, all steps".into(), d_secs, &d_out, &d_out, vec![1.0], None, src, &g.prompt)];
+    let mut rows = vec![scene_row("dense", "full attention, all steps".into(), (d_secs, d_cpu), &d_out, &d_out, vec![1.0], None, src, &g.prompt)];
     let mut videos = vec![crate::generate::to_video(&d_out.video, shape, g.fps, true)];
     for (name, a, p) in plans {
         let label = if name.is_empty() { p.policy.clone() } else { name.clone() };
@@ -121,7 +137,10 @@ fn eval_on<B: Backend>(be: &B, e: &EvalArgs, src: &Source, dense: &Plan, plans: 
             let mid = p.spec.steps / 2;
             probe.capture = vec![(mid, 0, 0), (mid, model.num_layers() - 1, 0), (p.spec.steps - 1, 0, 1.min(cfg.num_heads - 1))];
         }
-        let (out, secs) = run_one(be, &model, &ctx, p, &probe)?;
+        let (out, secs, cpu) = run_one(be, &model, &ctx, p, &probe)?;
+        // Recall is measured single-threaded on the host inside the run: not part of its cost.
+        let spent = *probe.overhead.lock().expect("probe lock");
+        let (secs, cpu) = (secs - spent, cpu - spent);
         if out.shape != shape {
             bail!("eval: {label} produced {:?}, dense {:?}", out.shape, shape);
         }
@@ -136,7 +155,7 @@ fn eval_on<B: Backend>(be: &B, e: &EvalArgs, src: &Source, dense: &Plan, plans: 
         let density: Vec<f64> = inner.density_stats().iter().map(|d| d.mean_density).collect();
         // Recall is measured on sparse calls only (dense calls hold all the mass).
         let recall = probe.mean_recall();
-        rows.push(scene_row(&label, settings, secs, &out, &d_out, density, recall, src, &g.prompt));
+        rows.push(scene_row(&label, settings, (secs, cpu), &out, &d_out, density, recall, src, &g.prompt));
         videos.push(crate::generate::to_video(&out.video, shape, g.fps, true));
         if let Some(dir) = &e.save_masks {
             for m in probe.masks.lock().expect("probe lock").iter() {
@@ -151,7 +170,7 @@ fn eval_on<B: Backend>(be: &B, e: &EvalArgs, src: &Source, dense: &Plan, plans: 
 }
 
 #[allow(clippy::too_many_arguments)]
-fn scene_row(name: &str, settings: String, secs: f64, out: &SampleOutput, dense: &SampleOutput, density: Vec<f64>, recall: Option<f64>, src: &Source, prompt: &str) -> Row {
+fn scene_row(name: &str, settings: String, (secs, cpu): (f64, f64), out: &SampleOutput, dense: &SampleOutput, density: Vec<f64>, recall: Option<f64>, src: &Source, prompt: &str) -> Row {
     let caption = match src {
         Source::Bundle(b) => b.caption(prompt),
         _ => None,
@@ -164,6 +183,7 @@ fn scene_row(name: &str, settings: String, secs: f64, out: &SampleOutput, dense:
         name: name.into(),
         settings,
         secs,
+        cpu,
         psnr: psnr(&out.video, &dense.video),
         ssim: ssim(&out.video, &dense.video, out.shape),
         density,
@@ -192,14 +212,14 @@ fn render(e: &EvalArgs, rows: &[Row], dev: &str, caption: Option<&Caption>, src:
     let s = &dense.spec;
     let mut o = String::new();
     let _ = writeln!(o, "Prompt `{}`, seed {}, {} ({}×{}×{}, {} steps, shift {}, guidance {}), on {dev}.\n", g.prompt, s.seed, src.name(), s.frames, s.height, s.width, s.steps, s.stages[0].shift, s.guidance);
-    let _ = writeln!(o, "| variant | time (s) | speed-up | PSNR vs dense (dB) | SSIM | density per stage | recall | steps computed | caption check |");
-    let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|");
-    let dense_secs = rows[0].secs;
+    let _ = writeln!(o, "| variant | wall (s) | CPU (s) | speed-up (wall / CPU) | PSNR vs dense (dB) | SSIM | density per stage | recall | steps computed | caption check |");
+    let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|---|");
+    let (dense_secs, dense_cpu) = (rows[0].secs, rows[0].cpu);
     for r in rows {
         let dens = r.density.iter().map(|d| format!("{:.0}%", d * 100.0)).collect::<Vec<_>>().join(" / ");
         let psnr = if r.psnr.is_infinite() { "∞".into() } else { format!("{:.1}", r.psnr) };
         let recall = r.recall.map_or("–".into(), |v| format!("{v:.3}"));
-        let _ = writeln!(o, "| {} | {:.1} | {:.2}x | {psnr} | {:.3} | {dens} | {recall} | {}/{} | {} |", r.name, r.secs, dense_secs / r.secs, r.ssim, r.computed, s.steps, r.check);
+        let _ = writeln!(o, "| {} | {:.1} | {:.1} | {:.2}x / {:.2}x | {psnr} | {:.3} | {dens} | {recall} | {}/{} | {} |", r.name, r.secs, r.cpu, dense_secs / r.secs, dense_cpu / r.cpu.max(1e-9), r.ssim, r.computed, s.steps, r.check);
     }
     let _ = writeln!(o);
     for r in rows.iter().skip(1) {

@@ -4,10 +4,11 @@ use crate::args::{GenerateArgs, JengaArgs, ModelArgs};
 use crate::device::{self, Device};
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use jenga_carve::{AttentionPolicy, Dense};
+use jenga_carve::AttentionPolicy;
 use jenga_models::{ModelBundle, RandomWeights, WanConfig, WanModel, WeightSource};
 use jenga_pipeline::{
-    sample, static_skip_schedule, Event, JengaSettings, SampleSpec, SkipRule, TEACACHE_WAN_1_3B,
+    sample, static_skip_schedule, Event, JengaSettings, PresetSkip, SampleSpec, SkipRule,
+    TEACACHE_WAN_1_3B,
 };
 use jenga_tensor::Backend;
 use std::time::{Duration, Instant};
@@ -92,7 +93,7 @@ pub struct Plan {
     pub spec: SampleSpec,
     pub prompt: String,
     pub negative: String,
-    /// `dense` or `jenga`.
+    /// `dense`, `jenga`, `svg` or `draft` (crate::policy::POLICIES).
     pub policy: String,
     /// Jenga settings when a preset or Jenga flag was given.
     pub jenga: Option<JengaSettings>,
@@ -137,29 +138,37 @@ pub fn resolve_jenga(j: &JengaArgs, base_shift: f64) -> Result<Option<JengaSetti
 
 /// `--skip` (or the preset's) → the sampler's rule.
 fn skip_rule(j: &JengaArgs, settings: Option<&JengaSettings>, steps: usize) -> Result<SkipRule> {
-    let which = match (&j.skip, settings.and_then(|s| s.skip_keep_of_50)) {
+    let preset = settings.map_or(PresetSkip::None, |s| s.skip);
+    let which = match (&j.skip, preset) {
         (Some(s), _) => s.as_str(),
-        (None, Some(_)) => "static",
-        (None, None) => "none",
+        (None, PresetSkip::None) => "none",
+        (None, PresetSkip::Static { .. }) => "static",
+        (None, PresetSkip::TeaCache { .. }) => "teacache",
     };
+    // Explicit --skip-keep / --teacache-thresh win over the preset's values.
+    let keep = j.skip_keep.unwrap_or(match preset {
+        PresetSkip::Static { keep_of_50 } => keep_of_50,
+        _ => 23,
+    });
+    let thresh = j.teacache_thresh.unwrap_or(match preset {
+        PresetSkip::TeaCache { threshold } => threshold,
+        _ => 0.15,
+    });
     Ok(match which {
         "none" => SkipRule::None,
         "static" => {
-            if j.skip_keep == 0 || j.skip_keep > 50 {
-                bail!("--skip-keep {}: must be in 1..=50", j.skip_keep);
+            if keep == 0 || keep > 50 {
+                bail!("--skip-keep {keep}: must be in 1..=50");
             }
-            let keep = ((j.skip_keep * steps) as f64 / 50.0).round().max(2.0) as usize;
+            let keep = ((keep * steps) as f64 / 50.0).round().max(2.0) as usize;
             SkipRule::Static(static_skip_schedule(steps, keep.min(steps)))
         }
         "teacache" => {
-            if !(j.teacache_thresh >= 0.0) {
-                bail!(
-                    "--teacache-thresh {}: must be non-negative",
-                    j.teacache_thresh
-                );
+            if !(thresh >= 0.0) {
+                bail!("--teacache-thresh {thresh}: must be non-negative");
             }
             SkipRule::TeaCache {
-                threshold: j.teacache_thresh,
+                threshold: thresh,
                 coefficients: TEACACHE_WAN_1_3B.to_vec(),
                 ret_steps: (steps / 10).max(1),
             }
@@ -208,8 +217,10 @@ pub fn plan(a: &GenerateArgs, src: &Source) -> Result<Plan> {
     let policy = match a.jenga.policy.as_deref() {
         None if jenga.is_some() => "jenga".to_string(),
         None => "dense".to_string(),
-        Some(p @ ("dense" | "jenga")) => p.to_string(),
-        Some(other) => bail!("--policy {other}: expected dense or jenga"),
+        Some(p) => {
+            crate::policy::check_name(p)?;
+            p.to_string()
+        }
     };
     let mut spec = SampleSpec::single(f, h, w, steps, shift, guidance, a.seed);
     if let Some(js) = &jenga {
@@ -260,15 +271,10 @@ pub fn run(a: GenerateArgs) -> Result<()> {
             }
         }
     }
-    let jp = match (&plan.jenga, plan.policy.as_str()) {
-        (Some(js), "jenga") => Some(crate::policy::jenga(
-            js,
-            &plan.spec,
-            &a.jenga,
-            src.config().patch_size,
-        )?),
-        _ => None,
-    };
+    let pol = crate::policy::build(&plan, &a.jenga, src.config().patch_size)?;
+    if matches!(plan.policy.as_str(), "svg" | "draft") {
+        eprintln!("{} settings: {}", plan.policy, pol.settings());
+    }
     if let Some(js) = &plan.jenga {
         eprintln!(
             "jenga settings: policy {} | sa-drop-rates {:?} p-remain {:?} | res {:?} steps {:?} shifts {:?} | skip {}",
@@ -277,12 +283,14 @@ pub fn run(a: GenerateArgs) -> Result<()> {
         );
     }
     let dev = device::select(&a.model.device, a.model.threads)?;
-    match (&dev, &jp) {
-        (Device::Cpu(be), Some(p)) => generate(be, &a, &src, &plan, p),
-        (Device::Cpu(be), None) => generate(be, &a, &src, &plan, &Dense),
-        (Device::Cuda(be), Some(p)) => generate(be.as_ref(), &a, &src, &plan, p),
-        (Device::Cuda(be), None) => generate(be.as_ref(), &a, &src, &plan, &Dense),
+    match &dev {
+        Device::Cpu(be) => generate(be, &a, &src, &plan, &pol)?,
+        Device::Cuda(be) => generate(be.as_ref(), &a, &src, &plan, &pol)?,
     }
+    if let Some(c) = pol.choices() {
+        eprintln!("{}: {c}", plan.policy);
+    }
+    Ok(())
 }
 
 pub fn skip_name(s: &SkipRule) -> String {

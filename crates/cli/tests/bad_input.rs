@@ -150,3 +150,28 @@ fn generates_a_gif_with_the_embedded_model() {
     let data = std::fs::read(&out).unwrap();
     assert!(data.starts_with(b"GIF8"));
 }
+
+#[test]
+fn bad_jenga_flags_fail_before_compute() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("v.gif");
+    let f = |extra: &[&str]| fails(extra, &out);
+    // lists of different lengths
+    let e = f(&["--res-rate-list", "0.5", "1.0", "--step-rate-list", "1.0"]);
+    assert!(e.contains("--step-rate-list"), "{e}");
+    // rates outside (0, 1]
+    assert!(f(&["--sa-drop-rates", "1.5"]).contains("--sa-drop-rates"));
+    assert!(f(&["--p-remain-rates", "0"]).contains("--p-remain-rates"));
+    assert!(f(&["--res-rate-list", "1.5", "1.0", "--step-rate-list", "0.5", "1.0", "--scheduler-shift-list", "3", "5"]).contains("--res-rate-list"));
+    // a stage size that is not whole patches: 32 px × 0.3 = 9.6
+    let e = f(&["--res-rate-list", "0.3", "1.0", "--step-rate-list", "0.5", "1.0", "--scheduler-shift-list", "3", "5"]);
+    assert!(e.contains("--res-rate-list"), "{e}");
+    // decreasing step rates
+    let e = f(&["--res-rate-list", "0.5", "1.0", "--step-rate-list", "0.7", "0.5", "--scheduler-shift-list", "3", "5"]);
+    assert!(e.contains("--step-rate-list"), "{e}");
+    // unknown names
+    assert!(f(&["--preset", "warp"]).contains("--preset warp"));
+    assert!(f(&["--skip", "sometimes"]).contains("--skip"));
+    assert!(f(&["--curve", "zorder"]).contains("--curve"));
+    assert!(f(&["--policy", "magic"]).contains("--policy"));
+}

@@ -8,7 +8,7 @@ pub mod resize;
 pub mod sampler;
 pub mod schedule;
 
-pub use presets::{JengaSettings, PRESETS};
+pub use presets::{JengaSettings, PresetSkip, PRESETS, WAN_P_REMAIN};
 pub use sampler::{
     sample, static_skip_schedule, Event, SampleOutput, SampleSpec, SkipRule, StagePlan,
     TEACACHE_WAN_1_3B,

@@ -14,55 +14,83 @@ pub struct JengaSettings {
     pub step_rate_list: Vec<f64>,
     /// Absolute shifts per stage.
     pub scheduler_shift_list: Vec<f64>,
-    /// Keep this many of every 50 steps with the static skip schedule (`None` = no skip).
-    pub skip_keep_of_50: Option<usize>,
+    /// Step skipping the preset asks for (an explicit `--skip` wins).
+    pub skip: PresetSkip,
 }
+
+/// A preset's step-skip rule.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum PresetSkip {
+    None,
+    /// The paper's static schedule: keep this many of every 50 steps.
+    Static { keep_of_50: usize },
+    /// TeaCache with this threshold (the Wan scripts' `--teacache_thresh`).
+    TeaCache { threshold: f64 },
+}
+
+/// The importance cutoff of the official Wan2.1 scripts (the Hunyuan table uses 0.3/0.5).
+pub const WAN_P_REMAIN: f64 = 0.9;
 
 pub const PRESETS: [&str; 4] = ["base", "turbo", "flash", "3stage"];
 
 impl JengaSettings {
-    /// The seed's presets (HunyuanVideo table, 50 steps, shift 7 → here `base_shift`): stage
-    /// shifts keep the table's offsets (7 9 11 → s, s+2, s+4). All keep 23 of 50 steps, as the
-    /// paper's Jenga results do.
+    /// The seed's presets for Wan2.1 models.
+    ///
+    /// - `base` is the official Wan script's Base: drop 0.75/0.85 (switch at the middle step),
+    ///   p 0.9, TeaCache 0.15.
+    /// - `turbo`, `flash`, `3stage` take the drop rates, resolutions, step splits and shift
+    ///   offsets of the seed's table (HunyuanVideo, shift 7 9 11 → s, s+2, s+4) with the Wan
+    ///   scripts' p = 0.9 (the table's 0.3/0.5 keep too little of Wan's diffuse attention:
+    ///   docs/JENGA.md), and the paper's static schedule keeping 23 of every 50 steps.
     pub fn preset(name: &str, base_shift: f64) -> Result<Self, String> {
         let s = base_shift;
-        let (drop, p, res, steps, shifts): (&[f64], &[f64], &[f64], &[f64], Vec<f64>) = match name {
-            "base" => (&[0.75, 0.85], &[0.3], &[1.0], &[1.0], vec![s]),
-            "turbo" => (
-                &[0.7, 0.8],
-                &[0.3],
-                &[0.75, 1.0],
-                &[0.5, 1.0],
-                vec![s, s + 2.0],
-            ),
-            "flash" => (
-                &[0.8, 0.95],
-                &[0.5],
-                &[0.75, 1.0],
-                &[0.5, 1.0],
-                vec![s, s + 2.0],
-            ),
-            "3stage" => (
-                &[0.75, 0.85, 0.85],
-                &[0.3],
-                &[0.5, 0.75, 1.0],
-                &[0.3, 0.5, 1.0],
-                vec![s, s + 2.0, s + 4.0],
-            ),
-            other => {
-                return Err(format!(
-                    "--preset {other}: unknown (expected one of {})",
-                    PRESETS.join(", ")
-                ))
-            }
-        };
+        let p = WAN_P_REMAIN;
+        let paper_skip = PresetSkip::Static { keep_of_50: 23 };
+        #[allow(clippy::type_complexity)]
+        let (drop, res, steps, shifts, skip): (&[f64], &[f64], &[f64], Vec<f64>, PresetSkip) =
+            match name {
+                "base" => (
+                    &[0.75, 0.85],
+                    &[1.0],
+                    &[1.0],
+                    vec![s],
+                    PresetSkip::TeaCache { threshold: 0.15 },
+                ),
+                "turbo" => (
+                    &[0.7, 0.8],
+                    &[0.75, 1.0],
+                    &[0.5, 1.0],
+                    vec![s, s + 2.0],
+                    paper_skip,
+                ),
+                "flash" => (
+                    &[0.8, 0.95],
+                    &[0.75, 1.0],
+                    &[0.5, 1.0],
+                    vec![s, s + 2.0],
+                    paper_skip,
+                ),
+                "3stage" => (
+                    &[0.75, 0.85, 0.85],
+                    &[0.5, 0.75, 1.0],
+                    &[0.3, 0.5, 1.0],
+                    vec![s, s + 2.0, s + 4.0],
+                    paper_skip,
+                ),
+                other => {
+                    return Err(format!(
+                        "--preset {other}: unknown (expected one of {})",
+                        PRESETS.join(", ")
+                    ))
+                }
+            };
         Ok(JengaSettings {
             sa_drop_rates: drop.to_vec(),
-            p_remain_rates: p.to_vec(),
+            p_remain_rates: vec![p],
             res_rate_list: res.to_vec(),
             step_rate_list: steps.to_vec(),
             scheduler_shift_list: shifts,
-            skip_keep_of_50: Some(23),
+            skip,
         })
     }
 
@@ -70,11 +98,11 @@ impl JengaSettings {
     pub fn attention_only(base_shift: f64) -> Self {
         JengaSettings {
             sa_drop_rates: vec![0.75, 0.85],
-            p_remain_rates: vec![0.3],
+            p_remain_rates: vec![WAN_P_REMAIN],
             res_rate_list: vec![1.0],
             step_rate_list: vec![1.0],
             scheduler_shift_list: vec![base_shift],
-            skip_keep_of_50: None,
+            skip: PresetSkip::None,
         }
     }
 
@@ -137,7 +165,7 @@ impl JengaSettings {
         if let Some(v) = self.scheduler_shift_list.iter().find(|v| !(**v > 0.0)) {
             return Err(format!("--scheduler-shift-list: {v} must be positive"));
         }
-        if let Some(k) = self.skip_keep_of_50 {
+        if let PresetSkip::Static { keep_of_50: k } = self.skip {
             if k == 0 || k > 50 {
                 return Err(format!("--skip-keep {k}: must be in 1..=50"));
             }
@@ -243,7 +271,7 @@ mod tests {
             vec![3.0, 5.0, 7.0]
         );
         // drop rates per stage; one-stage presets split at the middle step
-        assert_eq!(s.drop_and_p(0, 50, 2), (0.85, 0.3));
+        assert_eq!(s.drop_and_p(0, 50, 2), (0.85, 0.9));
         let b = JengaSettings::preset("base", 3.0).unwrap();
         assert_eq!(b.drop_and_p(25, 50, 0).0, 0.75);
         assert_eq!(b.drop_and_p(26, 50, 0).0, 0.85);

@@ -36,6 +36,8 @@ pub struct Probe<'a, B: Backend> {
     pub capture: Vec<(usize, usize, usize)>,
     pub recalls: Mutex<Vec<RecallSample>>,
     pub masks: Mutex<Vec<MaskCapture>>,
+    /// Seconds spent measuring (downloads + host recall), to subtract from timings.
+    pub overhead: Mutex<f64>,
 }
 
 impl<'a, B: Backend> Probe<'a, B> {
@@ -47,6 +49,7 @@ impl<'a, B: Backend> Probe<'a, B> {
             capture: Vec::new(),
             recalls: Mutex::new(Vec::new()),
             masks: Mutex::new(Vec::new()),
+            overhead: Mutex::new(0.0),
         }
     }
 
@@ -134,6 +137,7 @@ impl<B: Backend> AttentionPolicy<B> for Probe<'_, B> {
             return Ok(plan);
         };
         if self.recall_every_steps > 0 && ctx.step % self.recall_every_steps == 0 {
+            let t = std::time::Instant::now();
             let s = q.shape();
             let shape = [s[0], s[1], s[2], s[3]];
             let r = recall(
@@ -151,6 +155,7 @@ impl<B: Backend> AttentionPolicy<B> for Probe<'_, B> {
                 layer: ctx.layer,
                 recall: r,
             });
+            *self.overhead.lock().expect("probe lock") += t.elapsed().as_secs_f64();
         }
         for &(step, layer, head) in &self.capture {
             if step == ctx.step && layer == ctx.layer && head < p.heads {
