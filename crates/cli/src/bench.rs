@@ -1,4 +1,11 @@
 //! `jenga bench`: timings with a reference measured in the same run.
+//!
+//! Every sub-command times our path (synchronize + wall clock, one warm-up, median of
+//! repeats) and, with `--reference CMD`, spawns the PyTorch script of `tools/` right after in the
+//! same process tree, parses its JSON lines and prints ours vs theirs.
+
+mod attention;
+mod reference;
 
 use crate::args::{BenchArgs, BenchWhat};
 use crate::device::{self, Device};
@@ -8,27 +15,40 @@ use jenga_carve::{AttnCtx, Dense};
 use jenga_models::WanModel;
 use jenga_tensor::{Act, Backend};
 use std::io::Write;
-use std::path::Path;
+use std::path::PathBuf;
 use std::time::Instant;
 
 /// One result line (also the `--json` format).
 pub struct Record {
     pub name: String,
     pub ours_ms: f64,
-    pub reference: String,
-    pub reference_ms: f64,
+    pub reference: Option<String>,
+    pub reference_ms: Option<f64>,
     /// Achieved rate of ours, in TFLOP/s.
     pub tflops: f64,
+    /// Fraction of attention block pairs computed (attention benches).
+    pub density: Option<f64>,
+    pub device: String,
+    /// Further fields (reference TFLOP/s, relative error, ...).
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Record {
     pub fn json(&self) -> String {
-        serde_json::json!({
-            "name": self.name, "ours_ms": self.ours_ms, "reference": self.reference,
-            "reference_ms": self.reference_ms, "tflops": self.tflops,
-        })
-        .to_string()
+        let mut o = serde_json::json!({
+            "name": self.name, "ours_ms": round3(self.ours_ms), "reference": self.reference,
+            "reference_ms": self.reference_ms.map(round3), "tflops": round3(self.tflops),
+            "density": self.density, "device": self.device,
+        });
+        if let Some(m) = o.as_object_mut() {
+            m.extend(self.extra.clone());
+        }
+        o.to_string()
     }
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1e3).round() / 1e3
 }
 
 pub fn run(a: BenchArgs) -> Result<()> {
@@ -40,22 +60,18 @@ pub fn run(a: BenchArgs) -> Result<()> {
     };
     let dev = device::select(&a.model.device, a.model.threads)?;
     let records = match (&a.what, &dev) {
-        (
-            BenchWhat::Dit {
-                sizes,
-                repeats,
-                export,
-            },
-            Device::Cpu(be),
-        ) => bench_dit(be, &a, sizes, *repeats, export.as_deref())?,
-        (
-            BenchWhat::Dit {
-                sizes,
-                repeats,
-                export,
-            },
-            Device::Cuda(be),
-        ) => bench_dit(be.as_ref(), &a, sizes, *repeats, export.as_deref())?,
+        (BenchWhat::Dit { .. }, Device::Cpu(be)) => bench_dit(be, &a, "cpu")?,
+        (BenchWhat::Dit { .. }, Device::Cuda(be)) => bench_dit(be.as_ref(), &a, "cuda")?,
+        (BenchWhat::Attention { .. }, Device::Cpu(be)) => attention::run(be, &a, "cpu")?,
+        (BenchWhat::Attention { .. }, Device::Cuda(be)) => attention::run(be.as_ref(), &a, "cuda")?,
+        // Writes its own table, report and JSON lines.
+        (BenchWhat::Policies(p), dev) => {
+            return crate::bench_policies::run(p, &a.model, a.json.as_deref(), dev)
+        }
+        // Writes its own JSON lines (to the file created above).
+        (BenchWhat::E2e(e), dev) => {
+            return crate::bench_e2e::run(e, &a.model, a.json.as_deref(), dev)
+        }
     };
     for r in &records {
         if let Some(f) = json.as_mut() {
@@ -78,7 +94,7 @@ pub fn parse_size(s: &str) -> Result<(usize, usize, usize)> {
     Ok((v[0], v[1], v[2]))
 }
 
-/// Median of `n` timed runs of `f` after one warm-up, in ms.
+/// Median of `n` timed runs of `f` after one warm-up, in ms (synchronize + wall clock).
 fn time_ms<B: Backend>(be: &B, n: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
     f()?;
     be.synchronize()?;
@@ -104,19 +120,52 @@ fn matmul_ms<B: Backend>(be: &B, n: usize) -> Result<f64> {
     })
 }
 
-fn bench_dit<B: Backend>(
-    be: &B,
-    a: &BenchArgs,
-    sizes: &[String],
-    repeats: usize,
-    export: Option<&Path>,
-) -> Result<Vec<Record>> {
+/// A directory removed on drop (the export made only for `--reference`).
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn bench_dit<B: Backend>(be: &B, a: &BenchArgs, dev_kind: &str) -> Result<Vec<Record>> {
+    let BenchWhat::Dit {
+        sizes,
+        repeats,
+        export,
+        reference,
+    } = &a.what
+    else {
+        unreachable!("bench_dit is called for `bench dit`")
+    };
+    let repeats = *repeats;
+    // The reference needs an export; without --export it goes to a temporary directory.
+    let mut _tmp = None;
+    let export: Option<PathBuf> = match (export, reference) {
+        (Some(d), _) => Some(d.clone()),
+        (None, Some(_)) => {
+            let d = std::env::temp_dir().join(format!("jenga-bench-dit-{}", std::process::id()));
+            _tmp = Some(TempDir(d.clone()));
+            Some(d)
+        }
+        (None, None) => None,
+    };
     let src = Source::open(&a.model)?;
     let cfg = src.config().clone();
-    let model = WanModel::load(be, &cfg, src.weights())?;
+    let t0 = Instant::now();
+    let model = WanModel::load(be, &cfg, src.weights())
+        .with_context(|| format!("loading {} onto {}", src.name(), be.name()))?;
+    println!(
+        "loaded {} ({:.2} B parameters) in {:.1} s",
+        src.name(),
+        cfg.num_params() as f64 / 1e9,
+        t0.elapsed().as_secs_f64()
+    );
     let text = src.encode("a red circle moving right on a blue background")?;
     let ctx = model.embed_text(be, &be.upload(&text, &[1, cfg.text_len, cfg.text_dim])?)?;
-    if let Some(dir) = export {
+    if let Some(dir) = &export {
+        let t0 = Instant::now();
         std::fs::create_dir_all(dir).with_context(|| format!("--export {}", dir.display()))?;
         std::fs::write(dir.join("config.json"), cfg.to_json())?;
         jenga_models::export_bf16(
@@ -124,11 +173,17 @@ fn bench_dit<B: Backend>(
             &cfg.tensor_shapes(),
             &dir.join("weights.safetensors"),
         )?;
+        println!(
+            "exported weights ({:.2} GB bf16) in {:.1} s",
+            cfg.num_params() as f64 * 2e-9,
+            t0.elapsed().as_secs_f64()
+        );
     }
     let n = 1024;
     let mm = matmul_ms(be, n)?;
     let mm_gflops = 2.0 * (n as f64).powi(3) / mm / 1e6;
-    println!("device: {}", be.name());
+    let dev_name = be.name();
+    println!("device: {dev_name}");
     println!("reference: square matmul {n}^3 through the backend's linear: {mm:.2} ms = {mm_gflops:.1} GFLOP/s");
     println!(
         "{:<14} {:>8} {:>10} {:>10} {:>12} {:>10}",
@@ -138,11 +193,15 @@ fn bench_dit<B: Backend>(
     for s in sizes {
         let (f, h, w) = parse_size(s)?;
         let grid = model.grid(f, h, w)?;
-        let geom = model.geometry(be, grid, None)?;
-        let x = be.upload(
-            &jenga_pipeline::noise(3, cfg.in_dim * f * h * w),
-            &[1, cfg.in_dim, f, h, w],
-        )?;
+        let tokens = grid.0 * grid.1 * grid.2;
+        let what = || format!("DiT forward of {} at {s} ({tokens} tokens)", src.name());
+        let geom = model.geometry(be, grid, None).with_context(what)?;
+        let x = be
+            .upload(
+                &jenga_pipeline::noise(3, cfg.in_dim * f * h * w),
+                &[1, cfg.in_dim, f, h, w],
+            )
+            .with_context(what)?;
         let actx = AttnCtx {
             step: 0,
             num_steps: 1,
@@ -152,8 +211,11 @@ fn bench_dit<B: Backend>(
             grid,
             cond_tokens: 0,
         };
-        if let (Some(dir), true) = (export, s == &sizes[0]) {
-            let v = be.download(&model.forward(be, &x, 500.0, &ctx, &geom, &Dense, &actx)?)?;
+        if let (Some(dir), true) = (&export, s == &sizes[0]) {
+            let v = model
+                .forward(be, &x, 500.0, &ctx, &geom, &Dense, &actx)
+                .with_context(what)?;
+            let v = be.download(&v)?;
             let xs = be.download(&x)?;
             let shape = vec![1, cfg.in_dim, f, h, w];
             jenga_models::export_f32(
@@ -169,15 +231,15 @@ fn bench_dit<B: Backend>(
                 &dir.join("ours.safetensors"),
             )?;
             println!(
-                "exported weights, inputs and our output for {s} to {}",
+                "exported config, weights, inputs and our output for {s} to {}",
                 dir.display()
             );
         }
         let ms = time_ms(be, repeats, || {
             model.forward(be, &x, 500.0, &ctx, &geom, &Dense, &actx)?;
             Ok(())
-        })?;
-        let tokens = geom.tokens();
+        })
+        .with_context(what)?;
         let (lin, att) = cfg.forward_flops(tokens, cfg.text_len, 1.0);
         let gflop = (lin + att) / 1e9;
         let rate = gflop / ms * 1e3;
@@ -190,13 +252,69 @@ fn bench_dit<B: Backend>(
             rate,
             100.0 * rate / mm_gflops
         );
+        let mut extra = serde_json::Map::new();
+        extra.insert("matmul_gflops".into(), serde_json::json!(round3(mm_gflops)));
+        extra.insert("tokens".into(), serde_json::json!(tokens));
         out.push(Record {
             name: format!("dit_forward {} {s} ({tokens} tokens)", src.name()),
             ours_ms: ms,
-            reference: format!("matmul {n}^3 at the same rate ({mm_gflops:.1} GFLOP/s)"),
-            reference_ms: gflop / mm_gflops * 1e3,
+            reference: None,
+            reference_ms: None,
             tflops: rate / 1e3,
+            density: None,
+            device: dev_name.clone(),
+            extra,
         });
     }
+    if let (Some(cmd), Some(dir)) = (reference, &export) {
+        let args = [
+            "--dir".to_string(),
+            dir.display().to_string(),
+            "--device".into(),
+            dev_kind.into(),
+            "--repeats".into(),
+            repeats.to_string(),
+        ];
+        if let Some(lines) = reference::run(cmd, &args) {
+            pair_dit(&mut out, &lines);
+        }
+    }
     Ok(out)
+}
+
+/// Attach the eager forward's line to our first size and print the comparison.
+fn pair_dit(out: &mut [Record], lines: &[serde_json::Value]) {
+    let Some(first) = out.first_mut() else {
+        return;
+    };
+    let Some(l) = lines.iter().find(|l| l.get("ms").is_some()) else {
+        println!("reference printed no timing line");
+        return;
+    };
+    let ms = l["ms"].as_f64().unwrap_or(f64::NAN);
+    let name = l["reference"].as_str().unwrap_or("reference").to_string();
+    let rel = l.get("rel_l2").and_then(|v| v.as_f64());
+    println!(
+        "{:<44} {:>10} {:>12} {:>8} {:>10}",
+        "ours vs reference (first size)", "ours ms", "reference ms", "ratio", "rel L2"
+    );
+    println!(
+        "{:<44} {:>10.1} {:>12.1} {:>8.3} {:>10}",
+        name,
+        first.ours_ms,
+        ms,
+        first.ours_ms / ms,
+        rel.map_or("-".into(), |r| format!("{r:.2e}"))
+    );
+    first.reference = Some(name);
+    first.reference_ms = Some(ms);
+    first.extra.insert(
+        "ratio_ours_over_reference".into(),
+        serde_json::json!(round3(first.ours_ms / ms)),
+    );
+    for k in ["rel_l2", "max_abs", "reference_device"] {
+        if let Some(v) = l.get(k) {
+            first.extra.insert(k.into(), v.clone());
+        }
+    }
 }
