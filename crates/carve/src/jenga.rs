@@ -25,9 +25,12 @@ use crate::importance::{block_scores, select_row, RowScratch};
 use crate::layout::{Layout, DEFAULT_BLOCK};
 use crate::policy::{AttentionPolicy, AttnCtx, DensityStats};
 use crate::schedule::Schedule;
-use jenga_tensor::{AttnPlan, Backend, BlockPlan, Error, KeyBias, Result, TensorMeta};
+use jenga_tensor::{
+    AttnPlan, Backend, BlockPlan, BlockSelect, DeviceCount, Error, KeyBias, Result, TensorMeta,
+};
 use rayon::prelude::*;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Text-attention amplifier settings.
@@ -129,6 +132,13 @@ pub struct Geometry {
 }
 
 type GeomKey = ((usize, usize, usize), CurveKind, usize);
+/// Fixed-block plans: (grid, curve, block, condition tokens).
+type FixedKey = (GeomKey, usize);
+/// Device-built plans whose density is read when stats are asked for:
+/// (stage, kept-pair count on the device, pairs of the full plan).
+type Pending = (usize, Arc<dyn DeviceCount>, u64);
+/// Pending device counts kept before they are read (which waits for the device).
+const MAX_PENDING: usize = 8192;
 
 #[derive(Default, Clone, Copy)]
 struct Acc {
@@ -143,6 +153,10 @@ pub struct JengaPolicy {
     cfg: JengaConfig,
     geometry: Mutex<HashMap<GeomKey, Arc<Geometry>>>,
     stats: Mutex<BTreeMap<usize, Acc>>,
+    /// Always-kept blocks per stage layout, for [`Backend::select_blocks`].
+    fixed: Mutex<HashMap<FixedKey, Arc<BlockPlan>>>,
+    pending: Mutex<Vec<Pending>>,
+    device_select: AtomicBool,
 }
 
 impl JengaPolicy {
@@ -152,7 +166,64 @@ impl JengaPolicy {
             cfg,
             geometry: Mutex::new(HashMap::new()),
             stats: Mutex::new(BTreeMap::new()),
+            fixed: Mutex::new(HashMap::new()),
+            pending: Mutex::new(Vec::new()),
+            device_select: AtomicBool::new(true),
         })
+    }
+
+    /// Whether [`AttentionPolicy::plan`] may build plans on the device
+    /// ([`Backend::select_blocks`], default on). Off: every plan is built on the host as a
+    /// [`AttnPlan::Sparse`] (what wrappers that read the plan on the host need).
+    pub fn set_device_select(&self, on: bool) {
+        self.device_select.store(on, Ordering::Relaxed);
+    }
+
+    /// Always-kept blocks of a call (adjacency ∪ condition ∪ first-frame square) as a plan with
+    /// one (batch, head), cached per stage layout: the static part of [`build_plan`]'s union.
+    pub fn fixed_plan(&self, ctx: &AttnCtx) -> Result<Arc<BlockPlan>> {
+        let key = ((ctx.grid, self.cfg.curve, self.cfg.block), ctx.cond_tokens);
+        if let Some(p) = lock(&self.fixed).get(&key) {
+            return Ok(p.clone());
+        }
+        let (t, h, w) = ctx.grid;
+        let layout = Layout::new(t * h * w, ctx.cond_tokens, self.cfg.block)?;
+        let geom = self.cfg.adjacency.then(|| self.geometry(ctx.grid));
+        let ff = self.cfg.first_frame.blocks(&layout, t);
+        let (nb, nv) = (layout.num_blocks, layout.video_blocks);
+        let mut mask = vec![false; nb * nb];
+        for (qb, row) in mask.chunks_mut(nb.max(1)).enumerate().take(nb) {
+            if qb < nv {
+                if let Some(g) = &geom {
+                    g.adjacency.mark_row(qb, nv, row);
+                }
+            }
+            condition::mark_row(&layout, ff, qb, row);
+        }
+        let p = Arc::new(BlockPlan::from_mask(1, 1, layout.block, nb, nb, &mask)?);
+        Ok(lock(&self.fixed).entry(key).or_insert(p).clone())
+    }
+
+    /// Read the device counts of device-built plans into the stats (waits for the device).
+    fn drain_pending(&self) {
+        let pending = std::mem::take(&mut *lock(&self.pending));
+        if pending.is_empty() {
+            return;
+        }
+        let mut s = lock(&self.stats);
+        for (stage, count, pairs) in pending {
+            let d = match count.read() {
+                Ok(n) if pairs > 0 => n as f64 / pairs as f64,
+                Ok(_) => 0.0,
+                Err(e) => {
+                    eprintln!("warning: density of a device plan unavailable ({e}); counted as 1");
+                    1.0
+                }
+            };
+            let a = s.entry(stage).or_default();
+            a.sum += d;
+            a.sparse_sum += d;
+        }
     }
 
     pub fn config(&self) -> &JengaConfig {
@@ -178,8 +249,9 @@ impl JengaPolicy {
         lock(&self.geometry).entry(key).or_insert(g).clone()
     }
 
-    /// Per-stage density so far.
+    /// Per-stage density so far (reads the counts of device-built plans: waits for the device).
     pub fn stats(&self) -> Vec<DensityStats> {
+        self.drain_pending();
         lock(&self.stats)
             .iter()
             .map(|(&stage, a)| DensityStats {
@@ -197,6 +269,7 @@ impl JengaPolicy {
     }
 
     pub fn reset_stats(&self) {
+        lock(&self.pending).clear();
         lock(&self.stats).clear();
     }
 
@@ -224,6 +297,7 @@ impl JengaPolicy {
     /// Host-side plan from pooled `qhat`/`khat` (`[batch, heads, num_blocks, head_dim]`) for
     /// a call at `ctx` with drop rate `drop`; what [`AttentionPolicy::plan`] runs after
     /// pooling and download.
+    #[allow(clippy::too_many_arguments)]
     pub fn plan_from_pooled(
         &self,
         qhat: &[f32],
@@ -287,8 +361,48 @@ impl<B: Backend> AttentionPolicy<B> for JengaPolicy {
         }
         let (batch, heads, head_dim) = (qs[0], qs[2], qs[3]);
         let m = self.cfg.block;
-        let qhat = be.download(&be.block_mean_pool(q, m)?)?;
-        let khat = be.download(&be.block_mean_pool(k, m)?)?;
+        let (qhat, khat) = (be.block_mean_pool(q, m)?, be.block_mean_pool(k, m)?);
+        if self.device_select.load(Ordering::Relaxed) {
+            // On the device when the backend can (no download, no host sync); else the host.
+            let layout = Layout::new(t * h * w, ctx.cond_tokens, m)?;
+            let sel = BlockSelect {
+                block: m,
+                scored_blocks: layout.video_blocks,
+                p: self.cfg.schedule.p(ctx.stage) as f32,
+                top_k: layout.top_k(drop),
+                fixed: self.fixed_plan(ctx)?,
+            };
+            match be.select_blocks(&qhat, &khat, &sel)? {
+                Some(AttnPlan::Device(dp)) => {
+                    {
+                        let mut s = lock(&self.stats);
+                        let a = s.entry(ctx.stage).or_default();
+                        a.calls += 1;
+                        a.sparse += 1;
+                    }
+                    let full = {
+                        let mut p = lock(&self.pending);
+                        p.push((ctx.stage, dp.nnz.clone(), dp.pairs()));
+                        p.len() >= MAX_PENDING
+                    };
+                    if full {
+                        self.drain_pending();
+                    }
+                    return Ok(AttnPlan::Device(dp));
+                }
+                Some(AttnPlan::Sparse(p)) => {
+                    self.record(ctx.stage, Some(p.density()));
+                    return Ok(AttnPlan::Sparse(p));
+                }
+                Some(AttnPlan::Dense) => {
+                    self.record(ctx.stage, None);
+                    return Ok(AttnPlan::Dense);
+                }
+                None => {}
+            }
+        }
+        let qhat = be.download(&qhat)?;
+        let khat = be.download(&khat)?;
         let plan = self.plan_from_pooled(&qhat, &khat, batch, heads, head_dim, ctx, drop)?;
         self.record(ctx.stage, Some(plan.density()));
         Ok(AttnPlan::Sparse(Arc::new(plan)))
@@ -502,6 +616,53 @@ mod tests {
     fn random(n: usize, seed: u64) -> Vec<f32> {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         (0..n).map(|_| rng.gen_range(-1.0f32..1.0)).collect()
+    }
+
+    /// The fixed plan handed to `Backend::select_blocks` is exactly the static part of the
+    /// host plan's union (adjacency ∪ condition ∪ first-frame), contained in every host row,
+    /// and cached; on the CPU the policy still returns host-built plans.
+    #[test]
+    fn fixed_plan_is_the_static_part_of_build_plan() {
+        let (grid, cond) = ((2, 12, 20), 150);
+        let mut cfg = JengaConfig::hunyuan(&[0.8], 0.6, &[1.0]);
+        cfg.block = 64;
+        cfg.first_frame = FirstFrame::DivideBy(3);
+        let pol = JengaPolicy::new(cfg).unwrap();
+        let c = ctx(10, 0, grid, cond);
+        let fixed = pol.fixed_plan(&c).unwrap();
+        assert!(Arc::ptr_eq(&fixed, &pol.fixed_plan(&c).unwrap()));
+        let layout = Layout::new(480, cond, 64).unwrap();
+        let (nb, nv) = (layout.num_blocks, layout.video_blocks);
+        let ff = layout.video_blocks / 3;
+        assert!(ff > 0 && nb > nv);
+        let cm = condition::condition_mask(&layout, ff, 1, 1);
+        let g = pol.geometry(grid);
+        for q in 0..nb {
+            let want: Vec<u32> = (0..nb)
+                .filter(|&k| cm.get(0, 0, q, k) || (q < nv && k < nv && g.adjacency.contains(q, k)))
+                .map(|k| k as u32)
+                .collect();
+            assert_eq!(fixed.row(0, 0, q), &want[..], "row {q}");
+        }
+        let (batch, heads, d) = (2, 3, 8);
+        let qhat = random(batch * heads * nb * d, 5);
+        let khat = random(batch * heads * nb * d, 6);
+        let plan = pol
+            .plan_from_pooled(&qhat, &khat, batch, heads, d, &c, 0.8)
+            .unwrap();
+        for b in 0..batch {
+            for h in 0..heads {
+                for q in 0..nb {
+                    let row = plan.row(b, h, q);
+                    assert!(fixed.row(0, 0, q).iter().all(|j| row.contains(j)));
+                }
+            }
+        }
+        let be = CpuBackend::new();
+        let x = be
+            .upload(&random(480 + cond, 9).repeat(8), &[1, 480 + cond, 1, 8])
+            .unwrap();
+        assert!(matches!(pol.plan(&be, &x, &x, &c).unwrap(), AttnPlan::Sparse(_)));
     }
 
     /// The fused CSR builder equals the union of the separately built masks.

@@ -2,6 +2,7 @@
 
 mod args;
 mod bench;
+mod bench_e2e;
 mod device;
 mod eval;
 mod generate;

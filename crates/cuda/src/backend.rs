@@ -13,7 +13,9 @@ use cudarc::driver::{
     LaunchConfig, PushKernelArg,
 };
 use half::bf16;
-use jenga_tensor::{Act, AttnPlan, Backend, BlockPlan, Error, KeyBias, Result, TensorMeta};
+use jenga_tensor::{
+    Act, AttnPlan, Backend, BlockPlan, BlockSelect, Error, KeyBias, Result, TensorMeta,
+};
 use std::sync::{Arc, Mutex, Weak};
 
 const OPS_SRC: &str = concat!(
@@ -97,7 +99,11 @@ struct Kernels {
     unpatchify: CudaFunction,
 }
 
-/// A `BlockPlan`'s CSR arrays on the device.
+/// A `BlockPlan`'s CSR arrays on the device: uploaded from a host plan (`device_plan`), or
+/// built on the device (`select_blocks`, [`AttnPlan::Device`]). For device-built plans the
+/// `&BlockPlan` passed beside these to the attention kernels carries the geometry only
+/// (batch, heads, block, q_blocks, k_blocks; its `row_ptr`/`col_idx` are empty), and
+/// `col_idx` is allocated for every block (only `row_ptr[rows]` entries are valid).
 pub struct DevicePlanBufs {
     pub row_ptr: CudaSlice<u32>,
     pub col_idx: CudaSlice<u32>,
@@ -118,6 +124,8 @@ pub struct CudaBackend {
     mma_attn: Option<MmaKernels>,
     /// Hopper wgmma attention (sm_90 only; `None` elsewhere or if it failed to build).
     pub(crate) hopper_attn: Option<crate::attention::AttentionKernels>,
+    /// Block selection on the device (`crate::block_select`).
+    pub(crate) select: crate::block_select::SelectState,
 }
 
 struct MmaKernels {
@@ -279,6 +287,7 @@ impl CudaBackend {
             plans: Mutex::new(Vec::new()),
             attn_path: std::sync::atomic::AtomicU8::new(AttnPath::Auto as u8),
             mma_attn,
+            select: Default::default(),
             hopper_attn,
         })
     }
@@ -1070,7 +1079,23 @@ impl Backend for CudaBackend {
                 let d = self.device_plan(p)?;
                 self.attention_dispatch(q, k, v, Some((p, &d)), bias)
             }
+            AttnPlan::Device(dp) => {
+                dp.validate(b, h, lq, lk)?;
+                let d = (*dp.bufs).downcast_ref::<DevicePlanBufs>().ok_or_else(|| {
+                    Error::invalid("attention", "device plan built by another backend")
+                })?;
+                self.attention_dispatch(q, k, v, Some((&dp.geometry(), d)), bias)
+            }
         }
+    }
+
+    fn select_blocks(
+        &self,
+        qhat: &CudaTensor,
+        khat: &CudaTensor,
+        sel: &BlockSelect,
+    ) -> Result<Option<AttnPlan>> {
+        self.select_blocks_device(qhat, khat, sel)
     }
 
     fn block_mean_pool(&self, x: &CudaTensor, block: usize) -> Result<CudaTensor> {

@@ -19,6 +19,7 @@
 
 mod attention;
 mod backend;
+pub mod block_select;
 pub mod device;
 mod dispatch;
 mod error;

@@ -111,6 +111,7 @@ pub fn selftest(be: &CudaBackend) -> Result<Vec<Check>> {
     norms(&mut t)?;
     layout(&mut t)?;
     attention(&mut t)?;
+    block_select(&mut t)?;
     be.synchronize()?;
     Ok(t.out)
 }
@@ -363,6 +364,65 @@ fn attention(t: &mut Ctx) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Block selection on the device against the host reference of the rule
+/// (`block_select::reference_plan`), and attention over the device plan against the CPU over
+/// the same plan downloaded. The first check's "error" is the fraction of rows that differ
+/// (allowed: float near-ties at the cut, ≤ 1%).
+fn block_select(t: &mut Ctx) -> Result<()> {
+    let (b, h, d, l) = (2usize, 3usize, 64usize, 1500usize);
+    let nb = l.div_ceil(128); // 12 blocks, the last one partial and a "condition" block
+    let nv = nb - 1;
+    let mut fixed = vec![false; nb * nb];
+    for q in 0..nb {
+        for j in 0..nb {
+            fixed[q * nb + j] = q == j || j >= nv || q >= nv || (q < 2 && j < 2);
+        }
+    }
+    let sel = jenga_tensor::BlockSelect {
+        block: 128,
+        scored_blocks: nv,
+        p: 0.5,
+        top_k: 2,
+        fixed: Arc::new(BlockPlan::from_mask(1, 1, 128, nb, nb, &fixed)?),
+    };
+    let qh = t.rng.normal_vec(b * h * nb * d, 1.0);
+    let kh = t.rng.normal_vec(b * h * nb * d, 1.0);
+    let shape = [b, h, nb, d];
+    let plan = t
+        .gpu
+        .select_blocks(&t.gpu.upload(&qh, &shape)?, &t.gpu.upload(&kh, &shape)?, &sel)?;
+    let Some(AttnPlan::Device(dp)) = plan else {
+        t.out.push(("block_select (no device plan)".into(), f64::INFINITY, false));
+        return Ok(());
+    };
+    let got = t.gpu.download_plan(&dp)?;
+    let want = crate::block_select::reference_plan(&qh, &kh, b, h, d, &sel);
+    let rows = b * h * nb;
+    let differ = (0..rows)
+        .filter(|&r| {
+            let (bi, hi, q) = (r / (h * nb), (r / nb) % h, r % nb);
+            got.row(bi, hi, q) != want.row(bi, hi, q)
+        })
+        .count();
+    let frac = differ as f64 / rows as f64;
+    let consistent = got.validate(b, h, l, l).is_ok()
+        && (dp.density()? - got.density()).abs() < 1e-12
+        && got.density() < 1.0;
+    t.out.push((
+        "block_select rows vs reference".into(),
+        frac,
+        frac <= 0.01 && consistent,
+    ));
+    let q = t.rand(&[b, l, h, d], 1.0)?;
+    let k = t.rand(&[b, l, h, d], 1.0)?;
+    let v = t.rand(&[b, l, h, d], 1.0)?;
+    let g = t.gpu.attention(&q.g, &k.g, &v.g, &AttnPlan::Device(dp), None)?;
+    let c = t
+        .cpu
+        .attention(&q.c, &k.c, &v.c, &AttnPlan::Sparse(Arc::new(got)), None)?;
+    t.check("attention over a device-built plan", &g, &c)
 }
 
 #[cfg(test)]

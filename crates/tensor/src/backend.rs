@@ -6,7 +6,7 @@
 //! - attention inputs `[B, L, H, Dh]` (what a linear's `[B, L, H*Dh]` output already is);
 //! - linear weights `[out, in]` (the PyTorch / safetensors layout).
 
-use crate::{AttnPlan, Result};
+use crate::{AttnPlan, BlockSelect, Result};
 
 /// Activation fused into a linear (or applied alone with [`Backend::act`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,6 +109,19 @@ pub trait Backend: Send + Sync {
     /// Mean over blocks of `block` tokens: x `[B, L, H, Dh]` → `[B, H, ceil(L/block), Dh]`.
     /// The partial last block is divided by `block` (zero padding counted), as the reference.
     fn block_mean_pool(&self, x: &Self::Tensor, block: usize) -> Result<Self::Tensor>;
+
+    /// Block selection on the device from pooled q̂/k̂ `[B, H, nb, Dh]` (see [`BlockSelect`]):
+    /// a plan for this backend's [`Backend::attention`], typically [`AttnPlan::Device`], with
+    /// no host synchronisation. `Ok(None)`: not supported here; the caller builds the plan on
+    /// the host.
+    fn select_blocks(
+        &self,
+        _qhat: &Self::Tensor,
+        _khat: &Self::Tensor,
+        _sel: &BlockSelect,
+    ) -> Result<Option<AttnPlan>> {
+        Ok(None)
+    }
 
     /// Token gather along dim 1: `out[b, i] = x[b, idx[i]]` for x `[B, L, ...]`.
     fn gather_tokens(&self, x: &Self::Tensor, idx: &[u32]) -> Result<Self::Tensor>;

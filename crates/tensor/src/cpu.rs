@@ -440,7 +440,7 @@ impl Backend for CpuBackend {
 
     fn rope(&self, x: &CpuTensor, cos: &CpuTensor, sin: &CpuTensor) -> Result<CpuTensor> {
         check_same("rope", cos, sin)?;
-        if x.dims() != 4 || cos.shape != [x.shape[1], x.shape[3] / 2] || x.shape[3] % 2 != 0 {
+        if x.dims() != 4 || cos.shape != [x.shape[1], x.shape[3] / 2] || !x.shape[3].is_multiple_of(2) {
             return Err(Error::shape(
                 "rope",
                 format!("x {:?} with table {:?}", x.shape, cos.shape),
@@ -489,6 +489,12 @@ impl Backend for CpuBackend {
         }
         let (bsz, lq, h, d) = (q.shape[0], q.shape[1], q.shape[2], q.shape[3]);
         let lk = k.shape[1];
+        if let AttnPlan::Device(_) = plan {
+            return Err(Error::invalid(
+                "attention",
+                "a device-built plan (AttnPlan::Device) cannot run on the CPU backend",
+            ));
+        }
         if let AttnPlan::Sparse(p) = plan {
             p.validate(bsz, h, lq, lk)?;
             if p.block != ATTN_Q_TILE {
@@ -527,6 +533,7 @@ impl Backend for CpuBackend {
                         }
                         r
                     }
+                    AttnPlan::Device(_) => unreachable!("rejected above"),
                 };
                 let q0 = qt * ATTN_Q_TILE;
                 let rows = ATTN_Q_TILE.min(lq - q0);

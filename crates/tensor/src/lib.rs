@@ -12,7 +12,7 @@ mod plan;
 pub use backend::{Act, Backend, KeyBias, TensorMeta};
 pub use cpu::{CpuBackend, CpuTensor};
 pub use error::{Error, Result};
-pub use plan::{AttnPlan, BlockPlan};
+pub use plan::{AttnPlan, BlockPlan, BlockSelect, DeviceCount, DevicePlan};
 
 /// Number of elements of a shape.
 pub fn numel(shape: &[usize]) -> usize {

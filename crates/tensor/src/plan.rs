@@ -4,6 +4,7 @@
 //! policy can be checked on the CPU and run on the GPU unchanged.
 
 use crate::{Error, Result};
+use std::any::Any;
 use std::sync::Arc;
 
 /// What an attention call computes.
@@ -14,6 +15,112 @@ pub enum AttnPlan {
     /// Block-sparse: only the listed key blocks are computed (exactly; no approximation inside
     /// a kept block).
     Sparse(Arc<BlockPlan>),
+    /// Block-sparse with the CSR arrays built and kept on the device
+    /// ([`crate::Backend::select_blocks`]); only the backend that built it can run it.
+    Device(DevicePlan),
+}
+
+/// A block plan whose CSR arrays live on the device: same row layout and sorted columns as
+/// [`BlockPlan`], but the host knows only its geometry. The kept-pair count is read lazily
+/// (reading it waits for the device), so building and using the plan needs no host sync.
+#[derive(Clone)]
+pub struct DevicePlan {
+    pub batch: usize,
+    pub heads: usize,
+    pub block: usize,
+    pub q_blocks: usize,
+    pub k_blocks: usize,
+    /// The backend's buffers (CUDA: `jenga_cuda::DevicePlanBufs`).
+    pub bufs: Arc<dyn Any + Send + Sync>,
+    /// Number of kept (query block, key block) pairs, on the device.
+    pub nnz: Arc<dyn DeviceCount>,
+}
+
+/// A count that lives on the device (e.g. a plan's kept pairs).
+pub trait DeviceCount: Send + Sync {
+    /// Download the value; waits for the work queued before it.
+    fn read(&self) -> Result<u64>;
+}
+
+impl std::fmt::Debug for DevicePlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "DevicePlan(batch {}, heads {}, {}x{} blocks of {})",
+            self.batch, self.heads, self.q_blocks, self.k_blocks, self.block
+        )
+    }
+}
+
+impl DevicePlan {
+    /// (query block, key block) pairs of the full plan (the density's denominator).
+    pub fn pairs(&self) -> u64 {
+        (self.batch * self.heads * self.q_blocks * self.k_blocks) as u64
+    }
+
+    /// Fraction of pairs computed; reads the device count (waits for the device).
+    pub fn density(&self) -> Result<f64> {
+        let total = self.pairs();
+        Ok(if total == 0 {
+            0.0
+        } else {
+            self.nnz.read()? as f64 / total as f64
+        })
+    }
+
+    /// The geometry as a [`BlockPlan`] with **empty** `row_ptr`/`col_idx` (for kernels that
+    /// take the block size and counts from a host plan and the CSR from the device).
+    pub fn geometry(&self) -> BlockPlan {
+        BlockPlan {
+            batch: self.batch,
+            heads: self.heads,
+            block: self.block,
+            q_blocks: self.q_blocks,
+            k_blocks: self.k_blocks,
+            row_ptr: Vec::new(),
+            col_idx: Vec::new(),
+        }
+    }
+
+    /// Check the geometry against the attention shapes it will be used with.
+    pub fn validate(&self, batch: usize, heads: usize, q_len: usize, k_len: usize) -> Result<()> {
+        if self.batch != batch
+            || self.heads != heads
+            || self.block == 0
+            || self.q_blocks != q_len.div_ceil(self.block)
+            || self.k_blocks != k_len.div_ceil(self.block)
+        {
+            return Err(Error::shape(
+                "DevicePlan::validate",
+                format!(
+                    "plan is {}x{} heads x {}x{} blocks of {}, attention has {batch}x{heads} heads, lengths {q_len} and {k_len}",
+                    self.batch, self.heads, self.q_blocks, self.k_blocks, self.block
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What [`crate::Backend::select_blocks`] computes, per (batch, head, query block) row `qb`:
+/// - `qb < scored_blocks`: scores `q̂·k̂ᵀ/√d` over the first `scored_blocks` key blocks, softmax,
+///   keep the most probable blocks until their mass exceeds `p` (at least `top_k`; ties at
+///   the cut go to the lower block index) — the Jenga importance rule
+///   (`jenga_carve::importance::select_row`);
+/// - every row: ∪ the row `qb` of `fixed`.
+#[derive(Clone, Debug)]
+pub struct BlockSelect {
+    /// Tokens per block (the pooling block of q̂/k̂).
+    pub block: usize,
+    /// Leading (video) blocks that are scored; the remaining (condition) query rows come from
+    /// `fixed` alone.
+    pub scored_blocks: usize,
+    pub p: f32,
+    pub top_k: usize,
+    /// Always-kept key blocks per query block (adjacency ∪ condition ∪ first-frame), shared
+    /// by every batch and head: `batch = heads = 1`, `q_blocks = k_blocks` = the block count.
+    /// Backends may cache its device copy while the `Arc` lives.
+    pub fixed: Arc<BlockPlan>,
 }
 
 /// Per-(batch, head, query-block) sorted lists of kept key blocks, in CSR form.

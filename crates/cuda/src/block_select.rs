@@ -1,0 +1,366 @@
+//! Jenga block selection on the GPU ([`jenga_tensor::Backend::select_blocks`]): pooled q̂/k̂ →
+//! importance rule ∪ the fixed blocks → a CSR plan that stays on the device
+//! ([`AttnPlan::Device`] holding [`DevicePlanBufs`]), with no host synchronisation.
+//!
+//! Kernels (`kernels/block_select.cu`): `select_rows` (scores, softmax, the p / top-k cut, union
+//! with the fixed row → one bitmask row and its count), `scan_counts` (row_ptr and the total),
+//! `expand_rows` (bitmask → ascending col_idx). `col_idx` is allocated for the worst case
+//! (every block kept) since its size is not known on the host; the kept-pair count stays on
+//! the device and is read only when asked for ([`DevicePlan::density`]).
+//!
+//! The rule is the CPU's (`jenga_carve::importance::select_row`): ties at the cut go to the
+//! lower block index; non-finite scores keep the whole row. Only the summation order of the
+//! scores and of the probability masses differs, so a row whose cumulative mass lands within
+//! float rounding of `p` may keep one block more or less than the CPU.
+
+use crate::backend::{CudaBackend, CudaTensor, DevicePlanBufs};
+use crate::error::{alloc_err, dev, drv};
+use crate::nvrtc;
+use cudarc::driver::{
+    sys::CUdevice_attribute, CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig,
+    PushKernelArg,
+};
+use jenga_tensor::{
+    AttnPlan, BlockPlan, BlockSelect, DeviceCount, DevicePlan, Error, Result, TensorMeta,
+};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+
+const SRC: &str = concat!(
+    include_str!("../kernels/common.cuh"),
+    "\n",
+    include_str!("../kernels/block_select.cu")
+);
+/// Query rows per CTA of `select_rows` (`SEL_ROWS` in the kernel).
+const SEL_ROWS: usize = 8;
+/// Dynamic shared memory available without raising the kernel's limit.
+const SMEM_DEFAULT: usize = 48 * 1024;
+
+struct Kernels {
+    select: CudaFunction,
+    scan: CudaFunction,
+    expand: CudaFunction,
+    /// Largest dynamic shared memory `select_rows` may be given (opt-in limit).
+    smem_max: usize,
+}
+
+/// Per-backend state: kernels (compiled on first use) and the fixed-row bitmasks.
+#[derive(Default)]
+pub(crate) struct SelectState {
+    kernels: OnceLock<std::result::Result<Kernels, String>>,
+    fixed: Mutex<Vec<FixedEntry>>,
+}
+
+/// A fixed plan (while it lives) and its bitmask on the device.
+type FixedEntry = (Weak<BlockPlan>, Arc<CudaSlice<u32>>);
+
+/// A plan's kept-pair count on the device.
+struct Count {
+    stream: Arc<CudaStream>,
+    buf: CudaSlice<u32>,
+}
+
+impl DeviceCount for Count {
+    fn read(&self) -> Result<u64> {
+        let v = self
+            .stream
+            .clone_dtoh(&self.buf)
+            .map_err(drv("reading a device plan's kept-pair count"))?;
+        Ok(v[0] as u64)
+    }
+}
+
+impl CudaBackend {
+    fn select_kernels(&self) -> Result<&Kernels> {
+        let k = self.select.kernels.get_or_init(|| {
+            let build = || -> Result<Kernels> {
+                let m = nvrtc::load_module(self.context(), "jenga_block_select", SRC, &[])?;
+                let f = |n: &str| {
+                    m.load_function(n)
+                        .map_err(drv(&format!("loading kernel {n}")))
+                };
+                let smem_max = self
+                    .context()
+                    .attribute(
+                        CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
+                    )
+                    .map_err(drv("querying shared memory per block"))?
+                    as usize;
+                Ok(Kernels {
+                    select: f("select_rows")?,
+                    scan: f("scan_counts")?,
+                    expand: f("expand_rows")?,
+                    smem_max: smem_max.max(SMEM_DEFAULT),
+                })
+            };
+            build().map_err(|e| e.to_string())
+        });
+        k.as_ref()
+            .map_err(|e| dev(format!("block selection kernels: {e}")))
+    }
+
+    /// Bitmask `[nb, words]` of the fixed plan (uploaded once while the Arc lives).
+    fn fixed_bits(&self, fixed: &Arc<BlockPlan>, words: usize) -> Result<Arc<CudaSlice<u32>>> {
+        let mut cache = self
+            .select
+            .fixed
+            .lock()
+            .map_err(|_| dev("fixed-mask cache lock poisoned"))?;
+        cache.retain(|(w, _)| w.strong_count() > 0);
+        if let Some((_, d)) = cache
+            .iter()
+            .find(|(w, _)| w.upgrade().is_some_and(|p| Arc::ptr_eq(&p, fixed)))
+        {
+            return Ok(d.clone());
+        }
+        let nb = fixed.q_blocks;
+        let mut bits = vec![0u32; (nb * words).max(1)];
+        for qb in 0..nb {
+            for &j in fixed.row(0, 0, qb) {
+                bits[qb * words + j as usize / 32] |= 1 << (j % 32);
+            }
+        }
+        let d = Arc::new(
+            self.stream()
+                .clone_htod(&bits)
+                .map_err(alloc_err(bits.len() * 4))?,
+        );
+        if cache.len() >= 8 {
+            cache.remove(0);
+        }
+        cache.push((Arc::downgrade(fixed), d.clone()));
+        Ok(d)
+    }
+
+    /// [`jenga_tensor::Backend::select_blocks`] on this GPU. `Ok(None)` for shapes the kernels
+    /// do not take (too many blocks for shared memory or 32-bit indices).
+    pub fn select_blocks_device(
+        &self,
+        qhat: &CudaTensor,
+        khat: &CudaTensor,
+        sel: &BlockSelect,
+    ) -> Result<Option<AttnPlan>> {
+        let op = "select_blocks";
+        let s = qhat.shape();
+        if s.len() != 4 || khat.shape() != s {
+            return Err(Error::shape(
+                op,
+                format!(
+                    "q̂ {:?}, k̂ {:?} (expected equal [B, H, blocks, Dh])",
+                    s,
+                    khat.shape()
+                ),
+            ));
+        }
+        let (b, h, nb, d) = (s[0], s[1], s[2], s[3]);
+        let f = &sel.fixed;
+        if f.batch != 1
+            || f.heads != 1
+            || f.q_blocks != nb
+            || f.k_blocks != nb
+            || f.block != sel.block
+            || f.row_ptr.len() != nb + 1
+            || sel.scored_blocks > nb
+            || sel.block == 0
+        {
+            return Err(Error::invalid(
+                op,
+                format!(
+                    "fixed plan {}x{} heads, {}x{} blocks of {} (row_ptr {}), scored {} of {nb} blocks of {}",
+                    f.batch, f.heads, f.q_blocks, f.k_blocks, f.block, f.row_ptr.len(), sel.scored_blocks, sel.block
+                ),
+            ));
+        }
+        let (bh, nv) = (b * h, sel.scored_blocks);
+        let rows = bh * nb;
+        let words = nb.div_ceil(32);
+        let smem = SEL_ROWS * (d + nv) * 4;
+        if rows == 0 {
+            return Ok(None);
+        }
+        if bh > 65535 || rows.saturating_mul(nb) >= u32::MAX as usize || d == 0 {
+            return Ok(None);
+        }
+        let k = self.select_kernels()?;
+        if smem > k.smem_max {
+            return Ok(None);
+        }
+        if smem > SMEM_DEFAULT {
+            unsafe {
+                cudarc::driver::result::function::set_function_attribute(
+                    k.select.cu_function(),
+                    cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                    smem as i32,
+                )
+            }
+            .map_err(drv("raising the block selection kernel's shared-memory limit"))?;
+        }
+        let fixed = self.fixed_bits(f, words)?;
+        let st = self.stream();
+        let alloc = |n: usize| -> Result<CudaSlice<u32>> {
+            unsafe { st.alloc::<u32>(n.max(1)) }.map_err(alloc_err(n.max(1) * 4))
+        };
+        let bits = alloc(rows * words)?;
+        let counts = alloc(rows)?;
+        let row_ptr = alloc(rows + 1)?;
+        let col_idx = alloc(rows * nb)?;
+        let nnz = alloc(1)?;
+        let (qp, kp) = (self.ptr(qhat), self.ptr(khat));
+        let vec8 = i32::from(d.is_multiple_of(8) && qp.is_multiple_of(16) && kp.is_multiple_of(16));
+        let (fp, _) = fixed.device_ptr(st);
+        let (bp, _) = bits.device_ptr(st);
+        let (cp, _) = counts.device_ptr(st);
+        let (rp, _) = row_ptr.device_ptr(st);
+        let (ip, _) = col_idx.device_ptr(st);
+        let (np, _) = nnz.device_ptr(st);
+        let (nb_i, nv_i, d_i, words_i, rows_i) =
+            (nb as i32, nv as i32, d as i32, words as i32, rows as i32);
+        let scale = 1.0f32 / (d as f32).sqrt();
+        let top_k = sel.top_k.min(nv) as i32;
+        let p = sel.p;
+
+        let mut l = st.launch_builder(&k.select);
+        l.arg(&qp)
+            .arg(&kp)
+            .arg(&fp)
+            .arg(&bp)
+            .arg(&cp)
+            .arg(&nb_i)
+            .arg(&nv_i)
+            .arg(&d_i)
+            .arg(&words_i)
+            .arg(&scale)
+            .arg(&p)
+            .arg(&top_k)
+            .arg(&vec8);
+        unsafe {
+            l.launch(LaunchConfig {
+                grid_dim: (nb.div_ceil(SEL_ROWS) as u32, bh as u32, 1),
+                block_dim: ((32 * SEL_ROWS) as u32, 1, 1),
+                shared_mem_bytes: smem as u32,
+            })
+        }
+        .map_err(drv("launching select_rows"))?;
+
+        let mut l = st.launch_builder(&k.scan);
+        l.arg(&cp).arg(&rp).arg(&np).arg(&rows_i);
+        unsafe {
+            l.launch(LaunchConfig {
+                grid_dim: (1, 1, 1),
+                block_dim: (1024, 1, 1),
+                shared_mem_bytes: 0,
+            })
+        }
+        .map_err(drv("launching scan_counts"))?;
+
+        const EXPAND_WARPS: usize = 8;
+        let mut l = st.launch_builder(&k.expand);
+        l.arg(&bp).arg(&rp).arg(&ip).arg(&rows_i).arg(&words_i);
+        unsafe {
+            l.launch(LaunchConfig {
+                grid_dim: (rows.div_ceil(EXPAND_WARPS) as u32, 1, 1),
+                block_dim: ((32 * EXPAND_WARPS) as u32, 1, 1),
+                shared_mem_bytes: 0,
+            })
+        }
+        .map_err(drv("launching expand_rows"))?;
+
+        Ok(Some(AttnPlan::Device(DevicePlan {
+            batch: b,
+            heads: h,
+            block: sel.block,
+            q_blocks: nb,
+            k_blocks: nb,
+            bufs: Arc::new(DevicePlanBufs { row_ptr, col_idx }),
+            nnz: Arc::new(Count {
+                stream: st.clone(),
+                buf: nnz,
+            }),
+        })))
+    }
+
+    /// Download a device plan's CSR as a [`BlockPlan`] (for tests and checks; synchronises).
+    pub fn download_plan(&self, plan: &DevicePlan) -> Result<BlockPlan> {
+        let d = (*plan.bufs)
+            .downcast_ref::<DevicePlanBufs>()
+            .ok_or_else(|| Error::invalid("download_plan", "not a CUDA device plan"))?;
+        let rows = plan.batch * plan.heads * plan.q_blocks;
+        let rp = self
+            .stream()
+            .clone_dtoh(&d.row_ptr.slice(0..rows + 1))
+            .map_err(drv("downloading row_ptr"))?;
+        let nnz = rp[rows] as usize;
+        let col_idx = if nnz == 0 {
+            Vec::new()
+        } else {
+            self.stream()
+                .clone_dtoh(&d.col_idx.slice(0..nnz))
+                .map_err(drv("downloading col_idx"))?
+        };
+        Ok(BlockPlan {
+            batch: plan.batch,
+            heads: plan.heads,
+            block: plan.block,
+            q_blocks: plan.q_blocks,
+            k_blocks: plan.k_blocks,
+            row_ptr: rp,
+            col_idx,
+        })
+    }
+}
+
+/// Host reference of the rule, written as the official code does it (stable descending sort,
+/// cumulative sum, `need = max(#(cumsum ≤ p) + 1, top_k)`), in f64: for checks that do not
+/// depend on `jenga-carve`. `qhat`/`khat` are `[bh, nb, d]`.
+pub fn reference_plan(
+    qhat: &[f32],
+    khat: &[f32],
+    batch: usize,
+    heads: usize,
+    d: usize,
+    sel: &BlockSelect,
+) -> BlockPlan {
+    let nb = sel.fixed.q_blocks;
+    let nv = sel.scored_blocks;
+    let scale = 1.0 / (d as f64).sqrt();
+    let mut mask = vec![false; batch * heads * nb * nb];
+    for bh in 0..batch * heads {
+        for qb in 0..nb {
+            let row = &mut mask[(bh * nb + qb) * nb..][..nb];
+            for &j in sel.fixed.row(0, 0, qb) {
+                row[j as usize] = true;
+            }
+            if qb >= nv {
+                continue;
+            }
+            let q = &qhat[(bh * nb + qb) * d..][..d];
+            let s: Vec<f64> = (0..nv)
+                .map(|j| {
+                    let k = &khat[(bh * nb + j) * d..][..d];
+                    q.iter()
+                        .zip(k)
+                        .map(|(a, b)| *a as f64 * *b as f64)
+                        .sum::<f64>()
+                        * scale
+                })
+                .collect();
+            let m = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let e: Vec<f64> = s.iter().map(|v| (v - m).exp()).collect();
+            let z: f64 = e.iter().sum();
+            let mut order: Vec<usize> = (0..nv).collect();
+            order.sort_by(|&a, &b| e[b].total_cmp(&e[a]));
+            let mut cum = 0.0;
+            let mut below = 0;
+            for &j in &order {
+                cum += e[j] / z;
+                if cum <= sel.p as f64 {
+                    below += 1;
+                }
+            }
+            let need = (below + 1).max(sel.top_k).min(nv);
+            for &j in &order[..need] {
+                row[j] = true;
+            }
+        }
+    }
+    BlockPlan::from_mask(batch, heads, sel.block, nb, nb, &mask).expect("sizes agree")
+}
