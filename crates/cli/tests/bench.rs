@@ -84,6 +84,9 @@ fn bench_attention_cpu_writes_json_lines() {
     assert_eq!(lines[1]["name"], "attention 2x600x32 sparse 25%");
     assert_eq!(lines[1]["density"].as_f64().unwrap(), 13.0 / 50.0);
     assert_eq!(lines[2]["density"], 1.0);
+    // the all-kept plan is checked against dense attention (same CPU kernel: tiny difference)
+    let rel = lines[2]["rel_mean_abs_vs_dense"].as_f64().unwrap();
+    assert!(rel < 1e-5, "{rel}");
     assert!(out.contains("TFLOP/s"), "{out}");
     // bad input: one line, exit != 0
     let (ok, _, err) = jenga(&["bench", "attention", "--device", "cpu", "--shapes", "2x300"]);

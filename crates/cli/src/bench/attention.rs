@@ -196,6 +196,8 @@ struct Case {
     density: Option<f64>,
     ms: f64,
     flops: f64,
+    /// All-kept plans: relative mean |sparse − dense| of the outputs.
+    check: Option<f64>,
 }
 
 pub fn run<B: Backend>(be: &B, a: &BenchArgs, dev_kind: &str) -> Result<Vec<Record>> {
@@ -288,6 +290,7 @@ pub fn run<B: Backend>(be: &B, a: &BenchArgs, dev_kind: &str) -> Result<Vec<Reco
             density: None,
             ms: dense_ms,
             flops: dense_flops,
+            check: None,
         });
         let mut plan_entries = Vec::new();
         for (di, &d) in densities.iter().enumerate() {
@@ -312,12 +315,24 @@ pub fn run<B: Backend>(be: &B, a: &BenchArgs, dev_kind: &str) -> Result<Vec<Reco
             })
             .with_context(|| format!("{} sparse {}", what(), pct(d)))?;
             print_row(&name, density, ms, flops, dense_ms);
+            // An all-kept plan must give dense attention: mean |sparse − dense| / mean |dense|.
+            let check = if density >= 1.0 {
+                let dense = be.attention(&q, &k, &v, &AttnPlan::Dense, None)?;
+                let sparse = be.attention(&q, &k, &v, &plan, None)?;
+                let diff = be.mean_abs(&be.axpby(1.0, &sparse, -1.0, &dense)?)?;
+                let rel = diff as f64 / be.mean_abs(&dense)?.max(f32::MIN_POSITIVE) as f64;
+                println!("  all-kept plan vs dense: relative mean |diff| {rel:.2e}");
+                Some(rel)
+            } else {
+                None
+            };
             cases.push(Case {
                 name,
                 shape: sh.label.clone(),
                 density: Some(density),
                 ms,
                 flops,
+                check,
             });
         }
         manifest.push(serde_json::json!({
@@ -400,15 +415,21 @@ fn pair(cases: &[Case], lines: &[serde_json::Value], dev_name: &str) -> Vec<Reco
                 }
             }
         }
-        let base = |reference: Option<String>, reference_ms: Option<f64>| Record {
-            name: c.name.clone(),
-            ours_ms: c.ms,
-            reference,
-            reference_ms,
-            tflops: c.flops / c.ms / 1e9,
-            density: Some(c.density.unwrap_or(1.0)),
-            device: dev_name.to_string(),
-            extra: serde_json::Map::new(),
+        let base = |reference: Option<String>, reference_ms: Option<f64>| {
+            let mut extra = serde_json::Map::new();
+            if let Some(r) = c.check {
+                extra.insert("rel_mean_abs_vs_dense".into(), serde_json::json!(r));
+            }
+            Record {
+                name: c.name.clone(),
+                ours_ms: c.ms,
+                reference,
+                reference_ms,
+                tflops: c.flops / c.ms / 1e9,
+                density: Some(c.density.unwrap_or(1.0)),
+                device: dev_name.to_string(),
+                extra,
+            }
         };
         if refs.is_empty() {
             out.push(base(None, None));
