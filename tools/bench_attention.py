@@ -67,6 +67,7 @@ def main():
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--no-flex", action="store_true")
+    ap.add_argument("--log", default=None, help="also append each JSON line to this file")
     args = ap.parse_args()
     try:
         import torch
@@ -108,6 +109,9 @@ def main():
                 "torch": torch.__version__}
         line.update(kw)
         print(json.dumps(line), flush=True)
+        if args.log:
+            with open(args.log, "a") as f:
+                f.write(json.dumps(line) + "\n")
 
     from torch.nn.attention import sdpa_kernel, SDPBackend
     flex = None

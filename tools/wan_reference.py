@@ -200,6 +200,7 @@ def main():
     ap.add_argument("--dtype", default=None, help="bfloat16 (default on cuda) | float32 (default on cpu)")
     ap.add_argument("--sdpa", default=None, help="cudnn (default on cuda) | flash | efficient | math | default")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--log", default=None, help="also append each JSON line to this file")
     args = ap.parse_args()
     try:
         import torch
@@ -248,13 +249,17 @@ def main():
     name = "torch eager " + ("bf16" if dt == torch.bfloat16 else "f32") + f" (SDPA {sdpa})"
     devname = torch.cuda.get_device_name() if on_cuda else "cpu"
     tokens = x.shape[2] // model.patch[0] * (x.shape[3] // model.patch[1]) * (x.shape[4] // model.patch[2])
-    print(json.dumps({
+    line = json.dumps({
         "name": "dit_forward", "reference": name, "ms": round(ms, 3), "rel_l2": rel,
         "max_abs": max_abs, "tokens": tokens, "reference_device": devname,
         "torch": torch.__version__, "load_s": round(load_s, 2),
         "finite": bool(torch.isfinite(out).all().item()),
         "note": "; ".join(sorted(model.notes)) or None,
-    }), flush=True)
+    })
+    print(line, flush=True)
+    if args.log:
+        with open(args.log, "a") as f:
+            f.write(line + "\n")
 
 
 if __name__ == "__main__":
