@@ -3,10 +3,13 @@
 // A CTA of two consumer warpgroups (256 threads) owns 128 query rows (64 per warpgroup) of one
 // (batch, head). Key/value tiles of 128 rows stream through a 3-stage ring in shared memory,
 // loaded with cp.async into the 128-byte-swizzled layout that wgmma reads through matrix
-// descriptors (K-major for Q and K, N-major/transposed for V). Per tile j each warpgroup issues
-// S_j = Q K_j^T (wgmma, both operands in shared memory) and O += P_{j-1} V_{j-1} (wgmma, P from
-// registers) back to back, then runs the online softmax of S_j (exp2 domain, f32) while the
-// P V product is still in flight. Dense, or block-sparse over a CSR plan whose block is a
+// descriptors (K-major for Q and K, N-major/transposed for V); per stage a `full` mbarrier
+// (cp.async arrivals of all 256 threads) and an `empty` one (both warpgroups done with it)
+// replace block-wide barriers. Per tile j each warpgroup issues S_j = Q K_j^T (wgmma, both
+// operands in shared memory) and O += P_{j-1} V_{j-1} (wgmma, P from registers) back to back,
+// then runs the online softmax of S_j (exp2 domain, f32) while the P V product is in flight.
+// The two warpgroups take turns issuing (named barriers 1 and 2, FA3 "ping-pong"), so one's
+// softmax overlaps the other's GEMMs. Dense, or block-sparse over a CSR plan whose block is a
 // multiple of 128: the CTA walks only the kept key blocks of its query block, and a host-built
 // work list launches heavy rows first. Key bias: keys >= bias_from get bias_log2 added (log2
 // domain). Partial tiles (sequence end) are masked; rows past lq are computed on zeros and not
@@ -19,6 +22,7 @@
 #define HB_THREADS 256
 #define HB_PANEL 16384    // bytes: 128 rows x 64 bf16 (one 128-byte swizzle column panel)
 #define HB_TILE 32768     // bytes: 128 rows x 128 bf16 = 2 panels
+// Dynamic shared memory: 1024 (alignment slack) + Q + 3 x (K, V) + 6 mbarriers.
 
 __device__ __forceinline__ unsigned hb_smem_u32(const void* p) {
     unsigned r;
@@ -119,6 +123,34 @@ __device__ __forceinline__ void wgmma_rs(float* d, unsigned a0, unsigned a1, uns
         : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "l"(db));
 }
 
+// ---- mbarriers (stage full / empty) and named barriers (warpgroup turn-taking) ----
+__device__ __forceinline__ void hb_mbar_init(unsigned bar, unsigned count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+// Arrives on `bar` once all cp.async of this thread issued so far have landed.
+__device__ __forceinline__ void hb_mbar_cp_arrive(unsigned bar) {
+    asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
+}
+__device__ __forceinline__ void hb_mbar_arrive(unsigned bar) {
+    asm volatile("{\n.reg .b64 st;\nmbarrier.arrive.shared::cta.b64 st, [%0];\n}\n" ::"r"(bar)
+                 : "memory");
+}
+// Waits for completion of the phase with parity `parity`.
+__device__ __forceinline__ void hb_mbar_wait(unsigned bar, unsigned parity) {
+    asm volatile(
+        "{\n.reg .pred P1;\nHB_WAIT:\n"
+        "mbarrier.try_wait.parity.shared::cta.b64 P1, [%0], %1;\n"
+        "@P1 bra HB_DONE;\nbra HB_WAIT;\nHB_DONE:\n}\n" ::"r"(bar),
+        "r"(parity)
+        : "memory");
+}
+__device__ __forceinline__ void hb_bar_sync(int id) {
+    asm volatile("bar.sync %0, 256;\n" ::"r"(id) : "memory");
+}
+__device__ __forceinline__ void hb_bar_arrive(int id) {
+    asm volatile("bar.arrive %0, 256;\n" ::"r"(id) : "memory");
+}
+
 // Copy a [128 rows x 128 dims] bf16 tile (global row stride rs elements) into two swizzled
 // column panels at dst: row r, 16-byte chunk c (0..7) of panel p lands at
 // dst + p * HB_PANEL + r * 128 + ((c ^ (r & 7)) << 4). Rows >= nrows are zero-filled.
@@ -206,13 +238,23 @@ __device__ __forceinline__ void hb_attention(
     cur.lk = lk;
     cur.enter();
 
+    // Barriers after the last stage: full[3], empty[3] (8 bytes each).
+    const unsigned bars = skv + HB_STAGES * 2 * HB_TILE;
+    if (tid == 0) {
+        for (int i = 0; i < HB_STAGES; ++i) {
+            hb_mbar_init(bars + 8 * i, HB_THREADS);
+            hb_mbar_init(bars + 8 * (HB_STAGES + i), HB_THREADS);
+        }
+    }
+    __syncthreads();
     hb_load_tile(sq, q + ((long long)b * lq + q_start) * rs + (long long)hh * HB_D, rs,
                  lq - q_start, tid);
     if (cur.valid()) {
         hb_load_tile(skv, kb + (long long)cur.kt * rs, rs, cur.k_end - cur.kt, tid);
         hb_load_tile(skv + HB_TILE, vb + (long long)cur.kt * rs, rs, cur.k_end - cur.kt, tid);
     }
-    hb_commit();
+    hb_mbar_cp_arrive(bars);  // full[0]: Q and tile 0
+    if (wg == 1) hb_bar_arrive(1);  // warpgroup 0 issues its GEMMs first
 
     float s[64], acc[64];
     unsigned p[32];
@@ -229,25 +271,20 @@ __device__ __forceinline__ void hb_attention(
     // leading byte offset = the next 64-dim panel, stride = 8 key rows).
     const unsigned long long dq = hb_desc(sq + wg * 64 * 128, 16, 1024);
     int stage = 0;
+    unsigned j = 0;  // tile counter: tile j lives in stage j % 3, its use number there is j / 3
     bool first = true;
     while (cur.valid()) {
-        hb_wait_all();
+        hb_mbar_wait(bars + 8 * stage, (j / HB_STAGES) & 1u);  // tile j (and Q) landed
         hb_fence_proxy();
-        __syncthreads();  // tile `cur` is in; everyone is done with the stage refilled next
         nxt = cur;
         nxt.next();
         const int nstage = stage == HB_STAGES - 1 ? 0 : stage + 1;
-        if (nxt.valid()) {
-            const unsigned ks = skv + nstage * 2 * HB_TILE;
-            hb_load_tile(ks, kb + (long long)nxt.kt * rs, rs, nxt.k_end - nxt.kt, tid);
-            hb_load_tile(ks + HB_TILE, vb + (long long)nxt.kt * rs, rs, nxt.k_end - nxt.kt, tid);
-        }
-        hb_commit();
 
-        // ---- issue S = Q K^T, then O += P_prev V_prev (the previous tile's stage) ----
+        // ---- my turn: issue S = Q K^T, then O += P_prev V_prev (the previous tile's stage) ----
         const unsigned long long dk = hb_desc(skv + stage * 2 * HB_TILE, 16, 1024);
         const int pstage = stage == 0 ? HB_STAGES - 1 : stage - 1;
         const unsigned long long dv = hb_desc(skv + pstage * 2 * HB_TILE + HB_TILE, HB_PANEL, 1024);
+        hb_bar_sync(1 + wg);
 #pragma unroll
         for (int i = 0; i < 64; ++i) hb_pin(acc[i]);
 #pragma unroll
@@ -269,6 +306,18 @@ __device__ __forceinline__ void hb_attention(
                          dv + ((kk * 16 * 128) >> 4));
         }
         wg_commit();  // (an empty group on the first tile)
+        hb_bar_arrive(2 - wg);  // the other warpgroup's turn
+
+        // ---- prefetch tile j + 1 into the next stage once both warpgroups freed it (tile j - 2) ----
+        if (nxt.valid()) {
+            if (j + 1 >= HB_STAGES)
+                hb_mbar_wait(bars + 8 * (HB_STAGES + nstage), ((j + 1) / HB_STAGES - 1) & 1u);
+            const unsigned ks = skv + nstage * 2 * HB_TILE;
+            hb_load_tile(ks, kb + (long long)nxt.kt * rs, rs, nxt.k_end - nxt.kt, tid);
+            hb_load_tile(ks + HB_TILE, vb + (long long)nxt.kt * rs, rs, nxt.k_end - nxt.kt, tid);
+            hb_mbar_cp_arrive(bars + 8 * nstage);
+        }
+
         wg_wait<1>();
 #pragma unroll
         for (int i = 0; i < 64; ++i) hb_pin(s[i]);
@@ -336,8 +385,9 @@ __device__ __forceinline__ void hb_attention(
         l0 = l0 * corr0 + rs0;  // per-thread partial sums, reduced over the quad at the end
         l1 = l1 * corr1 + rs1;
 
-        // ---- P V of the previous tile done: rescale O, hand P of this tile to the next ----
+        // ---- P V of the previous tile done: free its stage, rescale O, keep P for the next ----
         wg_wait<0>();
+        if (!first) hb_mbar_arrive(bars + 8 * (HB_STAGES + pstage));
 #pragma unroll
         for (int i = 0; i < 64; ++i) hb_pin(acc[i]);
 #pragma unroll
@@ -357,7 +407,9 @@ __device__ __forceinline__ void hb_attention(
         first = false;
         stage = nstage;
         cur = nxt;
+        ++j;
     }
+    if (wg == 0) hb_bar_sync(1);  // balance warpgroup 1's last hand-over
     if (!first) {
         const int pstage = stage == 0 ? HB_STAGES - 1 : stage - 1;
         const unsigned long long dv = hb_desc(skv + pstage * 2 * HB_TILE + HB_TILE, HB_PANEL, 1024);
@@ -375,7 +427,7 @@ __device__ __forceinline__ void hb_attention(
 #pragma unroll
         for (int i = 0; i < 64; ++i) hb_pin(acc[i]);
     }
-    hb_wait_all();  // an empty row still committed its Q load
+    hb_wait_all();  // an empty row still loaded Q
 
     // ---- normalise and store ----
     l0 += __shfl_xor_sync(0xffffffffu, l0, 1);

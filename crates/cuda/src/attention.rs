@@ -5,9 +5,10 @@
 //! portable kernels take the call.
 //!
 //! Kernel: one CTA = 2 consumer warpgroups = 128 query rows; 128-key tiles of K and V stream
-//! through a 3-stage ring of 128-byte-swizzled shared memory (cp.async); S = QKᵀ and O += PV are
-//! `wgmma.mma_async` m64n128k16 (P from registers), with the softmax of one tile overlapping the
-//! P·V product of the previous one. Sparse launches go through a work list built on the host
+//! through a 3-stage ring of 128-byte-swizzled shared memory (cp.async, full/empty mbarriers per
+//! stage); S = QKᵀ and O += PV are `wgmma.mma_async` m64n128k16 (P from registers), with the
+//! softmax of one tile overlapping the P·V product of the previous one, and the two warpgroups
+//! taking turns to issue (named barriers) so one's softmax overlaps the other's GEMMs. Sparse launches go through a work list built on the host
 //! from the plan (cached per plan): heads in order, and inside a head the query blocks with the
 //! most kept key blocks first, so the long rows start early and the short ones fill the tail.
 
@@ -29,9 +30,9 @@ const SRC: &str = concat!(
 /// Query rows per CTA (`HB_M`) and keys per tile (`HB_N`) in the kernel.
 pub const HOPPER_TILE: usize = 128;
 const THREADS: u32 = 256;
-/// Dynamic shared memory: Q tile + 3 stages x (K, V) tiles of 128 x 128 bf16, plus 1 KiB so the
-/// base can be rounded up to the 1024-byte alignment of the swizzle pattern.
-const SMEM_BYTES: usize = 32768 * (1 + 2 * 3) + 1024;
+/// Dynamic shared memory: Q tile + 3 stages x (K, V) tiles of 128 x 128 bf16, 6 mbarriers, plus
+/// 1 KiB so the base can be rounded up to the 1024-byte alignment of the swizzle pattern.
+const SMEM_BYTES: usize = 32768 * (1 + 2 * 3) + 1024 + 64;
 
 static BUILD_NOTE: OnceLock<String> = OnceLock::new();
 
