@@ -124,14 +124,8 @@ fn eval_on<B: Backend>(be: &B, e: &EvalArgs, src: &Source, dense: &Plan, plans: 
     for (name, a, p) in plans {
         let label = if name.is_empty() { p.policy.clone() } else { name.clone() };
         eprintln!("eval: {label} …");
-        let jp = match (&p.jenga, p.policy.as_str()) {
-            (Some(js), "jenga") => Some(crate::policy::jenga(js, &p.spec, &a.jenga, cfg.patch_size)?),
-            _ => None,
-        };
-        let inner: &dyn AttentionPolicy<B> = match &jp {
-            Some(j) => j,
-            None => &Dense,
-        };
+        let pol = crate::policy::build(p, &a.jenga, cfg.patch_size)?;
+        let inner: &dyn AttentionPolicy<B> = &pol;
         let mut probe = Probe::new(inner, e.recall_every.max(1));
         if e.save_masks.is_some() {
             let mid = p.spec.steps / 2;
@@ -150,7 +144,7 @@ fn eval_on<B: Backend>(be: &B, e: &EvalArgs, src: &Source, dense: &Plan, plans: 
                 "drop {:?}, p {:?}, res {:?}, steps {:?}, shift {:?}, skip {}",
                 s.sa_drop_rates, s.p_remain_rates, s.res_rate_list, s.step_rate_list, s.scheduler_shift_list, skip_name(&p.spec.skip)
             ),
-            None => format!("dense attention, skip {}", skip_name(&p.spec.skip)),
+            None => format!("{}: {}, skip {}", p.policy, pol.settings(), skip_name(&p.spec.skip)),
         };
         let density: Vec<f64> = inner.density_stats().iter().map(|d| d.mean_density).collect();
         // Recall is measured on sparse calls only (dense calls hold all the mass).

@@ -238,6 +238,16 @@ pub fn plan(a: &GenerateArgs, src: &Source) -> Result<Plan> {
         bail!("--block must be at least 1");
     }
     spec.validate().map_err(anyhow::Error::msg)?;
+    // Peer-policy flags are checked here too, before any compute.
+    match policy.as_str() {
+        "svg" => {
+            a.jenga.peers.svg(a.jenga.block, a.seed)?;
+        }
+        "draft" => {
+            a.jenga.peers.draft(a.jenga.block, &spec)?;
+        }
+        _ => {}
+    }
     Ok(Plan {
         spec,
         prompt: a.prompt.clone(),

@@ -3,6 +3,7 @@
 mod args;
 mod bench;
 mod bench_e2e;
+mod bench_policies;
 mod device;
 mod eval;
 mod generate;

@@ -1,10 +1,16 @@
-//! `--policy` / presets → an attention policy object.
+//! `--policy dense|jenga|svg|draft` / presets → an attention policy object.
 
 use crate::args::JengaArgs;
+use crate::generate::Plan;
 use anyhow::{Context, Result};
 use jenga_carve::jenga::{JengaConfig, JengaPolicy, TextAmp};
-use jenga_carve::{CurveKind, DropMode};
+use jenga_carve::{
+    AttentionPolicy, AttnCtx, CurveKind, Dense, DensityStats, DraftConfig, DraftPolicy, DropMode,
+    SvgConfig, SvgPolicy,
+};
 use jenga_pipeline::{JengaSettings, SampleSpec};
+use jenga_tensor::{AttnPlan, Backend, Error as TensorError, KeyBias};
+use std::sync::Arc;
 
 /// The Jenga policy for a resolved run. Drop rates follow the Wan scripts (warm-up ramp, dense
 /// at ≤ 0.25): with one stage and two rates the switch is at the middle step (25 of 50);
@@ -47,4 +53,257 @@ pub fn jenga(
         first_stage_only: true,
     };
     JengaPolicy::new(cfg).context("jenga policy")
+}
+
+/// The policy names `--policy` accepts.
+pub const POLICIES: [&str; 4] = ["dense", "jenga", "svg", "draft"];
+
+/// `--policy NAME` checked before any compute.
+pub fn check_name(name: &str) -> Result<()> {
+    if POLICIES.contains(&name) {
+        Ok(())
+    } else {
+        anyhow::bail!(
+            "--policy {name}: unknown attention policy (expected one of {})",
+            POLICIES.join(", ")
+        )
+    }
+}
+
+/// Flags of the peer policies (Sparse VideoGen, DraftAttention). Defaults are the reference
+/// scripts' for Wan2.1 (docs/POLICIES.md).
+#[derive(clap::Args, Debug, Clone)]
+pub struct PeerArgs {
+    /// SVG: fraction of the attention its band keeps (`--sparsity` of the reference).
+    #[arg(long, default_value_t = 0.3)]
+    pub svg_sparsity: f64,
+    /// SVG: query rows sampled per call to choose spatial or temporal heads.
+    #[arg(long, default_value_t = 64)]
+    pub svg_sampled_rows: usize,
+    /// SVG: fraction of the first steps run dense (`first_times_fp`).
+    #[arg(long, default_value_t = 0.2)]
+    pub svg_first_times_fp: f64,
+    /// SVG: fraction of the first layers run dense (`first_layers_fp`).
+    #[arg(long, default_value_t = 0.03)]
+    pub svg_first_layers_fp: f64,
+    /// DraftAttention: fraction of the low-resolution attention map dropped per head.
+    #[arg(long, default_value_t = 0.75)]
+    pub draft_sparsity: f64,
+    /// DraftAttention: pooled region ROWSxCOLS of latent tokens per frame.
+    #[arg(long, default_value = "8x16")]
+    pub draft_pool: String,
+    /// DraftAttention: leading transformer layers run dense.
+    #[arg(long, default_value_t = 1)]
+    pub draft_dense_layers: usize,
+    /// DraftAttention: steps whose timestep (1000·σ) is above this run dense.
+    #[arg(long, default_value_t = 925.0)]
+    pub draft_dense_timestep: f64,
+    /// DraftAttention: every draft row keeps at least this many blocks (0 = reference, which
+    /// may leave a row empty).
+    #[arg(long, default_value_t = 1)]
+    pub draft_min_blocks: usize,
+}
+
+impl Default for PeerArgs {
+    fn default() -> Self {
+        PeerArgs {
+            svg_sparsity: 0.3,
+            svg_sampled_rows: 64,
+            svg_first_times_fp: 0.2,
+            svg_first_layers_fp: 0.03,
+            draft_sparsity: 0.75,
+            draft_pool: "8x16".into(),
+            draft_dense_layers: 1,
+            draft_dense_timestep: 925.0,
+            draft_min_blocks: 1,
+        }
+    }
+}
+
+impl PeerArgs {
+    pub fn svg(&self, block: usize, seed: u64) -> Result<SvgConfig> {
+        let s = self.svg_sparsity;
+        if !(s > 0.0 && s <= 1.0) {
+            anyhow::bail!("--svg-sparsity {s}: must be in (0, 1]");
+        }
+        if self.svg_sampled_rows == 0 {
+            anyhow::bail!("--svg-sampled-rows must be at least 1");
+        }
+        for (flag, v) in [
+            ("--svg-first-times-fp", self.svg_first_times_fp),
+            ("--svg-first-layers-fp", self.svg_first_layers_fp),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                anyhow::bail!("{flag} {v}: must be in [0, 1]");
+            }
+        }
+        let cfg = SvgConfig {
+            block,
+            sparsity: self.svg_sparsity,
+            num_sampled_rows: self.svg_sampled_rows,
+            first_times_fp: self.svg_first_times_fp,
+            first_layers_fp: self.svg_first_layers_fp,
+            seed,
+            ..SvgConfig::default()
+        };
+        cfg.validate()
+            .map_err(|e| anyhow::anyhow!("--svg-* flags: {e}"))?;
+        Ok(cfg)
+    }
+
+    /// DraftAttention settings for a run; the dense warm-up steps come from the run's first
+    /// stage sigma schedule.
+    pub fn draft(&self, block: usize, spec: &SampleSpec) -> Result<DraftConfig> {
+        let (pool_h, pool_w) = self
+            .draft_pool
+            .split_once('x')
+            .and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)))
+            .filter(|&(a, b): &(usize, usize)| a > 0 && b > 0)
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--draft-pool {}: expected ROWSxCOLS of positive numbers, e.g. 8x16",
+                    self.draft_pool
+                )
+            })?;
+        let s = self.draft_sparsity;
+        if !(0.0..1.0).contains(&s) {
+            anyhow::bail!("--draft-sparsity {s}: must be in [0, 1)");
+        }
+        let shift = spec.stages.first().map_or(1.0, |s| s.shift);
+        let sig = jenga_pipeline::flow_sigmas(spec.steps, shift);
+        let cfg = DraftConfig {
+            pool_h,
+            pool_w,
+            sparsity: self.draft_sparsity,
+            block,
+            dense_layers: self.draft_dense_layers,
+            dense_steps: DraftConfig::dense_steps_from_sigmas(
+                &sig[..spec.steps],
+                self.draft_dense_timestep,
+            ),
+            min_blocks_per_row: self.draft_min_blocks,
+        };
+        cfg.validate()
+            .map_err(|e| anyhow::anyhow!("--draft-* flags: {e}"))?;
+        Ok(cfg)
+    }
+}
+
+/// Any of the engine's attention policies, behind one type so callers pick at run time.
+pub enum Policy {
+    Dense(Dense),
+    Jenga(Box<JengaPolicy>),
+    Svg(Box<SvgPolicy>),
+    Draft(Box<DraftPolicy>),
+}
+
+impl Policy {
+    fn inner<B: Backend>(&self) -> &dyn AttentionPolicy<B> {
+        match self {
+            Policy::Dense(p) => p,
+            Policy::Jenga(p) => p.as_ref(),
+            Policy::Svg(p) => p.as_ref(),
+            Policy::Draft(p) => p.as_ref(),
+        }
+    }
+
+    /// One line of the settings that matter, for reports.
+    pub fn settings(&self) -> String {
+        match self {
+            Policy::Dense(_) => "full attention".into(),
+            Policy::Jenga(p) => {
+                let c = p.config();
+                format!(
+                    "drop {:?}, p {:?}, curve {}, m {}",
+                    c.schedule.drop_rates, c.schedule.p_remain, c.curve, c.block
+                )
+            }
+            Policy::Svg(p) => {
+                let c = p.config();
+                format!(
+                    "sparsity {}, {} rows, dense first {} of steps / {} of layers, m {}",
+                    c.sparsity, c.num_sampled_rows, c.first_times_fp, c.first_layers_fp, c.block
+                )
+            }
+            Policy::Draft(p) => {
+                let c = p.config();
+                format!(
+                    "pool {}x{}, sparsity {}, dense first {} steps / {} layers, m {}",
+                    c.pool_h, c.pool_w, c.sparsity, c.dense_steps, c.dense_layers, c.block
+                )
+            }
+        }
+    }
+
+    /// What the policy chose on its own, for reports (SVG head patterns, Draft top-ups).
+    pub fn choices(&self) -> Option<String> {
+        match self {
+            Policy::Svg(p) => {
+                let (s, t) = p.pattern_counts();
+                let n = (s + t).max(1) as f64;
+                Some(format!(
+                    "heads: {:.0}% spatial, {:.0}% temporal",
+                    100.0 * s as f64 / n,
+                    100.0 * t as f64 / n
+                ))
+            }
+            Policy::Draft(p) => {
+                let (t, n) = p.topped_rows();
+                Some(format!(
+                    "{:.1}% of draft rows empty under the global threshold (topped up)",
+                    100.0 * t as f64 / n.max(1) as f64
+                ))
+            }
+            _ => None,
+        }
+    }
+}
+
+impl<B: Backend> AttentionPolicy<B> for Policy {
+    fn name(&self) -> String {
+        self.inner::<B>().name()
+    }
+    fn token_order(&self, grid: (usize, usize, usize)) -> Option<Arc<Vec<u32>>> {
+        self.inner::<B>().token_order(grid)
+    }
+    fn plan(
+        &self,
+        be: &B,
+        q: &B::Tensor,
+        k: &B::Tensor,
+        ctx: &AttnCtx,
+    ) -> Result<AttnPlan, TensorError> {
+        self.inner::<B>().plan(be, q, k, ctx)
+    }
+    fn key_bias(&self, ctx: &AttnCtx) -> Option<KeyBias> {
+        self.inner::<B>().key_bias(ctx)
+    }
+    fn density_stats(&self) -> Vec<DensityStats> {
+        self.inner::<B>().density_stats()
+    }
+}
+
+/// The policy a resolved run asks for (`plan.policy`), built before any compute so flag
+/// mistakes surface first.
+pub fn build(plan: &Plan, j: &JengaArgs, patch: [usize; 3]) -> Result<Policy> {
+    check_name(&plan.policy)?;
+    if j.block == 0 {
+        anyhow::bail!("--block must be at least 1");
+    }
+    Ok(match plan.policy.as_str() {
+        "jenga" => {
+            let settings = match &plan.jenga {
+                Some(s) => s.clone(),
+                None => JengaSettings::attention_only(plan.spec.stages[0].shift),
+            };
+            Policy::Jenga(Box::new(jenga(&settings, &plan.spec, j, patch)?))
+        }
+        "svg" => Policy::Svg(Box::new(
+            SvgPolicy::new(j.peers.svg(j.block, plan.spec.seed)?).context("svg policy")?,
+        )),
+        "draft" => Policy::Draft(Box::new(
+            DraftPolicy::new(j.peers.draft(j.block, &plan.spec)?).context("draft policy")?,
+        )),
+        _ => Policy::Dense(Dense),
+    })
 }

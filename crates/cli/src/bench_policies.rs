@@ -1,0 +1,489 @@
+//! `jenga bench policies`: the attention policies side by side on one prompt, size and seed —
+//! dense (the reference), Jenga, Sparse VideoGen, DraftAttention, or any variant given as
+//! `generate` policy flags — with density, attention recall, PSNR/SSIM against dense, wall and
+//! CPU time and speed-up, in one table (and, with `--report FILE`, in a marked section of a
+//! markdown file such as docs/POLICIES.md).
+//!
+//! Recall is measured by [`Probe`] on sampled query rows of every `--recall-every`-th step; the
+//! time it takes (host f64 scores) is measured around it and subtracted, so times are those of
+//! the policy alone (plan building included).
+
+use crate::args::{GenerateArgs, ModelArgs};
+use crate::device::Device;
+use crate::generate::{plan, Plan, Source};
+use crate::policy::{build, Policy};
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use jenga_carve::{AttentionPolicy, AttnCtx, DensityStats};
+use jenga_models::WanModel;
+use jenga_pipeline::metrics::{psnr, ssim};
+use jenga_pipeline::probe::Probe;
+use jenga_pipeline::{sample, SampleOutput};
+use jenga_tensor::{AttnPlan, Backend, KeyBias};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// `jenga bench policies` flags (model and device flags are the global ones).
+#[derive(clap::Args, Debug, Clone)]
+pub struct PoliciesArgs {
+    #[arg(long, default_value = "a red circle moving right on a blue background")]
+    pub prompt: String,
+    /// Frames / height / width (default: the model's, tiny-wan 8x32x32).
+    #[arg(long)]
+    pub frames: Option<usize>,
+    #[arg(long)]
+    pub height: Option<usize>,
+    #[arg(long)]
+    pub width: Option<usize>,
+    /// Denoising steps (default: the model's, 30 for tiny-wan).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Variants compared with dense, comma-separated: a policy name followed by any of
+    /// `generate`'s policy flags, e.g. "draft --draft-sparsity 0.5".
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "jenga --sa-drop-rates 0.7 0.8 --p-remain-rates 0.3,svg,draft"
+    )]
+    pub variants: Vec<String>,
+    /// Measure attention recall on the calls of every N-th step (0 = never).
+    #[arg(long, default_value_t = 5)]
+    pub recall_every: usize,
+    /// Write the table into FILE (replacing its `bench-policies` section, or appending one).
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+}
+
+/// A variant's `generate` flags, parsed by clap exactly as on the command line.
+#[derive(Parser, Debug)]
+#[command(name = "variant", no_binary_name = true)]
+struct VariantFlags {
+    #[command(flatten)]
+    gen: GenerateArgs,
+}
+
+/// `generate` arguments for one variant (`policy` + extra flags) of this bench.
+fn gen_args(p: &PoliciesArgs, model: &ModelArgs, variant: &str) -> Result<GenerateArgs> {
+    let mut words: Vec<String> = variant.split_whitespace().map(String::from).collect();
+    let Some(name) = words.first().cloned() else {
+        bail!("--variants: empty variant");
+    };
+    crate::policy::check_name(&name).with_context(|| format!("--variants `{variant}`"))?;
+    words.remove(0);
+    let mut argv: Vec<String> = vec![
+        "--prompt".into(),
+        p.prompt.clone(),
+        "--policy".into(),
+        name,
+        "--seed".into(),
+        p.seed.to_string(),
+        "--quiet".into(),
+    ];
+    for (flag, v) in [
+        ("--frames", p.frames),
+        ("--height", p.height),
+        ("--width", p.width),
+        ("--steps", p.steps),
+    ] {
+        if let Some(v) = v {
+            argv.extend([flag.to_string(), v.to_string()]);
+        }
+    }
+    argv.extend(words);
+    let mut g = VariantFlags::try_parse_from(&argv)
+        .map_err(|e| {
+            let msg = e.to_string();
+            anyhow::anyhow!(
+                "--variants `{variant}`: {}",
+                msg.lines()
+                    .next()
+                    .unwrap_or("bad flags")
+                    .trim_start_matches("error: ")
+            )
+        })?
+        .gen;
+    g.model = model.clone();
+    Ok(g)
+}
+
+/// Adds up the wall time spent in `plan` of the policy it wraps.
+struct Clock<'a, B: Backend> {
+    inner: &'a dyn AttentionPolicy<B>,
+    spent: Mutex<f64>,
+}
+
+impl<'a, B: Backend> Clock<'a, B> {
+    fn new(inner: &'a dyn AttentionPolicy<B>) -> Self {
+        Clock {
+            inner,
+            spent: Mutex::new(0.0),
+        }
+    }
+    fn secs(&self) -> f64 {
+        *self.spent.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl<B: Backend> AttentionPolicy<B> for Clock<'_, B> {
+    fn name(&self) -> String {
+        self.inner.name()
+    }
+    fn token_order(&self, grid: (usize, usize, usize)) -> Option<Arc<Vec<u32>>> {
+        self.inner.token_order(grid)
+    }
+    fn plan(
+        &self,
+        be: &B,
+        q: &B::Tensor,
+        k: &B::Tensor,
+        ctx: &AttnCtx,
+    ) -> jenga_tensor::Result<AttnPlan> {
+        let t = Instant::now();
+        let p = self.inner.plan(be, q, k, ctx);
+        *self.spent.lock().unwrap_or_else(|e| e.into_inner()) += t.elapsed().as_secs_f64();
+        p
+    }
+    fn key_bias(&self, ctx: &AttnCtx) -> Option<KeyBias> {
+        self.inner.key_bias(ctx)
+    }
+    fn density_stats(&self) -> Vec<DensityStats> {
+        self.inner.density_stats()
+    }
+}
+
+/// CPU seconds (user + system, all threads) of this process, from `/proc/self/stat`
+/// (clock ticks of 1/100 s); `None` where that file does not exist.
+fn cpu_secs() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let f: Vec<&str> = s.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+/// One row of the table.
+struct Row {
+    label: String,
+    settings: String,
+    notes: String,
+    wall: f64,
+    cpu: Option<f64>,
+    density: f64,
+    sparse_density: Option<f64>,
+    recall: Option<f64>,
+    psnr: f64,
+    ssim: f64,
+}
+
+struct Variant {
+    label: String,
+    plan: Plan,
+    policy: Policy,
+}
+
+pub fn run(p: &PoliciesArgs, model: &ModelArgs, json: Option<&Path>, dev: &Device) -> Result<()> {
+    if let Some(r) = &p.report {
+        jenga_video::check_parent_writable(r)
+            .with_context(|| format!("--report {}", r.display()))?;
+    }
+    let src = Source::open(model)?;
+    let patch = src.config().patch_size;
+    // Every variant is resolved (flags checked, policies built) before any compute.
+    let dense_args = gen_args(p, model, "dense")?;
+    let dense = plan(&dense_args, &src)?;
+    let mut vars = Vec::new();
+    for v in &p.variants {
+        let g = gen_args(p, model, v)?;
+        let pl = plan(&g, &src).with_context(|| format!("--variants `{v}`"))?;
+        if pl.spec.stages.len() != 1 || pl.spec.steps != dense.spec.steps {
+            bail!("--variants `{v}`: ProRes stages are not compared here (one stage, same steps as dense)");
+        }
+        let policy = build(&pl, &g.jenga, patch).with_context(|| format!("--variants `{v}`"))?;
+        vars.push(Variant {
+            label: v.trim().to_string(),
+            plan: pl,
+            policy,
+        });
+    }
+    let (rows, dev_name) = match dev {
+        Device::Cpu(be) => (run_on(be, p, &src, &dense, &vars)?, be.name()),
+        Device::Cuda(be) => (run_on(be.as_ref(), p, &src, &dense, &vars)?, be.name()),
+    };
+    let cpu_device = matches!(dev, Device::Cpu(_));
+    let table = render(p, &rows, &dev_name, &src, &dense, cpu_device);
+    println!("{table}");
+    if let Some(path) = &p.report {
+        write_section(path, &table).with_context(|| format!("--report {}", path.display()))?;
+        eprintln!("wrote the table into {}", path.display());
+    }
+    if let Some(path) = json {
+        let mut o = String::new();
+        for r in &rows {
+            let v = serde_json::json!({
+                "name": format!("policy {}", r.label), "device": dev_name, "model": src.name(),
+                "wall_s": r.wall, "cpu_s": r.cpu, "speedup_wall": rows[0].wall / r.wall,
+                "density": r.density, "sparse_density": r.sparse_density, "recall": r.recall,
+                "psnr_db": if r.psnr.is_finite() { Some(r.psnr) } else { None }, "ssim": r.ssim,
+            });
+            let _ = writeln!(o, "{v}");
+        }
+        std::fs::write(path, o).with_context(|| format!("--json {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn run_on<B: Backend>(
+    be: &B,
+    p: &PoliciesArgs,
+    src: &Source,
+    dense: &Plan,
+    vars: &[Variant],
+) -> Result<Vec<Row>> {
+    let cfg = src.config();
+    let model = WanModel::load(be, cfg, src.weights()).context("loading the DiT")?;
+    let cond = src.encode(&p.prompt)?;
+    let ctx = if dense.spec.guidance != 1.0 {
+        be.upload(
+            &[cond, src.encode("")?].concat(),
+            &[2, cfg.text_len, cfg.text_dim],
+        )?
+    } else {
+        be.upload(&cond, &[1, cfg.text_len, cfg.text_dim])?
+    };
+    let ctx = model.embed_text(be, &ctx)?;
+    let timed =
+        |pl: &Plan, pol: &dyn AttentionPolicy<B>| -> Result<(SampleOutput, f64, Option<f64>)> {
+            be.synchronize()?;
+            let (t, c) = (Instant::now(), cpu_secs());
+            let out = sample(be, &model, &ctx, &pl.spec, pol, None, &mut |_| {})?;
+            be.synchronize()?;
+            let cpu = c.zip(cpu_secs()).map(|(a, b)| b - a);
+            Ok((out, t.elapsed().as_secs_f64(), cpu))
+        };
+    eprintln!("bench policies on {}: dense …", be.name());
+    let (d_out, d_wall, d_cpu) = timed(dense, &jenga_carve::Dense)?;
+    let mut rows = vec![Row {
+        label: "dense".into(),
+        settings: "full attention".into(),
+        notes: String::new(),
+        wall: d_wall,
+        cpu: d_cpu,
+        density: 1.0,
+        sparse_density: None,
+        recall: None,
+        psnr: f64::INFINITY,
+        ssim: 1.0,
+    }];
+    for v in vars {
+        eprintln!("bench policies: {} …", v.label);
+        let inner = Clock::new(&v.policy as &dyn AttentionPolicy<B>);
+        let probe = Probe::new(&inner, p.recall_every);
+        let outer = Clock::new(&probe);
+        let (out, wall, cpu) = timed(&v.plan, &outer)?;
+        // What the probe spent measuring recall (single-threaded host work).
+        let probe_secs = (outer.secs() - inner.secs()).max(0.0);
+        if out.shape != d_out.shape {
+            bail!(
+                "{}: output {:?}, dense {:?}",
+                v.label,
+                out.shape,
+                d_out.shape
+            );
+        }
+        let st = AttentionPolicy::<B>::density_stats(&v.policy);
+        let calls: u64 = st.iter().map(|s| s.calls).sum();
+        let sparse: u64 = st.iter().map(|s| s.sparse_calls).sum();
+        let density = st
+            .iter()
+            .map(|s| s.mean_density * s.calls as f64)
+            .sum::<f64>()
+            / calls.max(1) as f64;
+        let sparse_density = (sparse > 0).then(|| {
+            st.iter()
+                .map(|s| s.mean_sparse_density * s.sparse_calls as f64)
+                .sum::<f64>()
+                / sparse as f64
+        });
+        let mut notes = format!("{sparse} of {calls} calls sparse");
+        if let Some(c) = v.policy.choices() {
+            notes = format!("{notes}; {c}");
+        }
+        rows.push(Row {
+            label: v.label.clone(),
+            settings: v.policy.settings(),
+            notes,
+            wall: wall - probe_secs,
+            cpu: cpu.map(|c| c - probe_secs),
+            density: if calls > 0 { density } else { 1.0 },
+            sparse_density,
+            recall: probe.mean_recall(),
+            psnr: psnr(&out.video, &d_out.video),
+            ssim: ssim(&out.video, &d_out.video, out.shape),
+        });
+    }
+    Ok(rows)
+}
+
+fn render(
+    p: &PoliciesArgs,
+    rows: &[Row],
+    dev: &str,
+    src: &Source,
+    dense: &Plan,
+    cpu_device: bool,
+) -> String {
+    let s = &dense.spec;
+    let mut o = String::new();
+    let cmd: Vec<String> = std::env::args()
+        .skip(1)
+        .map(|a| {
+            if a.contains(' ') || a.is_empty() {
+                format!("\"{a}\"")
+            } else {
+                a
+            }
+        })
+        .collect();
+    let _ = writeln!(
+        o,
+        "`jenga {}` — {} ({}×{}×{}, {} steps, shift {}, guidance {}, seed {}, prompt \"{}\") on {dev}.\n",
+        cmd.join(" "),
+        src.name(),
+        s.frames,
+        s.height,
+        s.width,
+        s.steps,
+        s.stages[0].shift,
+        s.guidance,
+        s.seed,
+        p.prompt
+    );
+    let _ = writeln!(o, "| variant | density (all calls) | density (sparse calls) | recall | PSNR vs dense (dB) | SSIM | wall (s) | speed-up (wall) | CPU (s) | speed-up (CPU) |");
+    let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|---|");
+    let (dw, dc) = (rows[0].wall, rows[0].cpu);
+    for r in rows {
+        let f3 = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.3}"));
+        let pct = |v: f64| format!("{:.1}%", 100.0 * v);
+        let psnr = if r.psnr.is_finite() {
+            format!("{:.2}", r.psnr)
+        } else {
+            "∞".into()
+        };
+        let (cpu, cpu_up) = match (cpu_device, r.cpu, dc) {
+            (true, Some(c), Some(d)) => (format!("{c:.1}"), format!("{:.2}x", d / c)),
+            _ => ("–".into(), "–".into()),
+        };
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} | {} | {psnr} | {:.4} | {:.1} | {:.2}x | {cpu} | {cpu_up} |",
+            r.label,
+            pct(r.density),
+            r.sparse_density.map_or("–".into(), pct),
+            f3(r.recall),
+            r.ssim,
+            r.wall,
+            dw / r.wall,
+        );
+    }
+    let _ = writeln!(o);
+    for r in rows.iter().skip(1) {
+        let _ = writeln!(o, "- **{}**: {}; {}.", r.label, r.settings, r.notes);
+    }
+    let _ = writeln!(
+        o,
+        "\nDensity: fraction of (query block, key block) pairs computed, dense calls counting 1. \
+         Recall: softmax mass inside the kept blocks on {} sampled query rows per head of every \
+         {}-th step's sparse calls, against exact dense scores. Times exclude that measurement.",
+        32, p.recall_every
+    );
+    o
+}
+
+const BEGIN: &str = "<!-- bench-policies:begin -->";
+const END: &str = "<!-- bench-policies:end -->";
+
+/// Replace the marked section of `path` with `table` (append one when absent; create the
+/// file when missing). Written atomically.
+fn write_section(path: &Path, table: &str) -> Result<()> {
+    let section = format!("{BEGIN}\n{table}{END}\n");
+    let old = std::fs::read_to_string(path).unwrap_or_default();
+    let new = match (old.find(BEGIN), old.find(END)) {
+        (Some(a), Some(b)) if b > a => {
+            let rest = &old[b + END.len()..];
+            format!(
+                "{}{section}{}",
+                &old[..a],
+                rest.strip_prefix('\n').unwrap_or(rest)
+            )
+        }
+        _ if old.is_empty() => format!("# Attention policies\n\n{section}"),
+        _ => format!(
+            "{}\n{section}",
+            old.trim_end_matches('\n').to_string() + "\n"
+        ),
+    };
+    let tmp = path.with_extension("tmp~");
+    std::fs::write(&tmp, new)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn section_is_replaced_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("P.md");
+        write_section(&f, "T1\n").unwrap();
+        let a = std::fs::read_to_string(&f).unwrap();
+        assert!(a.starts_with("# Attention policies\n") && a.contains("T1"));
+        std::fs::write(&f, format!("intro\n{}\nnotes after\n", a.trim_end())).unwrap();
+        write_section(&f, "T2\n").unwrap();
+        let b = std::fs::read_to_string(&f).unwrap();
+        assert!(b.contains("T2") && !b.contains("T1"), "{b}");
+        assert!(
+            b.starts_with("intro\n") && b.ends_with("notes after\n"),
+            "{b}"
+        );
+        assert_eq!(b.matches(BEGIN).count(), 1);
+    }
+
+    #[test]
+    fn variants_parse_like_generate_flags() {
+        let p = PoliciesArgs {
+            prompt: "x".into(),
+            frames: None,
+            height: None,
+            width: None,
+            steps: Some(3),
+            seed: 1,
+            variants: vec![],
+            recall_every: 5,
+            report: None,
+        };
+        let m = ModelArgs {
+            model: None,
+            random_weights: None,
+            device: "cpu".into(),
+            threads: None,
+        };
+        let g = gen_args(&p, &m, "draft --draft-sparsity 0.5 --block 128").unwrap();
+        assert_eq!(g.jenga.policy.as_deref(), Some("draft"));
+        assert_eq!(g.jenga.peers.draft_sparsity, 0.5);
+        assert_eq!((g.steps, g.seed), (Some(3), 1));
+        let g = gen_args(&p, &m, "jenga --sa-drop-rates 0.7 0.8").unwrap();
+        assert_eq!(g.jenga.sa_drop_rates, Some(vec![0.7, 0.8]));
+        let e = gen_args(&p, &m, "sparse").unwrap_err();
+        assert!(
+            format!("{e:#}").contains("unknown attention policy"),
+            "{e:#}"
+        );
+        let e = gen_args(&p, &m, "svg --svg-nonsense 1").unwrap_err();
+        assert!(format!("{e:#}").contains("--variants"), "{e:#}");
+    }
+}
