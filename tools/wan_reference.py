@@ -163,7 +163,7 @@ class WanEager:
         xs = xe.flatten(2).transpose(1, 2).float()  # [B, L, D] raster (f, h, w)
         # time embedding: sinusoidal in float64, [cos, sin]
         half = cfg.get("freq_dim", 256) // 2
-        tt = t.to(torch.float64).view(-1)
+        tt = t.detach().to("cpu", torch.float64).view(-1)
         arg = torch.outer(tt, torch.pow(10000.0, -torch.arange(half, dtype=torch.float64) / half))
         sin = torch.cat([arg.cos(), arg.sin()], dim=1).float().to(self.device)
         e = self.lin(self.lin(sin, "time_embedding.0", "silu"), "time_embedding.2")

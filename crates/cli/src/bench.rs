@@ -112,8 +112,8 @@ fn time_ms<B: Backend>(be: &B, n: usize, mut f: impl FnMut() -> Result<()>) -> R
 /// Square matmul through the backend's linear (the `gemm` crate on the CPU): the ceiling the
 /// whole forward is compared with.
 fn matmul_ms<B: Backend>(be: &B, n: usize) -> Result<f64> {
-    let a = be.upload(&jenga_pipeline::noise(1, n * n), &[n, n])?;
-    let w = be.upload(&jenga_pipeline::noise(2, n * n), &[n, n])?;
+    let a = be.upload(&attention::random_data(1, n * n), &[n, n])?;
+    let w = be.upload(&attention::random_data(2, n * n), &[n, n])?;
     time_ms(be, 3, || {
         be.linear(&a, &w, None, Act::None)?;
         Ok(())
@@ -179,7 +179,8 @@ fn bench_dit<B: Backend>(be: &B, a: &BenchArgs, dev_kind: &str) -> Result<Vec<Re
             t0.elapsed().as_secs_f64()
         );
     }
-    let n = 1024;
+    // Large enough to reach the device's matmul rate (8192^3 is ~1 ms on an H100).
+    let n = if dev_kind == "cuda" { 8192 } else { 1024 };
     let mm = matmul_ms(be, n)?;
     let mm_gflops = 2.0 * (n as f64).powi(3) / mm / 1e6;
     let dev_name = be.name();

@@ -131,7 +131,7 @@ pub fn kept_flops(plan: &BlockPlan, seq: usize, dim: usize) -> f64 {
 }
 
 /// Unit-variance uniform values, filled on all cores (hundreds of millions for 720p).
-fn random_data(seed: u64, n: usize) -> Vec<f32> {
+pub(super) fn random_data(seed: u64, n: usize) -> Vec<f32> {
     let mut v = vec![0f32; n];
     let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
     let chunk = n.div_ceil(threads).max(1 << 16);
