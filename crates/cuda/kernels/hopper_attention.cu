@@ -457,3 +457,361 @@ extern "C" __global__ void __launch_bounds__(HB_THREADS, 1)
     hb_attention(q, k, v, o, lq, lk, h, scale_log2, row_ptr, col_idx, block, q_blocks, bias_from,
                  bias_log2, order, subs);
 }
+
+// ================================================================================================
+// Warp-specialized persistent version (default). 384 threads: warpgroup 0 is the producer (one
+// thread issues TMA bulk tensor copies; setmaxnreg drops the group to 24 registers), warpgroups
+// 1 and 2 are the consumers of the kernel above (64 query rows each, 240 registers). One CTA per
+// SM loops over work items handed out by an atomic counter (the first item is blockIdx.x); the
+// producer claims an item, publishes its index in shared memory and loads its Q tile (q_full),
+// then streams the item's K/V tiles through the same 3-stage ring (full: expect_tx of 64 KiB,
+// empty: all 256 consumer threads). The consumers free Q (q_empty) as soon as the item's last
+// S = Q K^T is done, so the next item's Q and first tiles load during the last P V and the
+// epilogue. Tensor maps (4-D: dim, head, token, batch; box 64 x 1 x 128 x 1, 128-byte swizzle)
+// are built on the host; rows past the sequence end come back as zeros.
+// ================================================================================================
+
+#define HW_THREADS 384
+
+struct __align__(64) HbTmap {
+    unsigned long long v[16];
+};
+
+__device__ __forceinline__ void hb_mbar_expect(unsigned bar, unsigned bytes) {
+    asm volatile(
+        "{\n.reg .b64 st;\nmbarrier.arrive.expect_tx.shared::cta.b64 st, [%0], %1;\n}\n" ::"r"(bar),
+        "r"(bytes)
+        : "memory");
+}
+
+// One 64-dim x 128-row panel (16 KiB) of a [batch, token, head, 128] tensor into shared memory.
+__device__ __forceinline__ void hb_tma(unsigned dst, const HbTmap* map, int c0, int c1, int c2,
+                                       int c3, unsigned bar) {
+    asm volatile(
+        "cp.async.bulk.tensor.4d.shared::cluster.global.mbarrier::complete_tx::bytes"
+        " [%0], [%1, {%2, %3, %4, %5}], [%6];\n" ::"r"(dst),
+        "l"(reinterpret_cast<unsigned long long>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(c3),
+        "r"(bar)
+        : "memory");
+}
+
+// A work item: query rows [q_start, q_start + 128) of (b, hh) and its CSR range [e0, e1)
+// (dense: one pseudo-entry covering all keys). An item past the sequence end walks nothing.
+struct HbItem {
+    int b, hh, q_start;
+    unsigned e0, e1;
+};
+
+__device__ __forceinline__ HbItem hb_decode(int w, int lq, int h,
+                                            const unsigned* __restrict__ row_ptr, int q_blocks,
+                                            int block, const unsigned* __restrict__ order,
+                                            int subs, int qtiles) {
+    HbItem it;
+    if (row_ptr) {
+        const unsigned ww = order ? order[w] : (unsigned)w;
+        const unsigned row = ww / (unsigned)subs, sub = ww % (unsigned)subs;
+        const unsigned qb = row % (unsigned)q_blocks, bh = row / (unsigned)q_blocks;
+        it.hh = (int)(bh % (unsigned)h);
+        it.b = (int)(bh / (unsigned)h);
+        it.q_start = (int)qb * block + (int)sub * HB_M;
+        it.e0 = row_ptr[row];
+        it.e1 = row_ptr[row + 1];
+    } else {
+        const int qt = w % qtiles, bh = w / qtiles;
+        it.hh = bh % h;
+        it.b = bh / h;
+        it.q_start = qt * HB_M;
+        it.e0 = 0;
+        it.e1 = 1;
+    }
+    if (it.q_start >= lq) it.e1 = it.e0;
+    return it;
+}
+
+__device__ __forceinline__ void hw_producer(const HbTmap* tq, const HbTmap* tk,
+                                            const HbTmap* tv, unsigned sq, unsigned skv,
+                                            unsigned bars, int lq, int lk, int h,
+                                            const unsigned* __restrict__ row_ptr,
+                                            const unsigned* __restrict__ col_idx, int block,
+                                            int q_blocks, const unsigned* __restrict__ order,
+                                            int subs, int items, int qtiles,
+                                            unsigned* __restrict__ counter) {
+    const unsigned qfull = bars + 8 * (2 * HB_STAGES), qempty = qfull + 8, slot = qfull + 16;
+    unsigned n = 0;  // tiles issued so far (tile n: stage n % 3, use n / 3 there)
+    int w = blockIdx.x;
+    for (unsigned it = 0;; ++it) {
+        if (it > 0) hb_mbar_wait(qempty, (it - 1) & 1u);
+        const int pub = w < items ? w : -1;
+        asm volatile("st.shared.s32 [%0], %1;\n" ::"r"(slot), "r"(pub) : "memory");
+        if (pub < 0) {
+            hb_mbar_arrive(qfull);
+            break;
+        }
+        const HbItem item = hb_decode(w, lq, h, row_ptr, q_blocks, block, order, subs, qtiles);
+        hb_mbar_expect(qfull, HB_TILE);
+        hb_tma(sq, tq, 0, item.hh, item.q_start, item.b, qfull);
+        hb_tma(sq + HB_PANEL, tq, 64, item.hh, item.q_start, item.b, qfull);
+        w = (int)gridDim.x + (int)atomicAdd(counter, 1u);  // claim the next item now
+        HbWalk cur;
+        cur.col_idx = row_ptr ? col_idx : nullptr;
+        cur.e = item.e0;
+        cur.e1 = item.e1;
+        cur.block = block;
+        cur.lk = lk;
+        cur.enter();
+        while (cur.valid()) {
+            const unsigned s = n % HB_STAGES;
+            if (n >= HB_STAGES) hb_mbar_wait(bars + 8 * (HB_STAGES + s), (n / HB_STAGES - 1) & 1u);
+            const unsigned full = bars + 8 * s, ks = skv + s * 2 * HB_TILE;
+            hb_mbar_expect(full, 2 * HB_TILE);
+            hb_tma(ks, tk, 0, item.hh, cur.kt, item.b, full);
+            hb_tma(ks + HB_PANEL, tk, 64, item.hh, cur.kt, item.b, full);
+            hb_tma(ks + HB_TILE, tv, 0, item.hh, cur.kt, item.b, full);
+            hb_tma(ks + HB_TILE + HB_PANEL, tv, 64, item.hh, cur.kt, item.b, full);
+            ++n;
+            cur.next();
+        }
+    }
+}
+
+__device__ __forceinline__ void hw_consumer(unsigned sq, unsigned skv, unsigned bars,
+                                            bf16* __restrict__ o, int lq, int lk, int h,
+                                            float scale_log2,
+                                            const unsigned* __restrict__ row_ptr,
+                                            const unsigned* __restrict__ col_idx, int block,
+                                            int q_blocks, int bias_from, float bias_log2,
+                                            const unsigned* __restrict__ order, int subs,
+                                            int qtiles) {
+    const unsigned qfull = bars + 8 * (2 * HB_STAGES), qempty = qfull + 8, slot = qfull + 16;
+    const int ctid = threadIdx.x - 128;
+    const int wg = __shfl_sync(0xffffffffu, ctid >> 7, 0);
+    const int wl = (ctid >> 5) & 3;
+    const int lane = ctid & 31, g = lane >> 2, t = lane & 3;
+    const long long rs = (long long)h * HB_D;
+    const unsigned long long dq = hb_desc(sq + wg * 64 * 128, 16, 1024);
+    unsigned n = 0;  // tiles consumed so far, counted as the producer does
+    // Turn-taking runs on across items (both warpgroups walk the same tiles): warpgroup 0 goes
+    // first, and its last turn is balanced after the last item. (Re-balancing per item would let
+    // warpgroup 1 arrive twice on barrier 1 before warpgroup 0 syncs once.)
+    if (wg == 1) hb_bar_arrive(1);
+    for (unsigned itn = 0;; ++itn) {
+        hb_mbar_wait(qfull, itn & 1u);
+        int w;
+        asm volatile("ld.shared.s32 %0, [%1];\n" : "=r"(w) : "r"(slot) : "memory");
+        w = __shfl_sync(0xffffffffu, w, 0);
+        if (w < 0) break;
+        const HbItem item = hb_decode(w, lq, h, row_ptr, q_blocks, block, order, subs, qtiles);
+        HbWalk cur, nxt;
+        cur.col_idx = row_ptr ? col_idx : nullptr;
+        cur.e = item.e0;
+        cur.e1 = item.e1;
+        cur.block = block;
+        cur.lk = lk;
+        cur.enter();
+        if (!cur.valid()) hb_mbar_arrive(qempty);
+
+        float s[64], acc[64];
+        unsigned p[32];
+#pragma unroll
+        for (int i = 0; i < 64; ++i) acc[i] = 0.0f;
+#pragma unroll
+        for (int i = 0; i < 32; ++i) p[i] = 0u;
+        float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
+        bool first = true;
+        int stage = n % HB_STAGES;
+        while (cur.valid()) {
+            hb_mbar_wait(bars + 8 * stage, (n / HB_STAGES) & 1u);  // tile n landed
+            nxt = cur;
+            nxt.next();
+            const int nstage = stage == HB_STAGES - 1 ? 0 : stage + 1;
+            const unsigned long long dk = hb_desc(skv + stage * 2 * HB_TILE, 16, 1024);
+            const int pstage = stage == 0 ? HB_STAGES - 1 : stage - 1;
+            const unsigned long long dv =
+                hb_desc(skv + pstage * 2 * HB_TILE + HB_TILE, HB_PANEL, 1024);
+            hb_bar_sync(1 + wg);
+#pragma unroll
+            for (int i = 0; i < 64; ++i) hb_pin(acc[i]);
+#pragma unroll
+            for (int i = 0; i < 32; ++i) hb_pin_u(p[i]);
+            wg_fence();
+#pragma unroll
+            for (int kk = 0; kk < HB_D / 16; ++kk) {
+                const unsigned off = ((kk >> 2) * HB_PANEL + (kk & 3) * 32) >> 4;
+                if (kk == 0)
+                    wgmma_ss0(s, dq + off, dk + off);
+                else
+                    wgmma_ss(s, dq + off, dk + off);
+            }
+            wg_commit();
+            if (!first) {
+#pragma unroll
+                for (int kk = 0; kk < HB_N / 16; ++kk)
+                    wgmma_rs(acc, p[4 * kk], p[4 * kk + 1], p[4 * kk + 2], p[4 * kk + 3],
+                             dv + ((kk * 16 * 128) >> 4));
+            }
+            wg_commit();
+            hb_bar_arrive(2 - wg);
+
+            wg_wait<1>();
+#pragma unroll
+            for (int i = 0; i < 64; ++i) hb_pin(s[i]);
+            if (!nxt.valid()) hb_mbar_arrive(qempty);  // last S of this item: Q may go
+
+            const int kt = cur.kt, k_end = cur.k_end;
+            float mx0 = -INFINITY, mx1 = -INFINITY;
+            const bool plain = kt + HB_N <= k_end && kt + HB_N <= bias_from;
+            if (plain) {
+#pragma unroll
+                for (int j = 0; j < 16; ++j) {
+                    mx0 = fmaxf(mx0, fmaxf(s[4 * j], s[4 * j + 1]));
+                    mx1 = fmaxf(mx1, fmaxf(s[4 * j + 2], s[4 * j + 3]));
+                }
+                mx0 *= scale_log2;
+                mx1 *= scale_log2;
+            } else {
+#pragma unroll
+                for (int j = 0; j < 16; ++j) {
+#pragma unroll
+                    for (int c = 0; c < 2; ++c) {
+                        const int key = kt + j * 8 + 2 * t + c;
+                        const float add = key >= bias_from ? bias_log2 : 0.0f;
+                        const bool ok = key < k_end;
+                        s[4 * j + c] = ok ? fmaf(s[4 * j + c], scale_log2, add) : -INFINITY;
+                        s[4 * j + 2 + c] =
+                            ok ? fmaf(s[4 * j + 2 + c], scale_log2, add) : -INFINITY;
+                        mx0 = fmaxf(mx0, s[4 * j + c]);
+                        mx1 = fmaxf(mx1, s[4 * j + 2 + c]);
+                    }
+                }
+            }
+            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+            const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
+            const float mu0 = mn0 == -INFINITY ? 0.0f : mn0, mu1 = mn1 == -INFINITY ? 0.0f : mn1;
+            const float corr0 = hb_exp2(m0 - mu0), corr1 = hb_exp2(m1 - mu1);
+            m0 = mn0;
+            m1 = mn1;
+            float rs0 = 0.0f, rs1 = 0.0f;
+            if (plain) {
+                const float nm0 = -mu0, nm1 = -mu1;
+#pragma unroll
+                for (int j = 0; j < 16; ++j) {
+                    s[4 * j] = hb_exp2(fmaf(s[4 * j], scale_log2, nm0));
+                    s[4 * j + 1] = hb_exp2(fmaf(s[4 * j + 1], scale_log2, nm0));
+                    s[4 * j + 2] = hb_exp2(fmaf(s[4 * j + 2], scale_log2, nm1));
+                    s[4 * j + 3] = hb_exp2(fmaf(s[4 * j + 3], scale_log2, nm1));
+                }
+            } else {
+#pragma unroll
+                for (int j = 0; j < 16; ++j) {
+                    s[4 * j] = hb_exp2(s[4 * j] - mu0);
+                    s[4 * j + 1] = hb_exp2(s[4 * j + 1] - mu0);
+                    s[4 * j + 2] = hb_exp2(s[4 * j + 2] - mu1);
+                    s[4 * j + 3] = hb_exp2(s[4 * j + 3] - mu1);
+                }
+            }
+#pragma unroll
+            for (int j = 0; j < 16; ++j) {
+                rs0 += s[4 * j] + s[4 * j + 1];
+                rs1 += s[4 * j + 2] + s[4 * j + 3];
+            }
+            l0 = l0 * corr0 + rs0;
+            l1 = l1 * corr1 + rs1;
+
+            wg_wait<0>();
+            if (!first) hb_mbar_arrive(bars + 8 * (HB_STAGES + pstage));
+#pragma unroll
+            for (int i = 0; i < 64; ++i) hb_pin(acc[i]);
+#pragma unroll
+            for (int j = 0; j < 16; ++j) {
+                acc[4 * j] *= corr0;
+                acc[4 * j + 1] *= corr0;
+                acc[4 * j + 2] *= corr1;
+                acc[4 * j + 3] *= corr1;
+            }
+#pragma unroll
+            for (int kk = 0; kk < 8; ++kk) {
+                p[4 * kk] = hb_pack(s[8 * kk], s[8 * kk + 1]);
+                p[4 * kk + 1] = hb_pack(s[8 * kk + 2], s[8 * kk + 3]);
+                p[4 * kk + 2] = hb_pack(s[8 * kk + 4], s[8 * kk + 5]);
+                p[4 * kk + 3] = hb_pack(s[8 * kk + 6], s[8 * kk + 7]);
+            }
+            first = false;
+            stage = nstage;
+            cur = nxt;
+            ++n;
+        }
+        if (!first) {
+            const int pstage = stage == 0 ? HB_STAGES - 1 : stage - 1;
+            const unsigned long long dv =
+                hb_desc(skv + pstage * 2 * HB_TILE + HB_TILE, HB_PANEL, 1024);
+#pragma unroll
+            for (int i = 0; i < 64; ++i) hb_pin(acc[i]);
+#pragma unroll
+            for (int i = 0; i < 32; ++i) hb_pin_u(p[i]);
+            wg_fence();
+#pragma unroll
+            for (int kk = 0; kk < HB_N / 16; ++kk)
+                wgmma_rs(acc, p[4 * kk], p[4 * kk + 1], p[4 * kk + 2], p[4 * kk + 3],
+                         dv + ((kk * 16 * 128) >> 4));
+            wg_commit();
+            wg_wait<0>();
+            hb_mbar_arrive(bars + 8 * (HB_STAGES + pstage));
+#pragma unroll
+            for (int i = 0; i < 64; ++i) hb_pin(acc[i]);
+        }
+
+        l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+        l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+        l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+        l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+        const float inv0 = l0 > 0.0f ? 1.0f / l0 : 0.0f, inv1 = l1 > 0.0f ? 1.0f / l1 : 0.0f;
+        const int r0 = item.q_start + wg * 64 + wl * 16 + g, r1 = r0 + 8;
+        unsigned* o0 = reinterpret_cast<unsigned*>(
+            o + ((long long)item.b * lq + r0) * rs + (long long)item.hh * HB_D);
+        unsigned* o1 = reinterpret_cast<unsigned*>(
+            o + ((long long)item.b * lq + r1) * rs + (long long)item.hh * HB_D);
+#pragma unroll
+        for (int j = 0; j < 16; ++j) {
+            if (r0 < lq) o0[j * 4 + t] = hb_pack(acc[4 * j] * inv0, acc[4 * j + 1] * inv0);
+            if (r1 < lq) o1[j * 4 + t] = hb_pack(acc[4 * j + 2] * inv1, acc[4 * j + 3] * inv1);
+        }
+    }
+    if (wg == 0) hb_bar_sync(1);  // balance warpgroup 1's last hand-over
+}
+
+extern "C" __global__ void __launch_bounds__(HW_THREADS, 1)
+    attn_hopper_ws_d128(const __grid_constant__ HbTmap tq, const __grid_constant__ HbTmap tk,
+                        const __grid_constant__ HbTmap tv, bf16* __restrict__ o, int lq, int lk,
+                        int h, float scale_log2, const unsigned* __restrict__ row_ptr,
+                        const unsigned* __restrict__ col_idx, int block, int q_blocks,
+                        int bias_from, float bias_log2, const unsigned* __restrict__ order,
+                        int subs, int items, int qtiles, unsigned* __restrict__ counter) {
+    extern __shared__ __align__(1024) unsigned char hw_smem[];
+    const unsigned base = (hb_smem_u32(hw_smem) + 1023u) & ~1023u;
+    const unsigned sq = base, skv = base + HB_TILE;
+    const unsigned bars = skv + HB_STAGES * 2 * HB_TILE;  // full[3], empty[3], q_full, q_empty, slot
+    if (threadIdx.x == 0) {
+        for (int i = 0; i < HB_STAGES; ++i) {
+            hb_mbar_init(bars + 8 * i, 1);
+            hb_mbar_init(bars + 8 * (HB_STAGES + i), 256);
+        }
+        hb_mbar_init(bars + 8 * (2 * HB_STAGES), 1);
+        hb_mbar_init(bars + 8 * (2 * HB_STAGES) + 8, 256);
+        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    }
+    __syncthreads();
+    const int role = __shfl_sync(0xffffffffu, (int)threadIdx.x >> 7, 0);
+    if (role == 0) {
+        asm volatile("setmaxnreg.dec.sync.aligned.u32 24;\n" ::: "memory");
+        if (threadIdx.x == 0)
+            hw_producer(&tq, &tk, &tv, sq, skv, bars, lq, lk, h, row_ptr, col_idx, block,
+                        q_blocks, order, subs, items, qtiles, counter);
+    } else {
+        asm volatile("setmaxnreg.inc.sync.aligned.u32 240;\n" ::: "memory");
+        hw_consumer(sq, skv, bars, o, lq, lk, h, scale_log2, row_ptr, col_idx, block, q_blocks,
+                    bias_from, bias_log2, order, subs, qtiles);
+    }
+}

@@ -16,10 +16,11 @@ use crate::backend::{CudaBackend, CudaTensor, DevicePlanBufs};
 use crate::error::{alloc_err, dev, drv};
 use crate::nvrtc;
 use cudarc::driver::{
-    sys::CUdevice_attribute, CudaContext, CudaFunction, CudaSlice, DevicePtr, LaunchConfig,
-    PushKernelArg,
+    sys::{self, CUdevice_attribute},
+    CudaContext, CudaFunction, CudaSlice, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg,
 };
 use jenga_tensor::{BlockPlan, KeyBias, Result};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 const SRC: &str = concat!(
@@ -30,9 +31,11 @@ const SRC: &str = concat!(
 /// Query rows per CTA (`HB_M`) and keys per tile (`HB_N`) in the kernel.
 pub const HOPPER_TILE: usize = 128;
 const THREADS: u32 = 256;
+/// Threads of the warp-specialized kernel: a producer warpgroup and two consumer warpgroups.
+const WS_THREADS: u32 = 384;
 /// Dynamic shared memory: Q tile + 3 stages x (K, V) tiles of 128 x 128 bf16, 6 mbarriers, plus
 /// 1 KiB so the base can be rounded up to the 1024-byte alignment of the swizzle pattern.
-const SMEM_BYTES: usize = 32768 * (1 + 2 * 3) + 1024 + 64;
+const SMEM_BYTES: usize = 32768 * (1 + 2 * 3) + 1024 + 128;
 
 static BUILD_NOTE: OnceLock<String> = OnceLock::new();
 
@@ -44,6 +47,14 @@ pub fn hopper_attention_note() -> Option<String> {
 /// The compiled Hopper attention kernels of one backend.
 pub struct AttentionKernels {
     d128: CudaFunction,
+    /// Warp-specialized persistent kernel (TMA producer warpgroup), the default.
+    ws: CudaFunction,
+    /// Run the first kernel (`attn_hopper_d128`) instead of the warp-specialized one.
+    v1: AtomicBool,
+    /// Multiprocessors: the persistent kernel's grid.
+    sms: u32,
+    /// Work-item counter of the persistent kernel (zeroed before each launch).
+    counter: Mutex<Option<CudaSlice<u32>>>,
     /// Sparse work lists, keyed by a hash of the plan's CSR row pointers and dims.
     orders: Mutex<Vec<(u64, Arc<CudaSlice<u32>>)>>,
 }
@@ -83,19 +94,35 @@ impl AttentionKernels {
             )));
         }
         let m = nvrtc::load_module(ctx, "jenga_hopper_attention", SRC, &[nvrtc::ARCH_SPECIFIC])?;
-        let d128 = m
-            .load_function("attn_hopper_d128")
-            .map_err(drv("loading kernel attn_hopper_d128"))?;
-        unsafe {
-            cudarc::driver::result::function::set_function_attribute(
-                d128.cu_function(),
-                cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                SMEM_BYTES as i32,
-            )
+        let sms = ctx
+            .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+            .map_err(drv("querying the multiprocessor count"))?
+            .max(1) as u32;
+        let mut fns = Vec::new();
+        for name in ["attn_hopper_d128", "attn_hopper_ws_d128"] {
+            let f = m
+                .load_function(name)
+                .map_err(drv(&format!("loading kernel {name}")))?;
+            unsafe {
+                cudarc::driver::result::function::set_function_attribute(
+                    f.cu_function(),
+                    sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                    SMEM_BYTES as i32,
+                )
+            }
+            .map_err(drv(
+                "raising the Hopper attention kernel's shared-memory limit",
+            ))?;
+            fns.push(f);
         }
-        .map_err(drv("raising the Hopper attention kernel's shared-memory limit"))?;
+        let ws = fns.pop().expect("two kernels");
+        let d128 = fns.pop().expect("two kernels");
         Ok(AttentionKernels {
             d128,
+            ws,
+            v1: AtomicBool::new(std::env::var("JENGA_HOPPER_ATTN").is_ok_and(|v| v == "v1")),
+            sms,
+            counter: Mutex::new(None),
             orders: Mutex::new(Vec::new()),
         })
     }
@@ -121,6 +148,42 @@ pub fn sparse_work_order(plan: &BlockPlan, subs: usize) -> Vec<u32> {
     out
 }
 
+/// A `CUtensorMap` passed by value (`__grid_constant__`) to the warp-specialized kernel.
+#[repr(transparent)]
+struct TensorMap(sys::CUtensorMap);
+// SAFETY: plain bytes, copied into the kernel's parameter space.
+unsafe impl DeviceRepr for TensorMap {}
+
+/// Tensor map over a `[batch, tokens, heads, 128]` bf16 tensor seen as 4-D (dim, head, token,
+/// batch), box 64 x 1 x 128 x 1 (one 128-byte-swizzled panel of 128 rows), zeros out of bounds.
+fn tensor_map(ptr: u64, b: usize, l: usize, h: usize) -> Result<TensorMap> {
+    let dims: [u64; 4] = [128, h as u64, l as u64, b as u64];
+    let strides: [u64; 3] = [256, (h * 256) as u64, (l * h * 256) as u64];
+    let boxd: [u32; 4] = [64, 1, 128, 1];
+    let estr: [u32; 4] = [1, 1, 1, 1];
+    let mut map = std::mem::MaybeUninit::<sys::CUtensorMap>::zeroed();
+    let rc = unsafe {
+        sys::cuTensorMapEncodeTiled(
+            map.as_mut_ptr(),
+            sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
+            4,
+            ptr as *mut std::ffi::c_void,
+            dims.as_ptr(),
+            strides.as_ptr(),
+            boxd.as_ptr(),
+            estr.as_ptr(),
+            sys::CUtensorMapInterleave::CU_TENSOR_MAP_INTERLEAVE_NONE,
+            sys::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_128B,
+            sys::CUtensorMapL2promotion::CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+            sys::CUtensorMapFloatOOBfill::CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE,
+        )
+    };
+    if rc != sys::CUresult::CUDA_SUCCESS {
+        return Err(dev(format!("cuTensorMapEncodeTiled failed: {rc:?}")));
+    }
+    Ok(TensorMap(unsafe { map.assume_init() }))
+}
+
 fn plan_key(plan: &BlockPlan, subs: usize) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let mut eat = |x: u64| {
@@ -141,6 +204,15 @@ impl CudaBackend {
     /// Whether the Hopper attention kernels are built and in use on `AttnPath::Auto`.
     pub fn hopper_attention_available(&self) -> bool {
         self.hopper_attn.is_some()
+    }
+
+    /// Use the first Hopper kernel (one CTA per 128 query rows, cp.async loads by the consumer
+    /// threads) instead of the warp-specialized persistent one; for same-run comparisons
+    /// (`JENGA_HOPPER_ATTN=v1` sets it at start). No effect without the Hopper kernels.
+    pub fn set_hopper_attention_v1(&self, on: bool) {
+        if let Some(hk) = &self.hopper_attn {
+            hk.v1.store(on, Ordering::Relaxed);
+        }
     }
 
     /// The Hopper (sm_90a, wgmma) kernel, if it covers this call: Hopper GPU, head dim 128,
@@ -241,13 +313,65 @@ impl CudaBackend {
             Some(buf) => buf.device_ptr(stream).0,
             None => 0u64,
         };
+        let (lq_i, lk_i, h_i) = (lq as i32, lk as i32, h as i32);
+        let (block_i, qb_i, subs_i) = (block as i32, q_blocks as i32, subs as i32);
+        if !hk.v1.load(Ordering::Relaxed) {
+            // Persistent warp-specialized kernel: one CTA per SM pulls work items.
+            let items = grid.0 as u64 * grid.1 as u64 * grid.2 as u64;
+            if items > i32::MAX as u64 / 2 {
+                return Ok(None);
+            }
+            let (items_i, qtiles_i) = (items as i32, lq.div_ceil(HOPPER_TILE) as i32);
+            let tq = tensor_map(ptrs[0], b, lq, h)?;
+            let tk = tensor_map(ptrs[1], b, lk, h)?;
+            let tv = tensor_map(ptrs[2], b, lk, h)?;
+            let mut counter = hk
+                .counter
+                .lock()
+                .map_err(|_| dev("work counter lock poisoned"))?;
+            if counter.is_none() {
+                *counter = Some(stream.alloc_zeros::<u32>(1).map_err(alloc_err(4))?);
+            }
+            let cbuf = counter.as_mut().expect("allocated above");
+            stream
+                .memset_zeros(cbuf)
+                .map_err(drv("zeroing the attention work counter"))?;
+            let counter_ptr = cbuf.device_ptr(stream).0;
+            let cfg = LaunchConfig {
+                grid_dim: ((items as u32).min(hk.sms), 1, 1),
+                block_dim: (WS_THREADS, 1, 1),
+                shared_mem_bytes: SMEM_BYTES as u32,
+            };
+            let mut lb = stream.launch_builder(&hk.ws);
+            lb.arg(&tq)
+                .arg(&tk)
+                .arg(&tv)
+                .arg(&ptrs[3])
+                .arg(&lq_i)
+                .arg(&lk_i)
+                .arg(&h_i)
+                .arg(&scale_log2)
+                .arg(&row_ptr)
+                .arg(&col_idx)
+                .arg(&block_i)
+                .arg(&qb_i)
+                .arg(&bias_from)
+                .arg(&bias_log2)
+                .arg(&order_ptr)
+                .arg(&subs_i)
+                .arg(&items_i)
+                .arg(&qtiles_i)
+                .arg(&counter_ptr);
+            unsafe { lb.launch(cfg) }.map_err(drv("launching attention (Hopper kernel)"))?;
+            drop(counter);
+            drop(order_buf);
+            return Ok(Some(out));
+        }
         let cfg = LaunchConfig {
             grid_dim: grid,
             block_dim: (THREADS, 1, 1),
             shared_mem_bytes: SMEM_BYTES as u32,
         };
-        let (lq_i, lk_i, h_i) = (lq as i32, lk as i32, h as i32);
-        let (block_i, qb_i, subs_i) = (block as i32, q_blocks as i32, subs as i32);
         let mut lb = stream.launch_builder(&hk.d128);
         lb.arg(&ptrs[0])
             .arg(&ptrs[1])
