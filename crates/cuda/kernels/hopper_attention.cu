@@ -171,6 +171,7 @@ struct HbWalk {
     const unsigned* col_idx;
     unsigned e, e1;
     int kt, k_end, block, lk;
+    int k0, k1;  // dense: the key range walked
     __device__ __forceinline__ bool valid() const { return e < e1; }
     __device__ __forceinline__ void enter() {
         if (e >= e1) return;
@@ -178,8 +179,8 @@ struct HbWalk {
             kt = (int)col_idx[e] * block;
             k_end = min(kt + block, lk);
         } else {
-            kt = 0;
-            k_end = lk;
+            kt = k0;
+            k_end = k1;
         }
         if (kt >= k_end) e = e1;  // defensive: an empty range ends the walk
     }
@@ -236,6 +237,8 @@ __device__ __forceinline__ void hb_attention(
     cur.e1 = e1;
     cur.block = block;
     cur.lk = lk;
+    cur.k0 = 0;
+    cur.k1 = lk;
     cur.enter();
 
     // Barriers after the last stage: full[3], empty[3] (8 bytes each).
@@ -500,13 +503,21 @@ __device__ __forceinline__ void hb_tma(unsigned dst, const HbTmap* map, int c0, 
 struct HbItem {
     int b, hh, q_start;
     unsigned e0, e1;
+    int k0, k1;  // dense: key range
+    int part;    // split-key tail: partial slot (item - tail_from), else -1
+    int tail;    // split-key tail: index of the split query tile among the tail tiles
 };
 
 __device__ __forceinline__ HbItem hb_decode(int w, int lq, int h,
                                             const unsigned* __restrict__ row_ptr, int q_blocks,
                                             int block, const unsigned* __restrict__ order,
-                                            int subs, int qtiles) {
+                                            int subs, int qtiles, int lk, int tail_from,
+                                            int splits, int chunk) {
     HbItem it;
+    it.k0 = 0;
+    it.k1 = lk;
+    it.part = -1;
+    it.tail = -1;
     if (row_ptr) {
         const unsigned ww = order ? order[w] : (unsigned)w;
         const unsigned row = ww / (unsigned)subs, sub = ww % (unsigned)subs;
@@ -517,6 +528,14 @@ __device__ __forceinline__ HbItem hb_decode(int w, int lq, int h,
         it.e0 = row_ptr[row];
         it.e1 = row_ptr[row + 1];
     } else {
+        if (w >= tail_from) {  // split-key tail: `splits` items per query tile
+            it.part = w - tail_from;
+            it.tail = it.part / splits;
+            const int sp = it.part - it.tail * splits;
+            w = tail_from + it.tail;
+            it.k0 = sp * chunk * HB_N;
+            it.k1 = min(lk, it.k0 + chunk * HB_N);
+        }
         const int qt = w % qtiles, bh = w / qtiles;
         it.hh = bh % h;
         it.b = bh / h;
@@ -534,7 +553,8 @@ __device__ __forceinline__ void hw_producer(const HbTmap* tq, const HbTmap* tk,
                                             const unsigned* __restrict__ row_ptr,
                                             const unsigned* __restrict__ col_idx, int block,
                                             int q_blocks, const unsigned* __restrict__ order,
-                                            int subs, int items, int qtiles,
+                                            int subs, int items, int qtiles, int tail_from,
+                                            int splits, int chunk,
                                             unsigned* __restrict__ counter) {
     const unsigned qfull = bars + 8 * (2 * HB_STAGES), qempty = qfull + 8, slot = qfull + 16;
     unsigned n = 0;  // tiles issued so far (tile n: stage n % 3, use n / 3 there)
@@ -547,7 +567,8 @@ __device__ __forceinline__ void hw_producer(const HbTmap* tq, const HbTmap* tk,
             hb_mbar_arrive(qfull);
             break;
         }
-        const HbItem item = hb_decode(w, lq, h, row_ptr, q_blocks, block, order, subs, qtiles);
+        const HbItem item = hb_decode(w, lq, h, row_ptr, q_blocks, block, order, subs, qtiles,
+                                      lk, tail_from, splits, chunk);
         hb_mbar_expect(qfull, HB_TILE);
         hb_tma(sq, tq, 0, item.hh, item.q_start, item.b, qfull);
         hb_tma(sq + HB_PANEL, tq, 64, item.hh, item.q_start, item.b, qfull);
@@ -558,6 +579,8 @@ __device__ __forceinline__ void hw_producer(const HbTmap* tq, const HbTmap* tk,
         cur.e1 = item.e1;
         cur.block = block;
         cur.lk = lk;
+        cur.k0 = item.k0;
+        cur.k1 = item.k1;
         cur.enter();
         while (cur.valid()) {
             const unsigned s = n % HB_STAGES;
@@ -574,6 +597,78 @@ __device__ __forceinline__ void hw_producer(const HbTmap* tq, const HbTmap* tk,
     }
 }
 
+// Split-key tail of a dense launch: the last query tiles (fewer than the CTAs) are cut into
+// `splits` key ranges so the final round is balanced. Each split writes its unnormalised O (f32,
+// 128 x 128), row max and row sum (log2 domain) to its slot of part_buf; the CTA that completes
+// the tile's count (counter[1 + tail]) merges the slots and writes the bf16 output.
+#define HW_PART (HB_M * HB_D + 2 * HB_M)  // floats per partial slot
+__device__ __forceinline__ void hw_partial(float* __restrict__ part_buf,
+                                        unsigned* __restrict__ counter, const HbItem& item,
+                                        const float* acc, float m0, float m1, float l0,
+                                        float l1, int wg, int wl, int g, int t, int ctid,
+                                        unsigned slot, int splits, int lq, long long rs,
+                                        bf16* __restrict__ o) {
+    float* po = part_buf + (long long)item.part * HW_PART;
+    const int rr0 = wg * 64 + wl * 16 + g, rr1 = rr0 + 8;
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+        *reinterpret_cast<float2*>(po + rr0 * HB_D + j * 8 + 2 * t) =
+            make_float2(acc[4 * j], acc[4 * j + 1]);
+        *reinterpret_cast<float2*>(po + rr1 * HB_D + j * 8 + 2 * t) =
+            make_float2(acc[4 * j + 2], acc[4 * j + 3]);
+    }
+    if (t == 0) {
+        *reinterpret_cast<float2*>(po + HB_M * HB_D + 2 * rr0) = make_float2(m0, l0);
+        *reinterpret_cast<float2*>(po + HB_M * HB_D + 2 * rr1) = make_float2(m1, l1);
+    }
+    __threadfence();
+    asm volatile("bar.sync 3, 256;\n" ::: "memory");
+    if (ctid == 0) {
+        const unsigned done = atomicAdd(counter + 1 + item.tail, 1u);
+        asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(slot + 4), "r"(done) : "memory");
+    }
+    asm volatile("bar.sync 3, 256;\n" ::: "memory");
+    unsigned done;
+    asm volatile("ld.shared.u32 %0, [%1];\n" : "=r"(done) : "r"(slot + 4) : "memory");
+    if (done != (unsigned)splits - 1) return;
+    __threadfence();
+    // Merge: thread -> (row, 64-dim half).
+    const int r = ctid >> 1, half = ctid & 1;
+    const float* base = part_buf + (long long)item.tail * splits * HW_PART;
+    float mx = -INFINITY;
+    for (int sp = 0; sp < splits; ++sp) {
+        const float m = __ldcg(base + (long long)sp * HW_PART + HB_M * HB_D + 2 * r);
+        mx = fmaxf(mx, m);
+    }
+    const float mu = mx == -INFINITY ? 0.0f : mx;
+    float l = 0.0f;
+    for (int sp = 0; sp < splits; ++sp) {
+        const float2 ml = __ldcg(reinterpret_cast<const float2*>(base + (long long)sp * HW_PART +
+                                                                 HB_M * HB_D + 2 * r));
+        l += ml.y * hb_exp2(ml.x - mu);
+    }
+    const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+    const int gr = item.q_start + r;
+    if (gr >= lq) return;
+    unsigned* orow = reinterpret_cast<unsigned*>(o + ((long long)item.b * lq + gr) * rs +
+                                                 (long long)item.hh * HB_D + half * 64);
+    for (int c = 0; c < 16; ++c) {
+        float4 sum = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        for (int sp = 0; sp < splits; ++sp) {
+            const float* ps = base + (long long)sp * HW_PART;
+            const float wgt = hb_exp2(__ldcg(ps + HB_M * HB_D + 2 * r) - mu);
+            const float4 x =
+                __ldcg(reinterpret_cast<const float4*>(ps + r * HB_D + half * 64 + c * 4));
+            sum.x += wgt * x.x;
+            sum.y += wgt * x.y;
+            sum.z += wgt * x.z;
+            sum.w += wgt * x.w;
+        }
+        orow[2 * c] = hb_pack(sum.x * inv, sum.y * inv);
+        orow[2 * c + 1] = hb_pack(sum.z * inv, sum.w * inv);
+    }
+}
+
 __device__ __forceinline__ void hw_consumer(unsigned sq, unsigned skv, unsigned bars,
                                             bf16* __restrict__ o, int lq, int lk, int h,
                                             float scale_log2,
@@ -581,7 +676,9 @@ __device__ __forceinline__ void hw_consumer(unsigned sq, unsigned skv, unsigned 
                                             const unsigned* __restrict__ col_idx, int block,
                                             int q_blocks, int bias_from, float bias_log2,
                                             const unsigned* __restrict__ order, int subs,
-                                            int qtiles) {
+                                            int qtiles, int tail_from, int splits, int chunk,
+                                            float* __restrict__ part_buf,
+                                            unsigned* __restrict__ counter) {
     const unsigned qfull = bars + 8 * (2 * HB_STAGES), qempty = qfull + 8, slot = qfull + 16;
     const int ctid = threadIdx.x - 128;
     const int wg = __shfl_sync(0xffffffffu, ctid >> 7, 0);
@@ -600,13 +697,16 @@ __device__ __forceinline__ void hw_consumer(unsigned sq, unsigned skv, unsigned 
         asm volatile("ld.shared.s32 %0, [%1];\n" : "=r"(w) : "r"(slot) : "memory");
         w = __shfl_sync(0xffffffffu, w, 0);
         if (w < 0) break;
-        const HbItem item = hb_decode(w, lq, h, row_ptr, q_blocks, block, order, subs, qtiles);
+        const HbItem item = hb_decode(w, lq, h, row_ptr, q_blocks, block, order, subs, qtiles,
+                                      lk, tail_from, splits, chunk);
         HbWalk cur, nxt;
         cur.col_idx = row_ptr ? col_idx : nullptr;
         cur.e = item.e0;
         cur.e1 = item.e1;
         cur.block = block;
         cur.lk = lk;
+        cur.k0 = item.k0;
+        cur.k1 = item.k1;
         cur.enter();
         if (!cur.valid()) hb_mbar_arrive(qempty);
 
@@ -767,6 +867,11 @@ __device__ __forceinline__ void hw_consumer(unsigned sq, unsigned skv, unsigned 
         l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
         l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
         l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+        if (item.part >= 0) {
+            hw_partial(part_buf, counter, item, acc, m0, m1, l0, l1, wg, wl, g, t, ctid, slot,
+                       splits, lq, rs, o);
+            continue;
+        }
         const float inv0 = l0 > 0.0f ? 1.0f / l0 : 0.0f, inv1 = l1 > 0.0f ? 1.0f / l1 : 0.0f;
         const int r0 = item.q_start + wg * 64 + wl * 16 + g, r1 = r0 + 8;
         unsigned* o0 = reinterpret_cast<unsigned*>(
@@ -788,7 +893,8 @@ extern "C" __global__ void __launch_bounds__(HW_THREADS, 1)
                         int h, float scale_log2, const unsigned* __restrict__ row_ptr,
                         const unsigned* __restrict__ col_idx, int block, int q_blocks,
                         int bias_from, float bias_log2, const unsigned* __restrict__ order,
-                        int subs, int items, int qtiles, unsigned* __restrict__ counter) {
+                        int subs, int items, int qtiles, int tail_from, int splits, int chunk,
+                        float* __restrict__ part_buf, unsigned* __restrict__ counter) {
     extern __shared__ __align__(1024) unsigned char hw_smem[];
     const unsigned base = (hb_smem_u32(hw_smem) + 1023u) & ~1023u;
     const unsigned sq = base, skv = base + HB_TILE;
@@ -808,10 +914,11 @@ extern "C" __global__ void __launch_bounds__(HW_THREADS, 1)
         asm volatile("setmaxnreg.dec.sync.aligned.u32 24;\n" ::: "memory");
         if (threadIdx.x == 0)
             hw_producer(&tq, &tk, &tv, sq, skv, bars, lq, lk, h, row_ptr, col_idx, block,
-                        q_blocks, order, subs, items, qtiles, counter);
+                        q_blocks, order, subs, items, qtiles, tail_from, splits, chunk, counter);
     } else {
         asm volatile("setmaxnreg.inc.sync.aligned.u32 240;\n" ::: "memory");
         hw_consumer(sq, skv, bars, o, lq, lk, h, scale_log2, row_ptr, col_idx, block, q_blocks,
-                    bias_from, bias_log2, order, subs, qtiles);
+                    bias_from, bias_log2, order, subs, qtiles, tail_from, splits, chunk,
+                    part_buf, counter);
     }
 }

@@ -53,8 +53,9 @@ pub struct AttentionKernels {
     v1: AtomicBool,
     /// Multiprocessors: the persistent kernel's grid.
     sms: u32,
-    /// Work-item counter of the persistent kernel (zeroed before each launch).
-    counter: Mutex<Option<CudaSlice<u32>>>,
+    /// Scratch of the persistent kernel: work-item counter and split-tail counters (zeroed
+    /// before each launch), and the split-tail partial results (`sms` slots).
+    scratch: Mutex<Option<(CudaSlice<u32>, CudaSlice<f32>)>>,
     /// Sparse work lists, keyed by a hash of the plan's CSR row pointers and dims.
     orders: Mutex<Vec<(u64, Arc<CudaSlice<u32>>)>>,
 }
@@ -122,7 +123,7 @@ impl AttentionKernels {
             ws,
             v1: AtomicBool::new(std::env::var("JENGA_HOPPER_ATTN").is_ok_and(|v| v == "v1")),
             sms,
-            counter: Mutex::new(None),
+            scratch: Mutex::new(None),
             orders: Mutex::new(Vec::new()),
         })
     }
@@ -146,6 +147,33 @@ pub fn sparse_work_order(plan: &BlockPlan, subs: usize) -> Vec<u32> {
         }
     }
     out
+}
+
+/// Floats per split-tail partial slot: O (128 x 128) and (max, sum) per row.
+const PART_FLOATS: usize = 128 * 128 + 2 * 128;
+
+/// Split-key tail of a dense persistent launch of `items` query tiles on `grid` CTAs: when the
+/// last round holds `r = items % grid` tiles and `r <= grid / 2`, those tiles are cut into
+/// `splits` key ranges of `chunk` 128-key tiles each (`r * splits <= grid`, at least 2 ranges).
+/// Returns `(tail_from, splits, chunk)`: items `tail_from..` are the split tiles; `(items, 1, 1)`
+/// when nothing is split.
+pub fn dense_tail_split(items: usize, grid: usize, lk: usize) -> (usize, usize, usize) {
+    let none = (items, 1, 1);
+    if grid == 0 || items <= grid {
+        return none;
+    }
+    let r = items % grid;
+    let nk = lk.div_ceil(HOPPER_TILE);
+    if r == 0 || 2 * r > grid || nk < 2 {
+        return none;
+    }
+    let want = (grid / r).min(nk);
+    let chunk = nk.div_ceil(want);
+    let splits = nk.div_ceil(chunk);
+    if splits < 2 {
+        return none;
+    }
+    (items - r, splits, chunk)
 }
 
 /// A `CUtensorMap` passed by value (`__grid_constant__`) to the warp-specialized kernel.
@@ -321,24 +349,42 @@ impl CudaBackend {
             if items > i32::MAX as u64 / 2 {
                 return Ok(None);
             }
-            let (items_i, qtiles_i) = (items as i32, lq.div_ceil(HOPPER_TILE) as i32);
+            let grid_x = (items as u32).min(hk.sms);
+            // Dense: cut the last query tiles (when fewer than half the CTAs are left for
+            // them) into key ranges so that the final round is balanced.
+            let (tail_from, splits, chunk) = match plan {
+                None => dense_tail_split(items as usize, grid_x as usize, lk),
+                Some(_) => (items as usize, 1, 1),
+            };
+            let total = items as usize + (items as usize - tail_from) * (splits - 1);
+            let (items_i, qtiles_i) = (total as i32, lq.div_ceil(HOPPER_TILE) as i32);
+            let (tail_i, splits_i, chunk_i) = (tail_from as i32, splits as i32, chunk as i32);
             let tq = tensor_map(ptrs[0], b, lq, h)?;
             let tk = tensor_map(ptrs[1], b, lk, h)?;
             let tv = tensor_map(ptrs[2], b, lk, h)?;
-            let mut counter = hk
-                .counter
+            let mut scratch = hk
+                .scratch
                 .lock()
-                .map_err(|_| dev("work counter lock poisoned"))?;
-            if counter.is_none() {
-                *counter = Some(stream.alloc_zeros::<u32>(1).map_err(alloc_err(4))?);
+                .map_err(|_| dev("attention scratch lock poisoned"))?;
+            if scratch.is_none() {
+                let n = hk.sms as usize;
+                let c = stream
+                    .alloc_zeros::<u32>(n + 1)
+                    .map_err(alloc_err((n + 1) * 4))?;
+                let floats = n * PART_FLOATS;
+                let p = stream
+                    .alloc_zeros::<f32>(floats)
+                    .map_err(alloc_err(floats * 4))?;
+                *scratch = Some((c, p));
             }
-            let cbuf = counter.as_mut().expect("allocated above");
+            let (cbuf, pbuf) = scratch.as_mut().expect("allocated above");
             stream
                 .memset_zeros(cbuf)
                 .map_err(drv("zeroing the attention work counter"))?;
             let counter_ptr = cbuf.device_ptr(stream).0;
+            let part_ptr = pbuf.device_ptr(stream).0;
             let cfg = LaunchConfig {
-                grid_dim: ((items as u32).min(hk.sms), 1, 1),
+                grid_dim: (grid_x, 1, 1),
                 block_dim: (WS_THREADS, 1, 1),
                 shared_mem_bytes: SMEM_BYTES as u32,
             };
@@ -361,9 +407,13 @@ impl CudaBackend {
                 .arg(&subs_i)
                 .arg(&items_i)
                 .arg(&qtiles_i)
+                .arg(&tail_i)
+                .arg(&splits_i)
+                .arg(&chunk_i)
+                .arg(&part_ptr)
                 .arg(&counter_ptr);
             unsafe { lb.launch(cfg) }.map_err(drv("launching attention (Hopper kernel)"))?;
-            drop(counter);
+            drop(scratch);
             drop(order_buf);
             return Ok(Some(out));
         }
@@ -416,6 +466,22 @@ mod tests {
         let mut sorted = order.clone();
         sorted.sort_unstable();
         assert_eq!(sorted, (0..12).collect::<Vec<u32>>());
+    }
+
+    #[test]
+    fn dense_tail_split_balances_the_last_round() {
+        // 12 x 32760 on 132 SMs: 3072 tiles, 36 in the last round, 256 key tiles.
+        let (from, splits, chunk) = dense_tail_split(3072, 132, 32760);
+        assert_eq!(from, 3072 - 36);
+        assert_eq!((splits, chunk), (3, 86));
+        assert!(36 * splits <= 132 && splits * chunk >= 256 && (splits - 1) * chunk < 256);
+        // Full last round, few items, short keys, or a large remainder: no split.
+        assert_eq!(dense_tail_split(264, 132, 4096), (264, 1, 1));
+        assert_eq!(dense_tail_split(100, 132, 4096), (100, 1, 1));
+        assert_eq!(dense_tail_split(136, 132, 100), (136, 1, 1));
+        assert_eq!(dense_tail_split(132 + 100, 132, 4096), (232, 1, 1));
+        // 17 heads x 8 tiles (L1000) on 132: 4 left, split into the 8 key tiles.
+        assert_eq!(dense_tail_split(136, 132, 1000), (132, 8, 1));
     }
 
     #[test]
