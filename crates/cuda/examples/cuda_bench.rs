@@ -160,6 +160,12 @@ fn attention_bench(be: &CudaBackend) -> Result<()> {
         be.attention(&q, &k, &v, &dense, None).map(|_| ())
     })?;
     be.set_hopper_attention_v1(false);
+    be.set_hopper_attention_l2_hints(false);
+    let s_nohint = time(be, 10, || {
+        be.attention(&q, &k, &v, &dense, None).map(|_| ())
+    })?;
+    be.set_hopper_attention_l2_hints(true);
+    println!("  (without L2 cache hints: {:.3} ms)", s_nohint * 1e3);
     be.set_attention_path(AttnPath::Mma);
     let s_mma = time(be, 3, || be.attention(&q, &k, &v, &dense, None).map(|_| ()))?;
     be.set_attention_path(AttnPath::Auto);
@@ -178,6 +184,7 @@ fn attention_bench(be: &CudaBackend) -> Result<()> {
             ("ours_ms", format!("{:.3}", s * 1e3)),
             ("tflops", format!("{:.1}", flops / s / 1e12)),
             ("v1_ms", format!("{:.3}", s_v1 * 1e3)),
+            ("no_l2_hint_ms", format!("{:.3}", s_nohint * 1e3)),
             ("mma_ms", format!("{:.3}", s_mma * 1e3)),
             ("rel_l2_vs_mma", format!("{err_dense:.3e}")),
         ],
@@ -263,11 +270,15 @@ fn attention_bench(be: &CudaBackend) -> Result<()> {
     let flops2 = 4.0 * (m2 as f64).powi(2) * dh as f64 * h2 as f64;
     be.set_attention_path(AttnPath::Auto);
     let s = time(be, 3, || be.attention(&q, &k, &v, &dense, None).map(|_| ()))?;
+    be.set_hopper_attention_l2_hints(false);
+    let s_nohint = time(be, 3, || be.attention(&q, &k, &v, &dense, None).map(|_| ()))?;
+    be.set_hopper_attention_l2_hints(true);
     println!(
-        "{:<44} {:8.3} ms {:7.1} TFLOP/s",
+        "{:<44} {:8.3} ms {:7.1} TFLOP/s (without L2 cache hints {:.3} ms)",
         "attention dense 119056 H24 Dh128",
         s * 1e3,
-        flops2 / s / 1e12
+        flops2 / s / 1e12,
+        s_nohint * 1e3
     );
     json_line(
         "attention dense 24x119056x128",
@@ -275,6 +286,7 @@ fn attention_bench(be: &CudaBackend) -> Result<()> {
             ("ours", format!("\"{ours}\"")),
             ("ours_ms", format!("{:.3}", s * 1e3)),
             ("tflops", format!("{:.1}", flops2 / s / 1e12)),
+            ("no_l2_hint_ms", format!("{:.3}", s_nohint * 1e3)),
         ],
     );
     Ok(())

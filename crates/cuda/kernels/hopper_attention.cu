@@ -498,6 +498,18 @@ __device__ __forceinline__ void hb_tma(unsigned dst, const HbTmap* map, int c0, 
         : "memory");
 }
 
+// The same with an L2 cache policy (createpolicy): evict-first for Q, evict-last for K/V.
+__device__ __forceinline__ void hb_tma_hint(unsigned dst, const HbTmap* map, int c0, int c1,
+                                            int c2, int c3, unsigned bar,
+                                            unsigned long long pol) {
+    asm volatile(
+        "cp.async.bulk.tensor.4d.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint"
+        " [%0], [%1, {%2, %3, %4, %5}], [%6], %7;\n" ::"r"(dst),
+        "l"(reinterpret_cast<unsigned long long>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(c3),
+        "r"(bar), "l"(pol)
+        : "memory");
+}
+
 // A work item: query rows [q_start, q_start + 128) of (b, hh) and its CSR range [e0, e1)
 // (dense: one pseudo-entry covering all keys). An item past the sequence end walks nothing.
 struct HbItem {
@@ -555,8 +567,11 @@ __device__ __forceinline__ void hw_producer(const HbTmap* tq, const HbTmap* tk,
                                             int q_blocks, const unsigned* __restrict__ order,
                                             int subs, int items, int qtiles, int tail_from,
                                             int splits, int chunk,
-                                            unsigned* __restrict__ counter) {
+                                            unsigned* __restrict__ counter, int l2hint) {
     const unsigned qfull = bars + 8 * (2 * HB_STAGES), qempty = qfull + 8, slot = qfull + 16;
+    unsigned long long pol_q, pol_kv;
+    asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(pol_q));
+    asm volatile("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;\n" : "=l"(pol_kv));
     unsigned n = 0;  // tiles issued so far (tile n: stage n % 3, use n / 3 there)
     int w = blockIdx.x;
     for (unsigned it = 0;; ++it) {
@@ -570,8 +585,13 @@ __device__ __forceinline__ void hw_producer(const HbTmap* tq, const HbTmap* tk,
         const HbItem item = hb_decode(w, lq, h, row_ptr, q_blocks, block, order, subs, qtiles,
                                       lk, tail_from, splits, chunk);
         hb_mbar_expect(qfull, HB_TILE);
-        hb_tma(sq, tq, 0, item.hh, item.q_start, item.b, qfull);
-        hb_tma(sq + HB_PANEL, tq, 64, item.hh, item.q_start, item.b, qfull);
+        if (l2hint) {
+            hb_tma_hint(sq, tq, 0, item.hh, item.q_start, item.b, qfull, pol_q);
+            hb_tma_hint(sq + HB_PANEL, tq, 64, item.hh, item.q_start, item.b, qfull, pol_q);
+        } else {
+            hb_tma(sq, tq, 0, item.hh, item.q_start, item.b, qfull);
+            hb_tma(sq + HB_PANEL, tq, 64, item.hh, item.q_start, item.b, qfull);
+        }
         w = (int)gridDim.x + (int)atomicAdd(counter, 1u);  // claim the next item now
         HbWalk cur;
         cur.col_idx = row_ptr ? col_idx : nullptr;
@@ -587,10 +607,17 @@ __device__ __forceinline__ void hw_producer(const HbTmap* tq, const HbTmap* tk,
             if (n >= HB_STAGES) hb_mbar_wait(bars + 8 * (HB_STAGES + s), (n / HB_STAGES - 1) & 1u);
             const unsigned full = bars + 8 * s, ks = skv + s * 2 * HB_TILE;
             hb_mbar_expect(full, 2 * HB_TILE);
-            hb_tma(ks, tk, 0, item.hh, cur.kt, item.b, full);
-            hb_tma(ks + HB_PANEL, tk, 64, item.hh, cur.kt, item.b, full);
-            hb_tma(ks + HB_TILE, tv, 0, item.hh, cur.kt, item.b, full);
-            hb_tma(ks + HB_TILE + HB_PANEL, tv, 64, item.hh, cur.kt, item.b, full);
+            if (l2hint) {
+                hb_tma_hint(ks, tk, 0, item.hh, cur.kt, item.b, full, pol_kv);
+                hb_tma_hint(ks + HB_PANEL, tk, 64, item.hh, cur.kt, item.b, full, pol_kv);
+                hb_tma_hint(ks + HB_TILE, tv, 0, item.hh, cur.kt, item.b, full, pol_kv);
+                hb_tma_hint(ks + HB_TILE + HB_PANEL, tv, 64, item.hh, cur.kt, item.b, full, pol_kv);
+            } else {
+                hb_tma(ks, tk, 0, item.hh, cur.kt, item.b, full);
+                hb_tma(ks + HB_PANEL, tk, 64, item.hh, cur.kt, item.b, full);
+                hb_tma(ks + HB_TILE, tv, 0, item.hh, cur.kt, item.b, full);
+                hb_tma(ks + HB_TILE + HB_PANEL, tv, 64, item.hh, cur.kt, item.b, full);
+            }
             ++n;
             cur.next();
         }
@@ -894,7 +921,7 @@ extern "C" __global__ void __launch_bounds__(HW_THREADS, 1)
                         const unsigned* __restrict__ col_idx, int block, int q_blocks,
                         int bias_from, float bias_log2, const unsigned* __restrict__ order,
                         int subs, int items, int qtiles, int tail_from, int splits, int chunk,
-                        float* __restrict__ part_buf, unsigned* __restrict__ counter) {
+                        float* __restrict__ part_buf, unsigned* __restrict__ counter, int l2hint) {
     extern __shared__ __align__(1024) unsigned char hw_smem[];
     const unsigned base = (hb_smem_u32(hw_smem) + 1023u) & ~1023u;
     const unsigned sq = base, skv = base + HB_TILE;
@@ -914,7 +941,8 @@ extern "C" __global__ void __launch_bounds__(HW_THREADS, 1)
         asm volatile("setmaxnreg.dec.sync.aligned.u32 24;\n" ::: "memory");
         if (threadIdx.x == 0)
             hw_producer(&tq, &tk, &tv, sq, skv, bars, lq, lk, h, row_ptr, col_idx, block,
-                        q_blocks, order, subs, items, qtiles, tail_from, splits, chunk, counter);
+                        q_blocks, order, subs, items, qtiles, tail_from, splits, chunk, counter,
+                        l2hint);
     } else {
         asm volatile("setmaxnreg.inc.sync.aligned.u32 240;\n" ::: "memory");
         hw_consumer(sq, skv, bars, o, lq, lk, h, scale_log2, row_ptr, col_idx, block, q_blocks,

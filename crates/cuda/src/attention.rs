@@ -51,6 +51,8 @@ pub struct AttentionKernels {
     ws: CudaFunction,
     /// Run the first kernel (`attn_hopper_d128`) instead of the warp-specialized one.
     v1: AtomicBool,
+    /// L2 cache hints on the persistent kernel's loads (Q evict-first, K/V evict-last).
+    l2hint: AtomicBool,
     /// Multiprocessors: the persistent kernel's grid.
     sms: u32,
     /// Scratch of the persistent kernel: work-item counter and split-tail counters (zeroed
@@ -122,6 +124,9 @@ impl AttentionKernels {
             d128,
             ws,
             v1: AtomicBool::new(std::env::var("JENGA_HOPPER_ATTN").is_ok_and(|v| v == "v1")),
+            l2hint: AtomicBool::new(
+                std::env::var("JENGA_HOPPER_L2HINT").map_or(true, |v| v != "0"),
+            ),
             sms,
             scratch: Mutex::new(None),
             orders: Mutex::new(Vec::new()),
@@ -243,6 +248,14 @@ impl CudaBackend {
         }
     }
 
+    /// L2 cache hints on the warp-specialized kernel's TMA loads (Q evict-first, K/V
+    /// evict-last); on by default (`JENGA_HOPPER_L2HINT=0` turns them off at start).
+    pub fn set_hopper_attention_l2_hints(&self, on: bool) {
+        if let Some(hk) = &self.hopper_attn {
+            hk.l2hint.store(on, Ordering::Relaxed);
+        }
+    }
+
     /// The Hopper (sm_90a, wgmma) kernel, if it covers this call: Hopper GPU, head dim 128,
     /// 16-byte aligned tensors, plan block a multiple of 128. `Ok(None)` otherwise.
     pub fn attention_hopper(
@@ -359,6 +372,7 @@ impl CudaBackend {
             let total = items as usize + (items as usize - tail_from) * (splits - 1);
             let (items_i, qtiles_i) = (total as i32, lq.div_ceil(HOPPER_TILE) as i32);
             let (tail_i, splits_i, chunk_i) = (tail_from as i32, splits as i32, chunk as i32);
+            let l2hint = hk.l2hint.load(Ordering::Relaxed) as i32;
             let tq = tensor_map(ptrs[0], b, lq, h)?;
             let tk = tensor_map(ptrs[1], b, lk, h)?;
             let tv = tensor_map(ptrs[2], b, lk, h)?;
@@ -411,7 +425,8 @@ impl CudaBackend {
                 .arg(&splits_i)
                 .arg(&chunk_i)
                 .arg(&part_ptr)
-                .arg(&counter_ptr);
+                .arg(&counter_ptr)
+                .arg(&l2hint);
             unsafe { lb.launch(cfg) }.map_err(drv("launching attention (Hopper kernel)"))?;
             drop(scratch);
             drop(order_buf);
