@@ -361,7 +361,6 @@ impl<B: Backend> AttentionPolicy<B> for JengaPolicy {
         }
         let (batch, heads, head_dim) = (qs[0], qs[2], qs[3]);
         let m = self.cfg.block;
-        let (qhat, khat) = (be.block_mean_pool(q, m)?, be.block_mean_pool(k, m)?);
         if self.device_select.load(Ordering::Relaxed) {
             // On the device when the backend can (no download, no host sync); else the host.
             let layout = Layout::new(t * h * w, ctx.cond_tokens, m)?;
@@ -372,7 +371,7 @@ impl<B: Backend> AttentionPolicy<B> for JengaPolicy {
                 top_k: layout.top_k(drop),
                 fixed: self.fixed_plan(ctx)?,
             };
-            match be.select_blocks(&qhat, &khat, &sel)? {
+            match be.select_blocks(q, k, &sel)? {
                 Some(AttnPlan::Device(dp)) => {
                     {
                         let mut s = lock(&self.stats);
@@ -401,8 +400,8 @@ impl<B: Backend> AttentionPolicy<B> for JengaPolicy {
                 None => {}
             }
         }
-        let qhat = be.download(&qhat)?;
-        let khat = be.download(&khat)?;
+        let qhat = be.download(&be.block_mean_pool(q, m)?)?;
+        let khat = be.download(&be.block_mean_pool(k, m)?)?;
         let plan = self.plan_from_pooled(&qhat, &khat, batch, heads, head_dim, ctx, drop)?;
         self.record(ctx.stage, Some(plan.density()));
         Ok(AttnPlan::Sparse(Arc::new(plan)))

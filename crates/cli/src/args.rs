@@ -111,7 +111,7 @@ pub struct E2eArgs {
     /// Guidance scale (default: the model's; ≠ 1 runs cond + uncond as one batch of 2).
     #[arg(long)]
     pub guidance: Option<f32>,
-    /// Jenga presets compared with dense.
+    /// Jenga presets compared with dense; NAME@P replaces the preset's cutoff p.
     #[arg(long, value_delimiter = ',', default_value = "base,turbo,flash,3stage")]
     pub presets: Vec<String>,
     /// Do not run dense (no speed-ups then).

@@ -46,6 +46,50 @@ __device__ __forceinline__ int count_ge(const float* pr, int n, unsigned t, int 
     return c;
 }
 
+// Block means of q and k in one launch (blockIdx.y: 0 = q, 1 = k): x [B, L, H, D] bf16 →
+// out [B, H, nb, D] bf16, the partial last block divided by `block` (zero padding counted).
+// Same arithmetic as `block_mean_pool_bf16` (f32 sum in token order, / block, round to bf16),
+// so the results are bit-identical, but each thread reads 8 channels with 16-byte loads.
+// Needs D % 8 == 0 and 16-byte aligned x. n8 = B * nb * H * (D / 8).
+extern "C" __global__ void pool_qk(const bf16* __restrict__ q, const bf16* __restrict__ k,
+                                   bf16* __restrict__ qo, bf16* __restrict__ ko, long long n8,
+                                   int l, int h, int d, int nb, int block) {
+    const bf16* x = blockIdx.y == 0 ? q : k;
+    bf16* out = blockIdx.y == 0 ? qo : ko;
+    const int d8 = d / 8;
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n8;
+         i += (long long)gridDim.x * blockDim.x) {
+        const int c = (int)(i % d8);
+        const int hh = (int)((i / d8) % h);
+        const int kb = (int)((i / d8 / h) % nb);
+        const long long b = i / d8 / h / nb;
+        const int t0 = kb * block, t1 = min(t0 + block, l);
+        float s[8];
+#pragma unroll
+        for (int e = 0; e < 8; ++e) s[e] = 0.0f;
+        const bf16* src = x + ((b * l + t0) * h + hh) * d + c * 8;
+        const long long stride = (long long)h * d;
+#pragma unroll 4
+        for (int t = t0; t < t1; ++t, src += stride) {
+            uint4 u = *reinterpret_cast<const uint4*>(src);
+            s[0] += __uint_as_float(u.x << 16);
+            s[1] += __uint_as_float(u.x & 0xffff0000u);
+            s[2] += __uint_as_float(u.y << 16);
+            s[3] += __uint_as_float(u.y & 0xffff0000u);
+            s[4] += __uint_as_float(u.z << 16);
+            s[5] += __uint_as_float(u.z & 0xffff0000u);
+            s[6] += __uint_as_float(u.w << 16);
+            s[7] += __uint_as_float(u.w & 0xffff0000u);
+        }
+        uint4 o;
+        o.x = (unsigned)f2bf(s[0] / (float)block) | ((unsigned)f2bf(s[1] / (float)block) << 16);
+        o.y = (unsigned)f2bf(s[2] / (float)block) | ((unsigned)f2bf(s[3] / (float)block) << 16);
+        o.z = (unsigned)f2bf(s[4] / (float)block) | ((unsigned)f2bf(s[5] / (float)block) << 16);
+        o.w = (unsigned)f2bf(s[6] / (float)block) | ((unsigned)f2bf(s[7] / (float)block) << 16);
+        *reinterpret_cast<uint4*>(out + ((b * h + hh) * nb + kb) * (long long)d + c * 8) = o;
+    }
+}
+
 // grid (ceil(nb / SEL_ROWS), BH), block 32 * SEL_ROWS, dynamic smem
 // SEL_ROWS * (d + nv) floats. qhat/khat bf16 [BH, nb, d]; fixed [nb, words]; bits
 // [BH * nb, words]; counts [BH * nb]. vec8: d % 8 == 0 and 16-byte aligned q̂/k̂.

@@ -1091,11 +1091,11 @@ impl Backend for CudaBackend {
 
     fn select_blocks(
         &self,
-        qhat: &CudaTensor,
-        khat: &CudaTensor,
+        q: &CudaTensor,
+        k: &CudaTensor,
         sel: &BlockSelect,
     ) -> Result<Option<AttnPlan>> {
-        self.select_blocks_device(qhat, khat, sel)
+        self.select_blocks_device(q, k, sel)
     }
 
     fn block_mean_pool(&self, x: &CudaTensor, block: usize) -> Result<CudaTensor> {

@@ -36,6 +36,7 @@ const SEL_ROWS: usize = 8;
 const SMEM_DEFAULT: usize = 48 * 1024;
 
 struct Kernels {
+    pool: CudaFunction,
     select: CudaFunction,
     scan: CudaFunction,
     expand: CudaFunction,
@@ -86,6 +87,7 @@ impl CudaBackend {
                     .map_err(drv("querying shared memory per block"))?
                     as usize;
                 Ok(Kernels {
+                    pool: f("pool_qk")?,
                     select: f("select_rows")?,
                     scan: f("scan_counts")?,
                     expand: f("expand_rows")?,
@@ -131,9 +133,91 @@ impl CudaBackend {
         Ok(d)
     }
 
-    /// [`jenga_tensor::Backend::select_blocks`] on this GPU. `Ok(None)` for shapes the kernels
-    /// do not take (too many blocks for shared memory or 32-bit indices).
+    /// Block means of q and k (`[B, L, H, D]` → `[B, H, ceil(L/block), D]`), bit-identical to
+    /// two [`jenga_tensor::Backend::block_mean_pool`] calls, in one launch with 16-byte loads
+    /// (falls back to those calls when D % 8 ≠ 0 or a tensor is not 16-byte aligned).
+    pub fn block_mean_pool_pair(
+        &self,
+        q: &CudaTensor,
+        k: &CudaTensor,
+        block: usize,
+    ) -> Result<(CudaTensor, CudaTensor)> {
+        use jenga_tensor::Backend;
+        let s = q.shape();
+        if s.len() != 4 || k.shape() != s || block == 0 {
+            return Err(Error::shape(
+                "block_mean_pool_pair",
+                format!("q {:?}, k {:?}, block {block}", s, k.shape()),
+            ));
+        }
+        let (b, l, h, d) = (s[0], s[1], s[2], s[3]);
+        let nb = l.div_ceil(block);
+        let (qp, kp) = (self.ptr(q), self.ptr(k));
+        if !d.is_multiple_of(8) || !qp.is_multiple_of(16) || !kp.is_multiple_of(16) {
+            return Ok((
+                self.block_mean_pool(q, block)?,
+                self.block_mean_pool(k, block)?,
+            ));
+        }
+        let (qo, ko) = (self.empty(&[b, h, nb, d])?, self.empty(&[b, h, nb, d])?);
+        let n8 = (b * nb * h * d / 8) as i64;
+        if n8 == 0 {
+            return Ok((qo, ko));
+        }
+        let kern = self.select_kernels()?;
+        let (qop, kop) = (self.ptr(&qo), self.ptr(&ko));
+        let (l_i, h_i, d_i, nb_i, block_i) =
+            (l as i32, h as i32, d as i32, nb as i32, block as i32);
+        let blocks = (n8 as usize).div_ceil(256).min(self.sm_count() * 16).max(1);
+        let mut lb = self.stream().launch_builder(&kern.pool);
+        lb.arg(&qp)
+            .arg(&kp)
+            .arg(&qop)
+            .arg(&kop)
+            .arg(&n8)
+            .arg(&l_i)
+            .arg(&h_i)
+            .arg(&d_i)
+            .arg(&nb_i)
+            .arg(&block_i);
+        unsafe {
+            lb.launch(LaunchConfig {
+                grid_dim: (blocks as u32, 2, 1),
+                block_dim: (256, 1, 1),
+                shared_mem_bytes: 0,
+            })
+        }
+        .map_err(drv("launching pool_qk"))?;
+        Ok((qo, ko))
+    }
+
+    /// [`jenga_tensor::Backend::select_blocks`] on this GPU: pool q and k
+    /// ([`Self::block_mean_pool_pair`]), then [`Self::select_blocks_pooled`].
     pub fn select_blocks_device(
+        &self,
+        q: &CudaTensor,
+        k: &CudaTensor,
+        sel: &BlockSelect,
+    ) -> Result<Option<AttnPlan>> {
+        let s = q.shape();
+        if s.len() != 4 || k.shape() != s || sel.block == 0 {
+            return Err(Error::shape(
+                "select_blocks",
+                format!(
+                    "q {:?}, k {:?} (expected equal [B, L, H, Dh]), block {}",
+                    s,
+                    k.shape(),
+                    sel.block
+                ),
+            ));
+        }
+        let (qhat, khat) = self.block_mean_pool_pair(q, k, sel.block)?;
+        self.select_blocks_pooled(&qhat, &khat, sel)
+    }
+
+    /// Selection from pooled q̂/k̂ `[B, H, nb, Dh]`. `Ok(None)` for shapes the kernels do not
+    /// take (too many blocks for shared memory or 32-bit indices).
+    pub fn select_blocks_pooled(
         &self,
         qhat: &CudaTensor,
         khat: &CudaTensor,

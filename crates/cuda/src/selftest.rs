@@ -392,7 +392,7 @@ fn block_select(t: &mut Ctx) -> Result<()> {
     let shape = [b, h, nb, d];
     let plan = t
         .gpu
-        .select_blocks(&t.gpu.upload(&qh, &shape)?, &t.gpu.upload(&kh, &shape)?, &sel)?;
+        .select_blocks_pooled(&t.gpu.upload(&qh, &shape)?, &t.gpu.upload(&kh, &shape)?, &sel)?;
     let Some(AttnPlan::Device(dp)) = plan else {
         t.out.push(("block_select (no device plan)".into(), f64::INFINITY, false));
         return Ok(());

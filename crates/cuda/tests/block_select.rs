@@ -202,7 +202,7 @@ fn gpu_plan_equals_host_build_plan() {
             "{name}: device count {lazy} vs CSR {dd}"
         );
         assert!((stats.0 - stats.1).abs() <= 1e-3, "{name}: stats {stats:?}");
-        assert!(dd > 0.0 && dd < 1.0, "{name}: density {dd}");
+        assert!(dd > 0.0 && (dd < 1.0 || l < 10_000), "{name}: density {dd}");
     }
 }
 
@@ -255,6 +255,37 @@ fn device_plan_attention_equals_host_plan_attention() {
     assert!(e.to_string().contains("device"), "{e}");
 }
 
+/// The fused q/k pooling equals two `block_mean_pool` calls bit for bit (and falls back to
+/// them for head dims that are not a multiple of 8).
+#[test]
+fn pooled_pair_equals_block_mean_pool() {
+    let Some(be) = backend() else { return };
+    let mut rng = Rng::new(14);
+    for (b, l, h, d, block) in [
+        (2, 1000, 3, 128, 128),
+        (1, 300, 2, 64, 64),
+        (1, 257, 2, 40, 128),
+    ] {
+        let q = be
+            .upload(&rng.normal_vec(b * l * h * d, 1.0), &[b, l, h, d])
+            .unwrap();
+        let k = be
+            .upload(&rng.normal_vec(b * l * h * d, 1.0), &[b, l, h, d])
+            .unwrap();
+        let (qp, kp) = be.block_mean_pool_pair(&q, &k, block).unwrap();
+        let qr = be.block_mean_pool(&q, block).unwrap();
+        let kr = be.block_mean_pool(&k, block).unwrap();
+        assert_eq!(
+            be.download_bf16(&qp).unwrap(),
+            be.download_bf16(&qr).unwrap()
+        );
+        assert_eq!(
+            be.download_bf16(&kp).unwrap(),
+            be.download_bf16(&kr).unwrap()
+        );
+    }
+}
+
 /// Mean ms of `n` calls of `f` (one warm-up, one sync at the end).
 fn time_ms(be: &CudaBackend, n: usize, mut f: impl FnMut()) -> f64 {
     f();
@@ -267,9 +298,11 @@ fn time_ms(be: &CudaBackend, n: usize, mut f: impl FnMut()) -> f64 {
     t.elapsed().as_secs_f64() * 1e3 / n as f64
 }
 
-/// Mask building (2 poolings + selection, through `JengaPolicy::plan`) next to the sparse
-/// attention it feeds, at Wan-1.3B 480p (12 heads x 256 blocks, ~20% density). Prints the
-/// figures; asserts only that building stays well under the attention.
+/// Mask building (pooling + selection, through `JengaPolicy::plan`) next to the sparse
+/// attention it feeds, at Wan-1.3B 480p (12 heads x 256 blocks, ~20% density). "Marginal" is
+/// what building adds to a layer when queued with the attention (host launch overhead hidden,
+/// as in the model). Prints the figures; asserts only that building stays well under the
+/// attention.
 #[test]
 fn mask_building_cost_vs_sparse_attention() {
     let Some(be) = backend() else { return };
@@ -282,7 +315,7 @@ fn mask_building_cost_vs_sparse_attention() {
     let k = be
         .upload(&structured(&mut rng, b, l, h, d, 0.35), &[b, l, h, d])
         .unwrap();
-    let pol = JengaPolicy::new(JengaConfig::wan(&[0.85, 0.85], 0.3)).unwrap();
+    let pol = JengaPolicy::new(JengaConfig::wan(&[0.95, 0.95], 0.3)).unwrap();
     let c = ctx(30, grid, 0);
     let plan = pol.plan(&be, &q, &k, &c).unwrap();
     let density = match &plan {
@@ -292,31 +325,41 @@ fn mask_building_cost_vs_sparse_attention() {
     let build = time_ms(&be, 50, || {
         pol.plan(&be, &q, &k, &c).unwrap();
     });
-    let qhat = be.block_mean_pool(&q, 128).unwrap();
-    let khat = be.block_mean_pool(&k, 128).unwrap();
+    let pool = time_ms(&be, 50, || {
+        be.block_mean_pool_pair(&q, &k, 128).unwrap();
+    });
+    let (qhat, khat) = be.block_mean_pool_pair(&q, &k, 128).unwrap();
     let sel = jenga_tensor::BlockSelect {
         block: 128,
         scored_blocks: 256,
         p: 0.3,
-        top_k: 38,
+        top_k: 12,
         fixed: pol.fixed_plan(&c).unwrap(),
     };
     let select = time_ms(&be, 50, || {
-        be.select_blocks(&qhat, &khat, &sel).unwrap().unwrap();
+        be.select_blocks_pooled(&qhat, &khat, &sel)
+            .unwrap()
+            .unwrap();
     });
-    let attn = time_ms(&be, 5, || {
+    let attn = time_ms(&be, 10, || {
         be.attention(&q, &k, &q, &plan, None).unwrap();
     });
-    let host_pol = JengaPolicy::new(JengaConfig::wan(&[0.85, 0.85], 0.3)).unwrap();
+    let both = time_ms(&be, 10, || {
+        let p = pol.plan(&be, &q, &k, &c).unwrap();
+        be.attention(&q, &k, &q, &p, None).unwrap();
+    });
+    let host_pol = JengaPolicy::new(JengaConfig::wan(&[0.95, 0.95], 0.3)).unwrap();
     host_pol.set_device_select(false);
     let host = time_ms(&be, 5, || {
         host_pol.plan(&be, &q, &k, &c).unwrap();
     });
     eprintln!(
-        "{}: 1x12x256 blocks, density {:.3}: mask building {build:.3} ms (selection kernels {select:.3} ms), sparse attention {attn:.3} ms, ratio {:.1}% | host-built plan {host:.2} ms",
+        "{}: 1x12x256 blocks, density {:.3}: mask building {build:.3} ms (pooling {pool:.3} ms, selection kernels {select:.3} ms), sparse attention {attn:.3} ms, ratio {:.1}%; marginal (plan+attention {both:.3} ms − attention) {:.3} ms = {:.1}% | host-built plan {host:.2} ms",
         be.name(),
         density,
-        100.0 * build / attn
+        100.0 * build / attn,
+        both - attn,
+        100.0 * (both - attn) / attn
     );
     assert!(density > 0.1 && density < 0.35, "{density}");
     assert!(
@@ -344,15 +387,15 @@ fn bad_inputs_are_errors() {
         top_k: 1,
         fixed: fixed.clone(),
     };
-    assert!(be.select_blocks(&x, &y, &sel).is_err());
-    assert!(be.select_blocks(&y, &y, &sel).is_err()); // fixed plan has nb rows
+    assert!(be.select_blocks_pooled(&x, &y, &sel).is_err());
+    assert!(be.select_blocks_pooled(&y, &y, &sel).is_err()); // fixed plan has nb rows
     let too_many = jenga_tensor::BlockSelect {
         scored_blocks: nb + 1,
         ..sel.clone()
     };
-    assert!(be.select_blocks(&x, &x, &too_many).is_err());
+    assert!(be.select_blocks_pooled(&x, &x, &too_many).is_err());
     // Uniform scores: every probability ties; the lower block indices are kept.
-    let AttnPlan::Device(dp) = be.select_blocks(&x, &x, &sel).unwrap().unwrap() else {
+    let AttnPlan::Device(dp) = be.select_blocks_pooled(&x, &x, &sel).unwrap().unwrap() else {
         panic!()
     };
     let got = be.download_plan(&dp).unwrap();

@@ -110,14 +110,15 @@ pub trait Backend: Send + Sync {
     /// The partial last block is divided by `block` (zero padding counted), as the reference.
     fn block_mean_pool(&self, x: &Self::Tensor, block: usize) -> Result<Self::Tensor>;
 
-    /// Block selection on the device from pooled q̂/k̂ `[B, H, nb, Dh]` (see [`BlockSelect`]):
-    /// a plan for this backend's [`Backend::attention`], typically [`AttnPlan::Device`], with
-    /// no host synchronisation. `Ok(None)`: not supported here; the caller builds the plan on
-    /// the host.
+    /// Mask building on the device (see [`BlockSelect`]) for q/k `[B, L, H, Dh]`: block means
+    /// (as [`Backend::block_mean_pool`]), scores, the importance rule, ∪ the fixed blocks → a
+    /// plan for this backend's [`Backend::attention`], typically [`AttnPlan::Device`], with no
+    /// host synchronisation. `Ok(None)`: not supported here; the caller builds the plan on the
+    /// host.
     fn select_blocks(
         &self,
-        _qhat: &Self::Tensor,
-        _khat: &Self::Tensor,
+        _q: &Self::Tensor,
+        _k: &Self::Tensor,
         _sel: &BlockSelect,
     ) -> Result<Option<AttnPlan>> {
         Ok(None)

@@ -102,7 +102,8 @@ impl DevicePlan {
     }
 }
 
-/// What [`crate::Backend::select_blocks`] computes, per (batch, head, query block) row `qb`:
+/// What [`crate::Backend::select_blocks`] computes, from q̂/k̂ = block means of q/k over
+/// `block` tokens, per (batch, head, query block) row `qb`:
 /// - `qb < scored_blocks`: scores `q̂·k̂ᵀ/√d` over the first `scored_blocks` key blocks, softmax,
 ///   keep the most probable blocks until their mass exceeds `p` (at least `top_k`; ties at
 ///   the cut go to the lower block index) — the Jenga importance rule
