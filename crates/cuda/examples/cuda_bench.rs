@@ -155,11 +155,6 @@ fn attention_bench(be: &CudaBackend) -> Result<()> {
     let s = time(be, 10, || {
         be.attention(&q, &k, &v, &dense, None).map(|_| ())
     })?;
-    be.set_hopper_attention_v1(true);
-    let s_v1 = time(be, 10, || {
-        be.attention(&q, &k, &v, &dense, None).map(|_| ())
-    })?;
-    be.set_hopper_attention_v1(false);
     be.set_hopper_attention_l2_hints(false);
     let s_nohint = time(be, 10, || {
         be.attention(&q, &k, &v, &dense, None).map(|_| ())
@@ -170,11 +165,10 @@ fn attention_bench(be: &CudaBackend) -> Result<()> {
     let s_mma = time(be, 3, || be.attention(&q, &k, &v, &dense, None).map(|_| ()))?;
     be.set_attention_path(AttnPath::Auto);
     println!(
-        "{:<44} {:8.3} ms {:7.1} TFLOP/s (first Hopper kernel {:.3} ms, mma {:.3} ms) rel L2 vs mma {err_dense:.2e}",
+        "{:<44} {:8.3} ms {:7.1} TFLOP/s (mma {:.3} ms) rel L2 vs mma {err_dense:.2e}",
         "attention dense 32760 H12 Dh128",
         s * 1e3,
         flops / s / 1e12,
-        s_v1 * 1e3,
         s_mma * 1e3
     );
     json_line(
@@ -183,7 +177,6 @@ fn attention_bench(be: &CudaBackend) -> Result<()> {
             ("ours", format!("\"{ours}\"")),
             ("ours_ms", format!("{:.3}", s * 1e3)),
             ("tflops", format!("{:.1}", flops / s / 1e12)),
-            ("v1_ms", format!("{:.3}", s_v1 * 1e3)),
             ("no_l2_hint_ms", format!("{:.3}", s_nohint * 1e3)),
             ("mma_ms", format!("{:.3}", s_mma * 1e3)),
             ("rel_l2_vs_mma", format!("{err_dense:.3e}")),
@@ -220,11 +213,6 @@ fn attention_bench(be: &CudaBackend) -> Result<()> {
     let s = time(be, 10, || {
         be.attention(&q, &k, &v, &sparse, None).map(|_| ())
     })?;
-    be.set_hopper_attention_v1(true);
-    let s_v1 = time(be, 10, || {
-        be.attention(&q, &k, &v, &sparse, None).map(|_| ())
-    })?;
-    be.set_hopper_attention_v1(false);
     be.set_attention_path(AttnPath::Mma);
     let s_mma = time(be, 5, || {
         be.attention(&q, &k, &v, &sparse, None).map(|_| ())
@@ -232,10 +220,9 @@ fn attention_bench(be: &CudaBackend) -> Result<()> {
     be.set_attention_path(AttnPath::Auto);
     let label = format!("attention sparse {:.1}% kept", density * 100.0);
     println!(
-        "{label:<44} {:8.3} ms {:7.1} TFLOP/s on kept blocks (first Hopper kernel {:.3} ms, mma {:.3} ms) rel L2 vs mma {:.2e} / {:.2e} (bias)",
+        "{label:<44} {:8.3} ms {:7.1} TFLOP/s on kept blocks (mma {:.3} ms) rel L2 vs mma {:.2e} / {:.2e} (bias)",
         s * 1e3,
         kept_flops / s / 1e12,
-        s_v1 * 1e3,
         s_mma * 1e3,
         errs[0],
         errs[1]
@@ -254,7 +241,6 @@ fn attention_bench(be: &CudaBackend) -> Result<()> {
                 format!("{:.1}", flops / s / 1e12),
             ),
             ("density", format!("{density:.4}")),
-            ("v1_ms", format!("{:.3}", s_v1 * 1e3)),
             ("mma_ms", format!("{:.3}", s_mma * 1e3)),
             ("rel_l2_vs_mma", format!("{:.3e}", errs[0])),
             ("rel_l2_vs_mma_key_bias", format!("{:.3e}", errs[1])),

@@ -1,28 +1,33 @@
-// Hopper (sm_90a) attention: wgmma tensor-core GEMMs, FA3-style, head dim 128.
+// Hopper (sm_90a) attention: wgmma tensor-core GEMMs, FA3-style, head dim 128, dense or
+// block-sparse over a CSR plan whose block is a multiple of 128. Requires the sm_90a target.
 //
-// A CTA of two consumer warpgroups (256 threads) owns 128 query rows (64 per warpgroup) of one
-// (batch, head). Key/value tiles of 128 rows stream through a 3-stage ring in shared memory,
-// loaded with cp.async into the 128-byte-swizzled layout that wgmma reads through matrix
-// descriptors (K-major for Q and K, N-major/transposed for V); per stage a `full` mbarrier
-// (cp.async arrivals of all 256 threads) and an `empty` one (both warpgroups done with it)
-// replace block-wide barriers. Per tile j each warpgroup issues S_j = Q K_j^T (wgmma, both
-// operands in shared memory) and O += P_{j-1} V_{j-1} (wgmma, P from registers) back to back,
-// then runs the online softmax of S_j (exp2 domain, f32) while the P V product is in flight.
-// The two warpgroups take turns issuing (named barriers 1 and 2, FA3 "ping-pong"), so one's
-// softmax overlaps the other's GEMMs. Dense, or block-sparse over a CSR plan whose block is a
-// multiple of 128: the CTA walks only the kept key blocks of its query block, and a host-built
-// work list launches heavy rows first. Key bias: keys >= bias_from get bias_log2 added (log2
-// domain). Partial tiles (sequence end) are masked; rows past lq are computed on zeros and not
-// stored. Requires the sm_90a target (NVRTC -arch=sm_90a).
+// Persistent, warp-specialized: one CTA per SM (384 threads) loops over work items (128 query
+// rows of one (batch, head)) handed out by an atomic counter (the first item is blockIdx.x).
+// Warpgroup 0 is the producer: one thread issues TMA bulk tensor copies (tensor maps built on the
+// host: 4-D dim/head/token/batch, box 64 x 1 x 128 x 1, 128-byte swizzle, zeros past the sequence
+// end; L2 hints Q evict-first, K/V evict-last) and setmaxnreg drops the group to 24 registers. It
+// claims an item, publishes its index in shared memory, loads its Q tile (q_full) and streams the
+// item's K/V tiles of 128 keys through a 3-stage ring (per stage a `full` mbarrier with
+// expect_tx and an `empty` one that all 256 consumer threads arrive on). Warpgroups 1 and 2 are
+// the consumers (64 query rows each, 240 registers): per tile j, S_j = Q K_j^T (wgmma, both
+// operands in shared memory, K-major) and O += P_{j-1} V_{j-1} (wgmma, P from registers, V
+// N-major) are issued back to back and the online softmax of S_j (exp2 domain, f32) runs while
+// the P V product is in flight; the two warpgroups take turns issuing (named barriers 1 and 2,
+// FA3 "ping-pong"), so one's softmax overlaps the other's GEMMs. They free Q (q_empty) after the
+// item's last S, so the next item's Q and first tiles load during the last P V and the epilogue.
+// Sparse: the item walks only the kept key blocks of its query block; the host orders items
+// heaviest rows first within each head. Dense: the last round's query tiles are cut into key
+// ranges (split-key tail, merged by the CTA that finishes a tile's last range). Key bias: keys
+// >= bias_from get bias_log2 added (log2 domain). Partial tiles are masked; rows past lq are
+// computed on zeros and not stored.
 
-#define HB_M 128          // query rows per CTA
+#define HB_M 128          // query rows per work item
 #define HB_N 128          // keys per tile
 #define HB_D 128          // head dim
 #define HB_STAGES 3
-#define HB_THREADS 256
 #define HB_PANEL 16384    // bytes: 128 rows x 64 bf16 (one 128-byte swizzle column panel)
 #define HB_TILE 32768     // bytes: 128 rows x 128 bf16 = 2 panels
-// Dynamic shared memory: 1024 (alignment slack) + Q + 3 x (K, V) + 6 mbarriers.
+// Dynamic shared memory: 1024 (alignment slack) + Q + 3 x (K, V) + 8 mbarriers + 2 words.
 
 __device__ __forceinline__ unsigned hb_smem_u32(const void* p) {
     unsigned r;
@@ -42,17 +47,6 @@ __device__ __forceinline__ float hb_exp2(float x) {
     return y;
 }
 
-__device__ __forceinline__ void hb_cp16(unsigned dst, const void* src, int src_bytes) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
-                 "r"(src_bytes)
-                 : "memory");
-}
-__device__ __forceinline__ void hb_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-__device__ __forceinline__ void hb_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
-// Shared memory written through the generic proxy (cp.async) and read next by wgmma (async proxy).
-__device__ __forceinline__ void hb_fence_proxy() {
-    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-}
 __device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wg_commit() {
     asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
@@ -127,10 +121,6 @@ __device__ __forceinline__ void wgmma_rs(float* d, unsigned a0, unsigned a1, uns
 __device__ __forceinline__ void hb_mbar_init(unsigned bar, unsigned count) {
     asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
 }
-// Arrives on `bar` once all cp.async of this thread issued so far have landed.
-__device__ __forceinline__ void hb_mbar_cp_arrive(unsigned bar) {
-    asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
-}
 __device__ __forceinline__ void hb_mbar_arrive(unsigned bar) {
     asm volatile("{\n.reg .b64 st;\nmbarrier.arrive.shared::cta.b64 st, [%0];\n}\n" ::"r"(bar)
                  : "memory");
@@ -151,20 +141,6 @@ __device__ __forceinline__ void hb_bar_arrive(int id) {
     asm volatile("bar.arrive %0, 256;\n" ::"r"(id) : "memory");
 }
 
-// Copy a [128 rows x 128 dims] bf16 tile (global row stride rs elements) into two swizzled
-// column panels at dst: row r, 16-byte chunk c (0..7) of panel p lands at
-// dst + p * HB_PANEL + r * 128 + ((c ^ (r & 7)) << 4). Rows >= nrows are zero-filled.
-__device__ __forceinline__ void hb_load_tile(unsigned dst, const bf16* __restrict__ src,
-                                             long long rs, int nrows, int tid) {
-#pragma unroll
-    for (int i = 0; i < (HB_N * 16) / HB_THREADS; ++i) {
-        const int c = tid + i * HB_THREADS;
-        const int r = c >> 4, ch = c & 15, panel = ch >> 3, cc = ch & 7;
-        const bool in = r < nrows;
-        const unsigned d = dst + panel * HB_PANEL + r * 128 + ((cc ^ (r & 7)) << 4);
-        hb_cp16(d, src + (in ? (long long)r * rs : 0) + ch * 8, in ? 16 : 0);
-    }
-}
 
 // Walks the key tiles of one CTA: dense (all of [0, lk)) or the kept key blocks of a CSR row.
 struct HbWalk {
@@ -193,286 +169,6 @@ struct HbWalk {
     }
 };
 
-__device__ __forceinline__ void hb_attention(
-    const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
-    bf16* __restrict__ o, int lq, int lk, int h, float scale_log2,
-    const unsigned* __restrict__ row_ptr, const unsigned* __restrict__ col_idx, int block,
-    int q_blocks, int bias_from, float bias_log2, const unsigned* __restrict__ order, int subs) {
-    extern __shared__ __align__(1024) unsigned char hb_smem[];
-    const unsigned base = (hb_smem_u32(hb_smem) + 1023u) & ~1023u;
-    const unsigned sq = base;
-    const unsigned skv = base + HB_TILE;  // stage s: K at skv + s * 2 * HB_TILE, V after it
-
-    const int tid = threadIdx.x;
-    // Consumer warpgroup 0/1 (query rows wg*64 ..); broadcast so the compiler sees it warp-uniform
-    // (descriptors built from it then live in uniform registers).
-    const int wg = __shfl_sync(0xffffffffu, tid >> 7, 0);
-    const int wl = (tid >> 5) & 3;         // warp within the warpgroup: 16 rows each
-    const int lane = tid & 31, g = lane >> 2, t = lane & 3;
-
-    int b, hh, q_start;
-    unsigned e0 = 0, e1 = 1;
-    if (row_ptr) {
-        const unsigned w = order ? order[blockIdx.x] : blockIdx.x;
-        const unsigned row = w / (unsigned)subs, sub = w % (unsigned)subs;
-        const unsigned qb = row % (unsigned)q_blocks, bh = row / (unsigned)q_blocks;
-        hh = (int)(bh % (unsigned)h);
-        b = (int)(bh / (unsigned)h);
-        q_start = (int)qb * block + (int)sub * HB_M;
-        e0 = row_ptr[row];
-        e1 = row_ptr[row + 1];
-    } else {
-        q_start = blockIdx.x * HB_M;
-        hh = blockIdx.y;
-        b = blockIdx.z;
-    }
-    if (q_start >= lq) return;  // whole CTA: a sub-tile past the sequence end
-    const long long rs = (long long)h * HB_D;
-    const bf16* kb = k + (long long)b * lk * rs + (long long)hh * HB_D;
-    const bf16* vb = v + (long long)b * lk * rs + (long long)hh * HB_D;
-
-    HbWalk cur, nxt;
-    cur.col_idx = row_ptr ? col_idx : nullptr;
-    cur.e = e0;
-    cur.e1 = e1;
-    cur.block = block;
-    cur.lk = lk;
-    cur.k0 = 0;
-    cur.k1 = lk;
-    cur.enter();
-
-    // Barriers after the last stage: full[3], empty[3] (8 bytes each).
-    const unsigned bars = skv + HB_STAGES * 2 * HB_TILE;
-    if (tid == 0) {
-        for (int i = 0; i < HB_STAGES; ++i) {
-            hb_mbar_init(bars + 8 * i, HB_THREADS);
-            hb_mbar_init(bars + 8 * (HB_STAGES + i), HB_THREADS);
-        }
-    }
-    __syncthreads();
-    hb_load_tile(sq, q + ((long long)b * lq + q_start) * rs + (long long)hh * HB_D, rs,
-                 lq - q_start, tid);
-    if (cur.valid()) {
-        hb_load_tile(skv, kb + (long long)cur.kt * rs, rs, cur.k_end - cur.kt, tid);
-        hb_load_tile(skv + HB_TILE, vb + (long long)cur.kt * rs, rs, cur.k_end - cur.kt, tid);
-    }
-    hb_mbar_cp_arrive(bars);  // full[0]: Q and tile 0
-    if (wg == 1) hb_bar_arrive(1);  // warpgroup 0 issues its GEMMs first
-
-    float s[64], acc[64];
-    unsigned p[32];
-#pragma unroll
-    for (int i = 0; i < 64; ++i) {
-        acc[i] = 0.0f;
-        s[i] = 0.0f;
-    }
-#pragma unroll
-    for (int i = 0; i < 32; ++i) p[i] = 0u;
-    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;  // rows g, g + 8 (log2 domain)
-
-    // Descriptors: Q rows of this warpgroup (K-major), K stage (K-major), V stage (N-major:
-    // leading byte offset = the next 64-dim panel, stride = 8 key rows).
-    const unsigned long long dq = hb_desc(sq + wg * 64 * 128, 16, 1024);
-    int stage = 0;
-    unsigned j = 0;  // tile counter: tile j lives in stage j % 3, its use number there is j / 3
-    bool first = true;
-    while (cur.valid()) {
-        hb_mbar_wait(bars + 8 * stage, (j / HB_STAGES) & 1u);  // tile j (and Q) landed
-        hb_fence_proxy();
-        nxt = cur;
-        nxt.next();
-        const int nstage = stage == HB_STAGES - 1 ? 0 : stage + 1;
-
-        // ---- my turn: issue S = Q K^T, then O += P_prev V_prev (the previous tile's stage) ----
-        const unsigned long long dk = hb_desc(skv + stage * 2 * HB_TILE, 16, 1024);
-        const int pstage = stage == 0 ? HB_STAGES - 1 : stage - 1;
-        const unsigned long long dv = hb_desc(skv + pstage * 2 * HB_TILE + HB_TILE, HB_PANEL, 1024);
-        hb_bar_sync(1 + wg);
-#pragma unroll
-        for (int i = 0; i < 64; ++i) hb_pin(acc[i]);
-#pragma unroll
-        for (int i = 0; i < 32; ++i) hb_pin_u(p[i]);
-        wg_fence();
-#pragma unroll
-        for (int kk = 0; kk < HB_D / 16; ++kk) {
-            const unsigned off = ((kk >> 2) * HB_PANEL + (kk & 3) * 32) >> 4;
-            if (kk == 0)
-                wgmma_ss0(s, dq + off, dk + off);
-            else
-                wgmma_ss(s, dq + off, dk + off);
-        }
-        wg_commit();
-        if (!first) {
-#pragma unroll
-            for (int kk = 0; kk < HB_N / 16; ++kk)
-                wgmma_rs(acc, p[4 * kk], p[4 * kk + 1], p[4 * kk + 2], p[4 * kk + 3],
-                         dv + ((kk * 16 * 128) >> 4));
-        }
-        wg_commit();  // (an empty group on the first tile)
-        hb_bar_arrive(2 - wg);  // the other warpgroup's turn
-
-        // ---- prefetch tile j + 1 into the next stage once both warpgroups freed it (tile j - 2) ----
-        if (nxt.valid()) {
-            if (j + 1 >= HB_STAGES)
-                hb_mbar_wait(bars + 8 * (HB_STAGES + nstage), ((j + 1) / HB_STAGES - 1) & 1u);
-            const unsigned ks = skv + nstage * 2 * HB_TILE;
-            hb_load_tile(ks, kb + (long long)nxt.kt * rs, rs, nxt.k_end - nxt.kt, tid);
-            hb_load_tile(ks + HB_TILE, vb + (long long)nxt.kt * rs, rs, nxt.k_end - nxt.kt, tid);
-            hb_mbar_cp_arrive(bars + 8 * nstage);
-        }
-
-        wg_wait<1>();
-#pragma unroll
-        for (int i = 0; i < 64; ++i) hb_pin(s[i]);
-
-        // ---- online softmax of S (log2 domain) ----
-        const int kt = cur.kt, k_end = cur.k_end;
-        float mx0 = -INFINITY, mx1 = -INFINITY;
-        const bool plain = kt + HB_N <= k_end && kt + HB_N <= bias_from;
-        if (plain) {
-#pragma unroll
-            for (int j = 0; j < 16; ++j) {
-                mx0 = fmaxf(mx0, fmaxf(s[4 * j], s[4 * j + 1]));
-                mx1 = fmaxf(mx1, fmaxf(s[4 * j + 2], s[4 * j + 3]));
-            }
-            mx0 *= scale_log2;
-            mx1 *= scale_log2;
-        } else {
-#pragma unroll
-            for (int j = 0; j < 16; ++j) {
-#pragma unroll
-                for (int c = 0; c < 2; ++c) {
-                    const int key = kt + j * 8 + 2 * t + c;
-                    const float add = key >= bias_from ? bias_log2 : 0.0f;
-                    const bool ok = key < k_end;
-                    s[4 * j + c] = ok ? fmaf(s[4 * j + c], scale_log2, add) : -INFINITY;
-                    s[4 * j + 2 + c] = ok ? fmaf(s[4 * j + 2 + c], scale_log2, add) : -INFINITY;
-                    mx0 = fmaxf(mx0, s[4 * j + c]);
-                    mx1 = fmaxf(mx1, s[4 * j + 2 + c]);
-                }
-            }
-        }
-        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-        const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
-        const float mu0 = mn0 == -INFINITY ? 0.0f : mn0, mu1 = mn1 == -INFINITY ? 0.0f : mn1;
-        const float corr0 = hb_exp2(m0 - mu0), corr1 = hb_exp2(m1 - mu1);
-        m0 = mn0;
-        m1 = mn1;
-        float rs0 = 0.0f, rs1 = 0.0f;
-        if (plain) {
-            const float nm0 = -mu0, nm1 = -mu1;
-#pragma unroll
-            for (int j = 0; j < 16; ++j) {
-                s[4 * j] = hb_exp2(fmaf(s[4 * j], scale_log2, nm0));
-                s[4 * j + 1] = hb_exp2(fmaf(s[4 * j + 1], scale_log2, nm0));
-                s[4 * j + 2] = hb_exp2(fmaf(s[4 * j + 2], scale_log2, nm1));
-                s[4 * j + 3] = hb_exp2(fmaf(s[4 * j + 3], scale_log2, nm1));
-            }
-        } else {
-#pragma unroll
-            for (int j = 0; j < 16; ++j) {
-                s[4 * j] = hb_exp2(s[4 * j] - mu0);
-                s[4 * j + 1] = hb_exp2(s[4 * j + 1] - mu0);
-                s[4 * j + 2] = hb_exp2(s[4 * j + 2] - mu1);
-                s[4 * j + 3] = hb_exp2(s[4 * j + 3] - mu1);
-            }
-        }
-#pragma unroll
-        for (int j = 0; j < 16; ++j) {
-            rs0 += s[4 * j] + s[4 * j + 1];
-            rs1 += s[4 * j + 2] + s[4 * j + 3];
-        }
-        l0 = l0 * corr0 + rs0;  // per-thread partial sums, reduced over the quad at the end
-        l1 = l1 * corr1 + rs1;
-
-        // ---- P V of the previous tile done: free its stage, rescale O, keep P for the next ----
-        wg_wait<0>();
-        if (!first) hb_mbar_arrive(bars + 8 * (HB_STAGES + pstage));
-#pragma unroll
-        for (int i = 0; i < 64; ++i) hb_pin(acc[i]);
-#pragma unroll
-        for (int j = 0; j < 16; ++j) {
-            acc[4 * j] *= corr0;
-            acc[4 * j + 1] *= corr0;
-            acc[4 * j + 2] *= corr1;
-            acc[4 * j + 3] *= corr1;
-        }
-#pragma unroll
-        for (int kk = 0; kk < 8; ++kk) {
-            p[4 * kk] = hb_pack(s[8 * kk], s[8 * kk + 1]);
-            p[4 * kk + 1] = hb_pack(s[8 * kk + 2], s[8 * kk + 3]);
-            p[4 * kk + 2] = hb_pack(s[8 * kk + 4], s[8 * kk + 5]);
-            p[4 * kk + 3] = hb_pack(s[8 * kk + 6], s[8 * kk + 7]);
-        }
-        first = false;
-        stage = nstage;
-        cur = nxt;
-        ++j;
-    }
-    if (wg == 0) hb_bar_sync(1);  // balance warpgroup 1's last hand-over
-    if (!first) {
-        const int pstage = stage == 0 ? HB_STAGES - 1 : stage - 1;
-        const unsigned long long dv = hb_desc(skv + pstage * 2 * HB_TILE + HB_TILE, HB_PANEL, 1024);
-#pragma unroll
-        for (int i = 0; i < 64; ++i) hb_pin(acc[i]);
-#pragma unroll
-        for (int i = 0; i < 32; ++i) hb_pin_u(p[i]);
-        wg_fence();
-#pragma unroll
-        for (int kk = 0; kk < HB_N / 16; ++kk)
-            wgmma_rs(acc, p[4 * kk], p[4 * kk + 1], p[4 * kk + 2], p[4 * kk + 3],
-                     dv + ((kk * 16 * 128) >> 4));
-        wg_commit();
-        wg_wait<0>();
-#pragma unroll
-        for (int i = 0; i < 64; ++i) hb_pin(acc[i]);
-    }
-    hb_wait_all();  // an empty row still loaded Q
-
-    // ---- normalise and store ----
-    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
-    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
-    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
-    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
-    const float inv0 = l0 > 0.0f ? 1.0f / l0 : 0.0f, inv1 = l1 > 0.0f ? 1.0f / l1 : 0.0f;
-    const int r0 = q_start + wg * 64 + wl * 16 + g, r1 = r0 + 8;
-    unsigned* o0 =
-        reinterpret_cast<unsigned*>(o + ((long long)b * lq + r0) * rs + (long long)hh * HB_D);
-    unsigned* o1 =
-        reinterpret_cast<unsigned*>(o + ((long long)b * lq + r1) * rs + (long long)hh * HB_D);
-#pragma unroll
-    for (int j = 0; j < 16; ++j) {
-        if (r0 < lq) o0[j * 4 + t] = hb_pack(acc[4 * j] * inv0, acc[4 * j + 1] * inv0);
-        if (r1 < lq) o1[j * 4 + t] = hb_pack(acc[4 * j + 2] * inv1, acc[4 * j + 3] * inv1);
-    }
-}
-
-extern "C" __global__ void __launch_bounds__(HB_THREADS, 1)
-    attn_hopper_d128(const bf16* __restrict__ q, const bf16* __restrict__ k,
-                     const bf16* __restrict__ v, bf16* __restrict__ o, int lq, int lk, int h,
-                     float scale_log2, const unsigned* __restrict__ row_ptr,
-                     const unsigned* __restrict__ col_idx, int block, int q_blocks,
-                     int bias_from, float bias_log2, const unsigned* __restrict__ order,
-                     int subs) {
-    hb_attention(q, k, v, o, lq, lk, h, scale_log2, row_ptr, col_idx, block, q_blocks, bias_from,
-                 bias_log2, order, subs);
-}
-
-// ================================================================================================
-// Warp-specialized persistent version (default). 384 threads: warpgroup 0 is the producer (one
-// thread issues TMA bulk tensor copies; setmaxnreg drops the group to 24 registers), warpgroups
-// 1 and 2 are the consumers of the kernel above (64 query rows each, 240 registers). One CTA per
-// SM loops over work items handed out by an atomic counter (the first item is blockIdx.x); the
-// producer claims an item, publishes its index in shared memory and loads its Q tile (q_full),
-// then streams the item's K/V tiles through the same 3-stage ring (full: expect_tx of 64 KiB,
-// empty: all 256 consumer threads). The consumers free Q (q_empty) as soon as the item's last
-// S = Q K^T is done, so the next item's Q and first tiles load during the last P V and the
-// epilogue. Tensor maps (4-D: dim, head, token, batch; box 64 x 1 x 128 x 1, 128-byte swizzle)
-// are built on the host; rows past the sequence end come back as zeros.
-// ================================================================================================
 
 #define HW_THREADS 384
 

@@ -4,13 +4,16 @@
 //! other GPU, head dim or plan block [`CudaBackend::attention_hopper`] answers `Ok(None)` and the
 //! portable kernels take the call.
 //!
-//! Kernel: one CTA = 2 consumer warpgroups = 128 query rows; 128-key tiles of K and V stream
-//! through a 3-stage ring of 128-byte-swizzled shared memory (cp.async, full/empty mbarriers per
-//! stage); S = QKᵀ and O += PV are `wgmma.mma_async` m64n128k16 (P from registers), with the
-//! softmax of one tile overlapping the P·V product of the previous one, and the two warpgroups
-//! taking turns to issue (named barriers) so one's softmax overlaps the other's GEMMs. Sparse launches go through a work list built on the host
-//! from the plan (cached per plan): heads in order, and inside a head the query blocks with the
-//! most kept key blocks first, so the long rows start early and the short ones fill the tail.
+//! Kernel (one per SM, persistent): a producer warpgroup loads Q and 128-key K/V tiles with TMA
+//! (tensor maps built here, 128-byte swizzle, L2 hints) into a 3-stage shared-memory ring
+//! (full/empty mbarriers); two consumer warpgroups of 64 query rows each run S = QKᵀ and
+//! O += PV as `wgmma.mma_async` m64n128k16 (P from registers), the softmax of one tile
+//! overlapping the P·V product of the previous one, and take turns to issue (named barriers) so
+//! one's softmax overlaps the other's GEMMs. Work items (128 query rows of one head) come from an
+//! atomic counter. Sparse launches walk a work list built on the host from the plan (cached per
+//! plan): heads in order, and inside a head the query blocks with the most kept key blocks first.
+//! Dense launches cut the last round's query tiles into key ranges ([`dense_tail_split`]) whose
+//! partial results the CTA that finishes last merges.
 
 use crate::backend::{CudaBackend, CudaTensor, DevicePlanBufs};
 use crate::error::{alloc_err, dev, drv};
@@ -30,11 +33,10 @@ const SRC: &str = concat!(
 );
 /// Query rows per CTA (`HB_M`) and keys per tile (`HB_N`) in the kernel.
 pub const HOPPER_TILE: usize = 128;
-const THREADS: u32 = 256;
-/// Threads of the warp-specialized kernel: a producer warpgroup and two consumer warpgroups.
+/// Threads per CTA: a producer warpgroup and two consumer warpgroups.
 const WS_THREADS: u32 = 384;
-/// Dynamic shared memory: Q tile + 3 stages x (K, V) tiles of 128 x 128 bf16, 6 mbarriers, plus
-/// 1 KiB so the base can be rounded up to the 1024-byte alignment of the swizzle pattern.
+/// Dynamic shared memory: Q tile + 3 stages x (K, V) tiles of 128 x 128 bf16, 8 mbarriers and
+/// 2 words, plus 1 KiB so the base can be rounded up to the 1024-byte alignment of the swizzle pattern.
 const SMEM_BYTES: usize = 32768 * (1 + 2 * 3) + 1024 + 128;
 
 static BUILD_NOTE: OnceLock<String> = OnceLock::new();
@@ -46,11 +48,8 @@ pub fn hopper_attention_note() -> Option<String> {
 
 /// The compiled Hopper attention kernels of one backend.
 pub struct AttentionKernels {
-    d128: CudaFunction,
-    /// Warp-specialized persistent kernel (TMA producer warpgroup), the default.
+    /// The warp-specialized persistent kernel (TMA producer warpgroup).
     ws: CudaFunction,
-    /// Run the first kernel (`attn_hopper_d128`) instead of the warp-specialized one.
-    v1: AtomicBool,
     /// L2 cache hints on the persistent kernel's loads (Q evict-first, K/V evict-last).
     l2hint: AtomicBool,
     /// Multiprocessors: the persistent kernel's grid.
@@ -101,29 +100,21 @@ impl AttentionKernels {
             .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
             .map_err(drv("querying the multiprocessor count"))?
             .max(1) as u32;
-        let mut fns = Vec::new();
-        for name in ["attn_hopper_d128", "attn_hopper_ws_d128"] {
-            let f = m
-                .load_function(name)
-                .map_err(drv(&format!("loading kernel {name}")))?;
-            unsafe {
-                cudarc::driver::result::function::set_function_attribute(
-                    f.cu_function(),
-                    sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                    SMEM_BYTES as i32,
-                )
-            }
-            .map_err(drv(
-                "raising the Hopper attention kernel's shared-memory limit",
-            ))?;
-            fns.push(f);
+        let ws = m
+            .load_function("attn_hopper_ws_d128")
+            .map_err(drv("loading kernel attn_hopper_ws_d128"))?;
+        unsafe {
+            cudarc::driver::result::function::set_function_attribute(
+                ws.cu_function(),
+                sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                SMEM_BYTES as i32,
+            )
         }
-        let ws = fns.pop().expect("two kernels");
-        let d128 = fns.pop().expect("two kernels");
+        .map_err(drv(
+            "raising the Hopper attention kernel's shared-memory limit",
+        ))?;
         Ok(AttentionKernels {
-            d128,
             ws,
-            v1: AtomicBool::new(std::env::var("JENGA_HOPPER_ATTN").is_ok_and(|v| v == "v1")),
             l2hint: AtomicBool::new(
                 std::env::var("JENGA_HOPPER_L2HINT").map_or(true, |v| v != "0"),
             ),
@@ -239,15 +230,6 @@ impl CudaBackend {
         self.hopper_attn.is_some()
     }
 
-    /// Use the first Hopper kernel (one CTA per 128 query rows, cp.async loads by the consumer
-    /// threads) instead of the warp-specialized persistent one; for same-run comparisons
-    /// (`JENGA_HOPPER_ATTN=v1` sets it at start). No effect without the Hopper kernels.
-    pub fn set_hopper_attention_v1(&self, on: bool) {
-        if let Some(hk) = &self.hopper_attn {
-            hk.v1.store(on, Ordering::Relaxed);
-        }
-    }
-
     /// L2 cache hints on the warp-specialized kernel's TMA loads (Q evict-first, K/V
     /// evict-last); on by default (`JENGA_HOPPER_L2HINT=0` turns them off at start).
     pub fn set_hopper_attention_l2_hints(&self, on: bool) {
@@ -356,8 +338,8 @@ impl CudaBackend {
         };
         let (lq_i, lk_i, h_i) = (lq as i32, lk as i32, h as i32);
         let (block_i, qb_i, subs_i) = (block as i32, q_blocks as i32, subs as i32);
-        if !hk.v1.load(Ordering::Relaxed) {
-            // Persistent warp-specialized kernel: one CTA per SM pulls work items.
+        // Persistent warp-specialized kernel: one CTA per SM pulls work items.
+        {
             let items = grid.0 as u64 * grid.1 as u64 * grid.2 as u64;
             if items > i32::MAX as u64 / 2 {
                 return Ok(None);
@@ -430,32 +412,7 @@ impl CudaBackend {
             unsafe { lb.launch(cfg) }.map_err(drv("launching attention (Hopper kernel)"))?;
             drop(scratch);
             drop(order_buf);
-            return Ok(Some(out));
         }
-        let cfg = LaunchConfig {
-            grid_dim: grid,
-            block_dim: (THREADS, 1, 1),
-            shared_mem_bytes: SMEM_BYTES as u32,
-        };
-        let mut lb = stream.launch_builder(&hk.d128);
-        lb.arg(&ptrs[0])
-            .arg(&ptrs[1])
-            .arg(&ptrs[2])
-            .arg(&ptrs[3])
-            .arg(&lq_i)
-            .arg(&lk_i)
-            .arg(&h_i)
-            .arg(&scale_log2)
-            .arg(&row_ptr)
-            .arg(&col_idx)
-            .arg(&block_i)
-            .arg(&qb_i)
-            .arg(&bias_from)
-            .arg(&bias_log2)
-            .arg(&order_ptr)
-            .arg(&subs_i);
-        unsafe { lb.launch(cfg) }.map_err(drv("launching attention (Hopper kernel)"))?;
-        drop(order_buf);
         Ok(Some(out))
     }
 }
