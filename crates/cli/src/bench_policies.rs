@@ -47,7 +47,7 @@ pub struct PoliciesArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "jenga --sa-drop-rates 0.7 0.8 --p-remain-rates 0.3,svg,draft"
+        default_value = "jenga --sa-drop-rates 0.7 0.8 --p-remain-rates 0.9,svg,draft"
     )]
     pub variants: Vec<String>,
     /// Measure attention recall on the calls of every N-th step (0 = never).

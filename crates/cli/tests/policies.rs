@@ -189,7 +189,7 @@ fn bench_policies_writes_one_table() {
     assert!(md.starts_with("# notes kept\n"), "{md}");
     for name in [
         "| dense |",
-        "| jenga --sa-drop-rates 0.7 0.8 --p-remain-rates 0.3 |",
+        "| jenga --sa-drop-rates 0.7 0.8 --p-remain-rates 0.9 |",
         "| svg |",
         "| draft |",
     ] {
