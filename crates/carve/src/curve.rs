@@ -331,7 +331,10 @@ mod tests {
             let got = kind.order(size.0, size.1, size.2);
             assert_eq!(got.len(), want.len(), "{kind} {size:?} length");
             if let Some(k) = (0..got.len()).find(|&k| got[k] != want[k]) {
-                panic!("{kind} {size:?}: first difference at k={k}: got {} want {}", got[k], want[k]);
+                panic!(
+                    "{kind} {size:?}: first difference at k={k}: got {} want {}",
+                    got[k], want[k]
+                );
             }
             checked += 1;
         }
@@ -350,7 +353,10 @@ mod tests {
 
     #[test]
     fn parse_kind() {
-        assert_eq!("gilbert3d".parse::<CurveKind>().unwrap(), CurveKind::Gilbert3d);
+        assert_eq!(
+            "gilbert3d".parse::<CurveKind>().unwrap(),
+            CurveKind::Gilbert3d
+        );
         assert_eq!("Sliced".parse::<CurveKind>().unwrap(), CurveKind::Sliced);
         assert!("hilbert".parse::<CurveKind>().is_err());
     }
@@ -394,7 +400,9 @@ mod tests {
                 })
                 .collect();
             let m = pts.len() as f64;
-            let mean: Vec<f64> = (0..3).map(|i| pts.iter().map(|p| p[i]).sum::<f64>() / m).collect();
+            let mean: Vec<f64> = (0..3)
+                .map(|i| pts.iter().map(|p| p[i]).sum::<f64>() / m)
+                .collect();
             total += pts
                 .iter()
                 .map(|p| (0..3).map(|i| (p[i] - mean[i]).powi(2)).sum::<f64>())
@@ -413,13 +421,31 @@ mod tests {
         let fr = neighbour_fraction(&raster, h, w);
         let f3 = neighbour_fraction(&o3, h, w);
         let fs = neighbour_fraction(&os, h, w);
-        println!("26-neighbour consecutive pairs: raster {fr:.4}, gilbert3d {f3:.4}, sliced {fs:.4}");
+        println!(
+            "26-neighbour consecutive pairs: raster {fr:.4}, gilbert3d {f3:.4}, sliced {fs:.4}"
+        );
         // Raster order is adjacent along rows and breaks at every row end; the curves must
         // break at least 10x less often.
-        assert!((1.0 - f3) * 10.0 < 1.0 - fr, "gilbert3d breaks {} vs raster {}", 1.0 - f3, 1.0 - fr);
-        assert!((1.0 - fs) * 10.0 < 1.0 - fr, "sliced breaks {} vs raster {}", 1.0 - fs, 1.0 - fr);
-        let (sr, s3, ss) = (block_spread(&raster, h, w), block_spread(&o3, h, w), block_spread(&os, h, w));
-        println!("mean squared spread of 128-blocks: raster {sr:.1}, gilbert3d {s3:.1}, sliced {ss:.1}");
+        assert!(
+            (1.0 - f3) * 10.0 < 1.0 - fr,
+            "gilbert3d breaks {} vs raster {}",
+            1.0 - f3,
+            1.0 - fr
+        );
+        assert!(
+            (1.0 - fs) * 10.0 < 1.0 - fr,
+            "sliced breaks {} vs raster {}",
+            1.0 - fs,
+            1.0 - fr
+        );
+        let (sr, s3, ss) = (
+            block_spread(&raster, h, w),
+            block_spread(&o3, h, w),
+            block_spread(&os, h, w),
+        );
+        println!(
+            "mean squared spread of 128-blocks: raster {sr:.1}, gilbert3d {s3:.1}, sliced {ss:.1}"
+        );
         assert!(s3 < 0.25 * sr && ss < 0.25 * sr);
     }
 

@@ -345,8 +345,12 @@ mod tests {
     #[test]
     fn scores_match_naive() {
         let (nq, nk, d) = (5, 7, 16);
-        let q: Vec<f32> = (0..nq * d).map(|i| ((i * 37 % 11) as f32 - 5.0) * 0.1).collect();
-        let k: Vec<f32> = (0..nk * d).map(|i| ((i * 53 % 13) as f32 - 6.0) * 0.1).collect();
+        let q: Vec<f32> = (0..nq * d)
+            .map(|i| ((i * 37 % 11) as f32 - 5.0) * 0.1)
+            .collect();
+        let k: Vec<f32> = (0..nk * d)
+            .map(|i| ((i * 53 % 13) as f32 - 6.0) * 0.1)
+            .collect();
         let mut out = vec![0f32; nq * nk];
         block_scores(&q, &k, nq, nk, d, &mut out);
         for i in 0..nq {

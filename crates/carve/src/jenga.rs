@@ -117,7 +117,10 @@ impl JengaConfig {
             return Err(Error::invalid("JengaConfig", "block size must be positive"));
         }
         if !self.text_amp.rho.is_finite() {
-            return Err(Error::invalid("JengaConfig", "text amplifier rho must be finite"));
+            return Err(Error::invalid(
+                "JengaConfig",
+                "text amplifier rho must be finite",
+            ));
         }
         self.schedule.validate()
     }
@@ -258,7 +261,11 @@ impl JengaPolicy {
                 stage,
                 calls: a.calls,
                 sparse_calls: a.sparse,
-                mean_density: if a.calls > 0 { a.sum / a.calls as f64 } else { 0.0 },
+                mean_density: if a.calls > 0 {
+                    a.sum / a.calls as f64
+                } else {
+                    0.0
+                },
                 mean_sparse_density: if a.sparse > 0 {
                     a.sparse_sum / a.sparse as f64
                 } else {
@@ -661,7 +668,10 @@ mod tests {
         let x = be
             .upload(&random(480 + cond, 9).repeat(8), &[1, 480 + cond, 1, 8])
             .unwrap();
-        assert!(matches!(pol.plan(&be, &x, &x, &c).unwrap(), AttnPlan::Sparse(_)));
+        assert!(matches!(
+            pol.plan(&be, &x, &x, &c).unwrap(),
+            AttnPlan::Sparse(_)
+        ));
     }
 
     /// The fused CSR builder equals the union of the separately built masks.
@@ -698,10 +708,8 @@ mod tests {
                 .unwrap();
 
             let nv = layout.video_blocks;
-            let mut want = importance_mask(
-                &qhat, &khat, batch, heads, nb, nb, d, nv, p, top_k,
-            )
-            .unwrap();
+            let mut want =
+                importance_mask(&qhat, &khat, batch, heads, nb, nb, d, nv, p, top_k).unwrap();
             // Condition rows are dense whatever importance says.
             for b in 0..batch {
                 for hh in 0..heads {
@@ -755,7 +763,9 @@ mod tests {
             assert_eq!(plan.row(0, hh, 4), &[0, 1, 2, 3, 4]);
         }
         // Wrong length is a clear error, not a panic.
-        let bad = be.upload(&random(b * 500 * h * d, 5), &[b, 500, h, d]).unwrap();
+        let bad = be
+            .upload(&random(b * 500 * h * d, 5), &[b, 500, h, d])
+            .unwrap();
         assert!(pol.plan(&be, &bad, &bad, &ctx(0, 0, grid, cond)).is_err());
         // Stats: one sparse call in stage 0.
         let s = pol.stats();

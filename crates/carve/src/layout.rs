@@ -152,7 +152,10 @@ mod tests {
         // When video divides by 128 the two rules agree.
         let even = Layout::new(128 * 100, 256, 128).unwrap();
         assert_eq!(even.cond_blocks(), 2);
-        assert_eq!(even, Layout::with_text_blocks(128 * 100, 256, 128, 2).unwrap());
+        assert_eq!(
+            even,
+            Layout::with_text_blocks(128 * 100, 256, 128, 2).unwrap()
+        );
     }
 
     #[test]

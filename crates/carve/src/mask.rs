@@ -113,7 +113,10 @@ impl BlockMask {
                 for q in 0..plan.q_blocks {
                     for &k in plan.row(b, h, q) {
                         if k as usize >= plan.k_blocks {
-                            return Err(Error::invalid("BlockMask::from_plan", "column out of range"));
+                            return Err(Error::invalid(
+                                "BlockMask::from_plan",
+                                "column out of range",
+                            ));
                         }
                         m.set(b, h, q, k as usize, true);
                     }

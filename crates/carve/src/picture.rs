@@ -45,7 +45,10 @@ pub fn render_mask(mask: &[bool], q_blocks: usize, k_blocks: usize, scale: usize
     if mask.len() != q_blocks * k_blocks || scale == 0 {
         return Err(Error::shape(
             "render_mask",
-            format!("{} entries for {q_blocks}x{k_blocks}, scale {scale}", mask.len()),
+            format!(
+                "{} entries for {q_blocks}x{k_blocks}, scale {scale}",
+                mask.len()
+            ),
         ));
     }
     let (width, height) = (k_blocks * scale, q_blocks * scale);

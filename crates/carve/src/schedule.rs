@@ -66,13 +66,12 @@ impl Schedule {
     pub fn validate(&self) -> Result<()> {
         let op = "Schedule";
         if self.drop_rates.is_empty() || self.p_remain.is_empty() {
-            return Err(Error::invalid(op, "needs at least one drop rate and one p value"));
+            return Err(Error::invalid(
+                op,
+                "needs at least one drop rate and one p value",
+            ));
         }
-        if let Some(d) = self
-            .drop_rates
-            .iter()
-            .find(|d| !(0.0..1.0).contains(*d))
-        {
+        if let Some(d) = self.drop_rates.iter().find(|d| !(0.0..1.0).contains(*d)) {
             return Err(Error::invalid(op, format!("drop rate {d} outside [0, 1)")));
         }
         if let Some(p) = self.p_remain.iter().find(|p| !(0.0..=1.0).contains(*p)) {

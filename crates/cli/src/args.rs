@@ -45,10 +45,10 @@ pub struct BenchArgs {
 #[derive(Subcommand, Debug)]
 pub enum BenchWhat {
     /// Attention policies side by side on one prompt and seed (dense, jenga, svg, draft):
-    /// density, recall, PSNR vs dense, time, speed-up (crate::bench_policies).
+    /// density, recall, PSNR vs dense, time, speed-up.
     Policies(crate::bench_policies::PoliciesArgs),
     /// Whole generations (DiT only) of a Wan-size model, dense vs Jenga presets: wall time,
-    /// per-step ms, speed-up, density per stage, mask-building share (crate::bench_e2e).
+    /// per-step ms, speed-up, density per stage, mask-building share.
     E2e(E2eArgs),
     /// One DiT forward (batch 1) per size, with GFLOP/s against a square matmul.
     Dit {
@@ -321,6 +321,9 @@ mod tests {
         let Command::Generate(g) = cli.command else {
             panic!("expected generate");
         };
-        assert_eq!(format!("{:?}", g.jenga), format!("{:?}", JengaArgs::default()));
+        assert_eq!(
+            format!("{:?}", g.jenga),
+            format!("{:?}", JengaArgs::default())
+        );
     }
 }

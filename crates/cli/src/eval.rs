@@ -34,7 +34,11 @@ struct Row {
 pub fn run(e: EvalArgs) -> Result<()> {
     let g = &e.gen;
     let src = Source::open(&g.model)?;
-    let variants: Vec<String> = if e.presets.is_empty() { vec![String::new()] } else { e.presets.clone() };
+    let variants: Vec<String> = if e.presets.is_empty() {
+        vec![String::new()]
+    } else {
+        e.presets.clone()
+    };
     // Resolve every variant's flags before any compute.
     let mut plans = Vec::new();
     for v in &variants {
@@ -42,13 +46,27 @@ pub fn run(e: EvalArgs) -> Result<()> {
         if !v.is_empty() {
             a.jenga.preset = Some(v.clone());
         }
-        let p = plan(&a, &src).with_context(|| if v.is_empty() { "eval".to_string() } else { format!("preset {v}") })?;
-        if p.jenga.is_none() && p.policy == "dense" && matches!(p.spec.skip, jenga_pipeline::SkipRule::None) {
-            bail!("eval: nothing to compare — give --preset/--presets, Jenga flags or --policy jenga");
+        let p = plan(&a, &src).with_context(|| {
+            if v.is_empty() {
+                "eval".to_string()
+            } else {
+                format!("preset {v}")
+            }
+        })?;
+        if p.jenga.is_none()
+            && p.policy == "dense"
+            && matches!(p.spec.skip, jenga_pipeline::SkipRule::None)
+        {
+            bail!(
+                "eval: nothing to compare — give --preset/--presets, Jenga flags or --policy jenga"
+            );
         }
         plans.push((v.clone(), a, p));
     }
-    let dense_args = GenerateArgs { jenga: Default::default(), ..g.clone() };
+    let dense_args = GenerateArgs {
+        jenga: Default::default(),
+        ..g.clone()
+    };
     let dense_plan = plan(&dense_args, &src)?;
     if let Some(dir) = &e.save_masks {
         std::fs::create_dir_all(dir).with_context(|| format!("--save-masks {}", dir.display()))?;
@@ -62,15 +80,31 @@ pub fn run(e: EvalArgs) -> Result<()> {
         Source::Bundle(b) => b.caption(&g.prompt),
         _ => None,
     };
-    let report = render(&e, &rows, &dev_name(&dev), caption.as_ref(), &src, &dense_plan);
+    let report = render(
+        &e,
+        &rows,
+        &dev_name(&dev),
+        caption.as_ref(),
+        &src,
+        &dense_plan,
+    );
     println!("{report}");
     if let Some(p) = &e.report {
         std::fs::write(p, &report).with_context(|| format!("--report {}", p.display()))?;
     }
     if let Some(p) = &e.strips {
         let vids: Vec<&jenga_video::Video> = videos.iter().collect();
-        jenga_video::write_strip_grid(p, &vids, 8, 4).with_context(|| format!("--strips {}", p.display()))?;
-        eprintln!("wrote {} (rows: dense, then {})", p.display(), rows.iter().skip(1).map(|r| r.name.as_str()).collect::<Vec<_>>().join(", "));
+        jenga_video::write_strip_grid(p, &vids, 8, 4)
+            .with_context(|| format!("--strips {}", p.display()))?;
+        eprintln!(
+            "wrote {} (rows: dense, then {})",
+            p.display(),
+            rows.iter()
+                .skip(1)
+                .map(|r| r.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
     }
     Ok(())
 }
@@ -95,7 +129,13 @@ fn process_cpu_secs() -> f64 {
 }
 
 /// Runs one sampling; returns the output, wall seconds and process CPU seconds.
-fn run_one<B: Backend>(be: &B, model: &WanModel<B>, ctx: &B::Tensor, p: &Plan, policy: &dyn AttentionPolicy<B>) -> Result<(SampleOutput, f64, f64)> {
+fn run_one<B: Backend>(
+    be: &B,
+    model: &WanModel<B>,
+    ctx: &B::Tensor,
+    p: &Plan,
+    policy: &dyn AttentionPolicy<B>,
+) -> Result<(SampleOutput, f64, f64)> {
     be.synchronize()?;
     let (t, c) = (Instant::now(), process_cpu_secs());
     let out = sample(be, model, ctx, &p.spec, policy, None, &mut |_| {})?;
@@ -105,13 +145,22 @@ fn run_one<B: Backend>(be: &B, model: &WanModel<B>, ctx: &B::Tensor, p: &Plan, p
 
 type Variant = (String, GenerateArgs, Plan);
 
-fn eval_on<B: Backend>(be: &B, e: &EvalArgs, src: &Source, dense: &Plan, plans: &[Variant]) -> Result<(Vec<Row>, Vec<jenga_video::Video>)> {
+fn eval_on<B: Backend>(
+    be: &B,
+    e: &EvalArgs,
+    src: &Source,
+    dense: &Plan,
+    plans: &[Variant],
+) -> Result<(Vec<Row>, Vec<jenga_video::Video>)> {
     let cfg = src.config();
     let model = WanModel::load(be, cfg, src.weights()).context("loading the DiT")?;
     let g = &e.gen;
     let cond = src.encode(&g.prompt)?;
     let ctx = if dense.spec.guidance != 1.0 {
-        be.upload(&[cond, src.encode(&g.negative_prompt)?].concat(), &[2, cfg.text_len, cfg.text_dim])?
+        be.upload(
+            &[cond, src.encode(&g.negative_prompt)?].concat(),
+            &[2, cfg.text_len, cfg.text_dim],
+        )?
     } else {
         be.upload(&cond, &[1, cfg.text_len, cfg.text_dim])?
     };
@@ -119,10 +168,24 @@ fn eval_on<B: Backend>(be: &B, e: &EvalArgs, src: &Source, dense: &Plan, plans: 
     eprintln!("eval on {}: dense reference …", be.name());
     let (d_out, d_secs, d_cpu) = run_one(be, &model, &ctx, dense, &Dense)?;
     let shape = d_out.shape;
-    let mut rows = vec![scene_row("dense", "full attention, all steps".into(), (d_secs, d_cpu), &d_out, &d_out, vec![1.0], None, src, &g.prompt)];
+    let mut rows = vec![scene_row(
+        "dense",
+        "full attention, all steps".into(),
+        (d_secs, d_cpu),
+        &d_out,
+        &d_out,
+        vec![1.0],
+        None,
+        src,
+        &g.prompt,
+    )];
     let mut videos = vec![crate::generate::to_video(&d_out.video, shape, g.fps, true)];
     for (name, a, p) in plans {
-        let label = if name.is_empty() { p.policy.clone() } else { name.clone() };
+        let label = if name.is_empty() {
+            p.policy.clone()
+        } else {
+            name.clone()
+        };
         eprintln!("eval: {label} …");
         let pol = crate::policy::build(p, &a.jenga, cfg.patch_size)?;
         if let crate::policy::Policy::Jenga(j) = &pol {
@@ -134,7 +197,11 @@ fn eval_on<B: Backend>(be: &B, e: &EvalArgs, src: &Source, dense: &Plan, plans: 
         let mut probe = Probe::new(inner, e.recall_every.max(1));
         if e.save_masks.is_some() {
             let mid = p.spec.steps / 2;
-            probe.capture = vec![(mid, 0, 0), (mid, model.num_layers() - 1, 0), (p.spec.steps - 1, 0, 1.min(cfg.num_heads - 1))];
+            probe.capture = vec![
+                (mid, 0, 0),
+                (mid, model.num_layers() - 1, 0),
+                (p.spec.steps - 1, 0, 1.min(cfg.num_heads - 1)),
+            ];
         }
         let (out, secs, cpu) = run_one(be, &model, &ctx, p, &probe)?;
         // Recall is measured single-threaded on the host inside the run: not part of its cost.
@@ -147,19 +214,46 @@ fn eval_on<B: Backend>(be: &B, e: &EvalArgs, src: &Source, dense: &Plan, plans: 
         let settings = match js {
             Some(s) => format!(
                 "drop {:?}, p {:?}, res {:?}, steps {:?}, shift {:?}, skip {}",
-                s.sa_drop_rates, s.p_remain_rates, s.res_rate_list, s.step_rate_list, s.scheduler_shift_list, skip_name(&p.spec.skip)
+                s.sa_drop_rates,
+                s.p_remain_rates,
+                s.res_rate_list,
+                s.step_rate_list,
+                s.scheduler_shift_list,
+                skip_name(&p.spec.skip)
             ),
-            None => format!("{}: {}, skip {}", p.policy, pol.settings(), skip_name(&p.spec.skip)),
+            None => format!(
+                "{}: {}, skip {}",
+                p.policy,
+                pol.settings(),
+                skip_name(&p.spec.skip)
+            ),
         };
-        let density: Vec<f64> = inner.density_stats().iter().map(|d| d.mean_density).collect();
+        let density: Vec<f64> = inner
+            .density_stats()
+            .iter()
+            .map(|d| d.mean_density)
+            .collect();
         // Recall is measured on sparse calls only (dense calls hold all the mass).
         let recall = probe.mean_recall();
-        rows.push(scene_row(&label, settings, (secs, cpu), &out, &d_out, density, recall, src, &g.prompt));
+        rows.push(scene_row(
+            &label,
+            settings,
+            (secs, cpu),
+            &out,
+            &d_out,
+            density,
+            recall,
+            src,
+            &g.prompt,
+        ));
         videos.push(crate::generate::to_video(&out.video, shape, g.fps, true));
         if let Some(dir) = &e.save_masks {
             for m in probe.masks.lock().expect("probe lock").iter() {
                 let img = jenga_carve::render_mask(&m.keep, m.q_blocks, m.k_blocks, 8)?;
-                let path = dir.join(format!("{label}_step{}_layer{}_head{}.png", m.step, m.layer, m.head));
+                let path = dir.join(format!(
+                    "{label}_step{}_layer{}_head{}.png",
+                    m.step, m.layer, m.head
+                ));
                 let rgb: Vec<u8> = img.pixels.iter().flat_map(|&v| [v, v, v]).collect();
                 jenga_video::write_png(&path, img.width, img.height, &rgb)?;
             }
@@ -169,7 +263,17 @@ fn eval_on<B: Backend>(be: &B, e: &EvalArgs, src: &Source, dense: &Plan, plans: 
 }
 
 #[allow(clippy::too_many_arguments)]
-fn scene_row(name: &str, settings: String, (secs, cpu): (f64, f64), out: &SampleOutput, dense: &SampleOutput, density: Vec<f64>, recall: Option<f64>, src: &Source, prompt: &str) -> Row {
+fn scene_row(
+    name: &str,
+    settings: String,
+    (secs, cpu): (f64, f64),
+    out: &SampleOutput,
+    dense: &SampleOutput,
+    density: Vec<f64>,
+    recall: Option<f64>,
+    src: &Source,
+    prompt: &str,
+) -> Row {
     let caption = match src {
         Source::Bundle(b) => b.caption(prompt),
         _ => None,
@@ -196,27 +300,62 @@ fn scene_row(name: &str, settings: String, (secs, cpu): (f64, f64), out: &Sample
 /// within 60 RGB units of the palette colours, and the centroid's dominant direction.
 pub fn caption_check(c: &Caption, out: &SampleOutput) -> String {
     let r = read_scene(&out.video, out.shape, 60.0);
-    let (bg, fg) = (colour_distance(r.background, c.bg), colour_distance(r.foreground, c.fg));
+    let (bg, fg) = (
+        colour_distance(r.background, c.bg),
+        colour_distance(r.foreground, c.fg),
+    );
     let dir = r.direction(1.0);
     let ok = bg < 60.0 && fg < 60.0;
     format!(
         "{} bg Δ{bg:.0} fg Δ{fg:.0} moves {dir}{}",
         if ok { "✓" } else { "✗" },
-        if dir == c.direction { " ✓".to_string() } else { format!(" (caption: {})", c.direction) }
+        if dir == c.direction {
+            " ✓".to_string()
+        } else {
+            format!(" (caption: {})", c.direction)
+        }
     )
 }
 
-fn render(e: &EvalArgs, rows: &[Row], dev: &str, caption: Option<&Caption>, src: &Source, dense: &Plan) -> String {
+fn render(
+    e: &EvalArgs,
+    rows: &[Row],
+    dev: &str,
+    caption: Option<&Caption>,
+    src: &Source,
+    dense: &Plan,
+) -> String {
     let g = &e.gen;
     let s = &dense.spec;
     let mut o = String::new();
-    let _ = writeln!(o, "Prompt `{}`, seed {}, {} ({}×{}×{}, {} steps, shift {}, guidance {}), on {dev}.\n", g.prompt, s.seed, src.name(), s.frames, s.height, s.width, s.steps, s.stages[0].shift, s.guidance);
+    let _ = writeln!(
+        o,
+        "Prompt `{}`, seed {}, {} ({}×{}×{}, {} steps, shift {}, guidance {}), on {dev}.\n",
+        g.prompt,
+        s.seed,
+        src.name(),
+        s.frames,
+        s.height,
+        s.width,
+        s.steps,
+        s.stages[0].shift,
+        s.guidance
+    );
     let _ = writeln!(o, "| variant | wall (s) | CPU (s) | speed-up (wall / CPU) | PSNR vs dense (dB) | SSIM | density per stage | recall | steps computed | caption check |");
     let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|---|");
     let (dense_secs, dense_cpu) = (rows[0].secs, rows[0].cpu);
     for r in rows {
-        let dens = r.density.iter().map(|d| format!("{:.0}%", d * 100.0)).collect::<Vec<_>>().join(" / ");
-        let psnr = if r.psnr.is_infinite() { "∞".into() } else { format!("{:.1}", r.psnr) };
+        let dens = r
+            .density
+            .iter()
+            .map(|d| format!("{:.0}%", d * 100.0))
+            .collect::<Vec<_>>()
+            .join(" / ");
+        let psnr = if r.psnr.is_infinite() {
+            "∞".into()
+        } else {
+            format!("{:.1}", r.psnr)
+        };
         let recall = r.recall.map_or("–".into(), |v| format!("{v:.3}"));
         let _ = writeln!(o, "| {} | {:.1} | {:.1} | {:.2}x / {:.2}x | {psnr} | {:.3} | {dens} | {recall} | {}/{} | {} |", r.name, r.secs, r.cpu, dense_secs / r.secs, dense_cpu / r.cpu.max(1e-9), r.ssim, r.computed, s.steps, r.check);
     }

@@ -164,7 +164,7 @@ fn skip_rule(j: &JengaArgs, settings: Option<&JengaSettings>, steps: usize) -> R
             SkipRule::Static(static_skip_schedule(steps, keep.min(steps)))
         }
         "teacache" => {
-            if !(thresh >= 0.0) {
+            if thresh.is_nan() || thresh < 0.0 {
                 bail!("--teacache-thresh {thresh}: must be non-negative");
             }
             SkipRule::TeaCache {

@@ -162,16 +162,51 @@ fn bad_jenga_flags_fail_before_compute() {
     // rates outside (0, 1]
     assert!(f(&["--sa-drop-rates", "1.5"]).contains("--sa-drop-rates"));
     assert!(f(&["--p-remain-rates", "0"]).contains("--p-remain-rates"));
-    assert!(f(&["--res-rate-list", "1.5", "1.0", "--step-rate-list", "0.5", "1.0", "--scheduler-shift-list", "3", "5"]).contains("--res-rate-list"));
-    // a stage size that is not whole patches: 32 px × 0.3 = 9.6
-    let e = f(&["--res-rate-list", "0.3", "1.0", "--step-rate-list", "0.5", "1.0", "--scheduler-shift-list", "3", "5"]);
+    assert!(f(&[
+        "--res-rate-list",
+        "1.5",
+        "1.0",
+        "--step-rate-list",
+        "0.5",
+        "1.0",
+        "--scheduler-shift-list",
+        "3",
+        "5"
+    ])
+    .contains("--res-rate-list"));
+    // a stage with no whole patch: 32 px × 0.03 < one 2-px patch. (Other fractional sizes
+    // are rounded down to whole patches, as the reference does for Wan's 60×104 × 0.75.)
+    // 10 steps, so every stage owns a step and the size check is the one that fails.
+    let e = f(&[
+        "--steps",
+        "10",
+        "--res-rate-list",
+        "0.03",
+        "1.0",
+        "--step-rate-list",
+        "0.5",
+        "1.0",
+        "--scheduler-shift-list",
+        "3",
+        "5",
+    ]);
     assert!(e.contains("--res-rate-list"), "{e}");
     // decreasing step rates
-    let e = f(&["--res-rate-list", "0.5", "1.0", "--step-rate-list", "0.7", "0.5", "--scheduler-shift-list", "3", "5"]);
+    let e = f(&[
+        "--res-rate-list",
+        "0.5",
+        "1.0",
+        "--step-rate-list",
+        "0.7",
+        "0.5",
+        "--scheduler-shift-list",
+        "3",
+        "5",
+    ]);
     assert!(e.contains("--step-rate-list"), "{e}");
     // unknown names
     assert!(f(&["--preset", "warp"]).contains("--preset warp"));
     assert!(f(&["--skip", "sometimes"]).contains("--skip"));
-    assert!(f(&["--curve", "zorder"]).contains("--curve"));
+    assert!(f(&["--policy", "jenga", "--curve", "zorder"]).contains("--curve"));
     assert!(f(&["--policy", "magic"]).contains("--policy"));
 }

@@ -390,11 +390,14 @@ fn block_select(t: &mut Ctx) -> Result<()> {
     let qh = t.rng.normal_vec(b * h * nb * d, 1.0);
     let kh = t.rng.normal_vec(b * h * nb * d, 1.0);
     let shape = [b, h, nb, d];
-    let plan = t
-        .gpu
-        .select_blocks_pooled(&t.gpu.upload(&qh, &shape)?, &t.gpu.upload(&kh, &shape)?, &sel)?;
+    let plan = t.gpu.select_blocks_pooled(
+        &t.gpu.upload(&qh, &shape)?,
+        &t.gpu.upload(&kh, &shape)?,
+        &sel,
+    )?;
     let Some(AttnPlan::Device(dp)) = plan else {
-        t.out.push(("block_select (no device plan)".into(), f64::INFINITY, false));
+        t.out
+            .push(("block_select (no device plan)".into(), f64::INFINITY, false));
         return Ok(());
     };
     let got = t.gpu.download_plan(&dp)?;
@@ -418,7 +421,9 @@ fn block_select(t: &mut Ctx) -> Result<()> {
     let q = t.rand(&[b, l, h, d], 1.0)?;
     let k = t.rand(&[b, l, h, d], 1.0)?;
     let v = t.rand(&[b, l, h, d], 1.0)?;
-    let g = t.gpu.attention(&q.g, &k.g, &v.g, &AttnPlan::Device(dp), None)?;
+    let g = t
+        .gpu
+        .attention(&q.g, &k.g, &v.g, &AttnPlan::Device(dp), None)?;
     let c = t
         .cpu
         .attention(&q.c, &k.c, &v.c, &AttnPlan::Sparse(Arc::new(got)), None)?;

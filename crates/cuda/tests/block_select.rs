@@ -98,8 +98,8 @@ fn gpu_plan_equals_host_build_plan() {
     let Some(be) = backend() else { return };
     let mut rng = Rng::new(11);
     // (name, config, grid, condition tokens, batch, heads, head dim, step)
-    let cases: Vec<(
-        &str,
+    type Case = (
+        &'static str,
         JengaConfig,
         (usize, usize, usize),
         usize,
@@ -107,7 +107,8 @@ fn gpu_plan_equals_host_build_plan() {
         usize,
         usize,
         usize,
-    )> = vec![
+    );
+    let cases: Vec<Case> = vec![
         (
             "wan 480p drop .75 p .9",
             JengaConfig::wan(&[0.75, 0.85], 0.9),

@@ -167,14 +167,33 @@ impl ModelBundle {
     /// Parse a caption of the tiny template against the palette (None if it does not fit).
     pub fn caption(&self, prompt: &str) -> Option<Caption> {
         let tiny = self.tiny.as_ref()?;
-        let w: Vec<String> = prompt.to_lowercase().split_whitespace().map(str::to_string).collect();
-        if w.len() != 9 || w[0] != "a" || w[3] != "moving" || w[5] != "on" || w[6] != "a" || w[8] != "background" {
+        let w: Vec<String> = prompt
+            .to_lowercase()
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        if w.len() != 9
+            || w[0] != "a"
+            || w[3] != "moving"
+            || w[5] != "on"
+            || w[6] != "a"
+            || w[8] != "background"
+        {
             return None;
         }
         let colour = |table: &str, name: &str| -> Option<[f64; 3]> {
             let c = tiny.get(table)?.get(name)?.as_array()?;
-            Some([c.first()?.as_f64()?, c.get(1)?.as_f64()?, c.get(2)?.as_f64()?])
+            Some([
+                c.first()?.as_f64()?,
+                c.get(1)?.as_f64()?,
+                c.get(2)?.as_f64()?,
+            ])
         };
-        Some(Caption { fg: colour("fg_colours", &w[1])?, bg: colour("bg_colours", &w[7])?, shape: w[2].clone(), direction: w[4].clone() })
+        Some(Caption {
+            fg: colour("fg_colours", &w[1])?,
+            bg: colour("bg_colours", &w[7])?,
+            shape: w[2].clone(),
+            direction: w[4].clone(),
+        })
     }
 }

@@ -79,17 +79,17 @@ impl WanConfig {
                 self.model_type
             ));
         }
-        if self.num_heads == 0 || self.dim % self.num_heads != 0 {
+        if self.num_heads == 0 || !self.dim.is_multiple_of(self.num_heads) {
             return Err(format!(
                 "dim {} is not divisible by num_heads {}",
                 self.dim, self.num_heads
             ));
         }
         let d = self.head_dim();
-        if d % 2 != 0 || d < 6 {
+        if !d.is_multiple_of(2) || d < 6 {
             return Err(format!("head dim {d} cannot be split into 3 RoPE axes"));
         }
-        if self.freq_dim % 2 != 0 || self.patch_size.contains(&0) {
+        if !self.freq_dim.is_multiple_of(2) || self.patch_size.contains(&0) {
             return Err("freq_dim must be even and patch_size non-zero".into());
         }
         Ok(())

@@ -23,9 +23,13 @@ pub struct JengaSettings {
 pub enum PresetSkip {
     None,
     /// The paper's static schedule: keep this many of every 50 steps.
-    Static { keep_of_50: usize },
+    Static {
+        keep_of_50: usize,
+    },
     /// TeaCache with this threshold (the Wan scripts' `--teacache_thresh`).
-    TeaCache { threshold: f64 },
+    TeaCache {
+        threshold: f64,
+    },
 }
 
 /// The importance cutoff of the official Wan2.1 scripts (the Hunyuan table uses 0.3/0.5).
@@ -47,43 +51,48 @@ impl JengaSettings {
         let p = WAN_P_REMAIN;
         let paper_skip = PresetSkip::Static { keep_of_50: 23 };
         #[allow(clippy::type_complexity)]
-        let (drop, res, steps, shifts, skip): (&[f64], &[f64], &[f64], Vec<f64>, PresetSkip) =
-            match name {
-                "base" => (
-                    &[0.75, 0.85],
-                    &[1.0],
-                    &[1.0],
-                    vec![s],
-                    PresetSkip::TeaCache { threshold: 0.15 },
-                ),
-                "turbo" => (
-                    &[0.7, 0.8],
-                    &[0.75, 1.0],
-                    &[0.5, 1.0],
-                    vec![s, s + 2.0],
-                    paper_skip,
-                ),
-                "flash" => (
-                    &[0.8, 0.95],
-                    &[0.75, 1.0],
-                    &[0.5, 1.0],
-                    vec![s, s + 2.0],
-                    paper_skip,
-                ),
-                "3stage" => (
-                    &[0.75, 0.85, 0.85],
-                    &[0.5, 0.75, 1.0],
-                    &[0.3, 0.5, 1.0],
-                    vec![s, s + 2.0, s + 4.0],
-                    paper_skip,
-                ),
-                other => {
-                    return Err(format!(
-                        "--preset {other}: unknown (expected one of {})",
-                        PRESETS.join(", ")
-                    ))
-                }
-            };
+        let (drop, res, steps, shifts, skip): (
+            &[f64],
+            &[f64],
+            &[f64],
+            Vec<f64>,
+            PresetSkip,
+        ) = match name {
+            "base" => (
+                &[0.75, 0.85],
+                &[1.0],
+                &[1.0],
+                vec![s],
+                PresetSkip::TeaCache { threshold: 0.15 },
+            ),
+            "turbo" => (
+                &[0.7, 0.8],
+                &[0.75, 1.0],
+                &[0.5, 1.0],
+                vec![s, s + 2.0],
+                paper_skip,
+            ),
+            "flash" => (
+                &[0.8, 0.95],
+                &[0.75, 1.0],
+                &[0.5, 1.0],
+                vec![s, s + 2.0],
+                paper_skip,
+            ),
+            "3stage" => (
+                &[0.75, 0.85, 0.85],
+                &[0.5, 0.75, 1.0],
+                &[0.3, 0.5, 1.0],
+                vec![s, s + 2.0, s + 4.0],
+                paper_skip,
+            ),
+            other => {
+                return Err(format!(
+                    "--preset {other}: unknown (expected one of {})",
+                    PRESETS.join(", ")
+                ))
+            }
+        };
         Ok(JengaSettings {
             sa_drop_rates: drop.to_vec(),
             p_remain_rates: vec![p],
@@ -162,7 +171,11 @@ impl JengaSettings {
         {
             return Err("--step-rate-list and --res-rate-list must end with 1.0 (the last stage is full size and ends the run)".into());
         }
-        if let Some(v) = self.scheduler_shift_list.iter().find(|v| !(**v > 0.0)) {
+        if let Some(v) = self
+            .scheduler_shift_list
+            .iter()
+            .find(|v| v.is_nan() || **v <= 0.0)
+        {
             return Err(format!("--scheduler-shift-list: {v} must be positive"));
         }
         if let PresetSkip::Static { keep_of_50: k } = self.skip {

@@ -136,7 +136,7 @@ impl<B: Backend> AttentionPolicy<B> for Probe<'_, B> {
         let AttnPlan::Sparse(p) = &plan else {
             return Ok(plan);
         };
-        if self.recall_every_steps > 0 && ctx.step % self.recall_every_steps == 0 {
+        if self.recall_every_steps > 0 && ctx.step.is_multiple_of(self.recall_every_steps) {
             let t = std::time::Instant::now();
             let s = q.shape();
             let shape = [s[0], s[1], s[2], s[3]];

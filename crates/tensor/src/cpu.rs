@@ -440,7 +440,10 @@ impl Backend for CpuBackend {
 
     fn rope(&self, x: &CpuTensor, cos: &CpuTensor, sin: &CpuTensor) -> Result<CpuTensor> {
         check_same("rope", cos, sin)?;
-        if x.dims() != 4 || cos.shape != [x.shape[1], x.shape[3] / 2] || !x.shape[3].is_multiple_of(2) {
+        if x.dims() != 4
+            || cos.shape != [x.shape[1], x.shape[3] / 2]
+            || !x.shape[3].is_multiple_of(2)
+        {
             return Err(Error::shape(
                 "rope",
                 format!("x {:?} with table {:?}", x.shape, cos.shape),
