@@ -279,6 +279,10 @@ fn run_on<B: Backend>(
     }];
     for v in vars {
         eprintln!("bench policies: {} …", v.label);
+        if let (crate::policy::Policy::Jenga(j), true) = (&v.policy, p.recall_every > 0) {
+            // Recall reads kept blocks on the host: plans built there (same rule as on the GPU).
+            j.set_device_select(false);
+        }
         let inner = Clock::new(&v.policy as &dyn AttentionPolicy<B>);
         let probe = Probe::new(&inner, p.recall_every);
         let outer = Clock::new(&probe);
