@@ -22,11 +22,10 @@ use jenga_carve::jenga::{JengaConfig, JengaPolicy};
 use jenga_carve::{AttentionPolicy, AttnCtx, Dense, DensityStats};
 use jenga_models::WanModel;
 use jenga_pipeline::{sample, Event};
-use jenga_tensor::{AttnPlan, Backend, KeyBias};
+use jenga_tensor::{AttnPlan, Backend};
 use serde_json::json;
 use std::io::Write;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const PROMPT: &str = "a red circle moving right on a blue background";
@@ -222,43 +221,6 @@ fn extrapolate(steps: &[Step], plan50: &Plan) -> Option<f64> {
     Some(total / 1e3)
 }
 
-/// Times each `plan()` call between two device synchronisations.
-struct Timed<'a, B: Backend> {
-    inner: &'a dyn AttentionPolicy<B>,
-    acc: Mutex<(f64, u64)>,
-}
-
-impl<B: Backend> AttentionPolicy<B> for Timed<'_, B> {
-    fn name(&self) -> String {
-        self.inner.name()
-    }
-    fn token_order(&self, grid: (usize, usize, usize)) -> Option<Arc<Vec<u32>>> {
-        self.inner.token_order(grid)
-    }
-    fn plan(
-        &self,
-        be: &B,
-        q: &B::Tensor,
-        k: &B::Tensor,
-        ctx: &AttnCtx,
-    ) -> jenga_tensor::Result<AttnPlan> {
-        be.synchronize()?;
-        let t = Instant::now();
-        let p = self.inner.plan(be, q, k, ctx)?;
-        be.synchronize()?;
-        let mut a = self.acc.lock().unwrap_or_else(|e| e.into_inner());
-        a.0 += t.elapsed().as_secs_f64() * 1e3;
-        a.1 += 1;
-        Ok(p)
-    }
-    fn key_bias(&self, ctx: &AttnCtx) -> Option<KeyBias> {
-        self.inner.key_bias(ctx)
-    }
-    fn density_stats(&self) -> Vec<DensityStats> {
-        self.inner.density_stats()
-    }
-}
-
 fn bench_on<B: Backend>(
     be: &B,
     e: &E2eArgs,
@@ -348,13 +310,10 @@ fn bench_on<B: Backend>(
             if let Some(j) = &jp {
                 j.reset_stats();
             }
-            let timed = Timed {
-                inner: policy,
-                acc: Mutex::new((0.0, 0)),
-            };
+            let timed = crate::timing::PlanClock::new(policy, true);
             let rp = run_variant(be, &model, &text, &v.plan, &timed)?;
-            let (ms, calls) = *timed.acc.lock().unwrap_or_else(|e| e.into_inner());
-            Some((ms, calls, rp.dit.as_secs_f64()))
+            let (secs, calls) = timed.spent();
+            Some((secs * 1e3, calls, rp.dit.as_secs_f64()))
         } else {
             None
         };

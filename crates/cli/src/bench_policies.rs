@@ -12,17 +12,17 @@ use crate::args::{GenerateArgs, ModelArgs};
 use crate::device::Device;
 use crate::generate::{plan, Plan, Source};
 use crate::policy::{build, Policy};
+use crate::timing::PlanClock;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use jenga_carve::{AttentionPolicy, AttnCtx, DensityStats};
+use jenga_carve::AttentionPolicy;
 use jenga_models::WanModel;
 use jenga_pipeline::metrics::{psnr, ssim};
 use jenga_pipeline::probe::Probe;
 use jenga_pipeline::{sample, SampleOutput};
-use jenga_tensor::{AttnPlan, Backend, KeyBias};
+use jenga_tensor::Backend;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// `jenga bench policies` flags (model and device flags are the global ones).
@@ -108,60 +108,6 @@ fn gen_args(p: &PoliciesArgs, model: &ModelArgs, variant: &str) -> Result<Genera
         .gen;
     g.model = model.clone();
     Ok(g)
-}
-
-/// Adds up the wall time spent in `plan` of the policy it wraps.
-struct Clock<'a, B: Backend> {
-    inner: &'a dyn AttentionPolicy<B>,
-    spent: Mutex<f64>,
-}
-
-impl<'a, B: Backend> Clock<'a, B> {
-    fn new(inner: &'a dyn AttentionPolicy<B>) -> Self {
-        Clock {
-            inner,
-            spent: Mutex::new(0.0),
-        }
-    }
-    fn secs(&self) -> f64 {
-        *self.spent.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-impl<B: Backend> AttentionPolicy<B> for Clock<'_, B> {
-    fn name(&self) -> String {
-        self.inner.name()
-    }
-    fn token_order(&self, grid: (usize, usize, usize)) -> Option<Arc<Vec<u32>>> {
-        self.inner.token_order(grid)
-    }
-    fn plan(
-        &self,
-        be: &B,
-        q: &B::Tensor,
-        k: &B::Tensor,
-        ctx: &AttnCtx,
-    ) -> jenga_tensor::Result<AttnPlan> {
-        let t = Instant::now();
-        let p = self.inner.plan(be, q, k, ctx);
-        *self.spent.lock().unwrap_or_else(|e| e.into_inner()) += t.elapsed().as_secs_f64();
-        p
-    }
-    fn key_bias(&self, ctx: &AttnCtx) -> Option<KeyBias> {
-        self.inner.key_bias(ctx)
-    }
-    fn density_stats(&self) -> Vec<DensityStats> {
-        self.inner.density_stats()
-    }
-}
-
-/// CPU seconds (user + system, all threads) of this process, from `/proc/self/stat`
-/// (clock ticks of 1/100 s); `None` where that file does not exist.
-fn cpu_secs() -> Option<f64> {
-    let s = std::fs::read_to_string("/proc/self/stat").ok()?;
-    let f: Vec<&str> = s.rsplit_once(')')?.1.split_whitespace().collect();
-    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
-    Some(ticks / 100.0)
 }
 
 /// One row of the table.
@@ -257,10 +203,10 @@ fn run_on<B: Backend>(
     let timed =
         |pl: &Plan, pol: &dyn AttentionPolicy<B>| -> Result<(SampleOutput, f64, Option<f64>)> {
             be.synchronize()?;
-            let (t, c) = (Instant::now(), cpu_secs());
+            let (t, c) = (Instant::now(), crate::timing::process_cpu_secs());
             let out = sample(be, &model, &ctx, &pl.spec, pol, None, &mut |_| {})?;
             be.synchronize()?;
-            let cpu = c.zip(cpu_secs()).map(|(a, b)| b - a);
+            let cpu = Some(crate::timing::process_cpu_secs() - c);
             Ok((out, t.elapsed().as_secs_f64(), cpu))
         };
     eprintln!("bench policies on {}: dense …", be.name());
@@ -283,12 +229,12 @@ fn run_on<B: Backend>(
             // Recall reads kept blocks on the host: plans built there (same rule as on the GPU).
             j.set_device_select(false);
         }
-        let inner = Clock::new(&v.policy as &dyn AttentionPolicy<B>);
+        let inner = PlanClock::new(&v.policy as &dyn AttentionPolicy<B>, false);
         let probe = Probe::new(&inner, p.recall_every);
-        let outer = Clock::new(&probe);
+        let outer = PlanClock::new(&probe, false);
         let (out, wall, cpu) = timed(&v.plan, &outer)?;
         // What the probe spent measuring recall (single-threaded host work).
-        let probe_secs = (outer.secs() - inner.secs()).max(0.0);
+        let probe_secs = (outer.spent().0 - inner.spent().0).max(0.0);
         if out.shape != d_out.shape {
             bail!(
                 "{}: output {:?}, dense {:?}",

@@ -116,18 +116,6 @@ fn dev_name(d: &Device) -> String {
     }
 }
 
-/// CPU time (user + system) of this process so far, in seconds.
-fn process_cpu_secs() -> f64 {
-    let mut ru = std::mem::MaybeUninit::<libc::rusage>::zeroed();
-    // SAFETY: getrusage fills the struct it is given; RUSAGE_SELF is always valid.
-    let ru = unsafe {
-        libc::getrusage(libc::RUSAGE_SELF, ru.as_mut_ptr());
-        ru.assume_init()
-    };
-    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
-    tv(ru.ru_utime) + tv(ru.ru_stime)
-}
-
 /// Runs one sampling; returns the output, wall seconds and process CPU seconds.
 fn run_one<B: Backend>(
     be: &B,
@@ -137,10 +125,14 @@ fn run_one<B: Backend>(
     policy: &dyn AttentionPolicy<B>,
 ) -> Result<(SampleOutput, f64, f64)> {
     be.synchronize()?;
-    let (t, c) = (Instant::now(), process_cpu_secs());
+    let (t, c) = (Instant::now(), crate::timing::process_cpu_secs());
     let out = sample(be, model, ctx, &p.spec, policy, None, &mut |_| {})?;
     be.synchronize()?;
-    Ok((out, t.elapsed().as_secs_f64(), process_cpu_secs() - c))
+    Ok((
+        out,
+        t.elapsed().as_secs_f64(),
+        crate::timing::process_cpu_secs() - c,
+    ))
 }
 
 type Variant = (String, GenerateArgs, Plan);

@@ -10,6 +10,7 @@ mod generate;
 mod inspect;
 mod policy;
 mod selftest;
+mod timing;
 
 use clap::Parser;
 use std::process::ExitCode;
