@@ -228,29 +228,6 @@ impl JengaSettings {
         }
         Ok(out)
     }
-
-    /// Drop rate and p for (step, stage).
-    pub fn drop_and_p(&self, step: usize, steps: usize, stage: usize) -> (f64, f64) {
-        let n = self.res_rate_list.len();
-        let drop = if self.sa_drop_rates.len() == 1 {
-            self.sa_drop_rates[0]
-        } else if self.sa_drop_rates.len() == n && n > 1 {
-            self.sa_drop_rates[stage.min(n - 1)]
-        } else {
-            // One stage, two rates: the Wan path's step boundary (≤ 25 of 50 → first rate).
-            if step * 2 <= steps {
-                self.sa_drop_rates[0]
-            } else {
-                self.sa_drop_rates[1]
-            }
-        };
-        let p = self.p_remain_rates[if self.p_remain_rates.len() == 1 {
-            0
-        } else {
-            stage.min(self.p_remain_rates.len() - 1)
-        }];
-        (drop, p)
-    }
 }
 
 #[cfg(test)]
@@ -263,6 +240,15 @@ mod tests {
         assert_eq!(t.sa_drop_rates, vec![0.7, 0.8]);
         assert_eq!(t.res_rate_list, vec![0.75, 1.0]);
         assert_eq!(t.scheduler_shift_list, vec![7.0, 9.0]);
+        assert_eq!(t.p_remain_rates, vec![WAN_P_REMAIN]);
+        assert_eq!(t.skip, PresetSkip::Static { keep_of_50: 23 });
+        // base is the official Wan script's: p 0.9 with TeaCache 0.15
+        let b = JengaSettings::preset("base", 7.0).unwrap();
+        assert_eq!(b.skip, PresetSkip::TeaCache { threshold: 0.15 });
+        assert_eq!(
+            (b.sa_drop_rates.as_slice(), b.p_remain_rates[0]),
+            (&[0.75, 0.85][..], 0.9)
+        );
         for p in PRESETS {
             JengaSettings::preset(p, 3.0).unwrap().validate().unwrap();
         }
@@ -283,11 +269,7 @@ mod tests {
             st.iter().map(|s| s.shift).collect::<Vec<_>>(),
             vec![3.0, 5.0, 7.0]
         );
-        // drop rates per stage; one-stage presets split at the middle step
-        assert_eq!(s.drop_and_p(0, 50, 2), (0.85, 0.9));
-        let b = JengaSettings::preset("base", 3.0).unwrap();
-        assert_eq!(b.drop_and_p(25, 50, 0).0, 0.75);
-        assert_eq!(b.drop_and_p(26, 50, 0).0, 0.85);
+        // (drop rate and p per step/stage: `jenga_carve::schedule`, tested there)
     }
 
     #[test]
