@@ -35,8 +35,8 @@
 //!   unconditional rows) gets its own map.
 
 use crate::importance::block_scores;
+use crate::policy::{lock, DensityLog};
 use crate::policy::{AttentionPolicy, AttnCtx, DensityStats};
-use crate::svg::{lock, DensityLog};
 use jenga_tensor::{AttnPlan, Backend, BlockPlan, Error, Result, TensorMeta};
 use rayon::prelude::*;
 use std::collections::HashMap;

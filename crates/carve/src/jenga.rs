@@ -23,13 +23,13 @@ use crate::condition::{self, FirstFrame};
 use crate::curve::CurveKind;
 use crate::importance::{block_scores, select_row, RowScratch};
 use crate::layout::{Layout, DEFAULT_BLOCK};
-use crate::policy::{AttentionPolicy, AttnCtx, DensityStats};
+use crate::policy::{lock, AttentionPolicy, AttnCtx, DensityLog, DensityStats};
 use crate::schedule::Schedule;
 use jenga_tensor::{
     AttnPlan, Backend, BlockPlan, BlockSelect, DeviceCount, Error, KeyBias, Result, TensorMeta,
 };
 use rayon::prelude::*;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -143,19 +143,11 @@ type Pending = (usize, Arc<dyn DeviceCount>, u64);
 /// Pending device counts kept before they are read (which waits for the device).
 const MAX_PENDING: usize = 8192;
 
-#[derive(Default, Clone, Copy)]
-struct Acc {
-    calls: u64,
-    sparse: u64,
-    sum: f64,
-    sparse_sum: f64,
-}
-
 /// The Jenga policy. Thread-safe; geometry is cached per (grid, curve, block).
 pub struct JengaPolicy {
     cfg: JengaConfig,
     geometry: Mutex<HashMap<GeomKey, Arc<Geometry>>>,
-    stats: Mutex<BTreeMap<usize, Acc>>,
+    stats: DensityLog,
     /// Always-kept blocks per stage layout, for [`Backend::select_blocks`].
     fixed: Mutex<HashMap<FixedKey, Arc<BlockPlan>>>,
     pending: Mutex<Vec<Pending>>,
@@ -168,7 +160,7 @@ impl JengaPolicy {
         Ok(JengaPolicy {
             cfg,
             geometry: Mutex::new(HashMap::new()),
-            stats: Mutex::new(BTreeMap::new()),
+            stats: DensityLog::default(),
             fixed: Mutex::new(HashMap::new()),
             pending: Mutex::new(Vec::new()),
             device_select: AtomicBool::new(true),
@@ -213,7 +205,6 @@ impl JengaPolicy {
         if pending.is_empty() {
             return;
         }
-        let mut s = lock(&self.stats);
         for (stage, count, pairs) in pending {
             let d = match count.read() {
                 Ok(n) if pairs > 0 => n as f64 / pairs as f64,
@@ -223,9 +214,7 @@ impl JengaPolicy {
                     1.0
                 }
             };
-            let a = s.entry(stage).or_default();
-            a.sum += d;
-            a.sparse_sum += d;
+            self.stats.add_sparse_density(stage, d);
         }
     }
 
@@ -255,43 +244,16 @@ impl JengaPolicy {
     /// Per-stage density so far (reads the counts of device-built plans: waits for the device).
     pub fn stats(&self) -> Vec<DensityStats> {
         self.drain_pending();
-        lock(&self.stats)
-            .iter()
-            .map(|(&stage, a)| DensityStats {
-                stage,
-                calls: a.calls,
-                sparse_calls: a.sparse,
-                mean_density: if a.calls > 0 {
-                    a.sum / a.calls as f64
-                } else {
-                    0.0
-                },
-                mean_sparse_density: if a.sparse > 0 {
-                    a.sparse_sum / a.sparse as f64
-                } else {
-                    0.0
-                },
-            })
-            .collect()
+        self.stats.stats()
     }
 
     pub fn reset_stats(&self) {
         lock(&self.pending).clear();
-        lock(&self.stats).clear();
+        self.stats.reset();
     }
 
     fn record(&self, stage: usize, density: Option<f64>) {
-        let mut s = lock(&self.stats);
-        let a = s.entry(stage).or_default();
-        a.calls += 1;
-        match density {
-            Some(d) => {
-                a.sparse += 1;
-                a.sum += d;
-                a.sparse_sum += d;
-            }
-            None => a.sum += 1.0,
-        }
+        self.stats.record(stage, density);
     }
 
     /// Drop rate and whether the call is dense, at a context.
@@ -331,11 +293,6 @@ impl JengaPolicy {
             top_k: layout.top_k(drop),
         })
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic elsewhere while holding the lock leaves plain data that is still valid.
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl<B: Backend> AttentionPolicy<B> for JengaPolicy {
@@ -380,12 +337,7 @@ impl<B: Backend> AttentionPolicy<B> for JengaPolicy {
             };
             match be.select_blocks(q, k, &sel)? {
                 Some(AttnPlan::Device(dp)) => {
-                    {
-                        let mut s = lock(&self.stats);
-                        let a = s.entry(ctx.stage).or_default();
-                        a.calls += 1;
-                        a.sparse += 1;
-                    }
+                    self.stats.record_pending(ctx.stage);
                     let full = {
                         let mut p = lock(&self.pending);
                         p.push((ctx.stage, dp.nnz.clone(), dp.pairs()));

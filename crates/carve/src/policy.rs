@@ -5,7 +5,8 @@
 //! knows which model calls it.
 
 use jenga_tensor::{AttnPlan, Backend, KeyBias, Result};
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 /// Where in the generation an attention call happens.
 #[derive(Clone, Debug)]
@@ -56,6 +57,87 @@ pub struct DensityStats {
     pub mean_density: f64,
     /// Mean density over sparse calls only (0 when there were none).
     pub mean_sparse_density: f64,
+}
+
+/// Per-stage density bookkeeping behind [`AttentionPolicy::density_stats`], shared by the
+/// policies.
+#[derive(Default)]
+pub(crate) struct DensityLog {
+    stages: Mutex<BTreeMap<usize, Acc>>,
+}
+
+#[derive(Default, Clone, Copy)]
+struct Acc {
+    calls: u64,
+    sparse: u64,
+    /// Densities of all calls (dense ones count 1) / of sparse calls only.
+    sum: f64,
+    sparse_sum: f64,
+}
+
+impl DensityLog {
+    /// Record a call: `Some(density)` for a sparse plan, `None` for a dense call.
+    pub(crate) fn record(&self, stage: usize, density: Option<f64>) {
+        let mut s = lock(&self.stages);
+        let a = s.entry(stage).or_default();
+        a.calls += 1;
+        match density {
+            Some(d) => {
+                a.sparse += 1;
+                a.sum += d;
+                a.sparse_sum += d;
+            }
+            None => a.sum += 1.0,
+        }
+    }
+
+    /// Record a sparse call whose density is not known yet (a device-built plan); its density
+    /// comes later through [`DensityLog::add_sparse_density`].
+    pub(crate) fn record_pending(&self, stage: usize) {
+        let mut s = lock(&self.stages);
+        let a = s.entry(stage).or_default();
+        a.calls += 1;
+        a.sparse += 1;
+    }
+
+    /// The density of a call counted by [`DensityLog::record_pending`].
+    pub(crate) fn add_sparse_density(&self, stage: usize, density: f64) {
+        let mut s = lock(&self.stages);
+        let a = s.entry(stage).or_default();
+        a.sum += density;
+        a.sparse_sum += density;
+    }
+
+    pub(crate) fn stats(&self) -> Vec<DensityStats> {
+        lock(&self.stages)
+            .iter()
+            .map(|(&stage, a)| DensityStats {
+                stage,
+                calls: a.calls,
+                sparse_calls: a.sparse,
+                mean_density: if a.calls > 0 {
+                    a.sum / a.calls as f64
+                } else {
+                    0.0
+                },
+                mean_sparse_density: if a.sparse > 0 {
+                    a.sparse_sum / a.sparse as f64
+                } else {
+                    0.0
+                },
+            })
+            .collect()
+    }
+
+    pub(crate) fn reset(&self) {
+        lock(&self.stages).clear();
+    }
+}
+
+/// A poisoned lock still guards plain data that is valid: a panic elsewhere must not take the
+/// policies down with it.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Full attention everywhere.

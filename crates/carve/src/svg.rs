@@ -37,10 +37,10 @@
 //!   frame, so it needs all positions within `W/F` of any of them); on small frames (the tiny
 //!   model: 2 blocks per frame) the temporal plan is dense. `docs/POLICIES.md` has the numbers.
 
-use crate::policy::{AttentionPolicy, AttnCtx, DensityStats};
+use crate::policy::{lock, AttentionPolicy, AttnCtx, DensityLog, DensityStats};
 use jenga_tensor::{Act, AttnPlan, Backend, BlockPlan, Error, Result, TensorMeta};
 use rayon::prelude::*;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 /// The reference hard-codes 128-token blocks in its profiling masks and band rounding.
@@ -365,48 +365,6 @@ impl SvgGeometry {
             col_idx,
         }
     }
-}
-
-/// Per-stage density bookkeeping shared by the peer policies.
-#[derive(Default)]
-pub(crate) struct DensityLog {
-    stages: Mutex<BTreeMap<usize, [f64; 4]>>,
-}
-
-impl DensityLog {
-    /// Record a call: `Some(density)` for a sparse plan, `None` for a dense call.
-    pub(crate) fn record(&self, stage: usize, density: Option<f64>) {
-        let mut s = lock(&self.stages);
-        let a = s.entry(stage).or_default();
-        a[0] += 1.0;
-        match density {
-            Some(d) => {
-                a[1] += 1.0;
-                a[2] += d;
-                a[3] += d;
-            }
-            None => a[2] += 1.0,
-        }
-    }
-    pub(crate) fn stats(&self) -> Vec<DensityStats> {
-        lock(&self.stages)
-            .iter()
-            .map(|(&stage, a)| DensityStats {
-                stage,
-                calls: a[0] as u64,
-                sparse_calls: a[1] as u64,
-                mean_density: if a[0] > 0.0 { a[2] / a[0] } else { 0.0 },
-                mean_sparse_density: if a[1] > 0.0 { a[3] / a[1] } else { 0.0 },
-            })
-            .collect()
-    }
-    pub(crate) fn reset(&self) {
-        lock(&self.stages).clear();
-    }
-}
-
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The SVG policy. Thread-safe; per-grid plan rows are cached.
