@@ -1,6 +1,6 @@
 //! Hopper attention (`kernels/hopper_attention.cu`): wgmma tensor-core kernels built for the
 //! architecture-specific `sm_90a` target, head dim 128, dense or block-sparse (CSR plan with a
-//! block that is a multiple of 128). Tried first on `AttnPath::Auto` (see `dispatch.rs`); on any
+//! block that is a multiple of 128). Tried first on `AttnPath::Auto` (`CudaBackend::attention_dispatch`); on any
 //! other GPU, head dim or plan block [`CudaBackend::attention_hopper`] answers `Ok(None)` and the
 //! portable kernels take the call.
 //!

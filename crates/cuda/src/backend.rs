@@ -398,7 +398,9 @@ impl CudaBackend {
         Ok(Some(out))
     }
 
-    /// Auto / Mma / Naive dispatch shared by dense and sparse calls.
+    /// Auto / Mma / Naive dispatch shared by dense and sparse calls. Auto tries the Hopper
+    /// kernel first (`crate::attention`); each kernel answers `Ok(None)` for calls it does not
+    /// cover, and the next one takes them.
     fn attention_dispatch(
         &self,
         q: &CudaTensor,
@@ -409,7 +411,7 @@ impl CudaBackend {
     ) -> Result<CudaTensor> {
         let path = self.attention_path();
         if path == AttnPath::Auto {
-            if let Some(out) = self.attention_fast(q, k, v, plan, bias)? {
+            if let Some(out) = self.attention_hopper(q, k, v, plan, bias)? {
                 return Ok(out);
             }
         }

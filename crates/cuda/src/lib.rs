@@ -21,7 +21,6 @@ mod attention;
 mod backend;
 pub mod block_select;
 pub mod device;
-mod dispatch;
 mod error;
 pub mod nvrtc;
 pub mod selftest;
