@@ -233,16 +233,7 @@ fn bench_on<B: Backend>(
     be.synchronize()?;
     let load_s = t0.elapsed().as_secs_f64();
     let spec0 = &runs[0].plan.spec;
-    let cond = src.encode(PROMPT)?;
-    let text = if spec0.guidance != 1.0 {
-        be.upload(
-            &[cond, src.encode("")?].concat(),
-            &[2, cfg.text_len, cfg.text_dim],
-        )?
-    } else {
-        be.upload(&cond, &[1, cfg.text_len, cfg.text_dim])?
-    };
-    let text = model.embed_text(be, &text)?;
+    let text = src.text_context(be, &model, PROMPT, "", spec0.guidance)?;
     let grid = model.grid(spec0.frames, spec0.height, spec0.width)?;
     let tokens = grid.0 * grid.1 * grid.2;
     println!("device: {}", be.name());

@@ -190,16 +190,7 @@ fn run_on<B: Backend>(
 ) -> Result<Vec<Row>> {
     let cfg = src.config();
     let model = WanModel::load(be, cfg, src.weights()).context("loading the DiT")?;
-    let cond = src.encode(&p.prompt)?;
-    let ctx = if dense.spec.guidance != 1.0 {
-        be.upload(
-            &[cond, src.encode("")?].concat(),
-            &[2, cfg.text_len, cfg.text_dim],
-        )?
-    } else {
-        be.upload(&cond, &[1, cfg.text_len, cfg.text_dim])?
-    };
-    let ctx = model.embed_text(be, &ctx)?;
+    let ctx = src.text_context(be, &model, &p.prompt, "", dense.spec.guidance)?;
     let timed =
         |pl: &Plan, pol: &dyn AttentionPolicy<B>| -> Result<(SampleOutput, f64, Option<f64>)> {
             be.synchronize()?;

@@ -147,16 +147,13 @@ fn eval_on<B: Backend>(
     let cfg = src.config();
     let model = WanModel::load(be, cfg, src.weights()).context("loading the DiT")?;
     let g = &e.gen;
-    let cond = src.encode(&g.prompt)?;
-    let ctx = if dense.spec.guidance != 1.0 {
-        be.upload(
-            &[cond, src.encode(&g.negative_prompt)?].concat(),
-            &[2, cfg.text_len, cfg.text_dim],
-        )?
-    } else {
-        be.upload(&cond, &[1, cfg.text_len, cfg.text_dim])?
-    };
-    let ctx = model.embed_text(be, &ctx)?;
+    let ctx = src.text_context(
+        be,
+        &model,
+        &g.prompt,
+        &g.negative_prompt,
+        dense.spec.guidance,
+    )?;
     eprintln!("eval on {}: dense reference …", be.name());
     let (d_out, d_secs, d_cpu) = run_one(be, &model, &ctx, dense, &Dense)?;
     let shape = d_out.shape;

@@ -75,6 +75,27 @@ impl Source {
     fn pixel_space(&self) -> bool {
         matches!(self, Source::Bundle(b) if b.pixel_space)
     }
+
+    /// Embedded text context for sampling: the prompt alone, or with classifier-free guidance
+    /// (`guidance` ≠ 1) prompt and negative prompt as one batch of 2, in the sampler's order.
+    pub fn text_context<B: Backend>(
+        &self,
+        be: &B,
+        model: &WanModel<B>,
+        prompt: &str,
+        negative: &str,
+        guidance: f32,
+    ) -> Result<B::Tensor> {
+        let cfg = self.config();
+        let cond = self.encode(prompt)?;
+        let ctx = if guidance != 1.0 {
+            let uncond = self.encode(negative)?;
+            be.upload(&[cond, uncond].concat(), &[2, cfg.text_len, cfg.text_dim])?
+        } else {
+            be.upload(&cond, &[1, cfg.text_len, cfg.text_dim])?
+        };
+        Ok(model.embed_text(be, &ctx)?)
+    }
 }
 
 pub fn random_config(name: &str) -> Result<WanConfig> {
@@ -344,15 +365,7 @@ pub fn generate<B: Backend>(
     );
 
     let t0 = Instant::now();
-    let cond = src.encode(&plan.prompt)?;
-    let cfg_on = spec.guidance != 1.0;
-    let ctx = if cfg_on {
-        let uncond = src.encode(&plan.negative)?;
-        be.upload(&[cond, uncond].concat(), &[2, cfg.text_len, cfg.text_dim])?
-    } else {
-        be.upload(&cond, &[1, cfg.text_len, cfg.text_dim])?
-    };
-    let ctx = model.embed_text(be, &ctx)?;
+    let ctx = src.text_context(be, &model, &plan.prompt, &plan.negative, spec.guidance)?;
     be.synchronize()?;
     t.text = t0.elapsed();
 
