@@ -1,21 +1,11 @@
 //! Every mistake a user can make ends in one clear `error:` line, a non-zero exit, no panic
 //! and no output file.
 
+mod common;
+use common::jenga;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 const ASSETS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../assets/tiny-wan");
-
-fn jenga(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_jenga"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 /// Runs `generate` with `extra` flags (tiny sizes so a mistake that slipped through would
 /// still finish fast) and checks the failure shape; returns the error line.
@@ -37,7 +27,7 @@ fn fails(extra: &[&str], out: &Path) -> String {
         args.extend(["--out", out_s.as_str()]);
     }
     args.extend_from_slice(extra);
-    let (ok, err) = jenga(&args);
+    let (ok, _, err) = jenga(&args);
     assert!(!ok, "expected failure for {extra:?}");
     assert!(!err.contains("panicked"), "panic for {extra:?}: {err}");
     let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
@@ -129,7 +119,7 @@ fn bad_model_directories() {
 fn generates_a_gif_with_the_embedded_model() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("v.gif");
-    let (ok, err) = jenga(&[
+    let (ok, _, err) = jenga(&[
         "generate",
         "--prompt",
         "a yellow square moving left on a black background",

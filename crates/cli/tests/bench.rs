@@ -1,23 +1,13 @@
 //! `jenga bench attention` and `jenga bench dit` on the CPU: JSON lines, plans handed to the
 //! reference, and the `--export` files read back against the model they came from.
 
+mod common;
+use common::jenga;
 use jenga_carve::{AttnCtx, Dense};
 use jenga_models::{ModelBundle, SafetensorsWeights, WanModel, WeightSource};
 use jenga_tensor::{Backend, CpuBackend};
 use std::path::Path;
 use std::process::Command;
-
-fn jenga(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_jenga"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 fn json_lines(path: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path)

@@ -1,17 +1,6 @@
+mod common;
+use common::jenga;
 use std::path::Path;
-use std::process::Command;
-
-fn jenga(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_jenga"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 #[test]
 fn inspect_curve_prints_the_fixture_format() {

@@ -2,21 +2,10 @@
 //! run with each peer policy on tiny sizes, and mistakes end in one clear error line before
 //! any compute.
 
-use std::process::Command;
+mod common;
+use common::jenga;
 
 const PROMPT: &str = "a red circle moving right on a blue background";
-
-fn jenga(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_jenga"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 /// `(sparse, total)` from generate's "stage 0: attention density …% (S of N calls sparse)".
 fn sparse_calls(stderr: &str) -> (usize, usize) {
