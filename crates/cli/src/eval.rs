@@ -71,14 +71,15 @@ pub fn run(e: EvalArgs) -> Result<()> {
     if let Some(dir) = &e.save_masks {
         std::fs::create_dir_all(dir).with_context(|| format!("--save-masks {}", dir.display()))?;
     }
-    let dev = device::select(&g.model.device, g.model.threads)?;
-    let (rows, videos) = match &dev {
-        Device::Cpu(be) => eval_on(be, &e, &src, &dense_plan, &plans)?,
-        Device::Cuda(be) => eval_on(be.as_ref(), &e, &src, &dense_plan, &plans)?,
-    };
     let caption = match &src {
         Source::Bundle(b) => b.caption(&g.prompt),
         _ => None,
+    };
+    let dev = device::select(&g.model.device, g.model.threads)?;
+    let cap = caption.as_ref();
+    let (rows, videos) = match &dev {
+        Device::Cpu(be) => eval_on(be, &e, &src, cap, &dense_plan, &plans)?,
+        Device::Cuda(be) => eval_on(be.as_ref(), &e, &src, cap, &dense_plan, &plans)?,
     };
     let report = render(
         &e,
@@ -141,6 +142,7 @@ fn eval_on<B: Backend>(
     be: &B,
     e: &EvalArgs,
     src: &Source,
+    caption: Option<&Caption>,
     dense: &Plan,
     plans: &[Variant],
 ) -> Result<(Vec<Row>, Vec<jenga_video::Video>)> {
@@ -165,8 +167,7 @@ fn eval_on<B: Backend>(
         &d_out,
         vec![1.0],
         None,
-        src,
-        &g.prompt,
+        caption,
     )];
     let mut videos = vec![crate::generate::to_video(&d_out.video, shape, g.fps, true)];
     for (name, a, p) in plans {
@@ -232,8 +233,7 @@ fn eval_on<B: Backend>(
             &d_out,
             density,
             recall,
-            src,
-            &g.prompt,
+            caption,
         ));
         videos.push(crate::generate::to_video(&out.video, shape, g.fps, true));
         if let Some(dir) = &e.save_masks {
@@ -260,15 +260,10 @@ fn scene_row(
     dense: &SampleOutput,
     density: Vec<f64>,
     recall: Option<f64>,
-    src: &Source,
-    prompt: &str,
+    caption: Option<&Caption>,
 ) -> Row {
-    let caption = match src {
-        Source::Bundle(b) => b.caption(prompt),
-        _ => None,
-    };
     let check = match caption {
-        Some(c) => caption_check(&c, out),
+        Some(c) => caption_check(c, out),
         None => "n/a (prompt is not a tiny-wan caption)".into(),
     };
     Row {
