@@ -92,6 +92,12 @@ pub enum BenchWhat {
         /// Seed of the random inputs and plans.
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Sparse plans to time: `random` (random blocks, diagonal kept) and/or `jenga`
+        /// (Jenga's rule on the inputs: top-k blocks by pooled scores ∪ the curve adjacency ∪
+        /// the first-frame/text blocks, k tuned to each density; also times the on-GPU mask
+        /// building). `jenga` needs the wan480p or hunyuan720p shape (it needs a latent grid).
+        #[arg(long = "policy", value_delimiter = ',', default_value = "random")]
+        policies: Vec<String>,
     },
 }
 

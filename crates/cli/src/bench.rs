@@ -5,6 +5,7 @@
 //! same process tree, parses its JSON lines and prints ours vs theirs.
 
 mod attention;
+mod jenga_plans;
 mod reference;
 
 use crate::args::{BenchArgs, BenchWhat};

@@ -315,3 +315,31 @@ fn bench_dit_export_writes_what_the_reference_reads() {
     let norm = want.iter().map(|a| a * a).sum::<f32>().sqrt();
     assert!(norm > 1.0 && max <= 1e-4, "max |diff| {max}, |v| {norm}");
 }
+
+#[test]
+fn bench_attention_bad_policy_flags_fail_with_one_line() {
+    for (policy, shape, want) in [
+        ("foo", "2x600x32", "--policy foo"),
+        ("jenga", "2x600x32", "--policy jenga"),
+    ] {
+        let (ok, out, err) = jenga(&[
+            "bench",
+            "attention",
+            "--device",
+            "cpu",
+            "--shapes",
+            shape,
+            "--policy",
+            policy,
+            "--repeats",
+            "1",
+        ]);
+        assert!(!ok, "{out}\n{err}");
+        let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "{err}");
+        assert!(
+            lines[0].starts_with("error: ") && lines[0].contains(want),
+            "{err}"
+        );
+    }
+}

@@ -1,6 +1,7 @@
 //! `jenga bench attention`: dense and random block-sparse attention through
 //! `Backend::attention`, with TFLOP/s, and the PyTorch reference on the same plans.
 
+use super::jenga_plans::JengaShape;
 use super::{reference, round3, time_ms, Record, TempDir};
 use crate::args::{BenchArgs, BenchWhat};
 use anyhow::{bail, Context, Result};
@@ -131,7 +132,7 @@ pub fn kept_flops(plan: &BlockPlan, seq: usize, dim: usize) -> f64 {
 }
 
 /// Unit-variance uniform values, filled on all cores (hundreds of millions for 720p).
-pub(super) fn random_data(seed: u64, n: usize) -> Vec<f32> {
+pub(crate) fn random_data(seed: u64, n: usize) -> Vec<f32> {
     let mut v = vec![0f32; n];
     let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
     let chunk = n.div_ceil(threads).max(1 << 16);
@@ -198,6 +199,15 @@ struct Case {
     flops: f64,
     /// All-kept plans: relative mean |sparse − dense| of the outputs.
     check: Option<f64>,
+    /// Jenga plans: the on-device mask building of the same plan, ms.
+    mask_ms: Option<f64>,
+}
+
+fn plan_nnz(plan: &AttnPlan) -> u64 {
+    match plan {
+        AttnPlan::Sparse(p) => p.col_idx.len() as u64,
+        _ => 0,
+    }
 }
 
 pub fn run<B: Backend>(be: &B, a: &BenchArgs, dev_kind: &str) -> Result<Vec<Record>> {
@@ -209,6 +219,7 @@ pub fn run<B: Backend>(be: &B, a: &BenchArgs, dev_kind: &str) -> Result<Vec<Reco
         reference,
         plans,
         seed,
+        policies,
     } = &a.what
     else {
         unreachable!("attention::run is called for `bench attention`")
@@ -231,6 +242,16 @@ pub fn run<B: Backend>(be: &B, a: &BenchArgs, dev_kind: &str) -> Result<Vec<Reco
     if block == 0 {
         bail!("--block must be at least 1");
     }
+    let policies: Vec<&str> = policies.iter().map(|p| p.trim()).collect();
+    if let Some(p) = policies.iter().find(|p| !matches!(**p, "random" | "jenga")) {
+        bail!("--policy {p}: expected random and/or jenga");
+    }
+    if policies.contains(&"jenga") {
+        // Fail before any timing: every shape needs a latent grid.
+        for sh in &shapes {
+            super::jenga_plans::grid_of(sh)?;
+        }
+    }
     // Plans for the reference: --plans DIR, or a temporary directory when --reference is set.
     let mut _tmp = None;
     let plan_dir: Option<PathBuf> = match (plans, reference) {
@@ -248,7 +269,15 @@ pub fn run<B: Backend>(be: &B, a: &BenchArgs, dev_kind: &str) -> Result<Vec<Reco
     let dev_name = be.name();
     println!("device: {dev_name}");
     println!(
-        "attention, batch 1, block {block}, random per-head plans (seed {seed}, diagonal always kept); median of {repeats} after a warm-up"
+        "attention, batch 1, block {block}, plans: {} (seed {seed}); median of {repeats} after a warm-up",
+        policies
+            .iter()
+            .map(|p| match *p {
+                "random" => "random per-head blocks, diagonal always kept",
+                _ => "Jenga's rule on the inputs (top-k tuned to the density, p = 0)",
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
     );
     println!(
         "{:<40} {:>8} {:>10} {:>10} {:>12}",
@@ -291,15 +320,44 @@ pub fn run<B: Backend>(be: &B, a: &BenchArgs, dev_kind: &str) -> Result<Vec<Reco
             ms: dense_ms,
             flops: dense_flops,
             check: None,
+            mask_ms: None,
         });
         let mut plan_entries = Vec::new();
-        for (di, &d) in densities.iter().enumerate() {
-            let plan = random_plan(sh.heads, sh.seq, block, d, sseed + 100 + di as u64)?;
+        let mut jenga = match policies.contains(&"jenga") {
+            true => Some(JengaShape::new(be, sh, block, &q, &k).with_context(what)?),
+            false => None,
+        };
+        let runs = policies
+            .iter()
+            .flat_map(|&p| densities.iter().enumerate().map(move |(di, &d)| (p, di, d)));
+        for (pi, (policy, di, d)) in runs.enumerate() {
+            let (plan, top_k) = match policy {
+                "random" => (
+                    Arc::new(random_plan(
+                        sh.heads,
+                        sh.seq,
+                        block,
+                        d,
+                        sseed + 100 + di as u64,
+                    )?),
+                    None,
+                ),
+                _ => {
+                    let js = jenga.as_mut().expect("pooled when jenga is asked for");
+                    let (top_k, plan) = js.plan_near(d).with_context(what)?;
+                    (plan, Some(top_k))
+                }
+            };
             let flops = kept_flops(&plan, sh.seq, sh.dim);
             let density = plan.density();
-            let name = format!("{base} sparse {}", pct(d));
+            let label = if policy == "random" {
+                "sparse"
+            } else {
+                "jenga"
+            };
+            let name = format!("{base} {label} {}", pct(d));
             if let Some(dir) = &plan_dir {
-                let file = format!("plan_{si}_{di}.safetensors");
+                let file = format!("plan_{si}_{pi}.safetensors");
                 write_i32_safetensors(
                     &dir.join(&file),
                     &[("row_ptr", &plan.row_ptr), ("col_idx", &plan.col_idx)],
@@ -308,7 +366,7 @@ pub fn run<B: Backend>(be: &B, a: &BenchArgs, dev_kind: &str) -> Result<Vec<Reco
                     "name": name, "density": density, "file": file, "flops": flops,
                 }));
             }
-            let plan = AttnPlan::Sparse(Arc::new(plan));
+            let plan = AttnPlan::Sparse(plan);
             let ms = time_ms(be, repeats, || {
                 be.attention(&q, &k, &v, &plan, None)?;
                 Ok(())
@@ -326,6 +384,46 @@ pub fn run<B: Backend>(be: &B, a: &BenchArgs, dev_kind: &str) -> Result<Vec<Reco
             } else {
                 None
             };
+            let mut mask_ms = None;
+            if let (Some(js), Some(top_k)) = (&jenga, top_k) {
+                // The same selection built on the device: its cost against the attention it
+                // feeds, and the attention over the device-built plan.
+                if let Some(dplan) = js.device_plan(be, &q, &k, top_k).with_context(what)? {
+                    if let AttnPlan::Device(dp) = &dplan {
+                        let host_nnz = plan_nnz(&plan);
+                        let dev_nnz = dp.nnz.read()?;
+                        if dev_nnz != host_nnz {
+                            println!("  note: device plan keeps {dev_nnz} pairs, host plan {host_nnz} (float ties at the cut)");
+                        }
+                    }
+                    let build_ms = time_ms(be, repeats, || {
+                        js.device_plan(be, &q, &k, top_k)?;
+                        Ok(())
+                    })
+                    .with_context(|| format!("{} mask building {}", what(), pct(d)))?;
+                    let dev_ms = time_ms(be, repeats, || {
+                        be.attention(&q, &k, &v, &dplan, None)?;
+                        Ok(())
+                    })
+                    .with_context(|| format!("{} device plan {}", what(), pct(d)))?;
+                    let dname = format!("{name} device-built");
+                    print_row(&dname, density, dev_ms, flops, dense_ms);
+                    println!(
+                        "  mask building on the device: {build_ms:.3} ms = {:.1}% of the sparse attention",
+                        100.0 * build_ms / dev_ms
+                    );
+                    cases.push(Case {
+                        name: dname,
+                        shape: sh.label.clone(),
+                        density: Some(density),
+                        ms: dev_ms,
+                        flops,
+                        check: None,
+                        mask_ms: Some(build_ms),
+                    });
+                    mask_ms = Some(build_ms);
+                }
+            }
             cases.push(Case {
                 name,
                 shape: sh.label.clone(),
@@ -333,6 +431,7 @@ pub fn run<B: Backend>(be: &B, a: &BenchArgs, dev_kind: &str) -> Result<Vec<Reco
                 ms,
                 flops,
                 check,
+                mask_ms,
             });
         }
         manifest.push(serde_json::json!({
@@ -419,6 +518,10 @@ fn pair(cases: &[Case], lines: &[serde_json::Value], dev_name: &str) -> Vec<Reco
             let mut extra = serde_json::Map::new();
             if let Some(r) = c.check {
                 extra.insert("rel_mean_abs_vs_dense".into(), serde_json::json!(r));
+            }
+            if let Some(m) = c.mask_ms {
+                extra.insert("mask_ms".into(), serde_json::json!(round3(m)));
+                extra.insert("mask_share".into(), serde_json::json!(round3(m / c.ms)));
             }
             Record {
                 name: c.name.clone(),
