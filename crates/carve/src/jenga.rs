@@ -305,6 +305,22 @@ impl<B: Backend> AttentionPolicy<B> for JengaPolicy {
     }
 
     fn plan(&self, be: &B, q: &B::Tensor, k: &B::Tensor, ctx: &AttnCtx) -> Result<AttnPlan> {
+        self.plan_pooled(be, q, k, None, ctx)
+    }
+
+    /// Sparse calls want q̂/k̂ over the policy's blocks (pooled inside RoPE by the model).
+    fn pooled_block(&self, ctx: &AttnCtx) -> Option<usize> {
+        (!self.drop_rate(ctx).1).then_some(self.cfg.block)
+    }
+
+    fn plan_pooled(
+        &self,
+        be: &B,
+        q: &B::Tensor,
+        k: &B::Tensor,
+        pooled: Option<(&B::Tensor, &B::Tensor)>,
+        ctx: &AttnCtx,
+    ) -> Result<AttnPlan> {
         let (drop, dense) = self.drop_rate(ctx);
         if dense {
             self.record(ctx.stage, None);
@@ -325,6 +341,19 @@ impl<B: Backend> AttentionPolicy<B> for JengaPolicy {
         }
         let (batch, heads, head_dim) = (qs[0], qs[2], qs[3]);
         let m = self.cfg.block;
+        if let Some((qh, kh)) = pooled {
+            let want = [batch, heads, len.div_ceil(m), head_dim];
+            if qh.shape() != want || kh.shape() != want {
+                return Err(Error::shape(
+                    op,
+                    format!(
+                        "pooled q̂ {:?} / k̂ {:?}, expected {want:?}",
+                        qh.shape(),
+                        kh.shape()
+                    ),
+                ));
+            }
+        }
         if self.device_select.load(Ordering::Relaxed) {
             // On the device when the backend can (no download, no host sync); else the host.
             let layout = Layout::new(t * h * w, ctx.cond_tokens, m)?;
@@ -335,7 +364,14 @@ impl<B: Backend> AttentionPolicy<B> for JengaPolicy {
                 top_k: layout.top_k(drop),
                 fixed: self.fixed_plan(ctx)?,
             };
-            match be.select_blocks(q, k, &sel)? {
+            let selected = match pooled {
+                Some((qh, kh)) => match be.select_blocks_pooled(qh, kh, &sel)? {
+                    None => be.select_blocks(q, k, &sel)?,
+                    r => r,
+                },
+                None => be.select_blocks(q, k, &sel)?,
+            };
+            match selected {
                 Some(AttnPlan::Device(dp)) => {
                     self.stats.record_pending(ctx.stage);
                     let full = {
@@ -359,8 +395,13 @@ impl<B: Backend> AttentionPolicy<B> for JengaPolicy {
                 None => {}
             }
         }
-        let qhat = be.download(&be.block_mean_pool(q, m)?)?;
-        let khat = be.download(&be.block_mean_pool(k, m)?)?;
+        let (qhat, khat) = match pooled {
+            Some((qh, kh)) => (be.download(qh)?, be.download(kh)?),
+            None => (
+                be.download(&be.block_mean_pool(q, m)?)?,
+                be.download(&be.block_mean_pool(k, m)?)?,
+            ),
+        };
         let plan = self.plan_from_pooled(&qhat, &khat, batch, heads, head_dim, ctx, drop)?;
         self.record(ctx.stage, Some(plan.density()));
         Ok(AttnPlan::Sparse(Arc::new(plan)))
@@ -724,6 +765,50 @@ mod tests {
         assert_eq!(s.len(), 1);
         assert_eq!((s[0].calls, s[0].sparse_calls), (1, 1));
         assert!((s[0].mean_density - plan.density()).abs() < 1e-12);
+    }
+
+    /// What the model does for a sparse call (`rope_pooled` → `plan_pooled`) gives the plan of
+    /// `rope` → `plan`; dense calls ask for no means; mis-shaped means are an error.
+    #[test]
+    fn plan_pooled_equals_plan_on_cpu() {
+        let be = CpuBackend::new();
+        let grid = (4, 32, 32); // 32 video blocks + 1 condition block
+        let cond = 40;
+        let (b, l, h, d) = (2, 4096 + cond, 2, 16);
+        let pol = JengaPolicy::new(JengaConfig::hunyuan(&[0.9], 0.3, &[1.0])).unwrap();
+        let cx = ctx(10, 0, grid, cond);
+        let m = AttentionPolicy::<CpuBackend>::pooled_block(&pol, &cx).unwrap();
+        assert_eq!(m, 128);
+        let ang = random(l * d / 2, 9);
+        let cos = be
+            .upload(&ang.iter().map(|a| a.cos()).collect::<Vec<_>>(), &[l, d / 2])
+            .unwrap();
+        let sin = be
+            .upload(&ang.iter().map(|a| a.sin()).collect::<Vec<_>>(), &[l, d / 2])
+            .unwrap();
+        let rope = |seed| {
+            let x = be.upload(&random(b * l * h * d, seed), &[b, l, h, d]).unwrap();
+            be.rope_pooled(&x, &cos, &sin, m).unwrap()
+        };
+        let ((q, qh), (k, kh)) = (rope(11), rope(12));
+        let (qh, kh) = (qh.unwrap(), kh.unwrap());
+        assert_eq!(qh.shape(), [b, h, 33, d]);
+        let AttnPlan::Sparse(fused) = pol.plan_pooled(&be, &q, &k, Some((&qh, &kh)), &cx).unwrap()
+        else {
+            panic!("sparse call")
+        };
+        let AttnPlan::Sparse(plain) = pol.plan(&be, &q, &k, &cx).unwrap() else {
+            panic!("sparse call")
+        };
+        assert_eq!(fused, plain);
+        assert!(fused.density() < 1.0);
+        assert!(pol.plan_pooled(&be, &q, &k, Some((&kh, &q)), &cx).is_err());
+        let wan = JengaPolicy::new(JengaConfig::wan(&[0.75], 0.9)).unwrap();
+        assert_eq!(
+            AttentionPolicy::<CpuBackend>::pooled_block(&wan, &ctx(0, 0, grid, 0)),
+            None,
+            "warm-up steps are dense"
+        );
     }
 
     #[test]

@@ -35,6 +35,26 @@ pub trait AttentionPolicy<B: Backend>: Send + Sync {
     }
     /// Plan for one self-attention call; q/k are `[B, L, H, Dh]` in token order.
     fn plan(&self, be: &B, q: &B::Tensor, k: &B::Tensor, ctx: &AttnCtx) -> Result<AttnPlan>;
+    /// Block size `m` for which this call's plan wants the block means of q and k
+    /// (`[B, H, ceil(L/m), Dh]`, as [`Backend::block_mean_pool`]); the model then computes them
+    /// with [`Backend::rope_pooled`] (fused into RoPE where the backend can) and hands them to
+    /// [`AttentionPolicy::plan_pooled`]. `None` (default): not needed.
+    fn pooled_block(&self, _ctx: &AttnCtx) -> Option<usize> {
+        None
+    }
+    /// [`AttentionPolicy::plan`] with the block means asked for by
+    /// [`AttentionPolicy::pooled_block`] (`None` when the backend did not compute them); the
+    /// default ignores them.
+    fn plan_pooled(
+        &self,
+        be: &B,
+        q: &B::Tensor,
+        k: &B::Tensor,
+        _pooled: Option<(&B::Tensor, &B::Tensor)>,
+        ctx: &AttnCtx,
+    ) -> Result<AttnPlan> {
+        self.plan(be, q, k, ctx)
+    }
     /// Optional score bias on condition keys (text-attention amplifier).
     fn key_bias(&self, _ctx: &AttnCtx) -> Option<KeyBias> {
         None

@@ -10,8 +10,10 @@
 //! such steps in the same preset's 50-step schedule.
 //!
 //! `--mask-kernels` adds the block-selection micro-benchmark: mask building through the policy
-//! (two poolings + selection) next to the sparse attention over the plan it built, at
-//! Wan-1.3B 480p (12 heads × 256 blocks) and HunyuanVideo 720p (24 heads × 931 blocks).
+//! next to the sparse attention over the plan it built (20 % density), unfused (two poolings +
+//! selection) and fused (block means written by RoPE, selection only), at Wan-1.3B 480p
+//! (12 heads × 256 blocks) and HunyuanVideo 720p (24 heads × 931 blocks); with
+//! `--skip-dense` and no `--presets` it runs alone.
 
 use crate::args::{Cli, Command, E2eArgs, ModelArgs};
 use crate::device::Device;
@@ -40,10 +42,10 @@ pub fn run(e: &E2eArgs, model: &ModelArgs, json_path: Option<&Path>, dev: &Devic
     if !e.skip_dense {
         variants.push(("dense".to_string(), None));
     }
-    for p in &e.presets {
+    for p in e.presets.iter().filter(|p| !p.is_empty()) {
         variants.push((p.clone(), Some(p.clone())));
     }
-    if variants.is_empty() {
+    if variants.is_empty() && !e.mask_kernels {
         bail!("bench e2e: nothing to run (no presets and --skip-dense)");
     }
     // Resolve every variant (N steps, and the 50-step schedule for the extrapolation) first.
@@ -70,9 +72,14 @@ pub fn run(e: &E2eArgs, model: &ModelArgs, json_path: Option<&Path>, dev: &Devic
         None => None,
     };
     let lines = match dev {
+        Device::Cpu(_) if runs.is_empty() => bail!("bench e2e: --mask-kernels needs --device cuda"),
         Device::Cpu(be) => bench_on(be, e, &src, &runs)?,
         Device::Cuda(be) => {
-            let mut l = bench_on(be.as_ref(), e, &src, &runs)?;
+            let mut l = if runs.is_empty() {
+                Vec::new()
+            } else {
+                bench_on(be.as_ref(), e, &src, &runs)?
+            };
             if e.mask_kernels {
                 l.extend(mask_kernels(be.as_ref())?);
             }
@@ -418,33 +425,50 @@ fn structured(l: usize, h: usize, d: usize, seed: u64) -> Vec<f32> {
     x
 }
 
-/// Mask building (policy plan: 2 poolings + selection) vs sparse attention over that plan.
+/// Mask building vs sparse attention over the plan it built, at the density `DENSITY` (the
+/// cutoff p is bisected until the plan keeps that share of the blocks). Two ways of building:
+/// unfused (`plan`: pool q and k, then select + scan + expand) and fused (RoPE writes the
+/// block means, `rope_pooled`; `plan_pooled` runs select + scan + expand only), whose cost is
+/// the selection plus what `rope_pooled` adds over plain `rope` for q and k.
 fn mask_kernels(be: &jenga_cuda::CudaBackend) -> Result<Vec<String>> {
+    use jenga_carve::Layout;
+    use jenga_tensor::BlockSelect;
+    const DENSITY: f64 = 0.20;
     let mut lines = Vec::new();
-    println!("mask building vs sparse attention (one layer, batch 1):");
-    // (label, config, grid, condition tokens, heads, step)
-    let cases = [
+    println!(
+        "mask building vs sparse attention (one layer, batch 1, density ≈ {:.0}%):",
+        100.0 * DENSITY
+    );
+    // (label, config for a cutoff p, grid, condition tokens, heads)
+    type MakeCfg = fn(f64) -> JengaConfig;
+    let cases: [(&str, MakeCfg, (usize, usize, usize), usize, usize); 2] = [
         (
             "wan-1.3b 480p 12x256 blocks",
-            JengaConfig::wan(&[0.95, 0.95], 0.3),
+            |p| JengaConfig::wan(&[0.95, 0.95], p),
             (21, 30, 52),
             0,
             12,
         ),
         (
             "hunyuan 720p 24x931 blocks",
-            JengaConfig::hunyuan(&[0.92], 0.3, &[1.0]),
+            |p| JengaConfig::hunyuan(&[0.95], p, &[1.0]),
             (33, 45, 80),
             256,
             24,
         ),
     ];
-    for (label, jc, grid, cond, h) in cases {
+    for (label, make, grid, cond, h) in cases {
         let d = 128;
         let l = grid.0 * grid.1 * grid.2 + cond;
-        let q = be.upload(&structured(l, h, d, 21), &[1, l, h, d])?;
-        let k = be.upload(&structured(l, h, d, 23), &[1, l, h, d])?;
-        let pol = JengaPolicy::new(jc.clone())?;
+        // Pre-RoPE q/k and RoPE tables; q/k = their rotation, as the model has them.
+        let xq = be.upload(&structured(l, h, d, 21), &[1, l, h, d])?;
+        let xk = be.upload(&structured(l, h, d, 23), &[1, l, h, d])?;
+        let ang = jenga_pipeline::noise(25, l * d / 2);
+        let cos: Vec<f32> = ang.iter().map(|a| (3.0 * a).cos()).collect();
+        let sin: Vec<f32> = ang.iter().map(|a| (3.0 * a).sin()).collect();
+        let (cos, sin) = (be.upload(&cos, &[l, d / 2])?, be.upload(&sin, &[l, d / 2])?);
+        let q = be.rope(&xq, &cos, &sin)?;
+        let k = be.rope(&xk, &cos, &sin)?;
         let ctx = AttnCtx {
             step: 30,
             num_steps: 50,
@@ -454,6 +478,45 @@ fn mask_kernels(be: &jenga_cuda::CudaBackend) -> Result<Vec<String>> {
             grid,
             cond_tokens: cond,
         };
+        // Cutoff p for the target density (bisection on the device-built plan).
+        let probe = JengaPolicy::new(make(0.5))?;
+        let m = AttentionPolicy::<jenga_cuda::CudaBackend>::pooled_block(&probe, &ctx)
+            .context("mask kernels: the benchmark call must be sparse")?;
+        let (qh, kh) = be.block_mean_pool_pair(&q, &k, m)?;
+        let layout = Layout::new(grid.0 * grid.1 * grid.2, cond, m)?;
+        let fixed = probe.fixed_plan(&ctx)?;
+        let density_at = |p: f64| -> Result<f64> {
+            let sel = BlockSelect {
+                block: m,
+                scored_blocks: layout.video_blocks,
+                p: p as f32,
+                top_k: layout.top_k(probe.drop_rate(&ctx).0),
+                fixed: fixed.clone(),
+            };
+            Ok(match be.select_blocks_pooled(&qh, &kh, &sel)? {
+                Some(AttnPlan::Device(dp)) => dp.density()?,
+                _ => bail!("mask kernels: no device plan"),
+            })
+        };
+        let (mut lo, mut hi) = (0.0f64, 1.0f64);
+        if density_at(lo)? >= DENSITY {
+            hi = lo;
+        } else {
+            for _ in 0..14 {
+                let mid = 0.5 * (lo + hi);
+                if density_at(mid)? < DENSITY {
+                    lo = mid;
+                } else {
+                    hi = mid;
+                }
+            }
+        }
+        let p = if (density_at(lo)? - DENSITY).abs() <= (density_at(hi)? - DENSITY).abs() {
+            lo
+        } else {
+            hi
+        };
+        let pol = JengaPolicy::new(make(p))?;
         let plan = pol.plan(be, &q, &k, &ctx)?;
         let density = match &plan {
             AttnPlan::Device(dp) => dp.density()?,
@@ -470,41 +533,88 @@ fn mask_kernels(be: &jenga_cuda::CudaBackend) -> Result<Vec<String>> {
             be.synchronize()?;
             Ok(t.elapsed().as_secs_f64() * 1e3 / n as f64)
         };
-        let build = timeit(20, &mut || {
+        // Unfused: pool q and k + select/scan/expand.
+        let build = timeit(50, &mut || {
             pol.plan(be, &q, &k, &ctx)?;
             Ok(())
         })?;
+        let pool = timeit(50, &mut || {
+            be.block_mean_pool_pair(&q, &k, m)?;
+            Ok(())
+        })?;
+        // Fused: select/scan/expand from the means RoPE wrote, + RoPE's extra cost.
+        let (q2, qh2) = be.rope_pooled(&xq, &cos, &sin, m)?;
+        let (k2, kh2) = be.rope_pooled(&xk, &cos, &sin, m)?;
+        let pooled = qh2.as_ref().zip(kh2.as_ref());
+        let select = timeit(50, &mut || {
+            pol.plan_pooled(be, &q2, &k2, pooled, &ctx)?;
+            Ok(())
+        })?;
+        let rope = timeit(20, &mut || {
+            be.rope(&xq, &cos, &sin)?;
+            be.rope(&xk, &cos, &sin)?;
+            Ok(())
+        })?;
+        let rope_pooled = timeit(20, &mut || {
+            be.rope_pooled(&xq, &cos, &sin, m)?;
+            be.rope_pooled(&xk, &cos, &sin, m)?;
+            Ok(())
+        })?;
+        let fused = select + (rope_pooled - rope).max(0.0);
         let attn = timeit(5, &mut || {
             be.attention(&q, &k, &q, &plan, None)?;
             Ok(())
         })?;
         // What building adds to a layer when queued with the attention (launch overhead on
-        // the host hidden, as in the model).
+        // the host hidden, as in the model): unfused plan + attention, and fused RoPE + plan +
+        // attention against plain RoPE + attention.
         let both = timeit(5, &mut || {
             let p = pol.plan(be, &q, &k, &ctx)?;
             be.attention(&q, &k, &q, &p, None)?;
             Ok(())
         })?;
         let marginal = (both - attn).max(0.0);
-        let host_pol = JengaPolicy::new(jc)?;
+        let layer_plain = timeit(5, &mut || {
+            let (a, b) = (be.rope(&xq, &cos, &sin)?, be.rope(&xk, &cos, &sin)?);
+            be.attention(&a, &b, &a, &plan, None)?;
+            Ok(())
+        })?;
+        let layer_fused = timeit(5, &mut || {
+            let (a, ah) = be.rope_pooled(&xq, &cos, &sin, m)?;
+            let (b, bh) = be.rope_pooled(&xk, &cos, &sin, m)?;
+            let p = pol.plan_pooled(be, &a, &b, ah.as_ref().zip(bh.as_ref()), &ctx)?;
+            be.attention(&a, &b, &a, &p, None)?;
+            Ok(())
+        })?;
+        let fused_marginal = (layer_fused - layer_plain).max(0.0);
+        let host_pol = JengaPolicy::new(make(p))?;
         host_pol.set_device_select(false);
         let host = timeit(3, &mut || {
             host_pol.plan(be, &q, &k, &ctx)?;
             Ok(())
         })?;
         println!(
-            "  {label}: density {:.1}% | mask building on the GPU {build:.3} ms alone, {marginal:.3} ms added to a layer | sparse attention {attn:.2} ms | ratio {:.2}% alone, {:.2}% added | (host-built plan: {host:.2} ms)",
+            "  {label}: density {:.1}% (p {p:.4}) | sparse attention {attn:.3} ms\n    unfused: pool+select+scan+expand {build:.3} ms (pooling alone {pool:.3}) = {:.2}% of attention, {marginal:.3} ms added to a layer = {:.2}%\n    fused:   select+scan+expand {select:.3} ms + RoPE extra {:.3} ms (rope q+k {rope:.3} → {rope_pooled:.3} ms) = {fused:.3} ms = {:.2}% of attention, {fused_marginal:.3} ms added to a layer = {:.2}%\n    (host-built plan: {host:.2} ms)",
             100.0 * density,
             100.0 * build / attn,
-            100.0 * marginal / attn
+            100.0 * marginal / attn,
+            (rope_pooled - rope).max(0.0),
+            100.0 * fused / attn,
+            100.0 * fused_marginal / attn,
         );
         lines.push(
             json!({
                 "bench": "mask_building", "name": format!("mask building {label}"),
-                "device": be.name(), "ours_ms": round(build, 4),
+                "device": be.name(), "density": round(density, 4), "p": round(p, 5),
                 "reference": "sparse attention over the same plan", "reference_ms": round(attn, 3),
-                "ratio": round(build / attn, 5), "density": round(density, 4),
+                "ours_ms": round(build, 4), "ratio": round(build / attn, 5),
+                "pool_ms": round(pool, 4),
                 "marginal_ms": round(marginal, 4), "marginal_ratio": round(marginal / attn, 5),
+                "fused_select_ms": round(select, 4), "rope_ms": round(rope, 4),
+                "rope_pooled_ms": round(rope_pooled, 4), "fused_ms": round(fused, 4),
+                "fused_ratio": round(fused / attn, 5),
+                "fused_marginal_ms": round(fused_marginal, 4),
+                "fused_marginal_ratio": round(fused_marginal / attn, 5),
                 "host_plan_ms": round(host, 3),
             })
             .to_string(),

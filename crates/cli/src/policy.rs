@@ -275,6 +275,19 @@ impl<B: Backend> AttentionPolicy<B> for Policy {
     ) -> Result<AttnPlan, TensorError> {
         self.inner::<B>().plan(be, q, k, ctx)
     }
+    fn pooled_block(&self, ctx: &AttnCtx) -> Option<usize> {
+        self.inner::<B>().pooled_block(ctx)
+    }
+    fn plan_pooled(
+        &self,
+        be: &B,
+        q: &B::Tensor,
+        k: &B::Tensor,
+        pooled: Option<(&B::Tensor, &B::Tensor)>,
+        ctx: &AttnCtx,
+    ) -> Result<AttnPlan, TensorError> {
+        self.inner::<B>().plan_pooled(be, q, k, pooled, ctx)
+    }
     fn key_bias(&self, ctx: &AttnCtx) -> Option<KeyBias> {
         self.inner::<B>().key_bias(ctx)
     }

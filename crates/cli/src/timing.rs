@@ -59,11 +59,25 @@ impl<B: Backend> AttentionPolicy<B> for PlanClock<'_, B> {
         k: &B::Tensor,
         ctx: &AttnCtx,
     ) -> jenga_tensor::Result<AttnPlan> {
+        self.plan_pooled(be, q, k, None, ctx)
+    }
+    fn pooled_block(&self, ctx: &AttnCtx) -> Option<usize> {
+        self.inner.pooled_block(ctx)
+    }
+    /// Times the plan only: pooling fused into RoPE (`pooled`) counts in the model's time.
+    fn plan_pooled(
+        &self,
+        be: &B,
+        q: &B::Tensor,
+        k: &B::Tensor,
+        pooled: Option<(&B::Tensor, &B::Tensor)>,
+        ctx: &AttnCtx,
+    ) -> jenga_tensor::Result<AttnPlan> {
         if self.sync {
             be.synchronize()?;
         }
         let t = Instant::now();
-        let p = self.inner.plan(be, q, k, ctx)?;
+        let p = self.inner.plan_pooled(be, q, k, pooled, ctx)?;
         if self.sync {
             be.synchronize()?;
         }

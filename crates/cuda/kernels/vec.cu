@@ -84,6 +84,25 @@ extern "C" __global__ void axpby_v8(float alpha, const bf16* __restrict__ x, flo
     }
 }
 
+// Rotate 4 adjacent pairs v[0..8) by one token's cos/sin, given as 2 x u32 words (4 bf16)
+// each. Shared by rope_v8 and rope_pool_v8 so both round alike.
+__device__ __forceinline__ void rope4(float* v, const unsigned* cw, const unsigned* sw) {
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+        unsigned cu = cw[j / 2], su = sw[j / 2];
+        float c = __uint_as_float((j & 1) ? (cu & 0xffff0000u) : (cu << 16));
+        float s = __uint_as_float((j & 1) ? (su & 0xffff0000u) : (su << 16));
+        float x0 = v[2 * j], x1 = v[2 * j + 1];
+        v[2 * j] = x0 * c - x1 * s;
+        v[2 * j + 1] = x0 * s + x1 * c;
+    }
+}
+
+// The 4 cos (or sin) values of pairs pi .. pi + 4 of a token: 8 bytes (8-byte aligned).
+__device__ __forceinline__ uint2 load_cs4(const bf16* __restrict__ p) {
+    return *reinterpret_cast<const uint2*>(p);
+}
+
 // half % 4 == 0: each thread rotates 4 adjacent pairs.
 extern "C" __global__ void rope_v8(const bf16* __restrict__ x, const bf16* __restrict__ cs,
                                    const bf16* __restrict__ sn, bf16* __restrict__ y,
@@ -98,16 +117,69 @@ extern "C" __global__ void rope_v8(const bf16* __restrict__ x, const bf16* __res
         const unsigned* c2 = reinterpret_cast<const unsigned*>(cs + tok * half + pi);
         const unsigned* s2 = reinterpret_cast<const unsigned*>(sn + tok * half + pi);
         unsigned cw[2] = {c2[0], c2[1]}, sw[2] = {s2[0], s2[1]};
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-            unsigned cu = cw[j / 2], su = sw[j / 2];
-            float c = __uint_as_float((j & 1) ? (cu & 0xffff0000u) : (cu << 16));
-            float s = __uint_as_float((j & 1) ? (su & 0xffff0000u) : (su << 16));
-            float x0 = v[2 * j], x1 = v[2 * j + 1];
-            v[2 * j] = x0 * c - x1 * s;
-            v[2 * j + 1] = x0 * s + x1 * c;
-        }
+        rope4(v, cw, sw);
         store8(y + 8 * i, v);
+    }
+}
+
+// RoPE fused with the block means of its output (Jenga's pooled q̂/k̂), one pass over x:
+// x [B, L, H, Dh] → y [B, L, H, Dh] exactly as rope_v8 writes it, and pooled [B, H, nb, Dh]
+// exactly as block_mean_pool_bf16(y) (f32 sum of the bf16 outputs in token order, / block, the
+// partial last block counting its zero padding). One thread per (batch, block, head, 8
+// channels) walks the block's tokens, ROPE_POOL_U of them loaded ahead. half % 4 == 0, every
+// pointer 16-byte aligned. n8 = B * nb * H * (Dh / 8).
+#define ROPE_POOL_U 8
+extern "C" __global__ void rope_pool_v8(const bf16* __restrict__ x, const bf16* __restrict__ cs,
+                                        const bf16* __restrict__ sn, bf16* __restrict__ y,
+                                        bf16* __restrict__ pooled, long long n8, int l, int h,
+                                        int half, int nb, int block) {
+    const int d = 2 * half, d8 = d / 8;
+    GRID_STRIDE8(i, n8) {
+        const int c = (int)(i % d8);
+        const int hh = (int)((i / d8) % h);
+        const int kb = (int)((i / d8 / h) % nb);
+        const long long b = i / d8 / h / nb;
+        const int t0 = kb * block, t1 = min(t0 + block, l);
+        const long long stride = (long long)h * d;
+        const long long base = ((b * l + t0) * h + hh) * d + c * 8;
+        float s[8];
+#pragma unroll
+        for (int e = 0; e < 8; ++e) s[e] = 0.0f;
+        for (int t = t0; t < t1; t += ROPE_POOL_U) {
+            const int n = min(ROPE_POOL_U, t1 - t);
+            // Every load of the group first (x, cos, sin), then the math in token order.
+            uint4 u[ROPE_POOL_U];
+            uint2 cw[ROPE_POOL_U], sw[ROPE_POOL_U];
+#pragma unroll
+            for (int j = 0; j < ROPE_POOL_U; ++j) {
+                if (j < n) {
+                    const long long tab = (long long)(t + j) * half + c * 4;
+                    u[j] = *reinterpret_cast<const uint4*>(x + base + (t - t0 + j) * stride);
+                    cw[j] = load_cs4(cs + tab);
+                    sw[j] = load_cs4(sn + tab);
+                }
+            }
+#pragma unroll
+            for (int j = 0; j < ROPE_POOL_U; ++j) {
+                if (j < n) {
+                    float v[8];
+                    unsigned w[4] = {u[j].x, u[j].y, u[j].z, u[j].w};
+#pragma unroll
+                    for (int e = 0; e < 4; ++e) {
+                        v[2 * e] = __uint_as_float(w[e] << 16);
+                        v[2 * e + 1] = __uint_as_float(w[e] & 0xffff0000u);
+                    }
+                    const unsigned c2[2] = {cw[j].x, cw[j].y}, s2[2] = {sw[j].x, sw[j].y};
+                    rope4(v, c2, s2);
+                    store8(y + base + (t - t0 + j) * stride, v);
+#pragma unroll
+                    for (int e = 0; e < 8; ++e) s[e] += bf2f(f2bf(v[e]));
+                }
+            }
+        }
+#pragma unroll
+        for (int e = 0; e < 8; ++e) s[e] = s[e] / (float)block;
+        store8(pooled + ((b * h + hh) * nb + kb) * (long long)d + c * 8, s);
     }
 }
 

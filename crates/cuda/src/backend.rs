@@ -92,6 +92,7 @@ struct Kernels {
     add_gated_v8: CudaFunction,
     axpby_v8: CudaFunction,
     rope_v8: CudaFunction,
+    rope_pool_v8: CudaFunction,
     layer_norm_v8: CudaFunction,
     norm_modulate_v8: CudaFunction,
     rms_norm_v8: CudaFunction,
@@ -245,6 +246,7 @@ impl CudaBackend {
             add_gated_v8: f(&ops, "add_gated_v8")?,
             axpby_v8: f(&ops, "axpby_v8")?,
             rope_v8: f(&ops, "rope_v8")?,
+            rope_pool_v8: f(&ops, "rope_pool_v8")?,
             layer_norm_v8: f(&ops, "layer_norm_v8")?,
             norm_modulate_v8: f(&ops, "norm_modulate_v8")?,
             rms_norm_v8: f(&ops, "rms_norm_v8")?,
@@ -1042,6 +1044,68 @@ impl Backend for CudaBackend {
         Ok(out)
     }
 
+    fn rope_pooled(
+        &self,
+        x: &CudaTensor,
+        cos: &CudaTensor,
+        sin: &CudaTensor,
+        block: usize,
+    ) -> Result<(CudaTensor, Option<CudaTensor>)> {
+        // One pass (`rope_pool_v8`): y bit-identical to `rope`, the means to
+        // `block_mean_pool(y)`. Shapes the kernel does not take go the unfused way.
+        let s = &x.shape;
+        let fused = s.len() == 4
+            && block > 0
+            && s[3] > 0
+            && s[3].is_multiple_of(8)
+            && cos.shape == [s[1], s[3] / 2]
+            && sin.shape == cos.shape
+            && vec8(&[self.ptr(x), self.ptr(cos), self.ptr(sin)], &[]);
+        if !fused {
+            let y = self.rope(x, cos, sin)?;
+            let p = self.block_mean_pool(&y, block)?;
+            return Ok((y, Some(p)));
+        }
+        let (b, l, h, d) = (s[0], s[1], s[2], s[3]);
+        let nb = l.div_ceil(block);
+        let y = self.empty(s)?;
+        let pooled = self.empty(&[b, h, nb, d])?;
+        if !vec8(&[self.ptr(&y), self.ptr(&pooled)], &[]) {
+            let y = self.rope(x, cos, sin)?;
+            let p = self.block_mean_pool(&y, block)?;
+            return Ok((y, Some(p)));
+        }
+        let units = b * nb * h * d / 8;
+        if units > 0 {
+            // 64-thread CTAs: few threads in all (one per block, head and 8 channels), spread
+            // evenly over the SMs.
+            let cfg = LaunchConfig {
+                grid_dim: (units.div_ceil(64) as u32, 1, 1),
+                block_dim: (64, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            self.launch(
+                &self.k.rope_pool_v8,
+                cfg,
+                "rope_pool_v8",
+                &[
+                    KArg::U64(self.ptr(x)),
+                    KArg::U64(self.ptr(cos)),
+                    KArg::U64(self.ptr(sin)),
+                    KArg::U64(self.ptr(&y)),
+                    KArg::U64(self.ptr(&pooled)),
+                    KArg::I64(units as i64),
+                    KArg::I32(l as i32),
+                    KArg::I32(h as i32),
+                    KArg::I32((d / 2) as i32),
+                    KArg::I32(nb as i32),
+                    KArg::I32(block as i32),
+                ],
+            )?;
+        }
+        Ok((y, Some(pooled)))
+    }
+
     fn attention(
         &self,
         q: &CudaTensor,
@@ -1098,6 +1162,15 @@ impl Backend for CudaBackend {
         sel: &BlockSelect,
     ) -> Result<Option<AttnPlan>> {
         self.select_blocks_device(q, k, sel)
+    }
+
+    fn select_blocks_pooled(
+        &self,
+        qhat: &CudaTensor,
+        khat: &CudaTensor,
+        sel: &BlockSelect,
+    ) -> Result<Option<AttnPlan>> {
+        CudaBackend::select_blocks_pooled(self, qhat, khat, sel)
     }
 
     fn block_mean_pool(&self, x: &CudaTensor, block: usize) -> Result<CudaTensor> {

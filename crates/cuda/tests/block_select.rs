@@ -6,7 +6,7 @@ use jenga_carve::jenga::{JengaConfig, JengaPolicy};
 use jenga_carve::{AttentionPolicy, AttnCtx};
 use jenga_cuda::selftest::{rel_l2, Rng};
 use jenga_cuda::{cuda_available, CudaBackend};
-use jenga_tensor::{AttnPlan, Backend, BlockPlan, CpuBackend, CpuTensor};
+use jenga_tensor::{AttnPlan, Backend, BlockPlan, CpuBackend, CpuTensor, TensorMeta};
 use std::time::Instant;
 
 fn backend() -> Option<CudaBackend> {
@@ -284,6 +284,119 @@ fn pooled_pair_equals_block_mean_pool() {
             be.download_bf16(&kp).unwrap(),
             be.download_bf16(&kr).unwrap()
         );
+    }
+}
+
+/// RoPE tables `[l, d/2]` of random angles (bf16-exact), as `(cos, sin)`.
+fn rope_tables(rng: &mut Rng, l: usize, d: usize) -> (Vec<f32>, Vec<f32>) {
+    let a = rng.normal_vec(l * d / 2, 3.0);
+    (
+        a.iter().map(|t| half_round(t.cos())).collect(),
+        a.iter().map(|t| half_round(t.sin())).collect(),
+    )
+}
+
+/// `rope_pooled` (RoPE with the block means fused in, `rope_pool_v8`): the rotated tensor is
+/// bit-identical to `rope`, the means to `block_mean_pool` of it — partial last blocks, head
+/// dims the fused kernel does not take (Dh = 12: unfused fallback) and a batch of 2 included.
+#[test]
+fn rope_pooled_equals_rope_then_block_mean_pool() {
+    let Some(be) = backend() else { return };
+    let cpu = CpuBackend::new();
+    let mut rng = Rng::new(15);
+    for (b, l, h, d, block) in [
+        (2, 1000, 3, 128, 128),
+        (1, 4100, 12, 128, 128),
+        (1, 300, 2, 64, 64),
+        (1, 257, 2, 40, 128),
+        (1, 130, 2, 128, 7),
+        (1, 100, 2, 12, 128),
+    ] {
+        let xs = rng.normal_vec(b * l * h * d, 1.0);
+        let (cs, sn) = rope_tables(&mut rng, l, d);
+        let x = be.upload(&xs, &[b, l, h, d]).unwrap();
+        let c = be.upload(&cs, &[l, d / 2]).unwrap();
+        let s = be.upload(&sn, &[l, d / 2]).unwrap();
+        let (y, pooled) = be.rope_pooled(&x, &c, &s, block).unwrap();
+        let pooled = pooled.expect("the CUDA backend pools");
+        assert_eq!(pooled.shape(), [b, h, l.div_ceil(block), d]);
+        let y_ref = be.rope(&x, &c, &s).unwrap();
+        let p_ref = be.block_mean_pool(&y_ref, block).unwrap();
+        let case = format!("{b}x{l}x{h}x{d} block {block}");
+        assert_eq!(
+            be.download_bf16(&y).unwrap(),
+            be.download_bf16(&y_ref).unwrap(),
+            "rotated, {case}"
+        );
+        assert_eq!(
+            be.download_bf16(&pooled).unwrap(),
+            be.download_bf16(&p_ref).unwrap(),
+            "pooled, {case}"
+        );
+        // And the CPU backend's (unfused, f32) version of the same, within bf16 rounding.
+        let xc = cpu.upload(&xs, &[b, l, h, d]).unwrap();
+        let (cc, sc) = (
+            cpu.upload(&cs, &[l, d / 2]).unwrap(),
+            cpu.upload(&sn, &[l, d / 2]).unwrap(),
+        );
+        let (yc, pc) = cpu.rope_pooled(&xc, &cc, &sc, block).unwrap();
+        let ey = rel_l2(&be.download(&y).unwrap(), &cpu.download(&yc).unwrap());
+        let ep = rel_l2(
+            &be.download(&pooled).unwrap(),
+            &cpu.download(&pc.unwrap()).unwrap(),
+        );
+        assert!(ey < 8e-3 && ep < 8e-3, "{case}: rel err y {ey}, pooled {ep}");
+    }
+}
+
+/// The fused path the model takes (`rope_pooled` → `plan_pooled`) builds the same plan as the
+/// unfused one (`rope` → `plan`, which pools q/k itself), on the device and on the host path.
+#[test]
+fn plan_from_rope_pooled_equals_plan() {
+    let Some(be) = backend() else { return };
+    let mut rng = Rng::new(16);
+    for (jc, grid, cond, b, h) in [
+        (JengaConfig::wan(&[0.9, 0.9], 0.3), (21, 30, 52), 0, 1, 12),
+        (
+            JengaConfig::hunyuan(&[0.8], 0.5, &[1.0]),
+            (5, 12, 20),
+            100,
+            2,
+            4,
+        ),
+    ] {
+        let d = 128;
+        let l = grid.0 * grid.1 * grid.2 + cond;
+        let (cs, sn) = rope_tables(&mut rng, l, d);
+        let c = be.upload(&cs, &[l, d / 2]).unwrap();
+        let s = be.upload(&sn, &[l, d / 2]).unwrap();
+        let xq = be
+            .upload(&structured(&mut rng, b, l, h, d, 0.35), &[b, l, h, d])
+            .unwrap();
+        let xk = be
+            .upload(&structured(&mut rng, b, l, h, d, 0.35), &[b, l, h, d])
+            .unwrap();
+        let pol = JengaPolicy::new(jc.clone()).unwrap();
+        let cx = ctx(30, grid, cond);
+        let m = AttentionPolicy::<CudaBackend>::pooled_block(&pol, &cx).expect("sparse call");
+        let (q, qhat) = be.rope_pooled(&xq, &c, &s, m).unwrap();
+        let (k, khat) = be.rope_pooled(&xk, &c, &s, m).unwrap();
+        let pooled = qhat.as_ref().zip(khat.as_ref());
+        let fused = download_device(&be, &pol.plan_pooled(&be, &q, &k, pooled, &cx).unwrap());
+        let plain = download_device(&be, &pol.plan(&be, &q, &k, &cx).unwrap());
+        assert_eq!(fused, plain, "device plans differ, grid {grid:?}");
+        let d = fused.density();
+        assert!(d > 0.02 && d < 0.95, "density {d}");
+        pol.set_device_select(false);
+        let (AttnPlan::Sparse(hf), AttnPlan::Sparse(hp)) = (
+            pol.plan_pooled(&be, &q, &k, pooled, &cx).unwrap(),
+            pol.plan(&be, &q, &k, &cx).unwrap(),
+        ) else {
+            panic!("host path gives host plans")
+        };
+        assert_eq!(hf, hp, "host plans differ, grid {grid:?}");
+        // Mis-shaped means are refused.
+        assert!(pol.plan_pooled(&be, &q, &k, Some((&q, &k)), &cx).is_err());
     }
 }
 

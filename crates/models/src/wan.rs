@@ -389,22 +389,22 @@ impl<B: Backend> WanModel<B> {
         // self-attention
         let xn = be.norm_modulate(x, &m[0], &m[1], eps)?;
         let sa = &blk.self_attn;
-        let q = be.rope(
-            &sa.project(be, &sa.q, &sa.norm_q, &xn, heads, eps)?,
-            &geom.cos,
-            &geom.sin,
-        )?;
-        let k = be.rope(
-            &sa.project(be, &sa.k, &sa.norm_k, &xn, heads, eps)?,
-            &geom.cos,
-            &geom.sin,
-        )?;
-        let v = sa.project(be, &sa.v, &None, &xn, heads, eps)?;
         let ctx = AttnCtx {
             layer: i,
             ..actx.clone()
         };
-        let plan = policy.plan(be, &q, &k, &ctx)?;
+        // RoPE, and the block means of q/k when the policy scores blocks (one fused pass).
+        let pool = policy.pooled_block(&ctx);
+        let rope = |x: B::Tensor| -> Result<(B::Tensor, Option<B::Tensor>)> {
+            Ok(match pool {
+                Some(m) => be.rope_pooled(&x, &geom.cos, &geom.sin, m)?,
+                None => (be.rope(&x, &geom.cos, &geom.sin)?, None),
+            })
+        };
+        let (q, qhat) = rope(sa.project(be, &sa.q, &sa.norm_q, &xn, heads, eps)?)?;
+        let (k, khat) = rope(sa.project(be, &sa.k, &sa.norm_k, &xn, heads, eps)?)?;
+        let v = sa.project(be, &sa.v, &None, &xn, heads, eps)?;
+        let plan = policy.plan_pooled(be, &q, &k, qhat.as_ref().zip(khat.as_ref()), &ctx)?;
         let o = be.attention(&q, &k, &v, &plan, policy.key_bias(&ctx))?;
         let x = be.add_gated(x, &sa.finish(be, &o)?, Some(&m[2]))?;
         // cross-attention on the text context (dense: 16–512 keys)

@@ -95,6 +95,22 @@ pub trait Backend: Send + Sync {
         sin: &Self::Tensor,
     ) -> Result<Self::Tensor>;
 
+    /// [`Backend::rope`] and the block means of its output
+    /// ([`Backend::block_mean_pool`] with `block`), for attention policies that score pooled
+    /// q/k (Jenga): a backend may fuse both into one pass over x. `None` for the means: not
+    /// computed here (the policy pools itself).
+    fn rope_pooled(
+        &self,
+        x: &Self::Tensor,
+        cos: &Self::Tensor,
+        sin: &Self::Tensor,
+        block: usize,
+    ) -> Result<(Self::Tensor, Option<Self::Tensor>)> {
+        let y = self.rope(x, cos, sin)?;
+        let pooled = self.block_mean_pool(&y, block)?;
+        Ok((y, Some(pooled)))
+    }
+
     /// Softmax attention, scale `1/√Dh`: q `[B, Lq, H, Dh]`, k/v `[B, Lk, H, Dh]` →
     /// `[B, Lq, H, Dh]`. A sparse plan computes only its kept (query block, key block) pairs.
     fn attention(
@@ -119,6 +135,18 @@ pub trait Backend: Send + Sync {
         &self,
         _q: &Self::Tensor,
         _k: &Self::Tensor,
+        _sel: &BlockSelect,
+    ) -> Result<Option<AttnPlan>> {
+        Ok(None)
+    }
+
+    /// [`Backend::select_blocks`] from block means already computed (`qhat`/`khat`
+    /// `[B, H, ceil(L/block), Dh]`, as [`Backend::block_mean_pool`] writes them, e.g. by
+    /// [`Backend::rope_pooled`]). `Ok(None)`: not supported here.
+    fn select_blocks_pooled(
+        &self,
+        _qhat: &Self::Tensor,
+        _khat: &Self::Tensor,
         _sel: &BlockSelect,
     ) -> Result<Option<AttnPlan>> {
         Ok(None)
