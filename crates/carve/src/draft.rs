@@ -33,15 +33,22 @@
 //! - **Batch.** The reference (batch 1 per forward in Wan) selects from the first sequence and
 //!   repeats the mask over the batch; here each batch entry (CFG's conditional and
 //!   unconditional rows) gets its own map.
+//! - **On a GPU** ([`Backend::draft_select`]) pooling, draft map, global threshold, top-up and
+//!   the region → block superset all run on the device, at any resolution; nothing comes back
+//!   per call (the plan is an [`AttnPlan::Device`], density and top-ups are read when asked
+//!   for). Same rule as the host; the map's sums are ordered differently (f32 on both sides),
+//!   so an entry within rounding of the threshold may flip.
 
 use crate::importance::block_scores;
 use crate::policy::{lock, DensityLog};
 use crate::policy::{AttentionPolicy, AttnCtx, DensityStats};
-use jenga_tensor::{AttnPlan, Backend, BlockPlan, Error, Result, TensorMeta};
+use jenga_tensor::{
+    AttnPlan, Backend, BlockPlan, DeviceCount, DraftSelect, Error, Result, TensorMeta,
+};
 use rayon::prelude::*;
 use std::collections::HashMap;
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// DraftAttention settings; defaults are the reference's Wan2.1 script.
@@ -123,6 +130,9 @@ pub struct DraftGeometry {
     pub block_regions: Vec<Range<usize>>,
     /// Whether a block holds condition tokens.
     pub block_cond: Vec<bool>,
+    /// The same tables for [`Backend::draft_select`].
+    pub region_start_u32: Arc<Vec<u32>>,
+    pub block_table: Arc<Vec<[u32; 3]>>,
 }
 
 impl DraftGeometry {
@@ -151,7 +161,7 @@ impl DraftGeometry {
         let len = video + cond;
         let blocks = len.div_ceil(m);
         let aligned = region_start.windows(2).all(|r| r[1] - r[0] == m);
-        let block_regions = (0..blocks)
+        let block_regions: Vec<Range<usize>> = (0..blocks)
             .map(|b| {
                 let (s, e) = (b * m, ((b + 1) * m).min(video));
                 if s >= e {
@@ -163,9 +173,17 @@ impl DraftGeometry {
                 lo..hi
             })
             .collect();
-        let block_cond = (0..blocks)
+        let block_cond: Vec<bool> = (0..blocks)
             .map(|b| cond > 0 && (b + 1) * m > video && b * m < len)
             .collect();
+        let region_start_u32 = Arc::new(region_start.iter().map(|&x| x as u32).collect());
+        let block_table = Arc::new(
+            block_regions
+                .iter()
+                .zip(&block_cond)
+                .map(|(r, &c)| [r.start as u32, r.end as u32, c as u32])
+                .collect(),
+        );
         DraftGeometry {
             grid,
             cond,
@@ -176,6 +194,8 @@ impl DraftGeometry {
             blocks,
             block_regions,
             block_cond,
+            region_start_u32,
+            block_table,
         }
     }
 
@@ -263,8 +283,7 @@ pub fn select_global(
     min_per_row: usize,
 ) -> (Vec<bool>, usize) {
     let n = map.len();
-    let r = 1.0 - sparsity; // the reference passes r = 1 − sparsity and computes int((1 − r)·n)
-    let excl = ((1.0 - r) * n as f64) as usize;
+    let excl = excluded(n, sparsity);
     let mut keep = if excl == 0 {
         vec![true; n]
     } else if excl >= n {
@@ -292,7 +311,19 @@ pub fn select_global(
     (keep, topped)
 }
 
+/// Entries of an `n`-entry map excluded at `sparsity`: the reference passes `r = 1 − sparsity`
+/// and computes `int((1 − r)·n)` (kept as written: `1 − (1 − s)` is not always `s`).
+pub fn excluded(n: usize, sparsity: f64) -> usize {
+    let r = 1.0 - sparsity;
+    ((1.0 - r) * n as f64) as usize
+}
+
 type GeomKey = ((usize, usize, usize), usize);
+/// A device-built call whose numbers are read when asked for: (stage, kept pairs, pairs of
+/// the full plan, topped-up rows).
+type Pending = (usize, Arc<dyn DeviceCount>, u64, Arc<dyn DeviceCount>);
+/// Pending device counts kept before they are read (which waits for the device).
+const MAX_PENDING: usize = 8192;
 
 /// The DraftAttention policy. Thread-safe; geometry cached per (grid, condition tokens).
 pub struct DraftPolicy {
@@ -301,6 +332,8 @@ pub struct DraftPolicy {
     log: DensityLog,
     topped_rows: AtomicU64,
     map_rows: AtomicU64,
+    pending: Mutex<Vec<Pending>>,
+    device_plans: AtomicBool,
 }
 
 impl DraftPolicy {
@@ -312,7 +345,53 @@ impl DraftPolicy {
             log: DensityLog::default(),
             topped_rows: AtomicU64::new(0),
             map_rows: AtomicU64::new(0),
+            pending: Mutex::new(Vec::new()),
+            device_plans: AtomicBool::new(true),
         })
+    }
+
+    /// Whether plans built on the device may stay there ([`AttnPlan::Device`], default on).
+    /// Off: they are downloaded ([`Backend::host_plan`]) and returned as [`AttnPlan::Sparse`].
+    pub fn set_device_plans(&self, on: bool) {
+        self.device_plans.store(on, Ordering::Relaxed);
+    }
+
+    /// What [`Backend::draft_select`] is asked for on a geometry.
+    pub fn select_spec(&self, geom: &DraftGeometry) -> DraftSelect {
+        let s = geom.regions();
+        DraftSelect {
+            region_start: geom.region_start_u32.clone(),
+            block_regions: geom.block_table.clone(),
+            block: geom.block,
+            exclude: excluded(s * s, self.cfg.sparsity),
+            min_per_row: self.cfg.min_blocks_per_row,
+        }
+    }
+
+    /// Read the device counts of device-built plans into the stats (waits for the device).
+    fn drain_pending(&self) {
+        let pending = std::mem::take(&mut *lock(&self.pending));
+        for (stage, nnz, pairs, topped) in pending {
+            let d = match nnz.read() {
+                Ok(n) if pairs > 0 => n as f64 / pairs as f64,
+                Ok(_) => 0.0,
+                Err(e) => {
+                    eprintln!("warning: density of a device plan unavailable ({e}); counted as 1");
+                    1.0
+                }
+            };
+            self.log.add_sparse_density(stage, d);
+            self.count_topped(topped.as_ref());
+        }
+    }
+
+    fn count_topped(&self, topped: &dyn DeviceCount) {
+        match topped.read() {
+            Ok(t) => {
+                self.topped_rows.fetch_add(t, Ordering::Relaxed);
+            }
+            Err(e) => eprintln!("warning: DraftAttention top-up count unavailable ({e})"),
+        }
     }
 
     pub fn config(&self) -> &DraftConfig {
@@ -331,6 +410,7 @@ impl DraftPolicy {
     /// Draft rows that kept no entry under the global threshold and were topped up, out of all
     /// draft rows selected so far.
     pub fn topped_rows(&self) -> (u64, u64) {
+        self.drain_pending();
         (
             self.topped_rows.load(Ordering::Relaxed),
             self.map_rows.load(Ordering::Relaxed),
@@ -338,6 +418,7 @@ impl DraftPolicy {
     }
 
     pub fn reset_stats(&self) {
+        lock(&self.pending).clear();
         self.log.reset();
         self.topped_rows.store(0, Ordering::Relaxed);
         self.map_rows.store(0, Ordering::Relaxed);
@@ -425,6 +506,32 @@ impl<B: Backend> AttentionPolicy<B> for DraftPolicy {
         let (batch, heads, d) = (qs[0], qs[2], qs[3]);
         let geom = self.geometry(ctx.grid, ctx.cond_tokens);
         let s = geom.regions();
+        if let Some((plan, topped)) = be.draft_select(q, k, &self.select_spec(&geom))? {
+            self.map_rows
+                .fetch_add((batch * heads * s) as u64, Ordering::Relaxed);
+            if let (AttnPlan::Device(dp), true) = (&plan, self.device_plans.load(Ordering::Relaxed))
+            {
+                self.log.record_pending(ctx.stage);
+                let mut p = lock(&self.pending);
+                p.push((ctx.stage, dp.nnz.clone(), dp.pairs(), topped));
+                let full = p.len() >= MAX_PENDING;
+                drop(p);
+                if full {
+                    self.drain_pending();
+                }
+                return Ok(plan);
+            }
+            let plan = be.host_plan(&plan)?;
+            let AttnPlan::Sparse(p) = &plan else {
+                return Err(Error::invalid(
+                    "DraftPolicy::plan",
+                    "draft_select gave no block plan",
+                ));
+            };
+            self.log.record(ctx.stage, Some(p.density()));
+            self.count_topped(topped.as_ref());
+            return Ok(plan);
+        }
         let (qhat, khat) = if geom.aligned {
             // Each region is one block: pool on the device, keep the S video blocks.
             let nb = geom.blocks;
@@ -449,6 +556,7 @@ impl<B: Backend> AttentionPolicy<B> for DraftPolicy {
     }
 
     fn density_stats(&self) -> Vec<DensityStats> {
+        self.drain_pending();
         self.log.stats()
     }
 }
@@ -727,6 +835,33 @@ mod tests {
         assert!(
             AttentionPolicy::<CpuBackend>::plan(&pol, &be, &bad, &bad, &ctx(9, 3, grid)).is_err()
         );
+    }
+
+    /// The device tables are the host geometry's, and the excluded count is the reference's.
+    #[test]
+    fn select_spec_matches_the_geometry() {
+        let pol = DraftPolicy::new(DraftConfig {
+            sparsity: 0.55,
+            ..DraftConfig::default()
+        })
+        .unwrap();
+        let g = pol.geometry((3, 30, 52), 0);
+        let sel = pol.select_spec(&g);
+        assert_eq!(sel.region_start.len(), g.regions() + 1);
+        for (a, b) in sel.region_start.iter().zip(&g.region_start) {
+            assert_eq!(*a as usize, *b);
+        }
+        assert_eq!(sel.block_regions.len(), g.blocks);
+        for (i, r) in sel.block_regions.iter().enumerate() {
+            assert_eq!(r[0] as usize..r[1] as usize, g.block_regions[i]);
+            assert_eq!(r[2] != 0, g.block_cond[i]);
+        }
+        let n = g.regions() * g.regions();
+        assert_eq!(sel.exclude, ((1.0 - (1.0 - 0.55)) * n as f64) as usize);
+        assert_eq!(sel.block, 128);
+        assert_eq!(excluded(4, 0.5), 2);
+        assert_eq!(excluded(9, 0.9), 8);
+        assert_eq!(excluded(100, 0.0), 0);
     }
 
     #[test]

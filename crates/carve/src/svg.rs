@@ -36,11 +36,19 @@
 //!   For temporal heads the superset is looser (a 128-token block spans `128/w` rows of one
 //!   frame, so it needs all positions within `W/F` of any of them); on small frames (the tiny
 //!   model: 2 blocks per frame) the temporal plan is dense. `docs/POLICIES.md` has the numbers.
+//! - **On a GPU** ([`Backend::svg_select`]) the profiling (sampled rows' scores against every
+//!   key, masked softmax masses, the per-head choice) and the plan (each head's candidate rows
+//!   copied into one CSR) run on the device: nothing comes back to the host per call; the plan
+//!   is an [`AttnPlan::Device`] and the density and head counts are read when asked for. Same
+//!   rule and rows as the host path; only the masses' summation order differs (f32 there).
 
 use crate::policy::{lock, AttentionPolicy, AttnCtx, DensityLog, DensityStats};
-use jenga_tensor::{Act, AttnPlan, Backend, BlockPlan, Error, Result, TensorMeta};
+use jenga_tensor::{
+    Act, AttnPlan, Backend, BlockPlan, DeviceCount, Error, Result, SvgSelect, TensorMeta,
+};
 use rayon::prelude::*;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// The reference hard-codes 128-token blocks in its profiling masks and band rounding.
@@ -320,17 +328,38 @@ pub struct SvgGeometry {
     pub blocks: usize,
     /// Rows of [`Pattern::Spatial`] and [`Pattern::Temporal`].
     pub rows: [Vec<Vec<u32>>; 2],
+    /// The same rows as one-head plans (the candidates of [`Backend::svg_select`]).
+    pub candidates: [Arc<BlockPlan>; 2],
 }
 
 impl SvgGeometry {
     pub fn build(grid: SvgGrid, sparsity: f64, block: usize) -> Self {
         let width = grid.band_width(sparsity);
         let rows = Pattern::ALL.map(|p| pattern_rows(&grid, p, width, block));
+        let blocks = grid.len().div_ceil(block);
+        let candidates = [0, 1].map(|i| {
+            let mut row_ptr = vec![0u32];
+            let mut col_idx = Vec::new();
+            for r in &rows[i] {
+                col_idx.extend_from_slice(r);
+                row_ptr.push(col_idx.len() as u32);
+            }
+            Arc::new(BlockPlan {
+                batch: 1,
+                heads: 1,
+                block,
+                q_blocks: blocks,
+                k_blocks: blocks,
+                row_ptr,
+                col_idx,
+            })
+        });
         SvgGeometry {
             grid,
             width,
-            blocks: grid.len().div_ceil(block),
+            blocks,
             rows,
+            candidates,
         }
     }
     /// Block density of a pattern's plan.
@@ -367,6 +396,12 @@ impl SvgGeometry {
     }
 }
 
+/// A device-built call whose numbers are read when asked for: (stage, kept pairs, pairs of
+/// the full plan, temporal heads, heads).
+type Pending = (usize, Arc<dyn DeviceCount>, u64, Arc<dyn DeviceCount>, u64);
+/// Pending device counts kept before they are read (which waits for the device).
+const MAX_PENDING: usize = 8192;
+
 /// The SVG policy. Thread-safe; per-grid plan rows are cached.
 pub struct SvgPolicy {
     cfg: SvgConfig,
@@ -374,6 +409,8 @@ pub struct SvgPolicy {
     log: DensityLog,
     /// Heads profiled as spatial / temporal so far.
     chosen: Mutex<[u64; 2]>,
+    pending: Mutex<Vec<Pending>>,
+    device_plans: AtomicBool,
 }
 
 impl SvgPolicy {
@@ -384,7 +421,68 @@ impl SvgPolicy {
             geometry: Mutex::new(HashMap::new()),
             log: DensityLog::default(),
             chosen: Mutex::new([0, 0]),
+            pending: Mutex::new(Vec::new()),
+            device_plans: AtomicBool::new(true),
         })
+    }
+
+    /// Whether plans profiled on the device may stay there ([`AttnPlan::Device`], default on).
+    /// Off: they are downloaded ([`Backend::host_plan`]) and returned as [`AttnPlan::Sparse`]
+    /// (what wrappers that read the plan on the host need).
+    pub fn set_device_plans(&self, on: bool) {
+        self.device_plans.store(on, Ordering::Relaxed);
+    }
+
+    /// Read the device counts of device-built plans into the stats (waits for the device).
+    fn drain_pending(&self) {
+        let pending = std::mem::take(&mut *lock(&self.pending));
+        for (stage, nnz, pairs, temporal, heads) in pending {
+            let d = match nnz.read() {
+                Ok(n) if pairs > 0 => n as f64 / pairs as f64,
+                Ok(_) => 0.0,
+                Err(e) => {
+                    eprintln!("warning: density of a device plan unavailable ({e}); counted as 1");
+                    1.0
+                }
+            };
+            self.log.add_sparse_density(stage, d);
+            self.count_heads(temporal.as_ref(), heads);
+        }
+    }
+
+    fn count_heads(&self, temporal: &dyn DeviceCount, heads: u64) {
+        match temporal.read() {
+            Ok(t) => {
+                let mut c = lock(&self.chosen);
+                c[1] += t.min(heads);
+                c[0] += heads - t.min(heads);
+            }
+            Err(e) => eprintln!("warning: SVG head choices unavailable ({e})"),
+        }
+    }
+
+    /// Seed of a call's row sampling.
+    fn call_seed(&self, ctx: &AttnCtx) -> u64 {
+        self.cfg.seed
+            ^ ((ctx.step as u64) << 40)
+            ^ ((ctx.layer as u64) << 20)
+            ^ ((ctx.stage as u64) << 56)
+    }
+
+    /// What [`Backend::svg_select`] is asked for a call (same rows, masks and candidates as
+    /// [`SvgPolicy::profile`] and [`SvgGeometry::plan`]).
+    pub fn select_spec(&self, geom: &SvgGeometry, l: usize, ctx: &AttnCtx) -> SvgSelect {
+        let g = &geom.grid;
+        SvgSelect {
+            frames: g.frames,
+            frame_size: g.frame_size,
+            rows: self.cfg.num_sampled_rows.min(l),
+            row_hi: self.cfg.sample_max_row.min(l),
+            seed: self.call_seed(ctx),
+            ref_block: REF_BLOCK,
+            band_blocks: 2 * g.frame_size / REF_BLOCK,
+            candidates: geom.candidates.clone(),
+        }
     }
 
     pub fn config(&self) -> &SvgConfig {
@@ -399,13 +497,15 @@ impl SvgPolicy {
         lock(&self.geometry).entry(grid).or_insert(g).clone()
     }
 
-    /// Heads profiled as (spatial, temporal) so far.
+    /// Heads profiled as (spatial, temporal) so far (reads the counts of device-built plans).
     pub fn pattern_counts(&self) -> (u64, u64) {
+        self.drain_pending();
         let c = lock(&self.chosen);
         (c[0], c[1])
     }
 
     pub fn reset_stats(&self) {
+        lock(&self.pending).clear();
         self.log.reset();
         *lock(&self.chosen) = [0, 0];
     }
@@ -422,10 +522,7 @@ impl SvgPolicy {
     ) -> Result<Vec<Pattern>> {
         let s = q.shape();
         let (batch, l, heads, d) = (s[0], s[1], s[2], s[3]);
-        let seed = self.cfg.seed
-            ^ ((ctx.step as u64) << 40)
-            ^ ((ctx.layer as u64) << 20)
-            ^ ((ctx.stage as u64) << 56);
+        let seed = self.call_seed(ctx);
         let rows = sample_rows(
             seed,
             self.cfg.num_sampled_rows.min(l),
@@ -480,6 +577,33 @@ impl<B: Backend> AttentionPolicy<B> for SvgPolicy {
                 ),
             ));
         }
+        let geom = self.geometry(g);
+        let sel = self.select_spec(&geom, g.len(), ctx);
+        if let Some((plan, temporal)) = be.svg_select(q, k, &sel)? {
+            let heads = (qs[0] * qs[2]) as u64;
+            if let (AttnPlan::Device(dp), true) = (&plan, self.device_plans.load(Ordering::Relaxed))
+            {
+                self.log.record_pending(ctx.stage);
+                let mut p = lock(&self.pending);
+                p.push((ctx.stage, dp.nnz.clone(), dp.pairs(), temporal, heads));
+                let full = p.len() >= MAX_PENDING;
+                drop(p);
+                if full {
+                    self.drain_pending();
+                }
+                return Ok(plan);
+            }
+            let plan = be.host_plan(&plan)?;
+            let AttnPlan::Sparse(p) = &plan else {
+                return Err(Error::invalid(
+                    "SvgPolicy::plan",
+                    "svg_select gave no block plan",
+                ));
+            };
+            self.log.record(ctx.stage, Some(p.density()));
+            self.count_heads(temporal.as_ref(), heads);
+            return Ok(plan);
+        }
         let patterns = self.profile(be, q, k, &g, ctx)?;
         {
             let mut c = lock(&self.chosen);
@@ -487,13 +611,13 @@ impl<B: Backend> AttentionPolicy<B> for SvgPolicy {
                 c[*p as usize] += 1;
             }
         }
-        let geom = self.geometry(g);
         let plan = geom.plan(qs[0], qs[2], self.cfg.block, &patterns);
         self.log.record(ctx.stage, Some(plan.density()));
         Ok(AttnPlan::Sparse(Arc::new(plan)))
     }
 
     fn density_stats(&self) -> Vec<DensityStats> {
+        self.drain_pending();
         self.log.stats()
     }
 }
@@ -728,6 +852,36 @@ mod tests {
             ..SvgConfig::default()
         })
         .is_err());
+    }
+
+    /// What the device path is asked for is what the host path does: candidates = the
+    /// patterns' rows, the profiling band, the sampled rows.
+    #[test]
+    fn select_spec_matches_the_host_path() {
+        let pol = SvgPolicy::new(SvgConfig::default()).unwrap();
+        let grid = (5, 8, 40); // frames of 320 tokens: band 2·320/128 = 5 blocks
+        let g = SvgGrid::new(grid, 0);
+        let geom = pol.geometry(g);
+        let c = ctx(9, 2, grid);
+        let sel = pol.select_spec(&geom, g.len(), &c);
+        assert_eq!((sel.frames, sel.frame_size, sel.band_blocks), (5, 320, 5));
+        assert_eq!((sel.rows, sel.row_hi, sel.ref_block), (64, 1600, 128));
+        for p in Pattern::ALL {
+            let cand = &sel.candidates[p as usize];
+            cand.validate(1, 1, g.len(), g.len()).unwrap();
+            let want = geom.plan(1, 1, 128, &[p]);
+            assert_eq!(**cand, want, "{p:?}");
+        }
+        // the profiling mask the device evaluates from (band_blocks, ref_block)
+        for (q, k) in [(0, 1599), (700, 40), (1599, 0), (321, 1500), (640, 960)] {
+            for p in Pattern::ALL {
+                let (a, b) = (g.index(p, q), g.index(p, k));
+                let dev = b < sel.frame_size
+                    || (a / sel.ref_block).abs_diff(b / sel.ref_block) < sel.band_blocks;
+                assert_eq!(dev, g.profile_allows(p, q, k), "{p:?} {q} {k}");
+            }
+        }
+        assert_eq!(sel.seed, pol.call_seed(&c));
     }
 
     #[test]

@@ -4,9 +4,12 @@
 //! CPU time and speed-up, in one table (and, with `--report FILE`, in a marked section of a
 //! markdown file such as docs/POLICIES.md).
 //!
-//! Recall is measured by [`Probe`] on sampled query rows of every `--recall-every`-th step; the
-//! time it takes (host f64 scores) is measured around it and subtracted, so times are those of
-//! the policy alone (plan building included).
+//! Recall is measured by [`Probe`] on sampled query rows of every `--recall-every`-th step. On
+//! the CPU the time it takes (host f64 scores) is measured around it and subtracted, so times
+//! are those of the policy alone (plan building included). On a GPU each variant runs twice:
+//! timed, with plans built and kept on the device as in `generate`, then (when recall is
+//! asked for) once more with plans downloaded for the probe, untimed. Before any timing on a
+//! GPU, one dense step and one plan + attention call per variant compile the kernels.
 
 use crate::args::{GenerateArgs, ModelArgs};
 use crate::device::Device;
@@ -15,7 +18,7 @@ use crate::policy::{build, Policy};
 use crate::timing::PlanClock;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use jenga_carve::AttentionPolicy;
+use jenga_carve::{AttentionPolicy, AttnCtx};
 use jenga_models::WanModel;
 use jenga_pipeline::metrics::{psnr, ssim};
 use jenga_pipeline::probe::Probe;
@@ -154,11 +157,14 @@ pub fn run(p: &PoliciesArgs, model: &ModelArgs, json: Option<&Path>, dev: &Devic
             policy,
         });
     }
-    let (rows, dev_name) = match dev {
-        Device::Cpu(be) => (run_on(be, p, &src, &dense, &vars)?, be.name()),
-        Device::Cuda(be) => (run_on(be.as_ref(), p, &src, &dense, &vars)?, be.name()),
-    };
     let cpu_device = matches!(dev, Device::Cpu(_));
+    let (rows, dev_name) = match dev {
+        Device::Cpu(be) => (run_on(be, p, &src, &dense, &vars, true)?, be.name()),
+        Device::Cuda(be) => (
+            run_on(be.as_ref(), p, &src, &dense, &vars, false)?,
+            be.name(),
+        ),
+    };
     let table = render(p, &rows, &dev_name, &src, &dense, cpu_device);
     println!("{table}");
     if let Some(path) = &p.report {
@@ -181,12 +187,68 @@ pub fn run(p: &PoliciesArgs, model: &ModelArgs, json: Option<&Path>, dev: &Devic
     Ok(())
 }
 
+/// Plans kept on the device (`true`, as `generate` runs) or built/downloaded to the host for
+/// wrappers that read them (`false`).
+fn device_plans(p: &Policy, on: bool) {
+    match p {
+        Policy::Jenga(j) => j.set_device_select(on),
+        Policy::Svg(s) => s.set_device_plans(on),
+        Policy::Draft(d) => d.set_device_plans(on),
+        Policy::Dense(_) => {}
+    }
+}
+
+fn reset_stats(p: &Policy) {
+    match p {
+        Policy::Jenga(j) => j.reset_stats(),
+        Policy::Svg(s) => s.reset_stats(),
+        Policy::Draft(d) => d.reset_stats(),
+        Policy::Dense(_) => {}
+    }
+}
+
+/// One plan + attention call of a policy on synthetic q/k at the run's last step and layer
+/// (a sparse call for every policy), so that its kernels are compiled before timing.
+fn warm_up<B: Backend>(
+    be: &B,
+    pol: &dyn AttentionPolicy<B>,
+    spec: &jenga_pipeline::SampleSpec,
+    cfg: &jenga_models::WanConfig,
+) -> Result<()> {
+    let pt = cfg.patch_size;
+    let grid = (
+        spec.frames / pt[0].max(1),
+        spec.height / pt[1].max(1),
+        spec.width / pt[2].max(1),
+    );
+    let (l, h) = (grid.0 * grid.1 * grid.2, cfg.num_heads);
+    let d = cfg.dim / h.max(1);
+    let x: Vec<f32> = (0..l * h * d)
+        .map(|i| ((i.wrapping_mul(2_654_435_761) >> 7) % 1000) as f32 / 1000.0 - 0.5)
+        .collect();
+    let t = be.upload(&x, &[1, l, h, d])?;
+    let ctx = AttnCtx {
+        step: spec.steps.saturating_sub(1),
+        num_steps: spec.steps,
+        layer: cfg.num_layers.saturating_sub(1),
+        num_layers: cfg.num_layers,
+        stage: 0,
+        grid,
+        cond_tokens: 0,
+    };
+    let plan = pol.plan(be, &t, &t, &ctx)?;
+    be.attention(&t, &t, &t, &plan, None)?;
+    be.synchronize()?;
+    Ok(())
+}
+
 fn run_on<B: Backend>(
     be: &B,
     p: &PoliciesArgs,
     src: &Source,
     dense: &Plan,
     vars: &[Variant],
+    cpu: bool,
 ) -> Result<Vec<Row>> {
     let cfg = src.config();
     let model = WanModel::load(be, cfg, src.weights()).context("loading the DiT")?;
@@ -200,6 +262,26 @@ fn run_on<B: Backend>(
             let cpu = Some(crate::timing::process_cpu_secs() - c);
             Ok((out, t.elapsed().as_secs_f64(), cpu))
         };
+    if !cpu {
+        eprintln!("bench policies on {}: warm-up …", be.name());
+        let mut spec = dense.spec.clone();
+        spec.steps = 1;
+        spec.stages[0].end_step = 1;
+        sample(
+            be,
+            &model,
+            &ctx,
+            &spec,
+            &jenga_carve::Dense,
+            None,
+            &mut |_| {},
+        )?;
+        for v in vars {
+            warm_up(be, &v.policy as &dyn AttentionPolicy<B>, &dense.spec, cfg)
+                .with_context(|| format!("warm-up of {}", v.label))?;
+            reset_stats(&v.policy);
+        }
+    }
     eprintln!("bench policies on {}: dense …", be.name());
     let (d_out, d_wall, d_cpu) = timed(dense, &jenga_carve::Dense)?;
     let mut rows = vec![Row {
@@ -216,16 +298,19 @@ fn run_on<B: Backend>(
     }];
     for v in vars {
         eprintln!("bench policies: {} …", v.label);
-        if let (crate::policy::Policy::Jenga(j), true) = (&v.policy, p.recall_every > 0) {
-            // Recall reads kept blocks on the host: plans built there (same rule as on the GPU).
-            j.set_device_select(false);
-        }
-        let inner = PlanClock::new(&v.policy as &dyn AttentionPolicy<B>, false);
-        let probe = Probe::new(&inner, p.recall_every);
-        let outer = PlanClock::new(&probe, false);
-        let (out, wall, cpu) = timed(&v.plan, &outer)?;
-        // What the probe spent measuring recall (single-threaded host work).
-        let probe_secs = (outer.spent().0 - inner.spent().0).max(0.0);
+        let (out, wall, cpu_s, probe_secs, mut recall) = if cpu {
+            let inner = PlanClock::new(&v.policy as &dyn AttentionPolicy<B>, false);
+            let probe = Probe::new(&inner, p.recall_every);
+            let outer = PlanClock::new(&probe, false);
+            let (out, wall, cpu_s) = timed(&v.plan, &outer)?;
+            // What the probe spent measuring recall (single-threaded host work).
+            let probe_secs = (outer.spent().0 - inner.spent().0).max(0.0);
+            (out, wall, cpu_s, probe_secs, probe.mean_recall())
+        } else {
+            device_plans(&v.policy, true);
+            let (out, wall, cpu_s) = timed(&v.plan, &v.policy as &dyn AttentionPolicy<B>)?;
+            (out, wall, cpu_s, 0.0, None)
+        };
         if out.shape != d_out.shape {
             bail!(
                 "{}: output {:?}, dense {:?}",
@@ -252,15 +337,25 @@ fn run_on<B: Backend>(
         if let Some(c) = v.policy.choices() {
             notes = format!("{notes}; {c}");
         }
+        if !cpu && p.recall_every > 0 {
+            // Recall reads kept blocks on the host: a second, untimed pass with the plans
+            // downloaded (or built there, for Jenga: same rule as on the GPU).
+            eprintln!("bench policies: {} (recall pass) …", v.label);
+            device_plans(&v.policy, false);
+            let probe = Probe::new(&v.policy as &dyn AttentionPolicy<B>, p.recall_every);
+            sample(be, &model, &ctx, &v.plan.spec, &probe, None, &mut |_| {})?;
+            recall = probe.mean_recall();
+            device_plans(&v.policy, true);
+        }
         rows.push(Row {
             label: v.label.clone(),
             settings: v.policy.settings(),
             notes,
             wall: wall - probe_secs,
-            cpu: cpu.map(|c| c - probe_secs),
+            cpu: cpu_s.map(|c| c - probe_secs),
             density: if calls > 0 { density } else { 1.0 },
             sparse_density,
-            recall: probe.mean_recall(),
+            recall,
             psnr: psnr(&out.video, &d_out.video),
             ssim: ssim(&out.video, &d_out.video, out.shape),
         });
@@ -333,12 +428,30 @@ fn render(
     for r in rows.iter().skip(1) {
         let _ = writeln!(o, "- **{}**: {}; {}.", r.label, r.settings, r.notes);
     }
+    let recall = if p.recall_every == 0 {
+        "Recall: not measured (`--recall-every 0`).".to_string()
+    } else {
+        format!(
+            "Recall: softmax mass inside the kept blocks on 32 sampled query rows per head of \
+             every {}-th step's sparse calls, against exact dense scores; {}",
+            p.recall_every,
+            if cpu_device {
+                "times exclude that measurement."
+            } else {
+                "measured in a second, untimed pass with the plans downloaded."
+            }
+        )
+    };
     let _ = writeln!(
         o,
         "\nDensity: fraction of (query block, key block) pairs computed, dense calls counting 1. \
-         Recall: softmax mass inside the kept blocks on {} sampled query rows per head of every \
-         {}-th step's sparse calls, against exact dense scores. Times exclude that measurement.",
-        32, p.recall_every
+         {recall}{}",
+        if cpu_device {
+            ""
+        } else {
+            " Timed passes keep every plan on the device (as `generate`); one dense step and one \
+             plan + attention call per variant ran first to compile the kernels."
+        }
     );
     o
 }

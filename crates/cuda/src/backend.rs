@@ -127,6 +127,8 @@ pub struct CudaBackend {
     pub(crate) hopper_attn: Option<crate::attention::AttentionKernels>,
     /// Block selection on the device (`crate::block_select`).
     pub(crate) select: crate::block_select::SelectState,
+    /// Peer policies' plan building on the device (`crate::peers`).
+    pub(crate) peers: crate::peers::PeerState,
 }
 
 struct MmaKernels {
@@ -290,6 +292,7 @@ impl CudaBackend {
             attn_path: std::sync::atomic::AtomicU8::new(AttnPath::Auto as u8),
             mma_attn,
             select: Default::default(),
+            peers: Default::default(),
             hopper_attn,
         })
     }
@@ -1171,6 +1174,28 @@ impl Backend for CudaBackend {
         sel: &BlockSelect,
     ) -> Result<Option<AttnPlan>> {
         CudaBackend::select_blocks_pooled(self, qhat, khat, sel)
+    }
+
+    fn svg_select(
+        &self,
+        q: &CudaTensor,
+        k: &CudaTensor,
+        sel: &jenga_tensor::SvgSelect,
+    ) -> Result<Option<(AttnPlan, Arc<dyn jenga_tensor::DeviceCount>)>> {
+        self.svg_select_device(q, k, sel)
+    }
+
+    fn draft_select(
+        &self,
+        q: &CudaTensor,
+        k: &CudaTensor,
+        sel: &jenga_tensor::DraftSelect,
+    ) -> Result<Option<(AttnPlan, Arc<dyn jenga_tensor::DeviceCount>)>> {
+        self.draft_select_device(q, k, sel)
+    }
+
+    fn host_plan(&self, plan: &AttnPlan) -> Result<AttnPlan> {
+        self.host_plan_of(plan)
     }
 
     fn block_mean_pool(&self, x: &CudaTensor, block: usize) -> Result<CudaTensor> {

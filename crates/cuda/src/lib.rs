@@ -23,6 +23,7 @@ pub mod block_select;
 pub mod device;
 mod error;
 pub mod nvrtc;
+pub mod peers;
 pub mod selftest;
 
 pub use attention::{hopper_attention_note, sparse_work_order, HOPPER_TILE};
