@@ -2,6 +2,8 @@
 //! `cargo run --release -p jenga-cuda --example cuda_bench [attention]` (prints one line per
 //! case; `attention` runs only the attention cases). Attention cases also print JSON lines
 //! (`{"case": ...}`) with times, TFLOP/s and the relative L2 error against the mma kernel.
+//! `attention-variants` times the Hopper kernel's dense variants (176- / 128-key tiles) against
+//! each other, interleaved, on the same data.
 
 use jenga_cuda::{selftest::rel_l2, selftest::Rng, AttnPath, CudaBackend, CudaTensor};
 use jenga_tensor::{Act, AttnPlan, Backend, BlockPlan, Result};
@@ -24,6 +26,9 @@ fn time<F: FnMut() -> Result<()>>(be: &CudaBackend, iters: usize, mut f: F) -> R
 fn main() -> Result<()> {
     let be = CudaBackend::new(0)?;
     println!("device: {}", be.name());
+    if std::env::args().any(|a| a == "attention-variants") {
+        return variants_bench(&be);
+    }
     if std::env::args().any(|a| a == "attention") {
         return attention_bench(&be);
     }
@@ -275,5 +280,74 @@ fn attention_bench(be: &CudaBackend) -> Result<()> {
             ("no_l2_hint_ms", format!("{:.3}", s_nohint * 1e3)),
         ],
     );
+    Ok(())
+}
+
+/// Median of `v` (sorted in place).
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// The Hopper kernel's dense variants (176- and 128-key tiles) on 12x32760 and 24x119056:
+/// `rounds` rounds, each timing every variant once (`iters` launches), median per variant;
+/// outputs compared with the mma kernel (12x32760) or the 128-key variant (24x119056).
+fn variants_bench(be: &CudaBackend) -> Result<()> {
+    if !be.hopper_attention_available() {
+        println!("hopper attention kernel not in use");
+        return Ok(());
+    }
+    let tiles = [128usize, 176];
+    let dense = AttnPlan::Dense;
+    let dh = 128;
+    for (m, h, iters, rounds) in [(32760usize, 12usize, 10usize, 7usize), (119056, 24, 2, 4)] {
+        let q = rand_tensor(be, &[1, m, h, dh], 11, 2.0)?;
+        let k = rand_tensor(be, &[1, m, h, dh], 12, 2.0)?;
+        let v = rand_tensor(be, &[1, m, h, dh], 13, 1.0)?;
+        let flops = 4.0 * (m as f64).powi(2) * dh as f64 * h as f64;
+        let reference = if m == 32760 {
+            be.set_attention_path(AttnPath::Mma);
+            let o = be.download(&be.attention(&q, &k, &v, &dense, None)?)?;
+            be.set_attention_path(AttnPath::Auto);
+            o
+        } else {
+            be.set_hopper_attention_dense_tile(tiles[0]);
+            be.download(&be.attention(&q, &k, &v, &dense, None)?)?
+        };
+        let mut errs = Vec::new();
+        for &tile in &tiles {
+            be.set_hopper_attention_dense_tile(tile);
+            let o = be.download(&be.attention(&q, &k, &v, &dense, None)?)?;
+            errs.push(rel_l2(&o, &reference));
+        }
+        let mut times = vec![Vec::new(); tiles.len()];
+        for _ in 0..rounds {
+            for (i, &tile) in tiles.iter().enumerate() {
+                be.set_hopper_attention_dense_tile(tile);
+                times[i].push(time(be, iters, || {
+                    be.attention(&q, &k, &v, &dense, None).map(|_| ())
+                })?);
+            }
+        }
+        for (i, &tile) in tiles.iter().enumerate() {
+            let s = median(&mut times[i]);
+            println!(
+                "dense {h}x{m}x128 tile {tile}: {:8.3} ms {:6.1} TFLOP/s rel L2 {:.2e}",
+                s * 1e3,
+                flops / s / 1e12,
+                errs[i]
+            );
+            json_line(
+                &format!("attention dense {h}x{m}x128"),
+                &[
+                    ("dense_tile", tile.to_string()),
+                    ("ours_ms", format!("{:.3}", s * 1e3)),
+                    ("tflops", format!("{:.1}", flops / s / 1e12)),
+                    ("rel_l2", format!("{:.3e}", errs[i])),
+                ],
+            );
+        }
+    }
+    be.set_hopper_attention_dense_tile(176);
     Ok(())
 }

@@ -7,27 +7,34 @@
 // host: 4-D dim/head/token/batch, box 64 x 1 x 128 x 1, 128-byte swizzle, zeros past the sequence
 // end; L2 hints Q evict-first, K/V evict-last) and setmaxnreg drops the group to 24 registers. It
 // claims an item, publishes its index in shared memory, loads its Q tile (q_full) and streams the
-// item's K/V tiles of 128 keys through a 3-stage ring (per stage a `full` mbarrier with
-// expect_tx and an `empty` one that all 256 consumer threads arrive on). Warpgroups 1 and 2 are
+// item's K/V tiles through a ring: sparse launches 128 keys x 3 stages (per stage a `full`
+// mbarrier with expect_tx and an `empty` one that all 256 consumer threads arrive on), dense
+// launches 176 keys x 2 stages (FA3's hdim-128 choice) with separate K and V barriers, V one tile
+// behind K, each freed right after its GEMM (one shared barrier starved the 2-stage ring: 30 %
+// slower). Warpgroups 1 and 2 are
 // the consumers (64 query rows each, 240 registers): per tile j, S_j = Q K_j^T (wgmma, both
 // operands in shared memory, K-major) and O += P_{j-1} V_{j-1} (wgmma, P from registers, V
 // N-major) are issued back to back and the online softmax of S_j (exp2 domain, f32) runs while
 // the P V product is in flight; the two warpgroups take turns issuing (named barriers 1 and 2,
-// FA3 "ping-pong"), so one's softmax overlaps the other's GEMMs. They free Q (q_empty) after the
+// FA3 "ping-pong"), so one's softmax overlaps the other's GEMMs. Dense launches skip the O rescale
+// when no row max of the warp moved (factor exactly 1). They free Q (q_empty) after the
 // item's last S, so the next item's Q and first tiles load during the last P V and the epilogue.
-// Sparse: the item walks only the kept key blocks of its query block; the host orders items
-// heaviest rows first within each head. Dense: the last round's query tiles are cut into key
+// Sparse: the item walks only the kept key blocks of its query block; items run heaviest rows
+// first within each head (order built on the host, or by hb_device_work_order for plans built on
+// the device). Dense: the last round's query tiles are cut into key
 // ranges (split-key tail, merged by the CTA that finishes a tile's last range). Key bias: keys
 // >= bias_from get bias_log2 added (log2 domain). Partial tiles are masked; rows past lq are
 // computed on zeros and not stored.
 
 #define HB_M 128          // query rows per work item
-#define HB_N 128          // keys per tile
 #define HB_D 128          // head dim
-#define HB_STAGES 3
-#define HB_PANEL 16384    // bytes: 128 rows x 64 bf16 (one 128-byte swizzle column panel)
-#define HB_TILE 32768     // bytes: 128 rows x 128 bf16 = 2 panels
-// Dynamic shared memory: 1024 (alignment slack) + Q + 3 x (K, V) + 8 mbarriers + 2 words.
+#define HB_PANEL 16384    // bytes: 128 rows x 64 bf16 (one 128-byte swizzle column panel of Q)
+#define HB_TILE 32768     // bytes: the Q tile, 128 rows x 128 bf16 = 2 panels
+// Key tiles of BN keys (128, or 176 for dense launches) in an ST-stage ring (3 or 2): a K or V
+// tile is BN rows x 128 bf16 = 2 panels of BN x 128 bytes.
+#define HB_KVPANEL(BN) ((BN) * 128)
+#define HB_KVTILE(BN) ((BN) * 256)
+// Dynamic shared memory: 1024 (alignment slack) + Q + ST x (K, V) + 2 ST + 2 mbarriers + 2 words.
 
 __device__ __forceinline__ unsigned hb_smem_u32(const void* p) {
     unsigned r;
@@ -100,6 +107,54 @@ __device__ __forceinline__ void wgmma_ss(float* d, unsigned long long da, unsign
         : "l"(da), "l"(db));
 }
 
+__device__ __forceinline__ void wgmma_ss0_n176(float* d, unsigned long long da, unsigned long long db) {
+    asm volatile(
+        "wgmma.mma_async.sync.aligned.m64n176k16.f32.bf16.bf16 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, %80, %81, %82, %83, %84, %85, %86, %87}, %88, %89, 0, 1, 1, 0, 0;\n"
+        : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3]), "=f"(d[4]), "=f"(d[5]), "=f"(d[6]), "=f"(d[7]),
+          "=f"(d[8]), "=f"(d[9]), "=f"(d[10]), "=f"(d[11]), "=f"(d[12]), "=f"(d[13]), "=f"(d[14]), "=f"(d[15]),
+          "=f"(d[16]), "=f"(d[17]), "=f"(d[18]), "=f"(d[19]), "=f"(d[20]), "=f"(d[21]), "=f"(d[22]), "=f"(d[23]),
+          "=f"(d[24]), "=f"(d[25]), "=f"(d[26]), "=f"(d[27]), "=f"(d[28]), "=f"(d[29]), "=f"(d[30]), "=f"(d[31]),
+          "=f"(d[32]), "=f"(d[33]), "=f"(d[34]), "=f"(d[35]), "=f"(d[36]), "=f"(d[37]), "=f"(d[38]), "=f"(d[39]),
+          "=f"(d[40]), "=f"(d[41]), "=f"(d[42]), "=f"(d[43]), "=f"(d[44]), "=f"(d[45]), "=f"(d[46]), "=f"(d[47]),
+          "=f"(d[48]), "=f"(d[49]), "=f"(d[50]), "=f"(d[51]), "=f"(d[52]), "=f"(d[53]), "=f"(d[54]), "=f"(d[55]),
+          "=f"(d[56]), "=f"(d[57]), "=f"(d[58]), "=f"(d[59]), "=f"(d[60]), "=f"(d[61]), "=f"(d[62]), "=f"(d[63]),
+          "=f"(d[64]), "=f"(d[65]), "=f"(d[66]), "=f"(d[67]), "=f"(d[68]), "=f"(d[69]), "=f"(d[70]), "=f"(d[71]),
+          "=f"(d[72]), "=f"(d[73]), "=f"(d[74]), "=f"(d[75]), "=f"(d[76]), "=f"(d[77]), "=f"(d[78]), "=f"(d[79]),
+          "=f"(d[80]), "=f"(d[81]), "=f"(d[82]), "=f"(d[83]), "=f"(d[84]), "=f"(d[85]), "=f"(d[86]), "=f"(d[87])
+        : "l"(da), "l"(db));
+}
+
+__device__ __forceinline__ void wgmma_ss_n176(float* d, unsigned long long da, unsigned long long db) {
+    asm volatile(
+        "wgmma.mma_async.sync.aligned.m64n176k16.f32.bf16.bf16 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, %80, %81, %82, %83, %84, %85, %86, %87}, %88, %89, 1, 1, 1, 0, 0;\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+          "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+          "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+          "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+          "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]),
+          "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]),
+          "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]),
+          "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87])
+        : "l"(da), "l"(db));
+}
+
+
+// S = Q K^T over BN keys: D = A * B (ACC false, first k-step) or D += A * B.
+template <int BN, bool ACC>
+__device__ __forceinline__ void wgmma_s(float* d, unsigned long long da, unsigned long long db) {
+    if constexpr (BN == 128) {
+        if constexpr (ACC) wgmma_ss(d, da, db); else wgmma_ss0(d, da, db);
+    } else {
+        static_assert(BN == 176, "key tile of 128 or 176");
+        if constexpr (ACC) wgmma_ss_n176(d, da, db); else wgmma_ss0_n176(d, da, db);
+    }
+}
+
 // D += A * B with A from registers (P, bf16) and B = V N-major (transposed), 128B swizzle.
 __device__ __forceinline__ void wgmma_rs(float* d, unsigned a0, unsigned a1, unsigned a2,
                                          unsigned a3, unsigned long long db) {
@@ -142,7 +197,9 @@ __device__ __forceinline__ void hb_bar_arrive(int id) {
 }
 
 
-// Walks the key tiles of one CTA: dense (all of [0, lk)) or the kept key blocks of a CSR row.
+// Walks the key tiles (BN keys) of one CTA: dense (all of [0, lk)) or the kept key blocks of a
+// CSR row.
+template <int BN>
 struct HbWalk {
     const unsigned* col_idx;
     unsigned e, e1;
@@ -161,7 +218,7 @@ struct HbWalk {
         if (kt >= k_end) e = e1;  // defensive: an empty range ends the walk
     }
     __device__ __forceinline__ void next() {
-        kt += HB_N;
+        kt += BN;
         if (kt >= k_end) {
             ++e;
             enter();
@@ -216,6 +273,7 @@ struct HbItem {
     int tail;    // split-key tail: index of the split query tile among the tail tiles
 };
 
+template <int BN>
 __device__ __forceinline__ HbItem hb_decode(int w, int lq, int h,
                                             const unsigned* __restrict__ row_ptr, int q_blocks,
                                             int block, const unsigned* __restrict__ order,
@@ -241,8 +299,8 @@ __device__ __forceinline__ HbItem hb_decode(int w, int lq, int h,
             it.tail = it.part / splits;
             const int sp = it.part - it.tail * splits;
             w = tail_from + it.tail;
-            it.k0 = sp * chunk * HB_N;
-            it.k1 = min(lk, it.k0 + chunk * HB_N);
+            it.k0 = sp * chunk * BN;
+            it.k1 = min(lk, it.k0 + chunk * BN);
         }
         const int qt = w % qtiles, bh = w / qtiles;
         it.hh = bh % h;
@@ -255,6 +313,7 @@ __device__ __forceinline__ HbItem hb_decode(int w, int lq, int h,
     return it;
 }
 
+template <int BN, int ST>
 __device__ __forceinline__ void hw_producer(const HbTmap* tq, const HbTmap* tk,
                                             const HbTmap* tv, unsigned sq, unsigned skv,
                                             unsigned bars, int lq, int lk, int h,
@@ -264,11 +323,11 @@ __device__ __forceinline__ void hw_producer(const HbTmap* tq, const HbTmap* tk,
                                             int subs, int items, int qtiles, int tail_from,
                                             int splits, int chunk,
                                             unsigned* __restrict__ counter, int l2hint) {
-    const unsigned qfull = bars + 8 * (2 * HB_STAGES), qempty = qfull + 8, slot = qfull + 16;
+    const unsigned qfull = bars + 8 * (2 * ST), qempty = qfull + 8, slot = qfull + 16;
     unsigned long long pol_q, pol_kv;
     asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(pol_q));
     asm volatile("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;\n" : "=l"(pol_kv));
-    unsigned n = 0;  // tiles issued so far (tile n: stage n % 3, use n / 3 there)
+    unsigned n = 0;  // tiles issued so far (tile n: stage n % ST, use n / ST there)
     int w = blockIdx.x;
     for (unsigned it = 0;; ++it) {
         if (it > 0) hb_mbar_wait(qempty, (it - 1) & 1u);
@@ -278,8 +337,8 @@ __device__ __forceinline__ void hw_producer(const HbTmap* tq, const HbTmap* tk,
             hb_mbar_arrive(qfull);
             break;
         }
-        const HbItem item = hb_decode(w, lq, h, row_ptr, q_blocks, block, order, subs, qtiles,
-                                      lk, tail_from, splits, chunk);
+        const HbItem item = hb_decode<BN>(w, lq, h, row_ptr, q_blocks, block, order, subs,
+                                          qtiles, lk, tail_from, splits, chunk);
         hb_mbar_expect(qfull, HB_TILE);
         if (l2hint) {
             hb_tma_hint(sq, tq, 0, item.hh, item.q_start, item.b, qfull, pol_q);
@@ -289,7 +348,7 @@ __device__ __forceinline__ void hw_producer(const HbTmap* tq, const HbTmap* tk,
             hb_tma(sq + HB_PANEL, tq, 64, item.hh, item.q_start, item.b, qfull);
         }
         w = (int)gridDim.x + (int)atomicAdd(counter, 1u);  // claim the next item now
-        HbWalk cur;
+        HbWalk<BN> cur;
         cur.col_idx = row_ptr ? col_idx : nullptr;
         cur.e = item.e0;
         cur.e1 = item.e1;
@@ -298,21 +357,52 @@ __device__ __forceinline__ void hw_producer(const HbTmap* tq, const HbTmap* tk,
         cur.k0 = item.k0;
         cur.k1 = item.k1;
         cur.enter();
+        if constexpr (BN != 128) {
+            // Separate K and V barriers (full_v / empty_v after the slot words), V one tile
+            // behind K: K_{n+1} is issued before V_n, and each is freed as soon as its GEMM
+            // is done, so two stages keep the GEMMs fed.
+            const unsigned vbars = qfull + 24;
+            int prev_kt = -1;
+            auto load_v = [&](unsigned m, int kt) {
+                const unsigned sv = m % ST;
+                if (m >= ST) hb_mbar_wait(vbars + 8 * (ST + sv), (m / ST - 1) & 1u);
+                const unsigned full = vbars + 8 * sv;
+                const unsigned vs = skv + sv * 2 * HB_KVTILE(BN) + HB_KVTILE(BN);
+                hb_mbar_expect(full, HB_KVTILE(BN));
+                hb_tma_hint(vs, tv, 0, item.hh, kt, item.b, full, pol_kv);
+                hb_tma_hint(vs + HB_KVPANEL(BN), tv, 64, item.hh, kt, item.b, full, pol_kv);
+            };
+            while (cur.valid()) {
+                const unsigned sk = n % ST;
+                if (n >= ST) hb_mbar_wait(bars + 8 * (ST + sk), (n / ST - 1) & 1u);
+                const unsigned full = bars + 8 * sk, ks = skv + sk * 2 * HB_KVTILE(BN);
+                hb_mbar_expect(full, HB_KVTILE(BN));
+                hb_tma_hint(ks, tk, 0, item.hh, cur.kt, item.b, full, pol_kv);
+                hb_tma_hint(ks + HB_KVPANEL(BN), tk, 64, item.hh, cur.kt, item.b, full, pol_kv);
+                if (prev_kt >= 0) load_v(n - 1, prev_kt);
+                prev_kt = cur.kt;
+                ++n;
+                cur.next();
+            }
+            if (prev_kt >= 0) load_v(n - 1, prev_kt);
+            continue;
+        }
         while (cur.valid()) {
-            const unsigned s = n % HB_STAGES;
-            if (n >= HB_STAGES) hb_mbar_wait(bars + 8 * (HB_STAGES + s), (n / HB_STAGES - 1) & 1u);
-            const unsigned full = bars + 8 * s, ks = skv + s * 2 * HB_TILE;
-            hb_mbar_expect(full, 2 * HB_TILE);
+            const unsigned s = n % ST;
+            if (n >= ST) hb_mbar_wait(bars + 8 * (ST + s), (n / ST - 1) & 1u);
+            const unsigned full = bars + 8 * s, ks = skv + s * 2 * HB_KVTILE(BN);
+            const unsigned vs = ks + HB_KVTILE(BN), pn = HB_KVPANEL(BN);
+            hb_mbar_expect(full, 2 * HB_KVTILE(BN));
             if (l2hint) {
                 hb_tma_hint(ks, tk, 0, item.hh, cur.kt, item.b, full, pol_kv);
-                hb_tma_hint(ks + HB_PANEL, tk, 64, item.hh, cur.kt, item.b, full, pol_kv);
-                hb_tma_hint(ks + HB_TILE, tv, 0, item.hh, cur.kt, item.b, full, pol_kv);
-                hb_tma_hint(ks + HB_TILE + HB_PANEL, tv, 64, item.hh, cur.kt, item.b, full, pol_kv);
+                hb_tma_hint(ks + pn, tk, 64, item.hh, cur.kt, item.b, full, pol_kv);
+                hb_tma_hint(vs, tv, 0, item.hh, cur.kt, item.b, full, pol_kv);
+                hb_tma_hint(vs + pn, tv, 64, item.hh, cur.kt, item.b, full, pol_kv);
             } else {
                 hb_tma(ks, tk, 0, item.hh, cur.kt, item.b, full);
-                hb_tma(ks + HB_PANEL, tk, 64, item.hh, cur.kt, item.b, full);
-                hb_tma(ks + HB_TILE, tv, 0, item.hh, cur.kt, item.b, full);
-                hb_tma(ks + HB_TILE + HB_PANEL, tv, 64, item.hh, cur.kt, item.b, full);
+                hb_tma(ks + pn, tk, 64, item.hh, cur.kt, item.b, full);
+                hb_tma(vs, tv, 0, item.hh, cur.kt, item.b, full);
+                hb_tma(vs + pn, tv, 64, item.hh, cur.kt, item.b, full);
             }
             ++n;
             cur.next();
@@ -392,6 +482,8 @@ __device__ __forceinline__ void hw_partial(float* __restrict__ part_buf,
     }
 }
 
+// SKIP: leave O unscaled when no row of the warp raised its running max (the factor is exactly 1).
+template <int BN, int ST, bool SKIP>
 __device__ __forceinline__ void hw_consumer(unsigned sq, unsigned skv, unsigned bars,
                                             bf16* __restrict__ o, int lq, int lk, int h,
                                             float scale_log2,
@@ -402,7 +494,7 @@ __device__ __forceinline__ void hw_consumer(unsigned sq, unsigned skv, unsigned 
                                             int qtiles, int tail_from, int splits, int chunk,
                                             float* __restrict__ part_buf,
                                             unsigned* __restrict__ counter) {
-    const unsigned qfull = bars + 8 * (2 * HB_STAGES), qempty = qfull + 8, slot = qfull + 16;
+    const unsigned qfull = bars + 8 * (2 * ST), qempty = qfull + 8, slot = qfull + 16;
     const int ctid = threadIdx.x - 128;
     const int wg = __shfl_sync(0xffffffffu, ctid >> 7, 0);
     const int wl = (ctid >> 5) & 3;
@@ -420,9 +512,9 @@ __device__ __forceinline__ void hw_consumer(unsigned sq, unsigned skv, unsigned 
         asm volatile("ld.shared.s32 %0, [%1];\n" : "=r"(w) : "r"(slot) : "memory");
         w = __shfl_sync(0xffffffffu, w, 0);
         if (w < 0) break;
-        const HbItem item = hb_decode(w, lq, h, row_ptr, q_blocks, block, order, subs, qtiles,
-                                      lk, tail_from, splits, chunk);
-        HbWalk cur, nxt;
+        const HbItem item = hb_decode<BN>(w, lq, h, row_ptr, q_blocks, block, order, subs,
+                                          qtiles, lk, tail_from, splits, chunk);
+        HbWalk<BN> cur, nxt;
         cur.col_idx = row_ptr ? col_idx : nullptr;
         cur.e = item.e0;
         cur.e1 = item.e1;
@@ -433,42 +525,48 @@ __device__ __forceinline__ void hw_consumer(unsigned sq, unsigned skv, unsigned 
         cur.enter();
         if (!cur.valid()) hb_mbar_arrive(qempty);
 
-        float s[64], acc[64];
-        unsigned p[32];
+        float s[BN / 2], acc[64];
+        unsigned p[BN / 4];
 #pragma unroll
         for (int i = 0; i < 64; ++i) acc[i] = 0.0f;
 #pragma unroll
-        for (int i = 0; i < 32; ++i) p[i] = 0u;
+        for (int i = 0; i < BN / 4; ++i) p[i] = 0u;
         float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
         bool first = true;
-        int stage = n % HB_STAGES;
+        int stage = n % ST;
+        // 176-key tiles: K and V have their own full/empty barriers (see the producer).
+        const unsigned vbars = qfull + 24;
         while (cur.valid()) {
-            hb_mbar_wait(bars + 8 * stage, (n / HB_STAGES) & 1u);  // tile n landed
+            hb_mbar_wait(bars + 8 * stage, (n / ST) & 1u);  // tile n (K, and V if shared) landed
             nxt = cur;
             nxt.next();
-            const int nstage = stage == HB_STAGES - 1 ? 0 : stage + 1;
-            const unsigned long long dk = hb_desc(skv + stage * 2 * HB_TILE, 16, 1024);
-            const int pstage = stage == 0 ? HB_STAGES - 1 : stage - 1;
-            const unsigned long long dv =
-                hb_desc(skv + pstage * 2 * HB_TILE + HB_TILE, HB_PANEL, 1024);
+            const int nstage = stage == ST - 1 ? 0 : stage + 1;
+            const unsigned long long dk = hb_desc(skv + stage * 2 * HB_KVTILE(BN), 16, 1024);
+            const int pstage = stage == 0 ? ST - 1 : stage - 1;
+            const unsigned long long dv = hb_desc(
+                skv + pstage * 2 * HB_KVTILE(BN) + HB_KVTILE(BN), HB_KVPANEL(BN), 1024);
+            if constexpr (BN != 128) {
+                if (!first) hb_mbar_wait(vbars + 8 * pstage, ((n - 1) / ST) & 1u);  // V_{n-1}
+            }
             hb_bar_sync(1 + wg);
 #pragma unroll
             for (int i = 0; i < 64; ++i) hb_pin(acc[i]);
 #pragma unroll
-            for (int i = 0; i < 32; ++i) hb_pin_u(p[i]);
+            for (int i = 0; i < BN / 4; ++i) hb_pin_u(p[i]);
             wg_fence();
 #pragma unroll
             for (int kk = 0; kk < HB_D / 16; ++kk) {
-                const unsigned off = ((kk >> 2) * HB_PANEL + (kk & 3) * 32) >> 4;
+                const unsigned offq = ((kk >> 2) * HB_PANEL + (kk & 3) * 32) >> 4;
+                const unsigned offk = ((kk >> 2) * HB_KVPANEL(BN) + (kk & 3) * 32) >> 4;
                 if (kk == 0)
-                    wgmma_ss0(s, dq + off, dk + off);
+                    wgmma_s<BN, false>(s, dq + offq, dk + offk);
                 else
-                    wgmma_ss(s, dq + off, dk + off);
+                    wgmma_s<BN, true>(s, dq + offq, dk + offk);
             }
             wg_commit();
             if (!first) {
 #pragma unroll
-                for (int kk = 0; kk < HB_N / 16; ++kk)
+                for (int kk = 0; kk < BN / 16; ++kk)
                     wgmma_rs(acc, p[4 * kk], p[4 * kk + 1], p[4 * kk + 2], p[4 * kk + 3],
                              dv + ((kk * 16 * 128) >> 4));
             }
@@ -477,15 +575,16 @@ __device__ __forceinline__ void hw_consumer(unsigned sq, unsigned skv, unsigned 
 
             wg_wait<1>();
 #pragma unroll
-            for (int i = 0; i < 64; ++i) hb_pin(s[i]);
+            for (int i = 0; i < BN / 2; ++i) hb_pin(s[i]);
+            if constexpr (BN != 128) hb_mbar_arrive(bars + 8 * (ST + stage));  // K_n free
             if (!nxt.valid()) hb_mbar_arrive(qempty);  // last S of this item: Q may go
 
             const int kt = cur.kt, k_end = cur.k_end;
             float mx0 = -INFINITY, mx1 = -INFINITY;
-            const bool plain = kt + HB_N <= k_end && kt + HB_N <= bias_from;
+            const bool plain = kt + BN <= k_end && kt + BN <= bias_from;
             if (plain) {
 #pragma unroll
-                for (int j = 0; j < 16; ++j) {
+                for (int j = 0; j < BN / 8; ++j) {
                     mx0 = fmaxf(mx0, fmaxf(s[4 * j], s[4 * j + 1]));
                     mx1 = fmaxf(mx1, fmaxf(s[4 * j + 2], s[4 * j + 3]));
                 }
@@ -493,7 +592,7 @@ __device__ __forceinline__ void hw_consumer(unsigned sq, unsigned skv, unsigned 
                 mx1 *= scale_log2;
             } else {
 #pragma unroll
-                for (int j = 0; j < 16; ++j) {
+                for (int j = 0; j < BN / 8; ++j) {
 #pragma unroll
                     for (int c = 0; c < 2; ++c) {
                         const int key = kt + j * 8 + 2 * t + c;
@@ -514,13 +613,14 @@ __device__ __forceinline__ void hw_consumer(unsigned sq, unsigned skv, unsigned 
             const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
             const float mu0 = mn0 == -INFINITY ? 0.0f : mn0, mu1 = mn1 == -INFINITY ? 0.0f : mn1;
             const float corr0 = hb_exp2(m0 - mu0), corr1 = hb_exp2(m1 - mu1);
+            const bool rescale = !SKIP || __any_sync(0xffffffffu, m0 != mn0 || m1 != mn1);
             m0 = mn0;
             m1 = mn1;
             float rs0 = 0.0f, rs1 = 0.0f;
             if (plain) {
                 const float nm0 = -mu0, nm1 = -mu1;
 #pragma unroll
-                for (int j = 0; j < 16; ++j) {
+                for (int j = 0; j < BN / 8; ++j) {
                     s[4 * j] = hb_exp2(fmaf(s[4 * j], scale_log2, nm0));
                     s[4 * j + 1] = hb_exp2(fmaf(s[4 * j + 1], scale_log2, nm0));
                     s[4 * j + 2] = hb_exp2(fmaf(s[4 * j + 2], scale_log2, nm1));
@@ -528,7 +628,7 @@ __device__ __forceinline__ void hw_consumer(unsigned sq, unsigned skv, unsigned 
                 }
             } else {
 #pragma unroll
-                for (int j = 0; j < 16; ++j) {
+                for (int j = 0; j < BN / 8; ++j) {
                     s[4 * j] = hb_exp2(s[4 * j] - mu0);
                     s[4 * j + 1] = hb_exp2(s[4 * j + 1] - mu0);
                     s[4 * j + 2] = hb_exp2(s[4 * j + 2] - mu1);
@@ -536,7 +636,7 @@ __device__ __forceinline__ void hw_consumer(unsigned sq, unsigned skv, unsigned 
                 }
             }
 #pragma unroll
-            for (int j = 0; j < 16; ++j) {
+            for (int j = 0; j < BN / 8; ++j) {
                 rs0 += s[4 * j] + s[4 * j + 1];
                 rs1 += s[4 * j + 2] + s[4 * j + 3];
             }
@@ -544,18 +644,24 @@ __device__ __forceinline__ void hw_consumer(unsigned sq, unsigned skv, unsigned 
             l1 = l1 * corr1 + rs1;
 
             wg_wait<0>();
-            if (!first) hb_mbar_arrive(bars + 8 * (HB_STAGES + pstage));
-#pragma unroll
-            for (int i = 0; i < 64; ++i) hb_pin(acc[i]);
-#pragma unroll
-            for (int j = 0; j < 16; ++j) {
-                acc[4 * j] *= corr0;
-                acc[4 * j + 1] *= corr0;
-                acc[4 * j + 2] *= corr1;
-                acc[4 * j + 3] *= corr1;
+            if constexpr (BN != 128) {
+                if (!first) hb_mbar_arrive(vbars + 8 * (ST + pstage));  // V_{n-1} free
+            } else {
+                if (!first) hb_mbar_arrive(bars + 8 * (ST + pstage));
             }
 #pragma unroll
-            for (int kk = 0; kk < 8; ++kk) {
+            for (int i = 0; i < 64; ++i) hb_pin(acc[i]);
+            if (rescale) {
+#pragma unroll
+                for (int j = 0; j < 16; ++j) {
+                    acc[4 * j] *= corr0;
+                    acc[4 * j + 1] *= corr0;
+                    acc[4 * j + 2] *= corr1;
+                    acc[4 * j + 3] *= corr1;
+                }
+            }
+#pragma unroll
+            for (int kk = 0; kk < BN / 16; ++kk) {
                 p[4 * kk] = hb_pack(s[8 * kk], s[8 * kk + 1]);
                 p[4 * kk + 1] = hb_pack(s[8 * kk + 2], s[8 * kk + 3]);
                 p[4 * kk + 2] = hb_pack(s[8 * kk + 4], s[8 * kk + 5]);
@@ -567,21 +673,25 @@ __device__ __forceinline__ void hw_consumer(unsigned sq, unsigned skv, unsigned 
             ++n;
         }
         if (!first) {
-            const int pstage = stage == 0 ? HB_STAGES - 1 : stage - 1;
-            const unsigned long long dv =
-                hb_desc(skv + pstage * 2 * HB_TILE + HB_TILE, HB_PANEL, 1024);
+            const int pstage = stage == 0 ? ST - 1 : stage - 1;
+            const unsigned long long dv = hb_desc(
+                skv + pstage * 2 * HB_KVTILE(BN) + HB_KVTILE(BN), HB_KVPANEL(BN), 1024);
+            if constexpr (BN != 128) hb_mbar_wait(vbars + 8 * pstage, ((n - 1) / ST) & 1u);
 #pragma unroll
             for (int i = 0; i < 64; ++i) hb_pin(acc[i]);
 #pragma unroll
-            for (int i = 0; i < 32; ++i) hb_pin_u(p[i]);
+            for (int i = 0; i < BN / 4; ++i) hb_pin_u(p[i]);
             wg_fence();
 #pragma unroll
-            for (int kk = 0; kk < HB_N / 16; ++kk)
+            for (int kk = 0; kk < BN / 16; ++kk)
                 wgmma_rs(acc, p[4 * kk], p[4 * kk + 1], p[4 * kk + 2], p[4 * kk + 3],
                          dv + ((kk * 16 * 128) >> 4));
             wg_commit();
             wg_wait<0>();
-            hb_mbar_arrive(bars + 8 * (HB_STAGES + pstage));
+            if constexpr (BN != 128)
+                hb_mbar_arrive(vbars + 8 * (ST + pstage));
+            else
+                hb_mbar_arrive(bars + 8 * (ST + pstage));
 #pragma unroll
             for (int i = 0; i < 64; ++i) hb_pin(acc[i]);
         }
@@ -610,25 +720,34 @@ __device__ __forceinline__ void hw_consumer(unsigned sq, unsigned skv, unsigned 
     if (wg == 0) hb_bar_sync(1);  // balance warpgroup 1's last hand-over
 }
 
-extern "C" __global__ void __launch_bounds__(HW_THREADS, 1)
-    attn_hopper_ws_d128(const __grid_constant__ HbTmap tq, const __grid_constant__ HbTmap tk,
-                        const __grid_constant__ HbTmap tv, bf16* __restrict__ o, int lq, int lk,
-                        int h, float scale_log2, const unsigned* __restrict__ row_ptr,
-                        const unsigned* __restrict__ col_idx, int block, int q_blocks,
-                        int bias_from, float bias_log2, const unsigned* __restrict__ order,
-                        int subs, int items, int qtiles, int tail_from, int splits, int chunk,
-                        float* __restrict__ part_buf, unsigned* __restrict__ counter, int l2hint) {
+template <int BN, int ST, bool SKIP>
+__device__ __forceinline__ void hw_kernel(const HbTmap* tq, const HbTmap* tk, const HbTmap* tv,
+                                          bf16* __restrict__ o, int lq, int lk, int h,
+                                          float scale_log2, const unsigned* __restrict__ row_ptr,
+                                          const unsigned* __restrict__ col_idx, int block,
+                                          int q_blocks, int bias_from, float bias_log2,
+                                          const unsigned* __restrict__ order, int subs, int items,
+                                          int qtiles, int tail_from, int splits, int chunk,
+                                          float* __restrict__ part_buf,
+                                          unsigned* __restrict__ counter, int l2hint) {
     extern __shared__ __align__(1024) unsigned char hw_smem[];
     const unsigned base = (hb_smem_u32(hw_smem) + 1023u) & ~1023u;
     const unsigned sq = base, skv = base + HB_TILE;
-    const unsigned bars = skv + HB_STAGES * 2 * HB_TILE;  // full[3], empty[3], q_full, q_empty, slot
+    // full[ST], empty[ST], q_full, q_empty, slot
+    const unsigned bars = skv + ST * 2 * HB_KVTILE(BN);
     if (threadIdx.x == 0) {
-        for (int i = 0; i < HB_STAGES; ++i) {
+        for (int i = 0; i < ST; ++i) {
             hb_mbar_init(bars + 8 * i, 1);
-            hb_mbar_init(bars + 8 * (HB_STAGES + i), 256);
+            hb_mbar_init(bars + 8 * (ST + i), 256);
         }
-        hb_mbar_init(bars + 8 * (2 * HB_STAGES), 1);
-        hb_mbar_init(bars + 8 * (2 * HB_STAGES) + 8, 256);
+        hb_mbar_init(bars + 8 * (2 * ST), 1);
+        hb_mbar_init(bars + 8 * (2 * ST) + 8, 256);
+        if constexpr (BN != 128) {  // full_v[ST], empty_v[ST] after the slot words
+            for (int i = 0; i < ST; ++i) {
+                hb_mbar_init(bars + 8 * (2 * ST) + 24 + 8 * i, 1);
+                hb_mbar_init(bars + 8 * (2 * ST) + 24 + 8 * (ST + i), 256);
+            }
+        }
         asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
     }
     __syncthreads();
@@ -636,13 +755,55 @@ extern "C" __global__ void __launch_bounds__(HW_THREADS, 1)
     if (role == 0) {
         asm volatile("setmaxnreg.dec.sync.aligned.u32 24;\n" ::: "memory");
         if (threadIdx.x == 0)
-            hw_producer(&tq, &tk, &tv, sq, skv, bars, lq, lk, h, row_ptr, col_idx, block,
-                        q_blocks, order, subs, items, qtiles, tail_from, splits, chunk, counter,
-                        l2hint);
+            hw_producer<BN, ST>(tq, tk, tv, sq, skv, bars, lq, lk, h, row_ptr, col_idx, block,
+                                q_blocks, order, subs, items, qtiles, tail_from, splits, chunk,
+                                counter, l2hint);
     } else {
         asm volatile("setmaxnreg.inc.sync.aligned.u32 240;\n" ::: "memory");
-        hw_consumer(sq, skv, bars, o, lq, lk, h, scale_log2, row_ptr, col_idx, block, q_blocks,
-                    bias_from, bias_log2, order, subs, qtiles, tail_from, splits, chunk,
-                    part_buf, counter);
+        hw_consumer<BN, ST, SKIP>(sq, skv, bars, o, lq, lk, h, scale_log2, row_ptr, col_idx,
+                                  block, q_blocks, bias_from, bias_log2, order, subs, qtiles,
+                                  tail_from, splits, chunk, part_buf, counter);
+    }
+}
+
+// Entry points: 128-key tiles in 3 stages (sparse launches; the rescale skip measured ~1 % slower
+// there), 176-key tiles in 2 stages with the rescale skip (dense launches).
+#define HW_ENTRY(NAME, BN, ST, SKIP)                                                              \
+    extern "C" __global__ void __launch_bounds__(HW_THREADS, 1)                                   \
+        NAME(const __grid_constant__ HbTmap tq, const __grid_constant__ HbTmap tk,                \
+             const __grid_constant__ HbTmap tv, bf16* __restrict__ o, int lq, int lk, int h,     \
+             float scale_log2, const unsigned* __restrict__ row_ptr,                             \
+             const unsigned* __restrict__ col_idx, int block, int q_blocks, int bias_from,       \
+             float bias_log2, const unsigned* __restrict__ order, int subs, int items,           \
+             int qtiles, int tail_from, int splits, int chunk, float* __restrict__ part_buf,     \
+             unsigned* __restrict__ counter, int l2hint) {                                        \
+        hw_kernel<BN, ST, SKIP>(&tq, &tk, &tv, o, lq, lk, h, scale_log2, row_ptr, col_idx,        \
+                                block, q_blocks, bias_from, bias_log2, order, subs, items,        \
+                                qtiles, tail_from, splits, chunk, part_buf, counter, l2hint);     \
+    }
+HW_ENTRY(attn_hopper_ws_d128_n128, 128, 3, false)
+HW_ENTRY(attn_hopper_ws_d128_n176, 176, 2, true)
+
+// Work order of a plan built on the device (same as the host's sparse_work_order): one CTA per
+// (batch, head); its rows sorted by kept-block count, descending, ties in row order (rank =
+// longer rows + equal rows before it), each row expanded into its `subs` 128-row items.
+extern "C" __global__ void hb_device_work_order(const unsigned* __restrict__ row_ptr,
+                                                unsigned* __restrict__ order, int q_blocks,
+                                                int subs) {
+    extern __shared__ unsigned hb_len[];
+    const unsigned row0 = blockIdx.x * (unsigned)q_blocks;
+    for (int r = threadIdx.x; r < q_blocks; r += blockDim.x)
+        hb_len[r] = row_ptr[row0 + r + 1] - row_ptr[row0 + r];
+    __syncthreads();
+    for (int r = threadIdx.x; r < q_blocks; r += blockDim.x) {
+        const unsigned len = hb_len[r];
+        unsigned rank = 0;
+        for (int x = 0; x < q_blocks; ++x) {
+            const unsigned lx = hb_len[x];
+            rank += (lx > len) | (lx == len && x < r);
+        }
+        const unsigned item = (row0 + (unsigned)r) * (unsigned)subs;
+        const unsigned at = (row0 + rank) * (unsigned)subs;
+        for (int sb = 0; sb < subs; ++sb) order[at + sb] = item + sb;
     }
 }

@@ -4,14 +4,16 @@
 //! other GPU, head dim or plan block [`CudaBackend::attention_hopper`] answers `Ok(None)` and the
 //! portable kernels take the call.
 //!
-//! Kernel (one per SM, persistent): a producer warpgroup loads Q and 128-key K/V tiles with TMA
-//! (tensor maps built here, 128-byte swizzle, L2 hints) into a 3-stage shared-memory ring
-//! (full/empty mbarriers); two consumer warpgroups of 64 query rows each run S = QKᵀ and
-//! O += PV as `wgmma.mma_async` m64n128k16 (P from registers), the softmax of one tile
+//! Kernel (one per SM, persistent): a producer warpgroup loads Q and K/V tiles with TMA
+//! (tensor maps built here, 128-byte swizzle, L2 hints) into a shared-memory ring (full/empty
+//! mbarriers): 128-key tiles in 3 stages for sparse launches, 176-key tiles in 2 stages (K and V
+//! on separate barriers) for dense ones; two consumer warpgroups of 64 query rows each run
+//! S = QKᵀ and O += PV as `wgmma.mma_async` (P from registers), the softmax of one tile
 //! overlapping the P·V product of the previous one, and take turns to issue (named barriers) so
 //! one's softmax overlaps the other's GEMMs. Work items (128 query rows of one head) come from an
-//! atomic counter. Sparse launches walk a work list built on the host from the plan (cached per
-//! plan): heads in order, and inside a head the query blocks with the most kept key blocks first.
+//! atomic counter. Sparse launches walk a work list: heads in order, and inside a head the query
+//! blocks with the most kept key blocks first, built on the host from the plan (cached per plan)
+//! or, for plans built on the device, by a small kernel from the device row pointers.
 //! Dense launches cut the last round's query tiles into key ranges ([`dense_tail_split`]) whose
 //! partial results the CTA that finishes last merges.
 
@@ -20,10 +22,11 @@ use crate::error::{alloc_err, dev, drv};
 use crate::nvrtc;
 use cudarc::driver::{
     sys::{self, CUdevice_attribute},
-    CudaContext, CudaFunction, CudaSlice, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg,
+    CudaContext, CudaFunction, CudaSlice, DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig,
+    PushKernelArg,
 };
 use jenga_tensor::{BlockPlan, KeyBias, Result};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 const SRC: &str = concat!(
@@ -31,13 +34,28 @@ const SRC: &str = concat!(
     "\n",
     include_str!("../kernels/hopper_attention.cu")
 );
-/// Query rows per CTA (`HB_M`) and keys per tile (`HB_N`) in the kernel.
+/// Query rows per work item (`HB_M`) and keys per tile of sparse launches in the kernel.
 pub const HOPPER_TILE: usize = 128;
+/// Key tiles of dense launches: 176 keys in 2 stages (FA3's choice for head dim 128) or 128.
+pub const HOPPER_DENSE_TILES: [usize; 2] = [176, 128];
 /// Threads per CTA: a producer warpgroup and two consumer warpgroups.
 const WS_THREADS: u32 = 384;
-/// Dynamic shared memory: Q tile + 3 stages x (K, V) tiles of 128 x 128 bf16, 8 mbarriers and
-/// 2 words, plus 1 KiB so the base can be rounded up to the 1024-byte alignment of the swizzle pattern.
-const SMEM_BYTES: usize = 32768 * (1 + 2 * 3) + 1024 + 128;
+
+/// Ring stages for a key tile of `bn` keys: 3 of 128, 2 of 176.
+const fn stages(bn: usize) -> usize {
+    if bn == 128 {
+        3
+    } else {
+        2
+    }
+}
+
+/// Dynamic shared memory: the Q tile (128 x 128 bf16), `stages` x (K, V) tiles of `bn` x 128
+/// bf16, mbarriers and 2 words (128 bytes), plus 1 KiB so the base can be rounded up to the
+/// 1024-byte alignment of the swizzle pattern.
+const fn smem_bytes(bn: usize) -> usize {
+    32768 + stages(bn) * 2 * bn * 256 + 1024 + 128
+}
 
 static BUILD_NOTE: OnceLock<String> = OnceLock::new();
 
@@ -48,8 +66,16 @@ pub fn hopper_attention_note() -> Option<String> {
 
 /// The compiled Hopper attention kernels of one backend.
 pub struct AttentionKernels {
-    /// The warp-specialized persistent kernel (TMA producer warpgroup).
-    ws: CudaFunction,
+    /// The warp-specialized persistent kernel (TMA producer warpgroup) with 128-key tiles in 3
+    /// stages (sparse launches, and dense ones on request) ...
+    ws128: CudaFunction,
+    /// ... and with 176-key tiles in 2 stages, K and V on separate barriers, O rescale skipped
+    /// when no row max of a warp moved (dense launches).
+    ws176: CudaFunction,
+    /// Work order of device-built plans (`hb_device_work_order`).
+    device_order: CudaFunction,
+    /// Key tile of dense launches (176 or 128; `JENGA_HOPPER_DENSE_TILE`).
+    dense_tile: AtomicUsize,
     /// L2 cache hints on the persistent kernel's loads (Q evict-first, K/V evict-last).
     l2hint: AtomicBool,
     /// Multiprocessors: the persistent kernel's grid.
@@ -59,6 +85,8 @@ pub struct AttentionKernels {
     scratch: Mutex<Option<(CudaSlice<u32>, CudaSlice<f32>)>>,
     /// Sparse work lists, keyed by a hash of the plan's CSR row pointers and dims.
     orders: Mutex<Vec<(u64, Arc<CudaSlice<u32>>)>>,
+    /// Work list of the last device-built plan (rewritten on the stream before each launch).
+    device_orders: Mutex<Option<CudaSlice<u32>>>,
 }
 
 impl AttentionKernels {
@@ -90,9 +118,10 @@ impl AttentionKernels {
         let optin = ctx
             .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
             .map_err(drv("querying the shared-memory limit"))? as usize;
-        if optin < SMEM_BYTES {
+        let need = smem_bytes(128).max(smem_bytes(176));
+        if optin < need {
             return Err(dev(format!(
-                "needs {SMEM_BYTES} bytes of shared memory per block, the GPU allows {optin}"
+                "needs {need} bytes of shared memory per block, the GPU allows {optin}"
             )));
         }
         let m = nvrtc::load_module(ctx, "jenga_hopper_attention", SRC, &[nvrtc::ARCH_SPECIFIC])?;
@@ -100,27 +129,40 @@ impl AttentionKernels {
             .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
             .map_err(drv("querying the multiprocessor count"))?
             .max(1) as u32;
-        let ws = m
-            .load_function("attn_hopper_ws_d128")
-            .map_err(drv("loading kernel attn_hopper_ws_d128"))?;
-        unsafe {
-            cudarc::driver::result::function::set_function_attribute(
-                ws.cu_function(),
-                sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                SMEM_BYTES as i32,
-            )
-        }
-        .map_err(drv(
-            "raising the Hopper attention kernel's shared-memory limit",
-        ))?;
+        let load = |name: &str, smem: usize| -> Result<CudaFunction> {
+            let f = m
+                .load_function(name)
+                .map_err(drv(&format!("loading kernel {name}")))?;
+            unsafe {
+                cudarc::driver::result::function::set_function_attribute(
+                    f.cu_function(),
+                    sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                    smem as i32,
+                )
+            }
+            .map_err(drv(&format!("raising the shared-memory limit of {name}")))?;
+            Ok(f)
+        };
+        let (s128, s176) = (smem_bytes(128), smem_bytes(176));
+        let dense_tile = std::env::var("JENGA_HOPPER_DENSE_TILE")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|t| HOPPER_DENSE_TILES.contains(t))
+            .unwrap_or(HOPPER_DENSE_TILES[0]);
         Ok(AttentionKernels {
-            ws,
+            ws128: load("attn_hopper_ws_d128_n128", s128)?,
+            ws176: load("attn_hopper_ws_d128_n176", s176)?,
+            device_order: m
+                .load_function("hb_device_work_order")
+                .map_err(drv("loading kernel hb_device_work_order"))?,
+            dense_tile: AtomicUsize::new(dense_tile),
             l2hint: AtomicBool::new(
                 std::env::var("JENGA_HOPPER_L2HINT").map_or(true, |v| v != "0"),
             ),
             sms,
             scratch: Mutex::new(None),
             orders: Mutex::new(Vec::new()),
+            device_orders: Mutex::new(None),
         })
     }
 }
@@ -150,16 +192,21 @@ const PART_FLOATS: usize = 128 * 128 + 2 * 128;
 
 /// Split-key tail of a dense persistent launch of `items` query tiles on `grid` CTAs: when the
 /// last round holds `r = items % grid` tiles and `r <= grid / 2`, those tiles are cut into
-/// `splits` key ranges of `chunk` 128-key tiles each (`r * splits <= grid`, at least 2 ranges).
-/// Returns `(tail_from, splits, chunk)`: items `tail_from..` are the split tiles; `(items, 1, 1)`
-/// when nothing is split.
-pub fn dense_tail_split(items: usize, grid: usize, lk: usize) -> (usize, usize, usize) {
+/// `splits` key ranges of `chunk` key tiles (of `tile` keys) each (`r * splits <= grid`, at
+/// least 2 ranges). Returns `(tail_from, splits, chunk)`: items `tail_from..` are the split
+/// tiles; `(items, 1, 1)` when nothing is split.
+pub fn dense_tail_split(
+    items: usize,
+    grid: usize,
+    lk: usize,
+    tile: usize,
+) -> (usize, usize, usize) {
     let none = (items, 1, 1);
-    if grid == 0 || items <= grid {
+    if grid == 0 || items <= grid || tile == 0 {
         return none;
     }
     let r = items % grid;
-    let nk = lk.div_ceil(HOPPER_TILE);
+    let nk = lk.div_ceil(tile);
     if r == 0 || 2 * r > grid || nk < 2 {
         return none;
     }
@@ -179,11 +226,12 @@ struct TensorMap(sys::CUtensorMap);
 unsafe impl DeviceRepr for TensorMap {}
 
 /// Tensor map over a `[batch, tokens, heads, 128]` bf16 tensor seen as 4-D (dim, head, token,
-/// batch), box 64 x 1 x 128 x 1 (one 128-byte-swizzled panel of 128 rows), zeros out of bounds.
-fn tensor_map(ptr: u64, b: usize, l: usize, h: usize) -> Result<TensorMap> {
+/// batch), box 64 x 1 x `rows` x 1 (one 128-byte-swizzled panel of `rows` tokens), zeros out
+/// of bounds.
+fn tensor_map(ptr: u64, b: usize, l: usize, h: usize, rows: u32) -> Result<TensorMap> {
     let dims: [u64; 4] = [128, h as u64, l as u64, b as u64];
     let strides: [u64; 3] = [256, (h * 256) as u64, (l * h * 256) as u64];
-    let boxd: [u32; 4] = [64, 1, 128, 1];
+    let boxd: [u32; 4] = [64, 1, rows, 1];
     let estr: [u32; 4] = [1, 1, 1, 1];
     let mut map = std::mem::MaybeUninit::<sys::CUtensorMap>::zeroed();
     let rc = unsafe {
@@ -206,6 +254,47 @@ fn tensor_map(ptr: u64, b: usize, l: usize, h: usize) -> Result<TensorMap> {
         return Err(dev(format!("cuTensorMapEncodeTiled failed: {rc:?}")));
     }
     Ok(TensorMap(unsafe { map.assume_init() }))
+}
+
+/// Whether this plan's CSR arrays exist only on the device: a plan built there
+/// (`AttnPlan::Device`) reaches the kernels as its geometry (`DevicePlan::geometry`, empty
+/// `row_ptr`), while a host plan always has `rows + 1` row pointers.
+fn csr_only_on_device(plan: &BlockPlan) -> bool {
+    plan.row_ptr.is_empty()
+}
+
+/// Threads of `hb_device_work_order` (one CTA per (batch, head)).
+const ORDER_THREADS: u32 = 256;
+/// Query blocks per head that `hb_device_work_order` sorts (their lengths fill 48 KiB of shared
+/// memory); longer device plans run in plain row order.
+const ORDER_MAX_ROWS: usize = 12288;
+
+/// Queue `hb_device_work_order`: the work list of [`sparse_work_order`] built on the device
+/// from the CSR row pointers at `row_ptr` into `order` (`heads * q_blocks * subs` entries).
+fn launch_device_work_order(
+    hk: &AttentionKernels,
+    stream: &Arc<cudarc::driver::CudaStream>,
+    row_ptr: u64,
+    order: u64,
+    heads: usize,
+    q_blocks: usize,
+    subs: usize,
+) -> Result<()> {
+    if heads == 0 || q_blocks == 0 || q_blocks > ORDER_MAX_ROWS {
+        return Err(dev(format!(
+            "device work order of {heads} x {q_blocks} rows (at most {ORDER_MAX_ROWS} per head)"
+        )));
+    }
+    let (qb_i, subs_i) = (q_blocks as i32, subs as i32);
+    let mut lb = stream.launch_builder(&hk.device_order);
+    lb.arg(&row_ptr).arg(&order).arg(&qb_i).arg(&subs_i);
+    let cfg = LaunchConfig {
+        grid_dim: (heads as u32, 1, 1),
+        block_dim: (ORDER_THREADS, 1, 1),
+        shared_mem_bytes: (q_blocks * 4) as u32,
+    };
+    unsafe { lb.launch(cfg) }.map_err(drv("launching hb_device_work_order"))?;
+    Ok(())
 }
 
 fn plan_key(plan: &BlockPlan, subs: usize) -> u64 {
@@ -236,6 +325,56 @@ impl CudaBackend {
         if let Some(hk) = &self.hopper_attn {
             hk.l2hint.store(on, Ordering::Relaxed);
         }
+    }
+
+    /// Key tile of the Hopper kernel's dense launches (for benchmarks and tests): 176 (the
+    /// default; `JENGA_HOPPER_DENSE_TILE` sets it at start) or 128 (the sparse launches' kernel);
+    /// other values are ignored.
+    pub fn set_hopper_attention_dense_tile(&self, tile: usize) {
+        if let Some(hk) = &self.hopper_attn {
+            if HOPPER_DENSE_TILES.contains(&tile) {
+                hk.dense_tile.store(tile, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The work list the Hopper kernel builds on the device for a device-resident plan
+    /// (`geometry` gives batch, heads, q_blocks and block; the CSR row pointers are in `bufs`),
+    /// downloaded (synchronises; for tests). `None` without the Hopper kernels.
+    pub fn hopper_device_work_order(
+        &self,
+        geometry: &BlockPlan,
+        bufs: &DevicePlanBufs,
+    ) -> Result<Option<Vec<u32>>> {
+        let Some(hk) = &self.hopper_attn else {
+            return Ok(None);
+        };
+        if geometry.block == 0
+            || !geometry.block.is_multiple_of(HOPPER_TILE)
+            || geometry.q_blocks > ORDER_MAX_ROWS
+        {
+            return Ok(None);
+        }
+        let subs = geometry.block / HOPPER_TILE;
+        let heads = geometry.batch * geometry.heads;
+        let n = heads * geometry.q_blocks * subs;
+        if n == 0 {
+            return Ok(Some(Vec::new()));
+        }
+        let stream = self.stream();
+        let mut out = stream
+            .alloc_zeros::<u32>(n.max(1))
+            .map_err(alloc_err(n.max(1) * 4))?;
+        {
+            let (rp, _) = bufs.row_ptr.device_ptr(stream);
+            let (op, _) = out.device_ptr_mut(stream);
+            launch_device_work_order(hk, stream, rp, op, heads, geometry.q_blocks, subs)?;
+        }
+        let mut v = stream
+            .clone_dtoh(&out)
+            .map_err(drv("downloading the device work order"))?;
+        v.truncate(n);
+        Ok(Some(v))
     }
 
     /// The Hopper (sm_90a, wgmma) kernel, if it covers this call: Hopper GPU, head dim 128,
@@ -281,21 +420,42 @@ impl CudaBackend {
             Some(kb) => (kb.from_key.min(i32::MAX as usize) as i32, kb.bias * log2e),
             None => (i32::MAX, 0.0f32),
         };
-        // Keeps the work list alive until the launch is queued (stream-ordered frees).
+        // Keeps the host-built work list alive until the launch is queued (stream-ordered frees).
         let mut order_buf: Option<Arc<CudaSlice<u32>>> = None;
-        let (row_ptr, col_idx, block, q_blocks, subs, grid) = match plan {
+        // A device-built plan's work list, written on the stream just before the launch.
+        let mut device_orders = None;
+        let (row_ptr, col_idx, block, q_blocks, subs, items) = match plan {
             Some((p, d)) => {
                 let subs = p.block / HOPPER_TILE;
-                let items = p.batch * p.heads * p.q_blocks * subs;
+                let rows = p.batch * p.heads * p.q_blocks;
+                let items = rows * subs;
                 let (rp, _) = d.row_ptr.device_ptr(stream);
                 let (ci, _) = d.col_idx.device_ptr(stream);
                 if items > u32::MAX as usize / 2 {
                     return Ok(None);
                 }
-                let grid = (items as u32, 1, 1);
-                if p.row_ptr.len() != p.batch * p.heads * p.q_blocks + 1 {
-                    // A plan built on the device: no host row lengths, plain row order.
-                    (rp, ci, p.block, p.q_blocks, subs, grid)
+                if csr_only_on_device(p) && p.q_blocks <= ORDER_MAX_ROWS {
+                    // Heaviest rows first, sorted on the device (no host sync).
+                    let mut slot = hk
+                        .device_orders
+                        .lock()
+                        .map_err(|_| dev("device work-list lock poisoned"))?;
+                    if slot.as_ref().is_none_or(|b| b.len() < items) {
+                        let buf =
+                            unsafe { stream.alloc::<u32>(items) }.map_err(alloc_err(items * 4))?;
+                        *slot = Some(buf);
+                    }
+                    let buf = slot.as_mut().expect("allocated above");
+                    launch_device_work_order(
+                        hk,
+                        stream,
+                        rp,
+                        buf.device_ptr_mut(stream).0,
+                        p.batch * p.heads,
+                        p.q_blocks,
+                        subs,
+                    )?;
+                    device_orders = Some(slot);
                 } else {
                     let key = plan_key(p, subs);
                     let mut cache = hk
@@ -320,44 +480,43 @@ impl CudaBackend {
                     };
                     drop(cache);
                     order_buf = Some(buf);
-                    (rp, ci, p.block, p.q_blocks, subs, grid)
                 }
+                (rp, ci, p.block, p.q_blocks, subs, items)
             }
-            None => (
-                0,
-                0,
-                0,
-                0,
-                1,
-                (lq.div_ceil(HOPPER_TILE) as u32, h as u32, b as u32),
-            ),
+            None => (0, 0, 0, 0, 1, b * h * lq.div_ceil(HOPPER_TILE)),
         };
-        let order_ptr = match &order_buf {
-            Some(buf) => buf.device_ptr(stream).0,
-            None => 0u64,
+        let order_ptr = match (&order_buf, &device_orders) {
+            (Some(buf), _) => buf.device_ptr(stream).0,
+            (None, Some(slot)) => slot.as_ref().expect("allocated above").device_ptr(stream).0,
+            (None, None) => 0u64,
         };
         let (lq_i, lk_i, h_i) = (lq as i32, lk as i32, h as i32);
         let (block_i, qb_i, subs_i) = (block as i32, q_blocks as i32, subs as i32);
         // Persistent warp-specialized kernel: one CTA per SM pulls work items.
         {
-            let items = grid.0 as u64 * grid.1 as u64 * grid.2 as u64;
-            if items > i32::MAX as u64 / 2 {
+            if items > i32::MAX as usize / 2 {
                 return Ok(None);
             }
             let grid_x = (items as u32).min(hk.sms);
+            // Key tile: 128 for sparse launches (the plan's blocks are multiples of 128), the
+            // dense tile otherwise.
+            let (bn, func) = match plan {
+                None if hk.dense_tile.load(Ordering::Relaxed) == 176 => (176, &hk.ws176),
+                _ => (128, &hk.ws128),
+            };
             // Dense: cut the last query tiles (when fewer than half the CTAs are left for
             // them) into key ranges so that the final round is balanced.
             let (tail_from, splits, chunk) = match plan {
-                None => dense_tail_split(items as usize, grid_x as usize, lk),
-                Some(_) => (items as usize, 1, 1),
+                None => dense_tail_split(items, grid_x as usize, lk, bn),
+                Some(_) => (items, 1, 1),
             };
-            let total = items as usize + (items as usize - tail_from) * (splits - 1);
+            let total = items + (items - tail_from) * (splits - 1);
             let (items_i, qtiles_i) = (total as i32, lq.div_ceil(HOPPER_TILE) as i32);
             let (tail_i, splits_i, chunk_i) = (tail_from as i32, splits as i32, chunk as i32);
             let l2hint = hk.l2hint.load(Ordering::Relaxed) as i32;
-            let tq = tensor_map(ptrs[0], b, lq, h)?;
-            let tk = tensor_map(ptrs[1], b, lk, h)?;
-            let tv = tensor_map(ptrs[2], b, lk, h)?;
+            let tq = tensor_map(ptrs[0], b, lq, h, HOPPER_TILE as u32)?;
+            let tk = tensor_map(ptrs[1], b, lk, h, bn as u32)?;
+            let tv = tensor_map(ptrs[2], b, lk, h, bn as u32)?;
             let mut scratch = hk
                 .scratch
                 .lock()
@@ -382,9 +541,9 @@ impl CudaBackend {
             let cfg = LaunchConfig {
                 grid_dim: (grid_x, 1, 1),
                 block_dim: (WS_THREADS, 1, 1),
-                shared_mem_bytes: SMEM_BYTES as u32,
+                shared_mem_bytes: smem_bytes(bn) as u32,
             };
-            let mut lb = stream.launch_builder(&hk.ws);
+            let mut lb = stream.launch_builder(func);
             lb.arg(&tq)
                 .arg(&tk)
                 .arg(&tv)
@@ -412,6 +571,7 @@ impl CudaBackend {
             unsafe { lb.launch(cfg) }.map_err(drv("launching attention (Hopper kernel)"))?;
             drop(scratch);
             drop(order_buf);
+            drop(device_orders);
         }
         Ok(Some(out))
     }
@@ -443,17 +603,19 @@ mod tests {
     #[test]
     fn dense_tail_split_balances_the_last_round() {
         // 12 x 32760 on 132 SMs: 3072 tiles, 36 in the last round, 256 key tiles.
-        let (from, splits, chunk) = dense_tail_split(3072, 132, 32760);
+        let (from, splits, chunk) = dense_tail_split(3072, 132, 32760, 128);
         assert_eq!(from, 3072 - 36);
         assert_eq!((splits, chunk), (3, 86));
         assert!(36 * splits <= 132 && splits * chunk >= 256 && (splits - 1) * chunk < 256);
         // Full last round, few items, short keys, or a large remainder: no split.
-        assert_eq!(dense_tail_split(264, 132, 4096), (264, 1, 1));
-        assert_eq!(dense_tail_split(100, 132, 4096), (100, 1, 1));
-        assert_eq!(dense_tail_split(136, 132, 100), (136, 1, 1));
-        assert_eq!(dense_tail_split(132 + 100, 132, 4096), (232, 1, 1));
+        assert_eq!(dense_tail_split(264, 132, 4096, 128), (264, 1, 1));
+        assert_eq!(dense_tail_split(100, 132, 4096, 128), (100, 1, 1));
+        assert_eq!(dense_tail_split(136, 132, 100, 128), (136, 1, 1));
+        assert_eq!(dense_tail_split(132 + 100, 132, 4096, 128), (232, 1, 1));
         // 17 heads x 8 tiles (L1000) on 132: 4 left, split into the 8 key tiles.
-        assert_eq!(dense_tail_split(136, 132, 1000), (132, 8, 1));
+        assert_eq!(dense_tail_split(136, 132, 1000, 128), (132, 8, 1));
+        // 176-key tiles: 187 of them, 3 ranges of 63.
+        assert_eq!(dense_tail_split(3072, 132, 32760, 176), (3036, 3, 63));
     }
 
     #[test]

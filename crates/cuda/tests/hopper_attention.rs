@@ -4,10 +4,13 @@
 //! Tolerance: relative L2 error ≤ 1e-2 (bf16 P and bf16 output rounding against an f32
 //! reference; measured errors are a few 1e-3). An all-kept plan must match the dense launch to
 //! ≤ 1e-3 (same tiles, same order). Skips with a message without a CUDA driver or on GPUs where
-//! the Hopper kernel is not built (anything but sm_90).
+//! the Hopper kernel is not built (anything but sm_90). Dense cases run with both dense kernels
+//! (176-key tiles, the default, and 128-key tiles). Device-built plans (geometry-only
+//! `BlockPlan`) get the same work order as host plans, built on the device.
 
 use jenga_cuda::{
-    cuda_available, hopper_attention_note, selftest::rel_l2, selftest::Rng, CudaBackend, CudaTensor,
+    cuda_available, hopper_attention_note, selftest::rel_l2, selftest::Rng, sparse_work_order,
+    CudaBackend, CudaTensor,
 };
 use jenga_tensor::{Backend, BlockPlan, KeyBias};
 use std::sync::Arc;
@@ -206,6 +209,11 @@ fn hopper_matches_reference_dense_and_sparse() {
     for c in &cases {
         run_case(&be, &mut rng, c);
     }
+    // Dense cases again with the 128-key-tile kernel (the default is 176).
+    be.set_hopper_attention_dense_tile(128);
+    for c in cases.iter().filter(|c| c.plan.is_none()) {
+        run_case(&be, &mut rng, c);
+    }
 }
 
 #[test]
@@ -213,6 +221,8 @@ fn hopper_empty_row_is_zero_and_all_kept_equals_dense() {
     let Some(be) = backend() else { return };
     let mut rng = Rng::new(77);
     let (b, l, h, dh) = (1, 650, 2, 128);
+    // Dense with the sparse launches' 128-key tiles: the same tiles in the same order.
+    be.set_hopper_attention_dense_tile(128);
     let q = rand(&be, &mut rng, &[b, l, h, dh], 1.5);
     let k = rand(&be, &mut rng, &[b, l, h, dh], 1.5);
     let v = rand(&be, &mut rng, &[b, l, h, dh], 1.0);
@@ -276,4 +286,64 @@ fn hopper_declines_what_it_does_not_cover() {
         .attention_hopper(&q, &q, &q, Some((&plan, &d)), None)
         .unwrap()
         .is_none());
+}
+
+#[test]
+fn device_plans_get_the_host_work_order() {
+    let Some(be) = backend() else { return };
+    let mut rng = Rng::new(0xdeed);
+    // (batch, heads, block, tokens, keep): 2 sub-tiles per row; 931 rows per head (more rows
+    // than threads of the order kernel); many ties in short rows.
+    for (b, h, block, l, keep) in [
+        (2, 3, 256, 2000, 0.3f32),
+        (1, 2, 128, 119056, 0.05),
+        (1, 4, 128, 1500, 0.0),
+    ] {
+        let plan = random_plan(&mut rng, b, h, block, l, l, keep);
+        let d = be.device_plan(&Arc::new(plan.clone())).unwrap();
+        let geometry = BlockPlan {
+            row_ptr: Vec::new(),
+            col_idx: Vec::new(),
+            ..plan.clone()
+        };
+        let got = be
+            .hopper_device_work_order(&geometry, &d)
+            .unwrap()
+            .expect("order kernel built");
+        let want = sparse_work_order(&plan, block / 128);
+        assert_eq!(got.len(), want.len(), "{b}x{h} block {block} L{l}");
+        assert!(
+            got == want,
+            "{b}x{h} block {block} L{l}: device order differs"
+        );
+    }
+    // Attention through the geometry-only plan equals the host plan's (order changes nothing
+    // inside an item).
+    let (b, l, h, dh) = (1, 1300, 3, 128);
+    let q = rand(&be, &mut rng, &[b, l, h, dh], 1.5);
+    let k = rand(&be, &mut rng, &[b, l, h, dh], 1.5);
+    let v = rand(&be, &mut rng, &[b, l, h, dh], 1.0);
+    let plan = Arc::new(random_plan(&mut rng, b, h, 128, l, l, 0.3));
+    let d = be.device_plan(&plan).unwrap();
+    let geometry = BlockPlan {
+        row_ptr: Vec::new(),
+        col_idx: Vec::new(),
+        ..(*plan).clone()
+    };
+    let host = be
+        .attention_hopper(&q, &k, &v, Some((&plan, &d)), None)
+        .unwrap()
+        .unwrap();
+    let devp = be
+        .attention_hopper(&q, &k, &v, Some((&geometry, &d)), None)
+        .unwrap()
+        .unwrap();
+    let (x, y) = (be.download(&host).unwrap(), be.download(&devp).unwrap());
+    assert!(x == y, "device-plan attention differs from the host plan's");
+    let want = be
+        .attention_naive(&q, &k, &v, Some((&plan, &d)), None)
+        .unwrap();
+    let err = rel_l2(&y, &be.download(&want).unwrap());
+    eprintln!("device-plan attention vs reference: rel L2 {err:.2e}");
+    assert!(err <= TOL, "device-plan attention: rel L2 {err:.3e}");
 }
