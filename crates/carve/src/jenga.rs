@@ -781,13 +781,21 @@ mod tests {
         assert_eq!(m, 128);
         let ang = random(l * d / 2, 9);
         let cos = be
-            .upload(&ang.iter().map(|a| a.cos()).collect::<Vec<_>>(), &[l, d / 2])
+            .upload(
+                &ang.iter().map(|a| a.cos()).collect::<Vec<_>>(),
+                &[l, d / 2],
+            )
             .unwrap();
         let sin = be
-            .upload(&ang.iter().map(|a| a.sin()).collect::<Vec<_>>(), &[l, d / 2])
+            .upload(
+                &ang.iter().map(|a| a.sin()).collect::<Vec<_>>(),
+                &[l, d / 2],
+            )
             .unwrap();
         let rope = |seed| {
-            let x = be.upload(&random(b * l * h * d, seed), &[b, l, h, d]).unwrap();
+            let x = be
+                .upload(&random(b * l * h * d, seed), &[b, l, h, d])
+                .unwrap();
             be.rope_pooled(&x, &cos, &sin, m).unwrap()
         };
         let ((q, qh), (k, kh)) = (rope(11), rope(12));

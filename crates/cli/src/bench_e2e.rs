@@ -441,7 +441,8 @@ fn mask_kernels(be: &jenga_cuda::CudaBackend) -> Result<Vec<String>> {
     );
     // (label, config for a cutoff p, grid, condition tokens, heads)
     type MakeCfg = fn(f64) -> JengaConfig;
-    let cases: [(&str, MakeCfg, (usize, usize, usize), usize, usize); 2] = [
+    type Case = (&'static str, MakeCfg, (usize, usize, usize), usize, usize);
+    let cases: [Case; 2] = [
         (
             "wan-1.3b 480p 12x256 blocks",
             |p| JengaConfig::wan(&[0.95, 0.95], p),

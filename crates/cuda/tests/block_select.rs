@@ -345,7 +345,10 @@ fn rope_pooled_equals_rope_then_block_mean_pool() {
             &be.download(&pooled).unwrap(),
             &cpu.download(&pc.unwrap()).unwrap(),
         );
-        assert!(ey < 8e-3 && ep < 8e-3, "{case}: rel err y {ey}, pooled {ep}");
+        assert!(
+            ey < 8e-3 && ep < 8e-3,
+            "{case}: rel err y {ey}, pooled {ep}"
+        );
     }
 }
 
