@@ -32,7 +32,8 @@ const SRC: &str = concat!(
 const SVG_RG: usize = 32;
 const SVG_TILE: usize = 256;
 const MAX_WORDS: usize = 128;
-/// Keys per CTA of `svg_partial`.
+/// Largest number of keys per CTA of `svg_partial`; smaller chunks (whole tiles) when there
+/// are too few (batch·head, row group) pairs to fill the GPU.
 const SVG_CHUNK: usize = 2048;
 
 struct Kernels {
@@ -198,8 +199,14 @@ impl CudaBackend {
             return Ok(None);
         }
         let st = self.stream();
-        let chunks = l.div_ceil(SVG_CHUNK);
         let groups = sel.rows.div_ceil(SVG_RG);
+        // about two CTAs per SM, in whole tiles, at most SVG_CHUNK keys each
+        let want = (2 * self.sm_count()).div_ceil(bh * groups).max(1);
+        let chunk = l
+            .div_ceil(want)
+            .next_multiple_of(SVG_TILE)
+            .clamp(SVG_TILE, SVG_CHUNK);
+        let chunks = l.div_ceil(chunk);
         let part = self.alloc_f32(bh * sel.rows * chunks * 4)?;
         let mass = self.alloc_f32(bh * 2)?;
         let choice = self.alloc_u32(bh)?;
@@ -217,7 +224,7 @@ impl CudaBackend {
             i(video),
             i(sel.ref_block),
             i(sel.band_blocks.min(i32::MAX as usize)),
-            i(SVG_CHUNK),
+            i(chunk),
         );
         let chunks_i = i(chunks);
         let seed = sel.seed;
