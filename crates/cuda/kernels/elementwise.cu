@@ -105,10 +105,11 @@ extern "C" __global__ void sum_abs_bf16(const bf16* __restrict__ x, float* acc, 
 }
 
 // Video [B, C, F, H, W] -> tokens [B, gf*gh*gw, C*pt*ph*pw], vector ordered (c, kt, ky, kx).
-// One thread per output element (reads are strided, writes coalesced).
+// Token k is raster token order[k] (order null: raster), so the curve permutation costs no
+// pass of its own. One thread per output element (reads are strided, writes coalesced).
 extern "C" __global__ void patchify_bf16(const bf16* __restrict__ x, bf16* __restrict__ out,
-                                         long long n, int c, int f, int h, int w, int pt, int ph,
-                                         int pw) {
+                                         const unsigned* __restrict__ order, long long n, int c,
+                                         int f, int h, int w, int pt, int ph, int pw) {
     const int gf = f / pt, gh = h / ph, gw = w / pw;
     const int pv = c * pt * ph * pw;
     const long long toks = (long long)gf * gh * gw;
@@ -116,6 +117,7 @@ extern "C" __global__ void patchify_bf16(const bf16* __restrict__ x, bf16* __res
          i += (long long)gridDim.x * blockDim.x) {
         int e = (int)(i % pv);
         long long tok = (i / pv) % toks, b = i / pv / toks;
+        if (order) tok = order[tok];
         int kx = e % pw, ky = (e / pw) % ph, kt = (e / pw / ph) % pt, ci = e / pw / ph / pt;
         int zx = (int)(tok % gw), zy = (int)((tok / gw) % gh), zf = (int)(tok / gw / gh);
         long long src = ((((b * c + ci) * f + zf * pt + kt) * (long long)h + zy * ph + ky) * w) +
@@ -125,10 +127,11 @@ extern "C" __global__ void patchify_bf16(const bf16* __restrict__ x, bf16* __res
 }
 
 // Tokens [B, gf*gh*gw, pt*ph*pw*C] (vector ordered (kt, ky, kx, c)) -> video
-// [B, C, gf*pt, gh*ph, gw*pw]. One thread per output element.
+// [B, C, gf*pt, gh*ph, gw*pw]. Raster token r sits at row inv[r] of x (inv null: row r), the
+// inverse of patchify's order. One thread per output element.
 extern "C" __global__ void unpatchify_bf16(const bf16* __restrict__ x, bf16* __restrict__ out,
-                                           long long n, int c, int gf, int gh, int gw, int pt,
-                                           int ph, int pw) {
+                                           const unsigned* __restrict__ inv, long long n, int c,
+                                           int gf, int gh, int gw, int pt, int ph, int pw) {
     const int f = gf * pt, h = gh * ph, w = gw * pw;
     const int pv = c * pt * ph * pw;
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
@@ -137,6 +140,7 @@ extern "C" __global__ void unpatchify_bf16(const bf16* __restrict__ x, bf16* __r
         int ci = (int)((i / w / h / f) % c);
         long long b = i / w / h / f / c;
         long long tok = ((long long)(ff / pt) * gh + yy / ph) * gw + xx / pw;
+        if (inv) tok = inv[tok];
         int e = (((ff % pt) * ph + yy % ph) * pw + xx % pw) * c + ci;
         out[i] = x[(b * gf * gh * gw + tok) * pv + e];
     }

@@ -298,17 +298,27 @@ fn layout(t: &mut Ctx) -> Result<()> {
     let c = t.cpu.reshape(&x.c, &[140, 72])?;
     t.check("reshape", &g, &c)?;
     let v = t.rand(&[1, 4, 6, 8, 10], 1.0)?;
-    let g = t.gpu.patchify(&v.g, [1, 2, 2])?;
-    let c = t.cpu.patchify(&v.c, [1, 2, 2])?;
+    let g = t.gpu.patchify(&v.g, [1, 2, 2], None)?;
+    let c = t.cpu.patchify(&v.c, [1, 2, 2], None)?;
     t.check("patchify", &g, &c)?;
     let v = t.rand(&[2, 3, 4, 6, 10], 1.0)?;
-    let g = t.gpu.patchify(&v.g, [2, 3, 5])?;
-    let c = t.cpu.patchify(&v.c, [2, 3, 5])?;
-    t.check("patchify [2,3,5]", &g, &c)?;
+    let order = [2u32, 0, 3, 1];
+    let g = t.gpu.patchify(&v.g, [2, 3, 5], Some(&order))?;
+    let c = t.cpu.patchify(&v.c, [2, 3, 5], Some(&order))?;
+    t.check("patchify [2,3,5] in a token order", &g, &c)?;
     let tk = t.rand(&[2, 2 * 3 * 4, 2 * 2 * 2 * 5], 1.0)?;
-    let g = t.gpu.unpatchify(&tk.g, (2, 3, 4), [2, 2, 2], 5)?;
-    let c = t.cpu.unpatchify(&tk.c, (2, 3, 4), [2, 2, 2], 5)?;
+    let g = t.gpu.unpatchify(&tk.g, (2, 3, 4), [2, 2, 2], 5, None)?;
+    let c = t.cpu.unpatchify(&tk.c, (2, 3, 4), [2, 2, 2], 5, None)?;
     t.check("unpatchify", &g, &c)?;
+    // 7 is coprime with 24: a permutation that moves every token but the first.
+    let order: Vec<u32> = (0..24).map(|i| (i * 7) % 24).collect();
+    let g = t
+        .gpu
+        .unpatchify(&tk.g, (2, 3, 4), [2, 2, 2], 5, Some(&order))?;
+    let c = t
+        .cpu
+        .unpatchify(&tk.c, (2, 3, 4), [2, 2, 2], 5, Some(&order))?;
+    t.check("unpatchify in a token order", &g, &c)?;
     Ok(())
 }
 

@@ -106,7 +106,6 @@ pub struct Geometry<B: Backend> {
     pub grid: (usize, usize, usize),
     /// `order[k]` = raster index of the k-th token; `None` = raster order.
     pub order: Option<Arc<Vec<u32>>>,
-    inverse: Option<Vec<u32>>,
     cos: B::Tensor,
     sin: B::Tensor,
 }
@@ -292,17 +291,9 @@ impl<B: Backend> WanModel<B> {
         }
         let dh = self.cfg.head_dim();
         let (cos, sin) = rope_tables(grid, order.as_deref().map(|v| v.as_slice()), dh);
-        let inverse = order.as_ref().map(|o| {
-            let mut inv = vec![0u32; o.len()];
-            for (k, &r) in o.iter().enumerate() {
-                inv[r as usize] = k as u32;
-            }
-            inv
-        });
         Ok(Geometry {
             grid,
             order,
-            inverse,
             cos: be.upload(&cos, &[l, dh / 2])?,
             sin: be.upload(&sin, &[l, dh / 2])?,
         })
@@ -343,11 +334,13 @@ impl<B: Backend> WanModel<B> {
             )));
         }
         let bsz = s[0];
-        let tokens = be.patchify(x, self.cfg.patch_size)?;
-        let mut h = self.patch.fwd(be, &tokens, Act::None)?;
-        if let Some(o) = &geom.order {
-            h = be.gather_tokens(&h, o)?;
-        }
+        // Tokens leave patchify already in the stage's order: no gather pass of their own.
+        let tokens = be.patchify(
+            x,
+            self.cfg.patch_size,
+            geom.order.as_deref().map(|o| o.as_slice()),
+        )?;
+        let h = self.patch.fwd(be, &tokens, Act::None)?;
         let (e, e0) = self.time_embed(be, t)?;
         let d = self.cfg.dim;
         let expand = |v: &B::Tensor| expand(be, &be.reshape(v, &[1, d])?, bsz);
@@ -460,11 +453,9 @@ impl<B: Backend> WanModel<B> {
         };
         let (shift, scale) = (row(0)?, row(1)?);
         let xn = be.norm_modulate(x, &shift, &scale, self.cfg.eps as f32)?;
-        let mut y = self.head.fwd(be, &xn, Act::None)?;
-        if let Some(inv) = &geom.inverse {
-            y = be.gather_tokens(&y, inv)?;
-        }
-        Ok(be.unpatchify(&y, geom.grid, self.cfg.patch_size, self.cfg.out_dim)?)
+        let y = self.head.fwd(be, &xn, Act::None)?;
+        let order = geom.order.as_deref().map(|o| o.as_slice());
+        Ok(be.unpatchify(&y, geom.grid, self.cfg.patch_size, self.cfg.out_dim, order)?)
     }
 
     /// Full forward: velocity for video `x` `[B, C, F, H, W]` at time `t` (σ·1000).

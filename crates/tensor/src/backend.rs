@@ -203,10 +203,17 @@ pub trait Backend: Send + Sync {
     fn cat(&self, xs: &[&Self::Tensor], dim: usize) -> Result<Self::Tensor>;
     /// Mean of |x| (TeaCache's relative-L1 rule needs it; returns to the host).
     fn mean_abs(&self, x: &Self::Tensor) -> Result<f32>;
-    /// Video `[B, C, F, H, W]` → patch tokens `[B, F/pt·H/ph·W/pw, C·pt·ph·pw]`, raster token
-    /// order, each token's vector ordered (c, kt, kh, kw) — a Conv3d with kernel = stride
-    /// becomes a linear on these. The default goes through the host; backends may override.
-    fn patchify(&self, x: &Self::Tensor, patch: [usize; 3]) -> Result<Self::Tensor> {
+    /// Video `[B, C, F, H, W]` → patch tokens `[B, F/pt·H/ph·W/pw, C·pt·ph·pw]`, each token's
+    /// vector ordered (c, kt, kh, kw) — a Conv3d with kernel = stride becomes a linear on
+    /// these. Tokens come in raster order, or with `order` the k-th token is raster token
+    /// `order[k]` (the curve permutation rides on this pass instead of a gather of its own).
+    /// The default goes through the host; backends may override.
+    fn patchify(
+        &self,
+        x: &Self::Tensor,
+        patch: [usize; 3],
+        order: Option<&[u32]>,
+    ) -> Result<Self::Tensor> {
         let s = x.shape().to_vec();
         if s.len() != 5 || s[2] % patch[0] != 0 || s[3] % patch[1] != 0 || s[4] % patch[2] != 0 {
             return Err(crate::Error::shape(
@@ -214,18 +221,18 @@ pub trait Backend: Send + Sync {
                 format!("{s:?} with patch {patch:?}"),
             ));
         }
-        let host = self.download(x)?;
         let (b, c, f, h, w) = (s[0], s[1], s[2], s[3], s[4]);
         let [pt, ph, pw] = patch;
         let (gf, gh, gw) = (f / pt, h / ph, w / pw);
+        check_order("patchify", order, gf * gh * gw)?;
+        let host = self.download(x)?;
         let pv = c * pt * ph * pw;
         let mut o = vec![0f32; host.len()];
         for bi in 0..b {
-            for (tok, (zf, zy, zx)) in (0..gf)
-                .flat_map(|a| (0..gh).flat_map(move |y| (0..gw).map(move |x| (a, y, x))))
-                .enumerate()
-            {
-                let dst = &mut o[(bi * gf * gh * gw + tok) * pv..][..pv];
+            for k in 0..gf * gh * gw {
+                let tok = order.map_or(k, |o| o[k] as usize);
+                let (zf, zy, zx) = (tok / (gh * gw), (tok / gw) % gh, tok % gw);
+                let dst = &mut o[(bi * gf * gh * gw + k) * pv..][..pv];
                 let mut i = 0;
                 for ci in 0..c {
                     for kt in 0..pt {
@@ -244,13 +251,15 @@ pub trait Backend: Send + Sync {
     }
 
     /// Inverse of a head's output layout: tokens `[B, gf·gh·gw, pt·ph·pw·C]` (vector ordered
-    /// (kt, kh, kw, c), as Wan's `unpatchify`) → video `[B, C, gf·pt, gh·ph, gw·pw]`.
+    /// (kt, kh, kw, c), as Wan's `unpatchify`) → video `[B, C, gf·pt, gh·ph, gw·pw]`. With
+    /// `order`, the k-th token is raster token `order[k]` (as [`Backend::patchify`] wrote it).
     fn unpatchify(
         &self,
         x: &Self::Tensor,
         grid: (usize, usize, usize),
         patch: [usize; 3],
         channels: usize,
+        order: Option<&[u32]>,
     ) -> Result<Self::Tensor> {
         let s = x.shape().to_vec();
         let [pt, ph, pw] = patch;
@@ -261,14 +270,16 @@ pub trait Backend: Send + Sync {
                 format!("{s:?} for grid {grid:?}, patch {patch:?}, {channels} channels"),
             ));
         }
+        check_order("unpatchify", order, gf * gh * gw)?;
         let host = self.download(x)?;
         let (b, c) = (s[0], channels);
         let (f, h, w) = (gf * pt, gh * ph, gw * pw);
         let mut o = vec![0f32; host.len()];
         for bi in 0..b {
-            for tok in 0..gf * gh * gw {
+            for k in 0..gf * gh * gw {
+                let tok = order.map_or(k, |o| o[k] as usize);
                 let (zf, zy, zx) = (tok / (gh * gw), (tok / gw) % gh, tok % gw);
-                let src = &host[(bi * gf * gh * gw + tok) * s[2]..][..s[2]];
+                let src = &host[(bi * gf * gh * gw + k) * s[2]..][..s[2]];
                 let mut i = 0;
                 for kt in 0..pt {
                     for ky in 0..ph {
@@ -289,6 +300,29 @@ pub trait Backend: Send + Sync {
     /// Wait for queued work (for timing); a no-op on the CPU.
     fn synchronize(&self) -> Result<()> {
         Ok(())
+    }
+}
+
+/// A token order for [`Backend::patchify`]/[`Backend::unpatchify`] must be a permutation of
+/// `0..tokens`.
+pub fn check_order(op: &'static str, order: Option<&[u32]>, tokens: usize) -> Result<()> {
+    let Some(o) = order else { return Ok(()) };
+    let mut seen = vec![false; tokens];
+    let ok = o.len() == tokens
+        && o.iter().all(|&i| {
+            let i = i as usize;
+            i < tokens && !std::mem::replace(&mut seen[i], true)
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(crate::Error::invalid(
+            op,
+            format!(
+                "token order of {} entries is not a permutation of {tokens} tokens",
+                o.len()
+            ),
+        ))
     }
 }
 

@@ -257,3 +257,56 @@ fn fast_exp_is_accurate_over_the_softmax_range() {
     assert!(tiny.is_finite() && (0.0..1e-37).contains(&tiny));
     assert_eq!(jenga_tensor::cpu::fast_exp(f32::NEG_INFINITY), tiny);
 }
+
+#[test]
+fn patchify_in_a_token_order_is_the_gathered_raster_patchify_and_unpatchify_inverts_it() {
+    let be = CpuBackend::new();
+    let (b, c, f, h, w) = (2, 3, 4, 6, 10);
+    let data: Vec<f32> = (0..b * c * f * h * w).map(|i| i as f32).collect();
+    let x = be.upload(&data, &[b, c, f, h, w]).unwrap();
+    let patch = [2, 2, 5];
+    let toks = 2 * 3 * 2;
+    let order: Vec<u32> = (0..toks as u32).map(|i| (i * 5) % toks as u32).collect();
+    let raster = be.patchify(&x, patch, None).unwrap();
+    let ordered = be.patchify(&x, patch, Some(&order)).unwrap();
+    let gathered = be.gather_tokens(&raster, &order).unwrap();
+    assert_eq!(
+        be.download(&ordered).unwrap(),
+        be.download(&gathered).unwrap()
+    );
+    assert_ne!(
+        be.download(&ordered).unwrap(),
+        be.download(&raster).unwrap()
+    );
+    // A head whose vector is (kt, kh, kw, c)-ordered: build it from the video, in token order.
+    let per_tok = 2 * 2 * 5 * c;
+    let mut tokens = vec![0f32; b * toks * per_tok];
+    for bi in 0..b {
+        for (k, &r) in order.iter().enumerate() {
+            let r = r as usize;
+            let (zf, zy, zx) = (r / 6, (r / 2) % 3, r % 2);
+            let mut i = 0;
+            for kt in 0..2 {
+                for ky in 0..2 {
+                    for kx in 0..5 {
+                        for ci in 0..c {
+                            let (ff, yy, xx) = (zf * 2 + kt, zy * 2 + ky, zx * 5 + kx);
+                            tokens[(bi * toks + k) * per_tok + i] =
+                                data[(((bi * c + ci) * f + ff) * h + yy) * w + xx];
+                            i += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let t = be.upload(&tokens, &[b, toks, per_tok]).unwrap();
+    let video = be
+        .unpatchify(&t, (2, 3, 2), patch, c, Some(&order))
+        .unwrap();
+    assert_eq!(be.download(&video).unwrap(), data);
+    // Not a permutation: refused with the op's name.
+    let bad = vec![0u32; toks];
+    let e = be.patchify(&x, patch, Some(&bad)).unwrap_err().to_string();
+    assert!(e.contains("patchify") && e.contains("permutation"), "{e}");
+}
