@@ -563,6 +563,13 @@ impl CudaBackend {
         {
             return Ok(d.clone());
         }
+        // Indices are checked here, once per plan, against the plan's own geometry.
+        plan.validate(
+            plan.batch,
+            plan.heads,
+            plan.q_blocks * plan.block,
+            plan.k_blocks * plan.block,
+        )?;
         let up = |v: &[u32]| -> Result<CudaSlice<u32>> {
             let v = if v.is_empty() { &[0u32][..] } else { v };
             self.stream
@@ -1180,7 +1187,16 @@ impl Backend for CudaBackend {
         match plan {
             AttnPlan::Dense => self.attention_dispatch(q, k, v, None, bias),
             AttnPlan::Sparse(p) => {
-                p.validate(b, h, lq, lk)?;
+                // Every index is checked once, when the plan is uploaded (a 720p plan has
+                // millions: checking them per call cost ~6 ms); the geometry on every call.
+                let fits = p.batch == b
+                    && p.heads == h
+                    && p.block > 0
+                    && p.q_blocks == lq.div_ceil(p.block)
+                    && p.k_blocks == lk.div_ceil(p.block);
+                if !fits {
+                    p.validate(b, h, lq, lk)?;
+                }
                 let d = self.device_plan(p)?;
                 self.attention_dispatch(q, k, v, Some((p, &d)), bias)
             }

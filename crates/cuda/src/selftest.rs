@@ -302,7 +302,7 @@ fn layout(t: &mut Ctx) -> Result<()> {
     let c = t.cpu.patchify(&v.c, [1, 2, 2], None)?;
     t.check("patchify", &g, &c)?;
     let v = t.rand(&[2, 3, 4, 6, 10], 1.0)?;
-    let order = [2u32, 0, 3, 1];
+    let order = [2u32, 0, 7, 3, 5, 1, 6, 4]; // 2x2x2 tokens
     let g = t.gpu.patchify(&v.g, [2, 3, 5], Some(&order))?;
     let c = t.cpu.patchify(&v.c, [2, 3, 5], Some(&order))?;
     t.check("patchify [2,3,5] in a token order", &g, &c)?;

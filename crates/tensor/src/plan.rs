@@ -231,6 +231,7 @@ impl BlockPlan {
         let rows = batch * heads * self.q_blocks;
         if self.row_ptr.len() != rows + 1
             || *self.row_ptr.last().unwrap() as usize != self.col_idx.len()
+            || self.row_ptr.windows(2).any(|w| w[0] > w[1])
         {
             return Err(Error::invalid(op, "row_ptr does not match col_idx"));
         }

@@ -7,10 +7,11 @@
 //! adjacency band, the first-frame or text blocks, text query rows kept dense) and the
 //! on-device mask building, which is timed here against the sparse attention it feeds.
 
-use super::attention::Shape;
+use super::attention::{random_data, Shape};
+use super::time_ms;
 use anyhow::{bail, Context, Result};
 use jenga_carve::{AttnCtx, JengaConfig, JengaPolicy, Layout};
-use jenga_tensor::{AttnPlan, Backend, BlockPlan, BlockSelect};
+use jenga_tensor::{AttnPlan, Backend, BlockPlan, BlockSelect, TensorMeta};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -127,6 +128,16 @@ impl JengaShape {
         Ok((lo, above))
     }
 
+    fn select(&self, top_k: usize) -> Result<BlockSelect> {
+        Ok(BlockSelect {
+            block: self.layout.block,
+            scored_blocks: self.layout.video_blocks,
+            p: 0.0,
+            top_k,
+            fixed: self.policy.fixed_plan(&self.ctx)?,
+        })
+    }
+
     /// The same selection on the device (`Backend::select_blocks`); `None` where the backend
     /// builds plans on the host only.
     pub fn device_plan<B: Backend>(
@@ -136,21 +147,54 @@ impl JengaShape {
         k: &B::Tensor,
         top_k: usize,
     ) -> Result<Option<AttnPlan>> {
-        let sel = BlockSelect {
-            block: self.layout.block,
-            scored_blocks: self.layout.video_blocks,
-            p: 0.0,
-            top_k,
-            fixed: self.policy.fixed_plan(&self.ctx)?,
+        Ok(be.select_blocks(q, k, &self.select(top_k)?)?)
+    }
+
+    /// Mask-building cost as the model pays it (ms): the block means come out of the RoPE
+    /// pass that writes q and k (`rope_pooled` minus plain `rope`), then
+    /// `select_blocks_pooled`. `None` where the backend has no device selection.
+    pub fn fused_mask_ms<B: Backend>(
+        &self,
+        be: &B,
+        q: &B::Tensor,
+        k: &B::Tensor,
+        top_k: usize,
+        repeats: usize,
+    ) -> Result<Option<f64>> {
+        let (l, dh) = (q.shape()[1], q.shape()[3]);
+        let table = |seed| be.upload(&random_data(seed, l * dh / 2), &[l, dh / 2]);
+        let (cos, sin) = (table(11)?, table(12)?);
+        let block = self.layout.block;
+        let (_, qhat) = be.rope_pooled(q, &cos, &sin, block)?;
+        let (_, khat) = be.rope_pooled(k, &cos, &sin, block)?;
+        let (Some(qhat), Some(khat)) = (qhat, khat) else {
+            return Ok(None);
         };
-        Ok(be.select_blocks(q, k, &sel)?)
+        let sel = self.select(top_k)?;
+        if be.select_blocks_pooled(&qhat, &khat, &sel)?.is_none() {
+            return Ok(None);
+        }
+        let plain = time_ms(be, repeats, || {
+            be.rope(q, &cos, &sin)?;
+            be.rope(k, &cos, &sin)?;
+            Ok(())
+        })?;
+        let fused = time_ms(be, repeats, || {
+            be.rope_pooled(q, &cos, &sin, block)?;
+            be.rope_pooled(k, &cos, &sin, block)?;
+            Ok(())
+        })?;
+        let select = time_ms(be, repeats, || {
+            be.select_blocks_pooled(&qhat, &khat, &sel)?;
+            Ok(())
+        })?;
+        Ok(Some((fused - plain).max(0.0) + select))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::attention::random_data;
     use jenga_tensor::CpuBackend;
 
     #[test]
