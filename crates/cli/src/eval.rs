@@ -177,12 +177,8 @@ fn eval_on<B: Backend>(
             name.clone()
         };
         eprintln!("eval: {label} …");
+        // Plans stay where the backend builds them; the probe downloads the calls it reads.
         let pol = crate::policy::build(p, &a.jenga, cfg.patch_size)?;
-        if let crate::policy::Policy::Jenga(j) = &pol {
-            // Recall reads the kept blocks on the host: build plans there (same rule as the
-            // device selection, which keeps its plans on the GPU).
-            j.set_device_select(false);
-        }
         let inner: &dyn AttentionPolicy<B> = &pol;
         let mut probe = Probe::new(inner, e.recall_every.max(1));
         if e.save_masks.is_some() {

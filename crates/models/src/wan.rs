@@ -1,8 +1,10 @@
 //! Wan2.1 DiT (text-to-video), as `wan/modules/model.py`, written against the `Backend` ops.
 //!
-//! The model never sees which attention policy runs: self-attention asks `policy.plan(..)`,
-//! and the token order of a stage (Hilbert curve for Jenga) only changes the `Geometry`
-//! (which tokens are gathered first and which RoPE angles each position gets).
+//! The model never sees which attention policy runs: self-attention asks the policy for a
+//! plan (`plan_pooled`, handing it the block means of q/k when the policy asked for them via
+//! `pooled_block`; the backend computes them inside the RoPE pass), and the token order of a
+//! stage (Hilbert curve for Jenga) only changes the `Geometry` (the order `patchify` writes
+//! tokens in and which RoPE angles each position gets).
 
 use crate::{ModelError, Result, WanConfig, WeightSource};
 use jenga_carve::{AttentionPolicy, AttnCtx};

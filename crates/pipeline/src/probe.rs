@@ -133,11 +133,52 @@ impl<B: Backend> AttentionPolicy<B> for Probe<'_, B> {
     }
     fn plan(&self, be: &B, q: &B::Tensor, k: &B::Tensor, ctx: &AttnCtx) -> Result<AttnPlan> {
         let plan = self.inner.plan(be, q, k, ctx)?;
-        let AttnPlan::Sparse(p) = &plan else {
+        self.observe(be, q, k, ctx, plan)
+    }
+    fn pooled_block(&self, ctx: &AttnCtx) -> Option<usize> {
+        self.inner.pooled_block(ctx)
+    }
+    fn plan_pooled(
+        &self,
+        be: &B,
+        q: &B::Tensor,
+        k: &B::Tensor,
+        pooled: Option<(&B::Tensor, &B::Tensor)>,
+        ctx: &AttnCtx,
+    ) -> Result<AttnPlan> {
+        let plan = self.inner.plan_pooled(be, q, k, pooled, ctx)?;
+        self.observe(be, q, k, ctx, plan)
+    }
+}
+
+impl<B: Backend> Probe<'_, B> {
+    /// Recall and mask captures of one call's plan; the plan itself is returned unchanged
+    /// (a device-built plan keeps running on the device, a host copy is read only here).
+    fn observe(
+        &self,
+        be: &B,
+        q: &B::Tensor,
+        k: &B::Tensor,
+        ctx: &AttnCtx,
+        plan: AttnPlan,
+    ) -> Result<AttnPlan> {
+        if matches!(plan, AttnPlan::Dense) {
+            return Ok(plan);
+        }
+        let due = self.recall_every_steps > 0 && ctx.step.is_multiple_of(self.recall_every_steps);
+        let captured = self
+            .capture
+            .iter()
+            .any(|&(step, layer, _)| step == ctx.step && layer == ctx.layer);
+        if !due && !captured {
+            return Ok(plan);
+        }
+        let t = std::time::Instant::now();
+        let host = be.host_plan(&plan)?;
+        let AttnPlan::Sparse(p) = &host else {
             return Ok(plan);
         };
-        if self.recall_every_steps > 0 && ctx.step.is_multiple_of(self.recall_every_steps) {
-            let t = std::time::Instant::now();
+        if due {
             let s = q.shape();
             let shape = [s[0], s[1], s[2], s[3]];
             let r = recall(
@@ -145,7 +186,7 @@ impl<B: Backend> AttentionPolicy<B> for Probe<'_, B> {
                 &be.download(k)?,
                 shape,
                 k.shape()[1],
-                &plan,
+                &host,
                 self.rows,
                 self.inner.key_bias(ctx),
             );
@@ -155,7 +196,6 @@ impl<B: Backend> AttentionPolicy<B> for Probe<'_, B> {
                 layer: ctx.layer,
                 recall: r,
             });
-            *self.overhead.lock().expect("probe lock") += t.elapsed().as_secs_f64();
         }
         for &(step, layer, head) in &self.capture {
             if step == ctx.step && layer == ctx.layer && head < p.heads {
@@ -175,6 +215,7 @@ impl<B: Backend> AttentionPolicy<B> for Probe<'_, B> {
                 });
             }
         }
+        *self.overhead.lock().expect("probe lock") += t.elapsed().as_secs_f64();
         Ok(plan)
     }
 }
