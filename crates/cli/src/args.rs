@@ -101,19 +101,45 @@ pub enum BenchWhat {
     },
 }
 
+/// `--frames/--height/--width`, shared by `generate`, `bench e2e` and `bench policies`.
+#[derive(Args, Debug, Clone, Default)]
+pub struct VideoSize {
+    /// Frames, in the model's units: video frames for the embedded tiny-wan, latent frames for Wan
+    /// configs (21 for 81 frames). Default: the model's size (tiny-wan 8x32x32; Wan 21x60x104,
+    /// i.e. 81 frames 480x832).
+    #[arg(long)]
+    pub frames: Option<usize>,
+    /// Height in the model's units (tiny-wan: pixels; Wan: latent rows, 60 for 480 px).
+    #[arg(long)]
+    pub height: Option<usize>,
+    /// Width in the model's units (tiny-wan: pixels; Wan: latent columns, 104 for 832 px).
+    #[arg(long)]
+    pub width: Option<usize>,
+}
+
+impl VideoSize {
+    /// The flags that were given, as `generate` arguments (runs that re-parse its flags).
+    pub fn to_argv(&self) -> Vec<String> {
+        [
+            ("--frames", self.frames),
+            ("--height", self.height),
+            ("--width", self.width),
+        ]
+        .into_iter()
+        .filter_map(|(f, v)| v.map(|v| [f.to_string(), v.to_string()]))
+        .flatten()
+        .collect()
+    }
+}
+
 /// `jenga bench e2e` flags (model flags are the global ones; default `--random-weights wan-1.3b`).
 #[derive(Args, Debug, Clone)]
 pub struct E2eArgs {
     /// Denoising steps of each run (a 50-step total is extrapolated from the per-step times).
     #[arg(long, default_value_t = 8)]
     pub steps: usize,
-    /// Latent frames / height / width (default: the model's, Wan 81x480x832 → 21x60x104).
-    #[arg(long)]
-    pub frames: Option<usize>,
-    #[arg(long)]
-    pub height: Option<usize>,
-    #[arg(long)]
-    pub width: Option<usize>,
+    #[command(flatten)]
+    pub size: VideoSize,
     /// Guidance scale (default: the model's; ≠ 1 runs cond + uncond as one batch of 2).
     #[arg(long)]
     pub guidance: Option<f32>,
@@ -159,13 +185,8 @@ pub struct GenerateArgs {
     pub negative_prompt: String,
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Frames (model units: pixels for tiny-wan, latent frames for real models).
-    #[arg(long)]
-    pub frames: Option<usize>,
-    #[arg(long)]
-    pub height: Option<usize>,
-    #[arg(long)]
-    pub width: Option<usize>,
+    #[command(flatten)]
+    pub size: VideoSize,
     /// Denoising steps (default: the model's, 30 for tiny-wan).
     #[arg(long)]
     pub steps: Option<usize>,

@@ -114,15 +114,7 @@ fn resolve(
         .map(|s| s.to_string())
         .collect();
     argv.extend(["--steps".into(), steps.to_string()]);
-    for (flag, v) in [
-        ("--frames", e.frames),
-        ("--height", e.height),
-        ("--width", e.width),
-    ] {
-        if let Some(v) = v {
-            argv.extend([flag.to_string(), v.to_string()]);
-        }
-    }
+    argv.extend(e.size.to_argv());
     if let Some(g) = e.guidance {
         argv.extend(["--guidance".into(), g.to_string()]);
     }

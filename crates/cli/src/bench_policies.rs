@@ -33,13 +33,8 @@ use std::time::Instant;
 pub struct PoliciesArgs {
     #[arg(long, default_value = "a red circle moving right on a blue background")]
     pub prompt: String,
-    /// Frames / height / width (default: the model's, tiny-wan 8x32x32).
-    #[arg(long)]
-    pub frames: Option<usize>,
-    #[arg(long)]
-    pub height: Option<usize>,
-    #[arg(long)]
-    pub width: Option<usize>,
+    #[command(flatten)]
+    pub size: crate::args::VideoSize,
     /// Denoising steps (default: the model's, 30 for tiny-wan).
     #[arg(long)]
     pub steps: Option<usize>,
@@ -86,15 +81,9 @@ fn gen_args(p: &PoliciesArgs, model: &ModelArgs, variant: &str) -> Result<Genera
         p.seed.to_string(),
         "--quiet".into(),
     ];
-    for (flag, v) in [
-        ("--frames", p.frames),
-        ("--height", p.height),
-        ("--width", p.width),
-        ("--steps", p.steps),
-    ] {
-        if let Some(v) = v {
-            argv.extend([flag.to_string(), v.to_string()]);
-        }
+    argv.extend(p.size.to_argv());
+    if let Some(v) = p.steps {
+        argv.extend(["--steps".to_string(), v.to_string()]);
     }
     argv.extend(words);
     let mut g = VariantFlags::try_parse_from(&argv)
@@ -520,9 +509,7 @@ mod tests {
     fn variants_parse_like_generate_flags() {
         let p = PoliciesArgs {
             prompt: "x".into(),
-            frames: None,
-            height: None,
-            width: None,
+            size: Default::default(),
             steps: Some(3),
             seed: 1,
             variants: vec![],

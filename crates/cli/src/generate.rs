@@ -216,9 +216,9 @@ pub fn plan(a: &GenerateArgs, src: &Source) -> Result<Plan> {
         bail!("--steps must be at least 1");
     }
     let (f, h, w) = (
-        a.frames.unwrap_or(df),
-        a.height.unwrap_or(dh),
-        a.width.unwrap_or(dw),
+        a.size.frames.unwrap_or(df),
+        a.size.height.unwrap_or(dh),
+        a.size.width.unwrap_or(dw),
     );
     let [pt, ph, pw] = cfg.patch_size;
     for (flag, v, p) in [("--frames", f, pt), ("--height", h, ph), ("--width", w, pw)] {
