@@ -14,7 +14,7 @@
 //                probabilities are non-negative floats, which order like their bits);
 //   draft_keep   per draft row: entries ≥ threshold as a bitmask, top-up of short rows;
 //   draft_blocks per plan block row: regions of the block → blocks of the kept regions.
-// scan_rows / expand_bits: block bitmask rows → CSR (row_ptr, ascending col_idx, total).
+// Block bitmask rows → CSR: the block-selection module's scan_counts / expand_rows.
 
 #define SVG_RG 32     // sampled rows per CTA pass (per-thread accumulators)
 #define SVG_TILE 256  // keys per tile = threads per CTA of svg_partial
@@ -420,70 +420,3 @@ extern "C" __global__ void draft_blocks(const unsigned* __restrict__ keep,
     if (lane == 0) counts[row] = (unsigned)cnt;
 }
 
-// One CTA of 1024: row_ptr = exclusive scan of counts, row_ptr[rows] = *nnz = total.
-extern "C" __global__ void scan_rows(const unsigned* __restrict__ counts,
-                                     unsigned* __restrict__ row_ptr, unsigned* __restrict__ nnz,
-                                     int rows) {
-    __shared__ unsigned part[32];
-    __shared__ unsigned carry_s;
-    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    if (tid == 0) carry_s = 0u;
-    __syncthreads();
-    for (int base = 0; base < rows; base += blockDim.x) {
-        const int i = base + tid;
-        const unsigned v = i < rows ? counts[i] : 0u;
-        unsigned x = v;
-        for (int o = 1; o < 32; o <<= 1) {
-            const unsigned y = __shfl_up_sync(0xffffffffu, x, o);
-            if (lane >= o) x += y;
-        }
-        if (lane == 31) part[warp] = x;
-        __syncthreads();
-        if (warp == 0) {
-            unsigned p = lane < (int)(blockDim.x >> 5) ? part[lane] : 0u;
-            for (int o = 1; o < 32; o <<= 1) {
-                const unsigned y = __shfl_up_sync(0xffffffffu, p, o);
-                if (lane >= o) p += y;
-            }
-            part[lane] = p;
-        }
-        __syncthreads();
-        const unsigned carry = carry_s;
-        if (i < rows) row_ptr[i] = carry + (warp > 0 ? part[warp - 1] : 0u) + x - v;
-        __syncthreads();
-        if (tid == 0) carry_s = carry + part[(blockDim.x >> 5) - 1];
-        __syncthreads();
-    }
-    if (tid == 0) {
-        row_ptr[rows] = carry_s;
-        *nnz = carry_s;
-    }
-}
-
-// One warp per row: set bits of the row's words, ascending, at col_idx[row_ptr[row]..].
-extern "C" __global__ void expand_bits(const unsigned* __restrict__ bits,
-                                       const unsigned* __restrict__ row_ptr,
-                                       unsigned* __restrict__ col_idx, int rows, int words) {
-    const int lane = threadIdx.x & 31;
-    const int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
-    if (row >= rows) return;
-    const unsigned* b = bits + (long long)row * words;
-    unsigned at = row_ptr[row];
-    for (int w0 = 0; w0 < words; w0 += 32) {
-        const int w = w0 + lane;
-        unsigned word = w < words ? b[w] : 0u;
-        const unsigned c = __popc(word);
-        unsigned x = c;
-        for (int o = 1; o < 32; o <<= 1) {
-            const unsigned y = __shfl_up_sync(0xffffffffu, x, o);
-            if (lane >= o) x += y;
-        }
-        unsigned pos = at + x - c;
-        while (word) {
-            const int e = __ffs(word) - 1;
-            col_idx[pos++] = (unsigned)(w * 32 + e);
-            word &= word - 1u;
-        }
-        at += __shfl_sync(0xffffffffu, x, 31);
-    }
-}

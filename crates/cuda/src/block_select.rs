@@ -54,10 +54,10 @@ pub(crate) struct SelectState {
 /// A fixed plan (while it lives) and its bitmask on the device.
 type FixedEntry = (Weak<BlockPlan>, Arc<CudaSlice<u32>>);
 
-/// A plan's kept-pair count on the device.
-struct Count {
-    stream: Arc<CudaStream>,
-    buf: CudaSlice<u32>,
+/// A count on the device (u32: a plan's kept pairs, a number of heads), read on demand.
+pub(crate) struct Count {
+    pub(crate) stream: Arc<CudaStream>,
+    pub(crate) buf: CudaSlice<u32>,
 }
 
 impl DeviceCount for Count {
@@ -65,12 +65,57 @@ impl DeviceCount for Count {
         let v = self
             .stream
             .clone_dtoh(&self.buf)
-            .map_err(drv("reading a device plan's kept-pair count"))?;
+            .map_err(drv("reading a device count"))?;
         Ok(v[0] as u64)
     }
 }
 
+/// Device pointers of a bitmask plan (per row: `words` u32 of key-block bits and the row's
+/// count) and of the CSR written from it.
+pub(crate) struct CsrOut {
+    pub(crate) counts: u64,
+    pub(crate) bits: u64,
+    pub(crate) row_ptr: u64,
+    pub(crate) col_idx: u64,
+    pub(crate) nnz: u64,
+}
+
 impl CudaBackend {
+    /// Bitmask rows → CSR on the device (`scan_counts`: row_ptr and the total; `expand_rows`:
+    /// ascending col_idx), no host sync. Shared by every policy that builds plans on the GPU.
+    pub(crate) fn bits_to_csr(&self, o: CsrOut, rows: usize, words: usize) -> Result<()> {
+        let k = self.select_kernels()?;
+        let st = self.stream();
+        let (rows_i, words_i) = (rows as i32, words as i32);
+        let mut l = st.launch_builder(&k.scan);
+        l.arg(&o.counts).arg(&o.row_ptr).arg(&o.nnz).arg(&rows_i);
+        unsafe {
+            l.launch(LaunchConfig {
+                grid_dim: (1, 1, 1),
+                block_dim: (1024, 1, 1),
+                shared_mem_bytes: 0,
+            })
+        }
+        .map_err(drv("launching scan_counts"))?;
+
+        const EXPAND_WARPS: usize = 8;
+        let mut l = st.launch_builder(&k.expand);
+        l.arg(&o.bits)
+            .arg(&o.row_ptr)
+            .arg(&o.col_idx)
+            .arg(&rows_i)
+            .arg(&words_i);
+        unsafe {
+            l.launch(LaunchConfig {
+                grid_dim: (rows.div_ceil(EXPAND_WARPS) as u32, 1, 1),
+                block_dim: ((32 * EXPAND_WARPS) as u32, 1, 1),
+                shared_mem_bytes: 0,
+            })
+        }
+        .map_err(drv("launching expand_rows"))?;
+        Ok(())
+    }
+
     fn select_kernels(&self) -> Result<&Kernels> {
         let k = self.select.kernels.get_or_init(|| {
             let build = || -> Result<Kernels> {
@@ -296,8 +341,7 @@ impl CudaBackend {
         let (rp, _) = row_ptr.device_ptr(st);
         let (ip, _) = col_idx.device_ptr(st);
         let (np, _) = nnz.device_ptr(st);
-        let (nb_i, nv_i, d_i, words_i, rows_i) =
-            (nb as i32, nv as i32, d as i32, words as i32, rows as i32);
+        let (nb_i, nv_i, d_i, words_i) = (nb as i32, nv as i32, d as i32, words as i32);
         let scale = 1.0f32 / (d as f32).sqrt();
         let top_k = sel.top_k.min(nv) as i32;
         let p = sel.p;
@@ -325,28 +369,17 @@ impl CudaBackend {
         }
         .map_err(drv("launching select_rows"))?;
 
-        let mut l = st.launch_builder(&k.scan);
-        l.arg(&cp).arg(&rp).arg(&np).arg(&rows_i);
-        unsafe {
-            l.launch(LaunchConfig {
-                grid_dim: (1, 1, 1),
-                block_dim: (1024, 1, 1),
-                shared_mem_bytes: 0,
-            })
-        }
-        .map_err(drv("launching scan_counts"))?;
-
-        const EXPAND_WARPS: usize = 8;
-        let mut l = st.launch_builder(&k.expand);
-        l.arg(&bp).arg(&rp).arg(&ip).arg(&rows_i).arg(&words_i);
-        unsafe {
-            l.launch(LaunchConfig {
-                grid_dim: (rows.div_ceil(EXPAND_WARPS) as u32, 1, 1),
-                block_dim: ((32 * EXPAND_WARPS) as u32, 1, 1),
-                shared_mem_bytes: 0,
-            })
-        }
-        .map_err(drv("launching expand_rows"))?;
+        self.bits_to_csr(
+            CsrOut {
+                counts: cp,
+                bits: bp,
+                row_ptr: rp,
+                col_idx: ip,
+                nnz: np,
+            },
+            rows,
+            words,
+        )?;
 
         Ok(Some(AttnPlan::Device(DevicePlan {
             batch: b,

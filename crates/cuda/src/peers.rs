@@ -12,11 +12,11 @@
 //! so an entry within rounding of the global threshold may flip.
 
 use crate::backend::{CudaBackend, CudaTensor, DevicePlanBufs};
+use crate::block_select::{Count, CsrOut};
 use crate::error::{alloc_err, dev, drv};
 use crate::nvrtc;
 use cudarc::driver::{
-    sys::CUdevice_attribute, CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig,
-    PushKernelArg,
+    sys::CUdevice_attribute, CudaFunction, CudaSlice, DevicePtr, LaunchConfig, PushKernelArg,
 };
 use jenga_tensor::{
     AttnPlan, DeviceCount, DevicePlan, DraftSelect, Error, Result, SvgSelect, TensorMeta,
@@ -45,8 +45,6 @@ struct Kernels {
     draft_thresh: CudaFunction,
     draft_keep: CudaFunction,
     draft_blocks: CudaFunction,
-    scan: CudaFunction,
-    expand: CudaFunction,
     smem_max: usize,
 }
 
@@ -58,22 +56,6 @@ type TableEntry = (Weak<Vec<u32>>, Arc<CudaSlice<u32>>);
 pub(crate) struct PeerState {
     kernels: OnceLock<std::result::Result<Kernels, String>>,
     tables: Mutex<Vec<TableEntry>>,
-}
-
-/// A count on the device (u32), read on demand.
-struct Count {
-    stream: Arc<CudaStream>,
-    buf: CudaSlice<u32>,
-}
-
-impl DeviceCount for Count {
-    fn read(&self) -> Result<u64> {
-        let v = self
-            .stream
-            .clone_dtoh(&self.buf)
-            .map_err(drv("reading a device count"))?;
-        Ok(v[0] as u64)
-    }
 }
 
 /// SVG's per-head profiling result, downloaded (for tests and checks).
@@ -122,8 +104,6 @@ impl CudaBackend {
                     draft_thresh: f("draft_thresh")?,
                     draft_keep: f("draft_keep")?,
                     draft_blocks: f("draft_blocks")?,
-                    scan: f("scan_rows")?,
-                    expand: f("expand_bits")?,
                     smem_max: want,
                 })
             };
@@ -482,8 +462,7 @@ impl CudaBackend {
         let (ip, _) = col_idx.device_ptr(st);
         let (np, _) = nnz.device_ptr(st);
         let i = |v: usize| v as i32;
-        let (l_i, h_i, d_i, s_i, nb_i, ws_i, wb_i, rows_i) =
-            (i(l), i(h), i(d), i(s), i(nb), i(ws), i(wb), i(rows));
+        let (l_i, h_i, d_i, s_i, nb_i, ws_i, wb_i) = (i(l), i(h), i(d), i(s), i(nb), i(ws), i(wb));
         let min_i = i(sel.min_per_row.min(s));
         let scale = 1.0f32 / (d as f32).sqrt();
         let (n, excl) = ((s * s) as i64, sel.exclude.min(s * s) as i64);
@@ -544,14 +523,17 @@ impl CudaBackend {
         unsafe { lb.launch(cfg((nb.div_ceil(8) as u32, bh as u32, 1), 256)) }
             .map_err(drv("launching draft_blocks"))?;
 
-        let mut lb = st.launch_builder(&kern.scan);
-        lb.arg(&cp).arg(&rp).arg(&np).arg(&rows_i);
-        unsafe { lb.launch(cfg((1, 1, 1), 1024)) }.map_err(drv("launching scan_rows"))?;
-
-        let mut lb = st.launch_builder(&kern.expand);
-        lb.arg(&bp).arg(&rp).arg(&ip).arg(&rows_i).arg(&wb_i);
-        unsafe { lb.launch(cfg((rows.div_ceil(8) as u32, 1, 1), 256)) }
-            .map_err(drv("launching expand_bits"))?;
+        self.bits_to_csr(
+            CsrOut {
+                counts: cp,
+                bits: bp,
+                row_ptr: rp,
+                col_idx: ip,
+                nnz: np,
+            },
+            rows,
+            wb,
+        )?;
 
         let plan = AttnPlan::Device(DevicePlan {
             batch: b,
