@@ -66,6 +66,10 @@ pub enum BenchWhat {
         /// e.g. "python3 tools/wan_reference.py"; it gets `--dir DIR --device cpu|cuda`.
         #[arg(long, value_name = "CMD")]
         reference: Option<String>,
+        /// After the timings, one more forward per size with every op between two device
+        /// synchronizes: where the time goes, op by op (CUDA only).
+        #[arg(long)]
+        op_times: bool,
     },
     /// Attention: dense, and random per-head block plans at each density, through the
     /// backend's attention (whatever kernel it picks), with TFLOP/s.

@@ -61,8 +61,12 @@ pub fn run(a: BenchArgs) -> Result<()> {
     };
     let dev = device::select(&a.model.device, a.model.threads)?;
     let records = match (&a.what, &dev) {
-        (BenchWhat::Dit { .. }, Device::Cpu(be)) => bench_dit(be, &a, "cpu")?,
-        (BenchWhat::Dit { .. }, Device::Cuda(be)) => bench_dit(be.as_ref(), &a, "cuda")?,
+        (BenchWhat::Dit { .. }, Device::Cpu(be)) => bench_dit(be, &a, "cpu", None)?,
+        (BenchWhat::Dit { .. }, Device::Cuda(be)) => {
+            let on = |on: bool| be.set_op_timing(on);
+            let read = || be.op_times();
+            bench_dit(be.as_ref(), &a, "cuda", Some((&on, &read)))?
+        }
         (BenchWhat::Attention { .. }, Device::Cpu(be)) => attention::run(be, &a, "cpu")?,
         (BenchWhat::Attention { .. }, Device::Cuda(be)) => attention::run(be.as_ref(), &a, "cuda")?,
         // Writes its own table, report and JSON lines.
@@ -130,12 +134,21 @@ impl Drop for TempDir {
     }
 }
 
-fn bench_dit<B: Backend>(be: &B, a: &BenchArgs, dev_kind: &str) -> Result<Vec<Record>> {
+/// Switch per-op timing on/off, and read its totals (the CUDA backend's).
+type OpTiming<'a> = (&'a dyn Fn(bool), &'a dyn Fn() -> Vec<jenga_cuda::OpTime>);
+
+fn bench_dit<B: Backend>(
+    be: &B,
+    a: &BenchArgs,
+    dev_kind: &str,
+    op_timing: Option<OpTiming>,
+) -> Result<Vec<Record>> {
     let BenchWhat::Dit {
         sizes,
         repeats,
         export,
         reference,
+        op_times,
     } = &a.what
     else {
         unreachable!("bench_dit is called for `bench dit`")
@@ -242,6 +255,17 @@ fn bench_dit<B: Backend>(be: &B, a: &BenchArgs, dev_kind: &str) -> Result<Vec<Re
             Ok(())
         })
         .with_context(what)?;
+        match (op_times, op_timing) {
+            (true, Some((on, read))) => {
+                on(true);
+                let r = model.forward(be, &x, 500.0, &ctx, &geom, &Dense, &actx);
+                on(false);
+                r.with_context(what)?;
+                print_op_times(s, ms, &read());
+            }
+            (true, None) => println!("--op-times: per-op timing needs the CUDA backend"),
+            _ => {}
+        }
         let (lin, att) = cfg.forward_flops(tokens, cfg.text_len, 1.0);
         let gflop = (lin + att) / 1e9;
         let rate = gflop / ms * 1e3;
@@ -285,6 +309,25 @@ fn bench_dit<B: Backend>(be: &B, a: &BenchArgs, dev_kind: &str) -> Result<Vec<Re
 }
 
 /// Attach the eager forward's line to our first size and print the comparison.
+/// One line per op: calls, synchronised time and its share of their sum.
+fn print_op_times(size: &str, forward_ms: f64, ops: &[jenga_cuda::OpTime]) {
+    let total: f64 = ops.iter().map(|o| o.seconds).sum();
+    println!(
+        "ops of one forward at {size}, each between two synchronizes: sum {:.1} ms (unsynchronised forward {forward_ms:.1} ms)",
+        total * 1e3
+    );
+    println!("  {:<36} {:>7} {:>10} {:>7}", "op", "calls", "ms", "share");
+    for o in ops {
+        println!(
+            "  {:<36} {:>7} {:>10.2} {:>6.1}%",
+            o.op,
+            o.calls,
+            o.seconds * 1e3,
+            100.0 * o.seconds / total.max(f64::MIN_POSITIVE)
+        );
+    }
+}
+
 fn pair_dit(out: &mut [Record], lines: &[serde_json::Value]) {
     let Some(first) = out.first_mut() else {
         return;

@@ -129,6 +129,7 @@ pub struct CudaBackend {
     pub(crate) select: crate::block_select::SelectState,
     /// Peer policies' plan building on the device (`crate::peers`).
     pub(crate) peers: crate::peers::PeerState,
+    pub(crate) op_times: crate::op_times::OpTimes,
 }
 
 struct MmaKernels {
@@ -294,6 +295,7 @@ impl CudaBackend {
             mma_attn,
             select: Default::default(),
             peers: Default::default(),
+            op_times: Default::default(),
             hopper_attn,
         })
     }
@@ -512,18 +514,20 @@ impl CudaBackend {
     }
 
     fn launch(&self, f: &CudaFunction, cfg: LaunchConfig, what: &str, args: &[KArg]) -> Result<()> {
-        let mut b = self.stream.launch_builder(f);
-        for a in args {
-            match a {
-                KArg::U64(v) => b.arg(v),
-                KArg::I64(v) => b.arg(v),
-                KArg::I32(v) => b.arg(v),
-                KArg::F32(v) => b.arg(v),
-            };
-        }
-        unsafe { b.launch(cfg) }
-            .map(|_| ())
-            .map_err(drv(&format!("launching {what}")))
+        self.timed(what, || {
+            let mut b = self.stream.launch_builder(f);
+            for a in args {
+                match a {
+                    KArg::U64(v) => b.arg(v),
+                    KArg::I64(v) => b.arg(v),
+                    KArg::I32(v) => b.arg(v),
+                    KArg::F32(v) => b.arg(v),
+                };
+            }
+            unsafe { b.launch(cfg) }
+                .map(|_| ())
+                .map_err(drv(&format!("launching {what}")))
+        })
     }
 
     fn same_shape(op: &'static str, a: &CudaTensor, b: &CudaTensor) -> Result<()> {
@@ -733,100 +737,103 @@ impl Backend for CudaBackend {
         b: Option<&CudaTensor>,
         act: Act,
     ) -> Result<CudaTensor> {
-        let k_in = Self::last_dim("linear", x)?;
-        // cuBLASLt works on the calling thread's current context.
-        self.ctx
-            .bind_to_thread()
-            .map_err(drv("binding the CUDA context"))?;
-        if w.dims() != 2 || w.shape[1] != k_in {
-            return Err(Error::shape(
-                "linear",
-                format!("x {:?}, w {:?} (expected [out, {k_in}])", x.shape, w.shape),
-            ));
-        }
-        let n_out = w.shape[0];
-        if let Some(b) = b {
-            Self::vec_of("linear", "bias", b, n_out)?;
-        }
-        let rows = x.numel() / k_in;
-        let mut shape = x.shape.clone();
-        *shape.last_mut().expect("checked") = n_out;
-        let out = self.empty(&shape)?;
-        if rows == 0 || n_out == 0 {
-            return Ok(out);
-        }
-        // Row-major y[rows, out] = x · wᵀ is column-major yᵀ[out, rows] = W(ᵀ as stored) · xᵀ:
-        // A = w (stored k×m column-major, transposed), B = x (k×n column-major), C = y (m×n).
-        let cfg = MatmulConfig {
-            transa: true,
-            transb: false,
-            transc: false,
-            m: n_out as u64,
-            n: rows as u64,
-            k: k_in as u64,
-            alpha: 1.0,
-            lda: k_in as i64,
-            ldb: k_in as i64,
-            beta: 0.0,
-            ldc: n_out as i64,
-            stride_a: None,
-            stride_b: None,
-            stride_c: None,
-            stride_bias: None,
-            batch_size: None,
-        };
-        let wv = w.buf.slice(w.offset..w.offset + w.numel());
-        let xv = x.buf.slice(x.offset..x.offset + x.numel());
-        let bv = b.map(|b| b.buf.slice(b.offset..b.offset + n_out));
-        let fused_act = match act {
-            Act::GeluTanh => Some(Activation::Gelu),
-            _ => None,
-        };
-        // The output buffer is freshly allocated and unshared.
-        let mut out = out;
-        let fused = {
-            let ob = Arc::get_mut(&mut out.buf).expect("fresh buffer is unshared");
-            unsafe {
-                self.blas
-                    .matmul(cfg, &wv, &xv, ob, bv.as_ref(), fused_act.as_ref())
+        self.timed("linear", || {
+            let k_in = Self::last_dim("linear", x)?;
+            // cuBLASLt works on the calling thread's current context.
+            self.ctx
+                .bind_to_thread()
+                .map_err(drv("binding the CUDA context"))?;
+            if w.dims() != 2 || w.shape[1] != k_in {
+                return Err(Error::shape(
+                    "linear",
+                    format!("x {:?}, w {:?} (expected [out, {k_in}])", x.shape, w.shape),
+                ));
             }
-        };
-        let rest_act = match (&fused, act) {
-            (Ok(()), Act::Silu) => Some((None, Act::Silu)),
-            (Ok(()), _) => None,
-            // Some epilogues have no kernel for a shape/type: plain GEMM, then our own kernel.
-            (Err(_), _) => {
+            let n_out = w.shape[0];
+            if let Some(b) = b {
+                Self::vec_of("linear", "bias", b, n_out)?;
+            }
+            let rows = x.numel() / k_in;
+            let mut shape = x.shape.clone();
+            *shape.last_mut().expect("checked") = n_out;
+            let out = self.empty(&shape)?;
+            if rows == 0 || n_out == 0 {
+                return Ok(out);
+            }
+            // Row-major y[rows, out] = x · wᵀ is column-major yᵀ[out, rows] = W(ᵀ as stored) · xᵀ:
+            // A = w (stored k×m column-major, transposed), B = x (k×n column-major), C = y (m×n).
+            let cfg = MatmulConfig {
+                transa: true,
+                transb: false,
+                transc: false,
+                m: n_out as u64,
+                n: rows as u64,
+                k: k_in as u64,
+                alpha: 1.0,
+                lda: k_in as i64,
+                ldb: k_in as i64,
+                beta: 0.0,
+                ldc: n_out as i64,
+                stride_a: None,
+                stride_b: None,
+                stride_c: None,
+                stride_bias: None,
+                batch_size: None,
+            };
+            let wv = w.buf.slice(w.offset..w.offset + w.numel());
+            let xv = x.buf.slice(x.offset..x.offset + x.numel());
+            let bv = b.map(|b| b.buf.slice(b.offset..b.offset + n_out));
+            let fused_act = match act {
+                Act::GeluTanh => Some(Activation::Gelu),
+                _ => None,
+            };
+            // The output buffer is freshly allocated and unshared.
+            let mut out = out;
+            let fused = {
                 let ob = Arc::get_mut(&mut out.buf).expect("fresh buffer is unshared");
-                unsafe { self.blas.matmul(cfg, &wv, &xv, ob, None, None) }
-                    .map_err(|e| dev(format!("cuBLASLt matmul {rows}x{k_in}x{n_out}: {e:?}")))?;
-                Some((b, act))
+                unsafe {
+                    self.blas
+                        .matmul(cfg, &wv, &xv, ob, bv.as_ref(), fused_act.as_ref())
+                }
+            };
+            let rest_act = match (&fused, act) {
+                (Ok(()), Act::Silu) => Some((None, Act::Silu)),
+                (Ok(()), _) => None,
+                // Some epilogues have no kernel for a shape/type: plain GEMM, then our own kernel.
+                (Err(_), _) => {
+                    let ob = Arc::get_mut(&mut out.buf).expect("fresh buffer is unshared");
+                    unsafe { self.blas.matmul(cfg, &wv, &xv, ob, None, None) }.map_err(|e| {
+                        dev(format!("cuBLASLt matmul {rows}x{k_in}x{n_out}: {e:?}"))
+                    })?;
+                    Some((b, act))
+                }
+            };
+            if let Some((bias, a)) = rest_act {
+                let n = out.numel();
+                let p = self.ptr(&out);
+                let bp = bias.map(|t| self.ptr(t)).unwrap_or(0);
+                let v = vec8(&[p, bp], &[n, n_out]);
+                let units = if v { n / 8 } else { n };
+                self.launch(
+                    if v {
+                        &self.k.bias_act_v8
+                    } else {
+                        &self.k.bias_act
+                    },
+                    elems_cfg(units, self.sm_count),
+                    "linear epilogue",
+                    &[
+                        KArg::U64(p),
+                        KArg::U64(bp),
+                        KArg::U64(p),
+                        KArg::I64(units as i64),
+                        KArg::I32(n_out as i32),
+                        KArg::I32(act_code(a)),
+                    ],
+                )?;
             }
-        };
-        if let Some((bias, a)) = rest_act {
-            let n = out.numel();
-            let p = self.ptr(&out);
-            let bp = bias.map(|t| self.ptr(t)).unwrap_or(0);
-            let v = vec8(&[p, bp], &[n, n_out]);
-            let units = if v { n / 8 } else { n };
-            self.launch(
-                if v {
-                    &self.k.bias_act_v8
-                } else {
-                    &self.k.bias_act
-                },
-                elems_cfg(units, self.sm_count),
-                "linear epilogue",
-                &[
-                    KArg::U64(p),
-                    KArg::U64(bp),
-                    KArg::U64(p),
-                    KArg::I64(units as i64),
-                    KArg::I32(n_out as i32),
-                    KArg::I32(act_code(a)),
-                ],
-            )?;
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     fn act(&self, x: &CudaTensor, act: Act) -> Result<CudaTensor> {
@@ -1160,54 +1167,63 @@ impl Backend for CudaBackend {
         plan: &AttnPlan,
         bias: Option<KeyBias>,
     ) -> Result<CudaTensor> {
-        if q.dims() != 4
-            || k.dims() != 4
-            || k.shape != v.shape
-            || k.shape[0] != q.shape[0]
-            || k.shape[2] != q.shape[2]
-            || k.shape[3] != q.shape[3]
-        {
-            return Err(Error::shape(
-                "attention",
-                format!(
-                    "q {:?}, k {:?}, v {:?} (expected [B, Lq, H, Dh], [B, Lk, H, Dh] x2)",
-                    q.shape, k.shape, v.shape
-                ),
-            ));
-        }
-        let (b, lq, h) = (q.shape[0], q.shape[1], q.shape[2]);
-        let lk = k.shape[1];
-        // Grid y/z carry heads/batch; kernels index tokens with 32-bit ints.
-        if h > 65535 || b > 65535 || lq.max(lk) > i32::MAX as usize / 2 {
-            return Err(Error::invalid(
-                "attention",
-                format!("B={b}, H={h}, Lq={lq}, Lk={lk} exceed the CUDA kernels' limits"),
-            ));
-        }
-        match plan {
-            AttnPlan::Dense => self.attention_dispatch(q, k, v, None, bias),
-            AttnPlan::Sparse(p) => {
-                // Every index is checked once, when the plan is uploaded (a 720p plan has
-                // millions: checking them per call cost ~6 ms); the geometry on every call.
-                let fits = p.batch == b
-                    && p.heads == h
-                    && p.block > 0
-                    && p.q_blocks == lq.div_ceil(p.block)
-                    && p.k_blocks == lk.div_ceil(p.block);
-                if !fits {
-                    p.validate(b, h, lq, lk)?;
+        self.timed(
+            match plan {
+                AttnPlan::Dense if q.shape.get(1) == k.shape.get(1) => "self-attention, dense",
+                AttnPlan::Dense => "attention, dense (Lq != Lk)",
+                _ => "self-attention, sparse",
+            },
+            || {
+                if q.dims() != 4
+                    || k.dims() != 4
+                    || k.shape != v.shape
+                    || k.shape[0] != q.shape[0]
+                    || k.shape[2] != q.shape[2]
+                    || k.shape[3] != q.shape[3]
+                {
+                    return Err(Error::shape(
+                        "attention",
+                        format!(
+                            "q {:?}, k {:?}, v {:?} (expected [B, Lq, H, Dh], [B, Lk, H, Dh] x2)",
+                            q.shape, k.shape, v.shape
+                        ),
+                    ));
                 }
-                let d = self.device_plan(p)?;
-                self.attention_dispatch(q, k, v, Some((p, &d)), bias)
-            }
-            AttnPlan::Device(dp) => {
-                dp.validate(b, h, lq, lk)?;
-                let d = (*dp.bufs).downcast_ref::<DevicePlanBufs>().ok_or_else(|| {
-                    Error::invalid("attention", "device plan built by another backend")
-                })?;
-                self.attention_dispatch(q, k, v, Some((&dp.geometry(), d)), bias)
-            }
-        }
+                let (b, lq, h) = (q.shape[0], q.shape[1], q.shape[2]);
+                let lk = k.shape[1];
+                // Grid y/z carry heads/batch; kernels index tokens with 32-bit ints.
+                if h > 65535 || b > 65535 || lq.max(lk) > i32::MAX as usize / 2 {
+                    return Err(Error::invalid(
+                        "attention",
+                        format!("B={b}, H={h}, Lq={lq}, Lk={lk} exceed the CUDA kernels' limits"),
+                    ));
+                }
+                match plan {
+                    AttnPlan::Dense => self.attention_dispatch(q, k, v, None, bias),
+                    AttnPlan::Sparse(p) => {
+                        // Every index is checked once, when the plan is uploaded (a 720p plan has
+                        // millions: checking them per call cost ~6 ms); the geometry on every call.
+                        let fits = p.batch == b
+                            && p.heads == h
+                            && p.block > 0
+                            && p.q_blocks == lq.div_ceil(p.block)
+                            && p.k_blocks == lk.div_ceil(p.block);
+                        if !fits {
+                            p.validate(b, h, lq, lk)?;
+                        }
+                        let d = self.device_plan(p)?;
+                        self.attention_dispatch(q, k, v, Some((p, &d)), bias)
+                    }
+                    AttnPlan::Device(dp) => {
+                        dp.validate(b, h, lq, lk)?;
+                        let d = (*dp.bufs).downcast_ref::<DevicePlanBufs>().ok_or_else(|| {
+                            Error::invalid("attention", "device plan built by another backend")
+                        })?;
+                        self.attention_dispatch(q, k, v, Some((&dp.geometry(), d)), bias)
+                    }
+                }
+            },
+        )
     }
 
     fn select_blocks(
@@ -1216,7 +1232,9 @@ impl Backend for CudaBackend {
         k: &CudaTensor,
         sel: &BlockSelect,
     ) -> Result<Option<AttnPlan>> {
-        self.select_blocks_device(q, k, sel)
+        self.timed("mask building (pool + select)", || {
+            self.select_blocks_device(q, k, sel)
+        })
     }
 
     fn select_blocks_pooled(
@@ -1225,7 +1243,9 @@ impl Backend for CudaBackend {
         khat: &CudaTensor,
         sel: &BlockSelect,
     ) -> Result<Option<AttnPlan>> {
-        CudaBackend::select_blocks_pooled(self, qhat, khat, sel)
+        self.timed("mask building (select)", || {
+            CudaBackend::select_blocks_pooled(self, qhat, khat, sel)
+        })
     }
 
     fn svg_select(

@@ -23,10 +23,12 @@ pub mod block_select;
 pub mod device;
 mod error;
 pub mod nvrtc;
+mod op_times;
 pub mod peers;
 pub mod selftest;
 
 pub use attention::{hopper_attention_note, sparse_work_order, HOPPER_TILE};
 pub use backend::{AttnPath, CudaBackend, CudaTensor, DevicePlanBufs};
 pub use device::{cuda_available, device_count};
+pub use op_times::OpTime;
 pub use selftest::selftest;
