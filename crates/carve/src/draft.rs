@@ -319,20 +319,15 @@ pub fn excluded(n: usize, sparsity: f64) -> usize {
 }
 
 type GeomKey = ((usize, usize, usize), usize);
-/// A device-built call whose numbers are read when asked for: (stage, kept pairs, pairs of
-/// the full plan, topped-up rows).
-type Pending = (usize, Arc<dyn DeviceCount>, u64, Arc<dyn DeviceCount>);
-/// Pending device counts kept before they are read (which waits for the device).
-const MAX_PENDING: usize = 8192;
 
 /// The DraftAttention policy. Thread-safe; geometry cached per (grid, condition tokens).
 pub struct DraftPolicy {
     cfg: DraftConfig,
     geometry: Mutex<HashMap<GeomKey, Arc<DraftGeometry>>>,
-    log: DensityLog,
+    /// With each device-built plan: its count of topped-up draft rows.
+    log: DensityLog<Arc<dyn DeviceCount>>,
     topped_rows: AtomicU64,
     map_rows: AtomicU64,
-    pending: Mutex<Vec<Pending>>,
     device_plans: AtomicBool,
 }
 
@@ -345,7 +340,6 @@ impl DraftPolicy {
             log: DensityLog::default(),
             topped_rows: AtomicU64::new(0),
             map_rows: AtomicU64::new(0),
-            pending: Mutex::new(Vec::new()),
             device_plans: AtomicBool::new(true),
         })
     }
@@ -370,19 +364,8 @@ impl DraftPolicy {
 
     /// Read the device counts of device-built plans into the stats (waits for the device).
     fn drain_pending(&self) {
-        let pending = std::mem::take(&mut *lock(&self.pending));
-        for (stage, nnz, pairs, topped) in pending {
-            let d = match nnz.read() {
-                Ok(n) if pairs > 0 => n as f64 / pairs as f64,
-                Ok(_) => 0.0,
-                Err(e) => {
-                    eprintln!("warning: density of a device plan unavailable ({e}); counted as 1");
-                    1.0
-                }
-            };
-            self.log.add_sparse_density(stage, d);
-            self.count_topped(topped.as_ref());
-        }
+        self.log
+            .drain(|t: Arc<dyn DeviceCount>| self.count_topped(t.as_ref()));
     }
 
     fn count_topped(&self, topped: &dyn DeviceCount) {
@@ -418,7 +401,6 @@ impl DraftPolicy {
     }
 
     pub fn reset_stats(&self) {
-        lock(&self.pending).clear();
         self.log.reset();
         self.topped_rows.store(0, Ordering::Relaxed);
         self.map_rows.store(0, Ordering::Relaxed);
@@ -511,14 +493,10 @@ impl<B: Backend> AttentionPolicy<B> for DraftPolicy {
                 .fetch_add((batch * heads * s) as u64, Ordering::Relaxed);
             if let (AttnPlan::Device(dp), true) = (&plan, self.device_plans.load(Ordering::Relaxed))
             {
-                self.log.record_pending(ctx.stage);
-                let mut p = lock(&self.pending);
-                p.push((ctx.stage, dp.nnz.clone(), dp.pairs(), topped));
-                let full = p.len() >= MAX_PENDING;
-                drop(p);
-                if full {
-                    self.drain_pending();
-                }
+                let count = |t: Arc<dyn DeviceCount>| self.count_topped(t.as_ref());
+                let nnz = dp.nnz.clone();
+                self.log
+                    .record_device(ctx.stage, nnz, dp.pairs(), topped, count);
                 return Ok(plan);
             }
             let plan = be.host_plan(&plan)?;

@@ -25,9 +25,7 @@ use crate::importance::{block_scores, select_row, RowScratch};
 use crate::layout::{Layout, DEFAULT_BLOCK};
 use crate::policy::{lock, AttentionPolicy, AttnCtx, DensityLog, DensityStats};
 use crate::schedule::Schedule;
-use jenga_tensor::{
-    AttnPlan, Backend, BlockPlan, BlockSelect, DeviceCount, Error, KeyBias, Result, TensorMeta,
-};
+use jenga_tensor::{AttnPlan, Backend, BlockPlan, BlockSelect, Error, KeyBias, Result, TensorMeta};
 use rayon::prelude::*;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -137,11 +135,6 @@ pub struct Geometry {
 type GeomKey = ((usize, usize, usize), CurveKind, usize);
 /// Fixed-block plans: (grid, curve, block, condition tokens).
 type FixedKey = (GeomKey, usize);
-/// Device-built plans whose density is read when stats are asked for:
-/// (stage, kept-pair count on the device, pairs of the full plan).
-type Pending = (usize, Arc<dyn DeviceCount>, u64);
-/// Pending device counts kept before they are read (which waits for the device).
-const MAX_PENDING: usize = 8192;
 
 /// The Jenga policy. Thread-safe; geometry is cached per (grid, curve, block).
 pub struct JengaPolicy {
@@ -150,7 +143,6 @@ pub struct JengaPolicy {
     stats: DensityLog,
     /// Always-kept blocks per stage layout, for [`Backend::select_blocks`].
     fixed: Mutex<HashMap<FixedKey, Arc<BlockPlan>>>,
-    pending: Mutex<Vec<Pending>>,
     device_select: AtomicBool,
 }
 
@@ -162,7 +154,6 @@ impl JengaPolicy {
             geometry: Mutex::new(HashMap::new()),
             stats: DensityLog::default(),
             fixed: Mutex::new(HashMap::new()),
-            pending: Mutex::new(Vec::new()),
             device_select: AtomicBool::new(true),
         })
     }
@@ -199,25 +190,6 @@ impl JengaPolicy {
         Ok(lock(&self.fixed).entry(key).or_insert(p).clone())
     }
 
-    /// Read the device counts of device-built plans into the stats (waits for the device).
-    fn drain_pending(&self) {
-        let pending = std::mem::take(&mut *lock(&self.pending));
-        if pending.is_empty() {
-            return;
-        }
-        for (stage, count, pairs) in pending {
-            let d = match count.read() {
-                Ok(n) if pairs > 0 => n as f64 / pairs as f64,
-                Ok(_) => 0.0,
-                Err(e) => {
-                    eprintln!("warning: density of a device plan unavailable ({e}); counted as 1");
-                    1.0
-                }
-            };
-            self.stats.add_sparse_density(stage, d);
-        }
-    }
-
     pub fn config(&self) -> &JengaConfig {
         &self.cfg
     }
@@ -243,12 +215,11 @@ impl JengaPolicy {
 
     /// Per-stage density so far (reads the counts of device-built plans: waits for the device).
     pub fn stats(&self) -> Vec<DensityStats> {
-        self.drain_pending();
+        self.stats.drain(|_| {});
         self.stats.stats()
     }
 
     pub fn reset_stats(&self) {
-        lock(&self.pending).clear();
         self.stats.reset();
     }
 
@@ -373,15 +344,9 @@ impl<B: Backend> AttentionPolicy<B> for JengaPolicy {
             };
             match selected {
                 Some(AttnPlan::Device(dp)) => {
-                    self.stats.record_pending(ctx.stage);
-                    let full = {
-                        let mut p = lock(&self.pending);
-                        p.push((ctx.stage, dp.nnz.clone(), dp.pairs()));
-                        p.len() >= MAX_PENDING
-                    };
-                    if full {
-                        self.drain_pending();
-                    }
+                    let nnz = dp.nnz.clone();
+                    self.stats
+                        .record_device(ctx.stage, nnz, dp.pairs(), (), |_| {});
                     return Ok(AttnPlan::Device(dp));
                 }
                 Some(AttnPlan::Sparse(p)) => {

@@ -4,7 +4,7 @@
 //! self-attention call, for a plan. The model never knows which policy runs; a policy never
 //! knows which model calls it.
 
-use jenga_tensor::{AttnPlan, Backend, KeyBias, Result};
+use jenga_tensor::{AttnPlan, Backend, DeviceCount, KeyBias, Result};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
@@ -80,10 +80,27 @@ pub struct DensityStats {
 }
 
 /// Per-stage density bookkeeping behind [`AttentionPolicy::density_stats`], shared by the
-/// policies.
-#[derive(Default)]
-pub(crate) struct DensityLog {
+/// policies. Plans built on the device are counted when made and their density read later in
+/// batches ([`DensityLog::drain`]), since reading waits for the device; `E` is whatever else a
+/// policy reads from the device with them (SVG: heads per pattern, Draft: topped-up rows).
+pub(crate) struct DensityLog<E = ()> {
     stages: Mutex<BTreeMap<usize, Acc>>,
+    pending: Mutex<Vec<Pending<E>>>,
+}
+
+/// A device-built plan not read yet: stage, kept pairs (on the device), pairs of the full plan,
+/// the policy's extra.
+type Pending<E> = (usize, Arc<dyn DeviceCount>, u64, E);
+/// Device-built plans kept before their counts are read.
+const MAX_PENDING: usize = 8192;
+
+impl<E> Default for DensityLog<E> {
+    fn default() -> Self {
+        DensityLog {
+            stages: Mutex::new(BTreeMap::new()),
+            pending: Mutex::new(Vec::new()),
+        }
+    }
 }
 
 #[derive(Default, Clone, Copy)]
@@ -95,7 +112,7 @@ struct Acc {
     sparse_sum: f64,
 }
 
-impl DensityLog {
+impl<E> DensityLog<E> {
     /// Record a call: `Some(density)` for a sparse plan, `None` for a dense call.
     pub(crate) fn record(&self, stage: usize, density: Option<f64>) {
         let mut s = lock(&self.stages);
@@ -111,21 +128,54 @@ impl DensityLog {
         }
     }
 
-    /// Record a sparse call whose density is not known yet (a device-built plan); its density
-    /// comes later through [`DensityLog::add_sparse_density`].
-    pub(crate) fn record_pending(&self, stage: usize) {
-        let mut s = lock(&self.stages);
-        let a = s.entry(stage).or_default();
-        a.calls += 1;
-        a.sparse += 1;
+    /// Record a sparse call whose plan stays on the device: counted now, its density (`nnz` of
+    /// `pairs`) read at the next [`DensityLog::drain`], which runs here once `MAX_PENDING`
+    /// plans wait (`on_extra` then gets their extras).
+    pub(crate) fn record_device(
+        &self,
+        stage: usize,
+        nnz: Arc<dyn DeviceCount>,
+        pairs: u64,
+        extra: E,
+        on_extra: impl FnMut(E),
+    ) {
+        {
+            let mut s = lock(&self.stages);
+            let a = s.entry(stage).or_default();
+            a.calls += 1;
+            a.sparse += 1;
+        }
+        let full = {
+            let mut p = lock(&self.pending);
+            p.push((stage, nnz, pairs, extra));
+            p.len() >= MAX_PENDING
+        };
+        if full {
+            self.drain(on_extra);
+        }
     }
 
-    /// The density of a call counted by [`DensityLog::record_pending`].
-    pub(crate) fn add_sparse_density(&self, stage: usize, density: f64) {
-        let mut s = lock(&self.stages);
-        let a = s.entry(stage).or_default();
-        a.sum += density;
-        a.sparse_sum += density;
+    /// Read the densities of the device-built plans recorded so far (waits for the device);
+    /// each one's extra goes to `on_extra`.
+    pub(crate) fn drain(&self, mut on_extra: impl FnMut(E)) {
+        let pending = std::mem::take(&mut *lock(&self.pending));
+        for (stage, nnz, pairs, extra) in pending {
+            let d = match nnz.read() {
+                Ok(n) if pairs > 0 => n as f64 / pairs as f64,
+                Ok(_) => 0.0,
+                Err(e) => {
+                    eprintln!("warning: density of a device plan unavailable ({e}); counted as 1");
+                    1.0
+                }
+            };
+            {
+                let mut s = lock(&self.stages);
+                let a = s.entry(stage).or_default();
+                a.sum += d;
+                a.sparse_sum += d;
+            }
+            on_extra(extra);
+        }
     }
 
     pub(crate) fn stats(&self) -> Vec<DensityStats> {
@@ -150,6 +200,7 @@ impl DensityLog {
     }
 
     pub(crate) fn reset(&self) {
+        lock(&self.pending).clear();
         lock(&self.stages).clear();
     }
 }
@@ -170,5 +221,45 @@ impl<B: Backend> AttentionPolicy<B> for Dense {
     }
     fn plan(&self, _be: &B, _q: &B::Tensor, _k: &B::Tensor, _ctx: &AttnCtx) -> Result<AttnPlan> {
         Ok(AttnPlan::Dense)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A "device" count that is just a number, and remembers whether it was read.
+    struct Fixed(u64, std::sync::atomic::AtomicBool);
+    impl DeviceCount for Fixed {
+        fn read(&self) -> Result<u64> {
+            self.1.store(true, std::sync::atomic::Ordering::Relaxed);
+            Ok(self.0)
+        }
+    }
+
+    #[test]
+    fn device_plans_are_counted_at_once_and_their_density_read_at_drain() {
+        let log: DensityLog<u32> = DensityLog::default();
+        let a = Arc::new(Fixed(30, Default::default()));
+        let b = Arc::new(Fixed(50, Default::default()));
+        let mut extras = Vec::new();
+        log.record_device(1, a.clone(), 100, 7, |e| extras.push(e));
+        log.record_device(1, b.clone(), 100, 8, |e| extras.push(e));
+        log.record(1, Some(0.2));
+        log.record(1, None);
+        // Counted, not read yet: the calls are known, the device densities not.
+        let s = log.stats();
+        assert_eq!((s[0].calls, s[0].sparse_calls), (4, 3));
+        assert!(!a.1.load(std::sync::atomic::Ordering::Relaxed) && extras.is_empty());
+        log.drain(|e| extras.push(e));
+        assert_eq!(extras, vec![7, 8]);
+        let s = log.stats();
+        assert!((s[0].mean_sparse_density - (0.3 + 0.5 + 0.2) / 3.0).abs() < 1e-12);
+        assert!((s[0].mean_density - (0.3 + 0.5 + 0.2 + 1.0) / 4.0).abs() < 1e-12);
+        // Reset forgets both the stats and anything still pending.
+        log.record_device(2, a, 100, 9, |e| extras.push(e));
+        log.reset();
+        log.drain(|e| extras.push(e));
+        assert!(log.stats().is_empty() && extras == vec![7, 8]);
     }
 }

@@ -396,20 +396,17 @@ impl SvgGeometry {
     }
 }
 
-/// A device-built call whose numbers are read when asked for: (stage, kept pairs, pairs of
-/// the full plan, temporal heads, heads).
-type Pending = (usize, Arc<dyn DeviceCount>, u64, Arc<dyn DeviceCount>, u64);
-/// Pending device counts kept before they are read (which waits for the device).
-const MAX_PENDING: usize = 8192;
+/// What SVG reads from the device with a plan's density: heads that chose the temporal
+/// pattern, out of how many.
+type HeadCounts = (Arc<dyn DeviceCount>, u64);
 
 /// The SVG policy. Thread-safe; per-grid plan rows are cached.
 pub struct SvgPolicy {
     cfg: SvgConfig,
     geometry: Mutex<HashMap<SvgGrid, Arc<SvgGeometry>>>,
-    log: DensityLog,
+    log: DensityLog<HeadCounts>,
     /// Heads profiled as spatial / temporal so far.
     chosen: Mutex<[u64; 2]>,
-    pending: Mutex<Vec<Pending>>,
     device_plans: AtomicBool,
 }
 
@@ -421,7 +418,6 @@ impl SvgPolicy {
             geometry: Mutex::new(HashMap::new()),
             log: DensityLog::default(),
             chosen: Mutex::new([0, 0]),
-            pending: Mutex::new(Vec::new()),
             device_plans: AtomicBool::new(true),
         })
     }
@@ -435,19 +431,8 @@ impl SvgPolicy {
 
     /// Read the device counts of device-built plans into the stats (waits for the device).
     fn drain_pending(&self) {
-        let pending = std::mem::take(&mut *lock(&self.pending));
-        for (stage, nnz, pairs, temporal, heads) in pending {
-            let d = match nnz.read() {
-                Ok(n) if pairs > 0 => n as f64 / pairs as f64,
-                Ok(_) => 0.0,
-                Err(e) => {
-                    eprintln!("warning: density of a device plan unavailable ({e}); counted as 1");
-                    1.0
-                }
-            };
-            self.log.add_sparse_density(stage, d);
-            self.count_heads(temporal.as_ref(), heads);
-        }
+        self.log
+            .drain(|(t, h): HeadCounts| self.count_heads(t.as_ref(), h));
     }
 
     fn count_heads(&self, temporal: &dyn DeviceCount, heads: u64) {
@@ -505,7 +490,6 @@ impl SvgPolicy {
     }
 
     pub fn reset_stats(&self) {
-        lock(&self.pending).clear();
         self.log.reset();
         *lock(&self.chosen) = [0, 0];
     }
@@ -583,14 +567,10 @@ impl<B: Backend> AttentionPolicy<B> for SvgPolicy {
             let heads = (qs[0] * qs[2]) as u64;
             if let (AttnPlan::Device(dp), true) = (&plan, self.device_plans.load(Ordering::Relaxed))
             {
-                self.log.record_pending(ctx.stage);
-                let mut p = lock(&self.pending);
-                p.push((ctx.stage, dp.nnz.clone(), dp.pairs(), temporal, heads));
-                let full = p.len() >= MAX_PENDING;
-                drop(p);
-                if full {
-                    self.drain_pending();
-                }
+                let count = |(t, h): HeadCounts| self.count_heads(t.as_ref(), h);
+                let nnz = dp.nnz.clone();
+                self.log
+                    .record_device(ctx.stage, nnz, dp.pairs(), (temporal, heads), count);
                 return Ok(plan);
             }
             let plan = be.host_plan(&plan)?;
