@@ -737,7 +737,19 @@ impl Backend for CudaBackend {
         b: Option<&CudaTensor>,
         act: Act,
     ) -> Result<CudaTensor> {
-        self.timed("linear", || {
+        // Per-op timing tells the linears apart by shape (K→N, rows, epilogue).
+        let name = match self.op_timing_on() {
+            true => format!(
+                "linear {}x{}->{}{}{}",
+                x.numel() / x.shape.last().copied().unwrap_or(1).max(1),
+                x.shape.last().copied().unwrap_or(0),
+                w.shape.first().copied().unwrap_or(0),
+                if b.is_some() { " +bias" } else { "" },
+                if act == Act::None { "" } else { " +act" }
+            ),
+            false => String::new(),
+        };
+        self.timed(&name, || {
             let k_in = Self::last_dim("linear", x)?;
             // cuBLASLt works on the calling thread's current context.
             self.ctx

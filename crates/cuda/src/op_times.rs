@@ -44,6 +44,11 @@ impl CudaBackend {
         self.op_times.on.store(on, Ordering::Relaxed);
     }
 
+    /// Whether ops are being timed now.
+    pub(crate) fn op_timing_on(&self) -> bool {
+        self.op_times.on.load(Ordering::Relaxed)
+    }
+
     /// Totals so far, most expensive first.
     pub fn op_times(&self) -> Vec<OpTime> {
         let mut v = self
