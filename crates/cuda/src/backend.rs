@@ -16,7 +16,7 @@ use half::bf16;
 use jenga_tensor::{
     check_order, Act, AttnPlan, Backend, BlockPlan, BlockSelect, Error, KeyBias, Result, TensorMeta,
 };
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 
 const OPS_SRC: &str = concat!(
     include_str!("../kernels/common.cuh"),
@@ -118,7 +118,7 @@ pub struct CudaBackend {
     name: String,
     sm_count: usize,
     /// Plans are reused across the layers of a step: upload each once (keyed by the Arc).
-    plans: Mutex<Vec<(Weak<BlockPlan>, Arc<DevicePlanBufs>)>>,
+    plans: crate::arc_cache::ArcCache<BlockPlan, Arc<DevicePlanBufs>>,
     /// Which attention kernels may run (tests and selftest pin one).
     attn_path: std::sync::atomic::AtomicU8,
     /// Tensor-core kernels for head dim 64 / 128 (sm_80+; `None` on older GPUs).
@@ -290,7 +290,7 @@ impl CudaBackend {
             blas,
             k,
             sm_count,
-            plans: Mutex::new(Vec::new()),
+            plans: Default::default(),
             attn_path: std::sync::atomic::AtomicU8::new(AttnPath::Auto as u8),
             mma_attn,
             select: Default::default(),
@@ -556,39 +556,25 @@ impl CudaBackend {
 
     /// Device CSR arrays of `plan` (uploaded on first use, then reused while the Arc lives).
     pub fn device_plan(&self, plan: &Arc<BlockPlan>) -> Result<Arc<DevicePlanBufs>> {
-        let mut cache = self
-            .plans
-            .lock()
-            .map_err(|_| dev("plan cache lock poisoned"))?;
-        cache.retain(|(w, _)| w.strong_count() > 0);
-        if let Some((_, d)) = cache
-            .iter()
-            .find(|(w, _)| w.upgrade().is_some_and(|p| Arc::ptr_eq(&p, plan)))
-        {
-            return Ok(d.clone());
-        }
-        // Indices are checked here, once per plan, against the plan's own geometry.
-        plan.validate(
-            plan.batch,
-            plan.heads,
-            plan.q_blocks * plan.block,
-            plan.k_blocks * plan.block,
-        )?;
-        let up = |v: &[u32]| -> Result<CudaSlice<u32>> {
-            let v = if v.is_empty() { &[0u32][..] } else { v };
-            self.stream
-                .clone_htod(v)
-                .map_err(alloc_err(std::mem::size_of_val(v)))
-        };
-        let bufs = Arc::new(DevicePlanBufs {
-            row_ptr: up(&plan.row_ptr)?,
-            col_idx: up(&plan.col_idx)?,
-        });
-        if cache.len() >= 8 {
-            cache.remove(0);
-        }
-        cache.push((Arc::downgrade(plan), bufs.clone()));
-        Ok(bufs)
+        self.plans.get_or_try_insert("plan", plan, || {
+            // Indices are checked here, once per plan, against the plan's own geometry.
+            plan.validate(
+                plan.batch,
+                plan.heads,
+                plan.q_blocks * plan.block,
+                plan.k_blocks * plan.block,
+            )?;
+            let up = |v: &[u32]| -> Result<CudaSlice<u32>> {
+                let v = if v.is_empty() { &[0u32][..] } else { v };
+                self.stream
+                    .clone_htod(v)
+                    .map_err(alloc_err(std::mem::size_of_val(v)))
+            };
+            Ok(Arc::new(DevicePlanBufs {
+                row_ptr: up(&plan.row_ptr)?,
+                col_idx: up(&plan.col_idx)?,
+            }))
+        })
     }
 
     /// The reference attention kernel (any Dh ≤ 128), dense or over a device plan.

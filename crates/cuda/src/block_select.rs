@@ -13,6 +13,7 @@
 //! scores and of the probability masses differs, so a row whose cumulative mass lands within
 //! float rounding of `p` may keep one block more or less than the CPU.
 
+use crate::arc_cache::ArcCache;
 use crate::backend::{CudaBackend, CudaTensor, DevicePlanBufs};
 use crate::error::{alloc_err, dev, drv};
 use crate::nvrtc;
@@ -23,7 +24,7 @@ use cudarc::driver::{
 use jenga_tensor::{
     AttnPlan, BlockPlan, BlockSelect, DeviceCount, DevicePlan, Error, Result, TensorMeta,
 };
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, OnceLock};
 
 const SRC: &str = concat!(
     include_str!("../kernels/common.cuh"),
@@ -48,16 +49,14 @@ struct Kernels {
 #[derive(Default)]
 pub(crate) struct SelectState {
     kernels: OnceLock<std::result::Result<Kernels, String>>,
-    fixed: Mutex<Vec<FixedEntry>>,
+    /// The fixed plans' bitmasks on the device, while the plans live.
+    fixed: ArcCache<BlockPlan, Arc<CudaSlice<u32>>>,
 }
 
-/// A fixed plan (while it lives) and its bitmask on the device.
-type FixedEntry = (Weak<BlockPlan>, Arc<CudaSlice<u32>>);
-
 /// A count on the device (u32: a plan's kept pairs, a number of heads), read on demand.
-pub(crate) struct Count {
-    pub(crate) stream: Arc<CudaStream>,
-    pub(crate) buf: CudaSlice<u32>,
+struct Count {
+    stream: Arc<CudaStream>,
+    buf: CudaSlice<u32>,
 }
 
 impl DeviceCount for Count {
@@ -80,7 +79,42 @@ pub(crate) struct CsrOut {
     pub(crate) nnz: u64,
 }
 
+/// Geometry of a self-attention plan: `blocks` query and key blocks of `block` tokens.
+pub(crate) struct SquarePlan {
+    pub(crate) batch: usize,
+    pub(crate) heads: usize,
+    pub(crate) block: usize,
+    pub(crate) blocks: usize,
+}
+
 impl CudaBackend {
+    /// A count left on the device, read on demand.
+    pub(crate) fn device_count(&self, buf: CudaSlice<u32>) -> Arc<dyn DeviceCount> {
+        Arc::new(Count {
+            stream: self.stream().clone(),
+            buf,
+        })
+    }
+
+    /// A plan whose CSR and kept-pair count were written on the device.
+    pub(crate) fn square_device_plan(
+        &self,
+        shape: SquarePlan,
+        row_ptr: CudaSlice<u32>,
+        col_idx: CudaSlice<u32>,
+        nnz: CudaSlice<u32>,
+    ) -> AttnPlan {
+        AttnPlan::Device(DevicePlan {
+            batch: shape.batch,
+            heads: shape.heads,
+            block: shape.block,
+            q_blocks: shape.blocks,
+            k_blocks: shape.blocks,
+            bufs: Arc::new(DevicePlanBufs { row_ptr, col_idx }),
+            nnz: self.device_count(nnz),
+        })
+    }
+
     /// Bitmask rows → CSR on the device (`scan_counts`: row_ptr and the total; `expand_rows`:
     /// ascending col_idx), no host sync. Shared by every policy that builds plans on the GPU.
     pub(crate) fn bits_to_csr(&self, o: CsrOut, rows: usize, words: usize) -> Result<()> {
@@ -147,35 +181,22 @@ impl CudaBackend {
 
     /// Bitmask `[nb, words]` of the fixed plan (uploaded once while the Arc lives).
     fn fixed_bits(&self, fixed: &Arc<BlockPlan>, words: usize) -> Result<Arc<CudaSlice<u32>>> {
-        let mut cache = self
-            .select
+        self.select
             .fixed
-            .lock()
-            .map_err(|_| dev("fixed-mask cache lock poisoned"))?;
-        cache.retain(|(w, _)| w.strong_count() > 0);
-        if let Some((_, d)) = cache
-            .iter()
-            .find(|(w, _)| w.upgrade().is_some_and(|p| Arc::ptr_eq(&p, fixed)))
-        {
-            return Ok(d.clone());
-        }
-        let nb = fixed.q_blocks;
-        let mut bits = vec![0u32; (nb * words).max(1)];
-        for qb in 0..nb {
-            for &j in fixed.row(0, 0, qb) {
-                bits[qb * words + j as usize / 32] |= 1 << (j % 32);
-            }
-        }
-        let d = Arc::new(
-            self.stream()
-                .clone_htod(&bits)
-                .map_err(alloc_err(bits.len() * 4))?,
-        );
-        if cache.len() >= 8 {
-            cache.remove(0);
-        }
-        cache.push((Arc::downgrade(fixed), d.clone()));
-        Ok(d)
+            .get_or_try_insert("fixed-mask", fixed, || {
+                let nb = fixed.q_blocks;
+                let mut bits = vec![0u32; (nb * words).max(1)];
+                for qb in 0..nb {
+                    for &j in fixed.row(0, 0, qb) {
+                        bits[qb * words + j as usize / 32] |= 1 << (j % 32);
+                    }
+                }
+                Ok(Arc::new(
+                    self.stream()
+                        .clone_htod(&bits)
+                        .map_err(alloc_err(bits.len() * 4))?,
+                ))
+            })
     }
 
     /// Block means of q and k (`[B, L, H, D]` → `[B, H, ceil(L/block), D]`), bit-identical to
@@ -381,18 +402,13 @@ impl CudaBackend {
             words,
         )?;
 
-        Ok(Some(AttnPlan::Device(DevicePlan {
+        let shape = SquarePlan {
             batch: b,
             heads: h,
             block: sel.block,
-            q_blocks: nb,
-            k_blocks: nb,
-            bufs: Arc::new(DevicePlanBufs { row_ptr, col_idx }),
-            nnz: Arc::new(Count {
-                stream: st.clone(),
-                buf: nnz,
-            }),
-        })))
+            blocks: nb,
+        };
+        Ok(Some(self.square_device_plan(shape, row_ptr, col_idx, nnz)))
     }
 
     /// Download a device plan's CSR as a [`BlockPlan`] (for tests and checks; synchronises).

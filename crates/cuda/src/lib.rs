@@ -17,6 +17,7 @@
 //! - [`nvrtc::load_module`] compiles any CUDA C source with the same cache (used by the
 //!   attention kernels).
 
+mod arc_cache;
 mod attention;
 mod backend;
 pub mod block_select;

@@ -11,17 +11,16 @@
 //! (the pooling is bit-identical, the dot products and softmax sums are ordered differently),
 //! so an entry within rounding of the global threshold may flip.
 
-use crate::backend::{CudaBackend, CudaTensor, DevicePlanBufs};
-use crate::block_select::{Count, CsrOut};
+use crate::arc_cache::ArcCache;
+use crate::backend::{CudaBackend, CudaTensor};
+use crate::block_select::{CsrOut, SquarePlan};
 use crate::error::{alloc_err, dev, drv};
 use crate::nvrtc;
 use cudarc::driver::{
     sys::CUdevice_attribute, CudaFunction, CudaSlice, DevicePtr, LaunchConfig, PushKernelArg,
 };
-use jenga_tensor::{
-    AttnPlan, DeviceCount, DevicePlan, DraftSelect, Error, Result, SvgSelect, TensorMeta,
-};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use jenga_tensor::{AttnPlan, DeviceCount, DraftSelect, Error, Result, SvgSelect, TensorMeta};
+use std::sync::{Arc, OnceLock};
 
 const SRC: &str = concat!(
     include_str!("../kernels/common.cuh"),
@@ -48,14 +47,12 @@ struct Kernels {
     smem_max: usize,
 }
 
-/// Draft's per-grid tables on the device, while the host copy lives.
-type TableEntry = (Weak<Vec<u32>>, Arc<CudaSlice<u32>>);
-
 /// Per-backend state: kernels (compiled on first use) and Draft's per-grid tables.
 #[derive(Default)]
 pub(crate) struct PeerState {
     kernels: OnceLock<std::result::Result<Kernels, String>>,
-    tables: Mutex<Vec<TableEntry>>,
+    /// Draft's per-grid tables on the device, while the host copy lives.
+    tables: ArcCache<Vec<u32>, Arc<CudaSlice<u32>>>,
 }
 
 /// SVG's per-head profiling result, downloaded (for tests and checks).
@@ -344,52 +341,29 @@ impl CudaBackend {
             })
         }
         .map_err(drv("launching svg_assemble"))?;
-        let plan = AttnPlan::Device(DevicePlan {
+        let shape = SquarePlan {
             batch: b,
             heads: h,
             block: c[0].block,
-            q_blocks: nb,
-            k_blocks: nb,
-            bufs: Arc::new(DevicePlanBufs { row_ptr, col_idx }),
-            nnz: Arc::new(Count {
-                stream: st.clone(),
-                buf: nnz,
-            }),
-        });
-        let temporal: Arc<dyn DeviceCount> = Arc::new(Count {
-            stream: st.clone(),
-            buf: count,
-        });
-        Ok(Some((plan, temporal)))
+            blocks: nb,
+        };
+        let plan = self.square_device_plan(shape, row_ptr, col_idx, nnz);
+        Ok(Some((plan, self.device_count(count))))
     }
 
     /// Draft's tables on the device (`region_start`, then `block_regions` flattened), uploaded
     /// once while `region_start`'s Arc lives.
     fn draft_tables(&self, sel: &DraftSelect) -> Result<Arc<CudaSlice<u32>>> {
-        let mut cache = self
-            .peers
-            .tables
-            .lock()
-            .map_err(|_| dev("draft table cache lock poisoned"))?;
-        cache.retain(|(w, _)| w.strong_count() > 0);
-        if let Some((_, d)) = cache.iter().find(|(w, _)| {
-            w.upgrade()
-                .is_some_and(|p| Arc::ptr_eq(&p, &sel.region_start))
-        }) {
-            return Ok(d.clone());
-        }
-        let mut v: Vec<u32> = sel.region_start.as_ref().clone();
-        v.extend(sel.block_regions.iter().flatten());
-        let d = Arc::new(
-            self.stream()
-                .clone_htod(&v)
-                .map_err(alloc_err(v.len() * 4))?,
-        );
-        if cache.len() >= 8 {
-            cache.remove(0);
-        }
-        cache.push((Arc::downgrade(&sel.region_start), d.clone()));
-        Ok(d)
+        let key = &sel.region_start;
+        self.peers.tables.get_or_try_insert("draft table", key, || {
+            let mut v: Vec<u32> = sel.region_start.as_ref().clone();
+            v.extend(sel.block_regions.iter().flatten());
+            Ok(Arc::new(
+                self.stream()
+                    .clone_htod(&v)
+                    .map_err(alloc_err(v.len() * 4))?,
+            ))
+        })
     }
 
     /// [`jenga_tensor::Backend::draft_select`] on this GPU.
@@ -535,23 +509,14 @@ impl CudaBackend {
             wb,
         )?;
 
-        let plan = AttnPlan::Device(DevicePlan {
+        let shape = SquarePlan {
             batch: b,
             heads: h,
             block: sel.block,
-            q_blocks: nb,
-            k_blocks: nb,
-            bufs: Arc::new(DevicePlanBufs { row_ptr, col_idx }),
-            nnz: Arc::new(Count {
-                stream: st.clone(),
-                buf: nnz,
-            }),
-        });
-        let topped: Arc<dyn DeviceCount> = Arc::new(Count {
-            stream: st.clone(),
-            buf: topped,
-        });
-        Ok(Some((plan, topped)))
+            blocks: nb,
+        };
+        let plan = self.square_device_plan(shape, row_ptr, col_idx, nnz);
+        Ok(Some((plan, self.device_count(topped))))
     }
 
     /// [`jenga_tensor::Backend::host_plan`]: device plans downloaded (synchronises).
