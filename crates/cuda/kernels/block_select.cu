@@ -71,22 +71,14 @@ extern "C" __global__ void pool_qk(const bf16* __restrict__ q, const bf16* __res
         const long long stride = (long long)h * d;
 #pragma unroll 4
         for (int t = t0; t < t1; ++t, src += stride) {
-            uint4 u = *reinterpret_cast<const uint4*>(src);
-            s[0] += __uint_as_float(u.x << 16);
-            s[1] += __uint_as_float(u.x & 0xffff0000u);
-            s[2] += __uint_as_float(u.y << 16);
-            s[3] += __uint_as_float(u.y & 0xffff0000u);
-            s[4] += __uint_as_float(u.z << 16);
-            s[5] += __uint_as_float(u.z & 0xffff0000u);
-            s[6] += __uint_as_float(u.w << 16);
-            s[7] += __uint_as_float(u.w & 0xffff0000u);
+            float v[8];
+            load8(src, v);
+#pragma unroll
+            for (int e = 0; e < 8; ++e) s[e] += v[e];
         }
-        uint4 o;
-        o.x = (unsigned)f2bf(s[0] / (float)block) | ((unsigned)f2bf(s[1] / (float)block) << 16);
-        o.y = (unsigned)f2bf(s[2] / (float)block) | ((unsigned)f2bf(s[3] / (float)block) << 16);
-        o.z = (unsigned)f2bf(s[4] / (float)block) | ((unsigned)f2bf(s[5] / (float)block) << 16);
-        o.w = (unsigned)f2bf(s[6] / (float)block) | ((unsigned)f2bf(s[7] / (float)block) << 16);
-        *reinterpret_cast<uint4*>(out + ((b * h + hh) * nb + kb) * (long long)d + c * 8) = o;
+#pragma unroll
+        for (int e = 0; e < 8; ++e) s[e] /= (float)block;
+        store8(out + ((b * h + hh) * nb + kb) * (long long)d + c * 8, s);
     }
 }
 
@@ -123,16 +115,8 @@ extern "C" __global__ void select_rows(const bf16* __restrict__ qhat,
             const bf16* kr = kb_ptr + (size_t)j * d;
             if (vec8) {
                 for (int c = 0; c < d; c += 8) {
-                    uint4 u = *reinterpret_cast<const uint4*>(kr + c);
                     float kv[8];
-                    kv[0] = __uint_as_float(u.x << 16);
-                    kv[1] = __uint_as_float(u.x & 0xffff0000u);
-                    kv[2] = __uint_as_float(u.y << 16);
-                    kv[3] = __uint_as_float(u.y & 0xffff0000u);
-                    kv[4] = __uint_as_float(u.z << 16);
-                    kv[5] = __uint_as_float(u.z & 0xffff0000u);
-                    kv[6] = __uint_as_float(u.w << 16);
-                    kv[7] = __uint_as_float(u.w & 0xffff0000u);
+                    load8(kr + c, kv);
 #pragma unroll
                     for (int r = 0; r < SEL_ROWS; ++r) {
                         const float* qr = qs + r * d + c;

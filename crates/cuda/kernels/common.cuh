@@ -15,6 +15,24 @@ __device__ __forceinline__ bf16 f2bf(float f) {
     return (bf16)(u >> 16);
 }
 
+// 8 bf16 through one 16-byte access (p 16-byte aligned).
+__device__ __forceinline__ void load8(const bf16* p, float* f) {
+    uint4 u = *reinterpret_cast<const uint4*>(p);
+    unsigned w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        f[2 * i] = __uint_as_float(w[i] << 16);
+        f[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
+    }
+}
+
+__device__ __forceinline__ void store8(bf16* p, const float* f) {
+    unsigned w[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) w[i] = (unsigned)f2bf(f[2 * i]) | ((unsigned)f2bf(f[2 * i + 1]) << 16);
+    *reinterpret_cast<uint4*>(p) = make_uint4(w[0], w[1], w[2], w[3]);
+}
+
 // Activation codes shared with the host (src/ops.rs): 0 none, 1 GELU (tanh), 2 SiLU.
 __device__ __forceinline__ float apply_act(float x, int act) {
     if (act == 1) {

@@ -81,15 +81,7 @@ extern "C" __global__ void svg_partial(const bf16* __restrict__ q, const bf16* _
             const bf16* kp = k + (((long long)b * l + key) * h + hh) * d;
             for (int c0 = 0; c0 < d; c0 += 8) {
                 float kv[8];
-                const uint4 u = *reinterpret_cast<const uint4*>(kp + c0);
-                kv[0] = __uint_as_float(u.x << 16);
-                kv[1] = __uint_as_float(u.x & 0xffff0000u);
-                kv[2] = __uint_as_float(u.y << 16);
-                kv[3] = __uint_as_float(u.y & 0xffff0000u);
-                kv[4] = __uint_as_float(u.z << 16);
-                kv[5] = __uint_as_float(u.z & 0xffff0000u);
-                kv[6] = __uint_as_float(u.w << 16);
-                kv[7] = __uint_as_float(u.w & 0xffff0000u);
+                load8(kp + c0, kv);
 #pragma unroll
                 for (int r = 0; r < SVG_RG; ++r) {
                     const float4 qa = *reinterpret_cast<const float4*>(qs + r * d + c0);

@@ -2,23 +2,6 @@
 // when every pointer is 16-byte aligned and the sizes are multiples of 8; otherwise it falls
 // back to the scalar kernels. Same math as the scalar versions.
 
-__device__ __forceinline__ void load8(const bf16* p, float* f) {
-    uint4 u = *reinterpret_cast<const uint4*>(p);
-    unsigned w[4] = {u.x, u.y, u.z, u.w};
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-        f[2 * i] = __uint_as_float(w[i] << 16);
-        f[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
-    }
-}
-
-__device__ __forceinline__ void store8(bf16* p, const float* f) {
-    unsigned w[4];
-#pragma unroll
-    for (int i = 0; i < 4; ++i) w[i] = (unsigned)f2bf(f[2 * i]) | ((unsigned)f2bf(f[2 * i + 1]) << 16);
-    *reinterpret_cast<uint4*>(p) = make_uint4(w[0], w[1], w[2], w[3]);
-}
-
 #define GRID_STRIDE8(i, n8)                                                             \
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < (n8); \
          i += (long long)gridDim.x * blockDim.x)
