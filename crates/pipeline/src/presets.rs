@@ -35,6 +35,12 @@ pub enum PresetSkip {
 /// The importance cutoff of the official Wan2.1 scripts (the Hunyuan table uses 0.3/0.5).
 pub const WAN_P_REMAIN: f64 = 0.9;
 
+/// Steps computed out of 50 by the ProRes presets on Wan models. The paper replaces TeaCache
+/// by a static schedule with TeaCache-fast's step count ("23 steps, same as TeaCache-fast", on
+/// HunyuanVideo); on Wan2.1-1.3B TeaCache-fast computes 15 of 50 steps, and so does the paper's
+/// Wan Jenga row (Table 2a: 15 NFE, 6.52x). `--skip-keep 23` gives the HunyuanVideo count.
+pub const WAN_STATIC_KEEP: usize = 15;
+
 pub const PRESETS: [&str; 4] = ["base", "turbo", "flash", "3stage"];
 
 impl JengaSettings {
@@ -45,11 +51,14 @@ impl JengaSettings {
     /// - `turbo`, `flash`, `3stage` take the drop rates, resolutions, step splits and shift
     ///   offsets of the seed's table (HunyuanVideo, shift 7 9 11 → s, s+2, s+4) with the Wan
     ///   scripts' p = 0.9 (the table's 0.3/0.5 keep too little of Wan's diffuse attention:
-    ///   docs/JENGA.md), and the paper's static schedule keeping 23 of every 50 steps.
+    ///   docs/JENGA.md), and the paper's static schedule at Wan's TeaCache-fast step count
+    ///   ([`WAN_STATIC_KEEP`] = 15 of every 50 steps).
     pub fn preset(name: &str, base_shift: f64) -> Result<Self, String> {
         let s = base_shift;
         let p = WAN_P_REMAIN;
-        let paper_skip = PresetSkip::Static { keep_of_50: 23 };
+        let paper_skip = PresetSkip::Static {
+            keep_of_50: WAN_STATIC_KEEP,
+        };
         #[allow(clippy::type_complexity)]
         let (drop, res, steps, shifts, skip): (
             &[f64],
@@ -241,7 +250,7 @@ mod tests {
         assert_eq!(t.res_rate_list, vec![0.75, 1.0]);
         assert_eq!(t.scheduler_shift_list, vec![7.0, 9.0]);
         assert_eq!(t.p_remain_rates, vec![WAN_P_REMAIN]);
-        assert_eq!(t.skip, PresetSkip::Static { keep_of_50: 23 });
+        assert_eq!(t.skip, PresetSkip::Static { keep_of_50: 15 });
         // base is the official Wan script's: p 0.9 with TeaCache 0.15
         let b = JengaSettings::preset("base", 7.0).unwrap();
         assert_eq!(b.skip, PresetSkip::TeaCache { threshold: 0.15 });
