@@ -69,6 +69,24 @@ pub fn static_skip_schedule(steps: usize, keep: usize) -> Vec<bool> {
     c
 }
 
+/// `x += dt · v` with `v = u + g·(c − u)` when `cfg` (`out` = [c; u]), else `v = out[..n]`.
+fn cfg_euler(x: &mut [f32], out: &[f32], cfg: bool, g: f32, dt: f32) {
+    use rayon::prelude::*;
+    let n = x.len();
+    const CHUNK: usize = 1 << 15;
+    let (c, u) = out.split_at(n);
+    x.par_chunks_mut(CHUNK).enumerate().for_each(|(j, xs)| {
+        let o = j * CHUNK;
+        for (k, a) in xs.iter_mut().enumerate() {
+            let v = match cfg {
+                true => u[o + k] + g * (c[o + k] - u[o + k]),
+                false => c[o + k],
+            };
+            *a += dt * v;
+        }
+    });
+}
+
 #[derive(Clone, Debug)]
 pub struct SampleSpec {
     /// Full-size video (model units: pixels for tiny-wan, latents for real models).
@@ -321,25 +339,15 @@ pub fn sample<B: Backend>(
             let v = model.head(be, &hidden, &emb, &geom)?;
             let v = be.download(&v)?;
             dit_time += t0.elapsed();
-            let n = x.len();
-            let vg: Vec<f32> = if bsz == 2 {
-                let (vc, vu) = v.split_at(n);
-                vc.iter()
-                    .zip(vu)
-                    .map(|(c, u)| u + spec.guidance * (c - u))
-                    .collect()
-            } else {
-                v[..n].to_vec()
-            };
             let last_of_stage = i + 1 == end && s + 1 < spec.stages.len();
-            if last_of_stage {
-                // x̂0 = x_t − σ_t·v: the clean estimate carried to the next resolution.
-                let sg = sig[i] as f32;
-                x.iter_mut().zip(&vg).for_each(|(a, v)| *a -= sg * v);
-            } else {
-                let dt = (sig[i + 1] - sig[i]) as f32;
-                x.iter_mut().zip(&vg).for_each(|(a, v)| *a += dt * v);
-            }
+            // Euler step x += dt·v, or x̂0 = x_t − σ_t·v (the clean estimate carried to the next
+            // resolution) at a stage end; v = u + g·(c − u) under CFG. One parallel pass: the
+            // GPU waits for it.
+            let dt = match last_of_stage {
+                true => -sig[i] as f32,
+                false => (sig[i + 1] - sig[i]) as f32,
+            };
+            cfg_euler(&mut x, &v, bsz == 2, spec.guidance, dt);
             on_event(Event::Step {
                 step: i,
                 total: spec.steps,
