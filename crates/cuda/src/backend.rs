@@ -7,7 +7,7 @@
 
 use crate::error::{alloc_err, dev, drv};
 use crate::{device, nvrtc};
-use cudarc::cublaslt::{Activation, CudaBlasLT, Matmul, MatmulConfig};
+use crate::gemm::{Epilogue, Gemm, GemmPtrs, GemmShape};
 use cudarc::driver::{
     sys::CUdevice_attribute, CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr,
     LaunchConfig, PushKernelArg,
@@ -113,7 +113,8 @@ pub struct DevicePlanBufs {
 pub struct CudaBackend {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
-    blas: CudaBlasLT,
+    /// cuBLASLt linears: cached descriptors and tuned algorithms (`crate::gemm`).
+    pub(crate) gemm: Gemm,
     k: Kernels,
     name: String,
     sm_count: usize,
@@ -216,11 +217,8 @@ impl CudaBackend {
                 "libcublasLt could not be loaded (CUDA 13 cuBLAS runtime needed)",
             ));
         }
-        let blas = std::panic::catch_unwind(|| CudaBlasLT::new(stream.clone()))
-            .map_err(|_| {
-                dev("cuBLASLt initialisation panicked (out of memory for its workspace?)")
-            })?
-            .map_err(|e| dev(format!("cuBLASLt initialisation: {e:?}")))?;
+        let gemm = std::panic::catch_unwind(|| Gemm::new(stream.clone()))
+            .map_err(|_| dev("cuBLASLt initialisation panicked"))??;
 
         let (major, minor) = ctx
             .compute_capability()
@@ -287,7 +285,7 @@ impl CudaBackend {
             name: format!("cuda:{ordinal} {gpu} (sm_{major}{minor})"),
             ctx,
             stream,
-            blas,
+            gemm,
             k,
             sm_count,
             plans: Default::default(),
@@ -764,49 +762,46 @@ impl Backend for CudaBackend {
             }
             // Row-major y[rows, out] = x · wᵀ is column-major yᵀ[out, rows] = W(ᵀ as stored) · xᵀ:
             // A = w (stored k×m column-major, transposed), B = x (k×n column-major), C = y (m×n).
-            let cfg = MatmulConfig {
+            let gemm_shape = |epilogue| GemmShape {
                 transa: true,
                 transb: false,
-                transc: false,
                 m: n_out as u64,
                 n: rows as u64,
                 k: k_in as u64,
-                alpha: 1.0,
                 lda: k_in as i64,
                 ldb: k_in as i64,
-                beta: 0.0,
                 ldc: n_out as i64,
-                stride_a: None,
-                stride_b: None,
-                stride_c: None,
-                stride_bias: None,
-                batch_size: None,
+                batch: 1,
+                stride_a: 0,
+                stride_b: 0,
+                stride_c: 0,
+                epilogue,
             };
-            let wv = w.buf.slice(w.offset..w.offset + w.numel());
-            let xv = x.buf.slice(x.offset..x.offset + x.numel());
-            let bv = b.map(|b| b.buf.slice(b.offset..b.offset + n_out));
-            let fused_act = match act {
-                Act::GeluTanh => Some(Activation::Gelu),
-                _ => None,
+            let ptrs = GemmPtrs {
+                a: self.ptr(w),
+                b: self.ptr(x),
+                d: self.ptr(&out),
+                bias: b.map(|t| self.ptr(t)).unwrap_or(0),
+            };
+            let epilogue = match (b.is_some(), act) {
+                (true, Act::GeluTanh) => Epilogue::GeluBias,
+                (true, _) => Epilogue::Bias,
+                (false, Act::GeluTanh) => Epilogue::Gelu,
+                (false, _) => Epilogue::None,
             };
             // The output buffer is freshly allocated and unshared.
-            let mut out = out;
-            let fused = {
-                let ob = Arc::get_mut(&mut out.buf).expect("fresh buffer is unshared");
-                unsafe {
-                    self.blas
-                        .matmul(cfg, &wv, &xv, ob, bv.as_ref(), fused_act.as_ref())
-                }
-            };
-            let rest_act = match (&fused, act) {
-                (Ok(()), Act::Silu) => Some((None, Act::Silu)),
-                (Ok(()), _) => None,
+            let fused = unsafe { self.gemm.matmul(&gemm_shape(epilogue), ptrs) };
+            let rest_act = match (fused, act) {
+                (Ok(true), Act::Silu) => Some((None, Act::Silu)),
+                (Ok(true), _) => None,
                 // Some epilogues have no kernel for a shape/type: plain GEMM, then our own kernel.
-                (Err(_), _) => {
-                    let ob = Arc::get_mut(&mut out.buf).expect("fresh buffer is unshared");
-                    unsafe { self.blas.matmul(cfg, &wv, &xv, ob, None, None) }.map_err(|e| {
-                        dev(format!("cuBLASLt matmul {rows}x{k_in}x{n_out}: {e:?}"))
-                    })?;
+                _ => {
+                    let plain = unsafe { self.gemm.matmul(&gemm_shape(Epilogue::None), ptrs) }?;
+                    if !plain {
+                        return Err(dev(format!(
+                            "cuBLASLt has no algorithm for matmul {rows}x{k_in}x{n_out}"
+                        )));
+                    }
                     Some((b, act))
                 }
             };
