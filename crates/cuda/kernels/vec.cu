@@ -204,14 +204,12 @@ __device__ __forceinline__ void row_stats_v(float (*v)[8], int d8, int d, float 
     rstd = rsqrtf(block_sum(q) / (float)d + eps);
 }
 
-extern "C" __global__ void layer_norm_v8(const bf16* __restrict__ x, const bf16* __restrict__ w,
-                                         const bf16* __restrict__ b, bf16* __restrict__ y, int d,
-                                         float eps) {
-    const int d8 = d / 8;
-    const bf16* xr = x + (long long)blockIdx.x * d;
-    bf16* yr = y + (long long)blockIdx.x * d;
-    float v[NCH][8];
-    row_load(xr, d8, v);
+// The rest of a register-resident row norm once the row is in v: statistics, then
+// LN(v)·w + b (w, b may be null) ...
+__device__ __forceinline__ void layer_norm_row_out(float (*v)[8], int d8, int d, float eps,
+                                                   const bf16* __restrict__ w,
+                                                   const bf16* __restrict__ b,
+                                                   bf16* __restrict__ yr) {
     float mean, rstd;
     row_stats_v(v, d8, d, eps, mean, rstd);
 #pragma unroll
@@ -232,6 +230,37 @@ extern "C" __global__ void layer_norm_v8(const bf16* __restrict__ x, const bf16*
     }
 }
 
+// ... or LN(v)·(1 + scale) + shift (shift/scale: this row's sample's [D] vectors).
+__device__ __forceinline__ void norm_modulate_row_out(float (*v)[8], int d8, int d, float eps,
+                                                      const bf16* __restrict__ shift,
+                                                      const bf16* __restrict__ scale,
+                                                      bf16* __restrict__ yr) {
+    float mean, rstd;
+    row_stats_v(v, d8, d, eps, mean, rstd);
+#pragma unroll
+    for (int j = 0; j < NCH; ++j) {
+        int c = threadIdx.x + j * blockDim.x;
+        if (c >= d8) continue;
+        float sh[8], sc[8];
+        load8(shift + 8 * c, sh);
+        load8(scale + 8 * c, sc);
+#pragma unroll
+        for (int e = 0; e < 8; ++e) v[j][e] = (v[j][e] - mean) * rstd * (1.0f + sc[e]) + sh[e];
+        store8(yr + 8 * c, v[j]);
+    }
+}
+
+extern "C" __global__ void layer_norm_v8(const bf16* __restrict__ x, const bf16* __restrict__ w,
+                                         const bf16* __restrict__ b, bf16* __restrict__ y, int d,
+                                         float eps) {
+    const int d8 = d / 8;
+    const bf16* xr = x + (long long)blockIdx.x * d;
+    bf16* yr = y + (long long)blockIdx.x * d;
+    float v[NCH][8];
+    row_load(xr, d8, v);
+    layer_norm_row_out(v, d8, d, eps, w, b, yr);
+}
+
 extern "C" __global__ void norm_modulate_v8(const bf16* __restrict__ x,
                                             const bf16* __restrict__ shift,
                                             const bf16* __restrict__ scale, bf16* __restrict__ y,
@@ -242,19 +271,7 @@ extern "C" __global__ void norm_modulate_v8(const bf16* __restrict__ x,
     const long long mrow = (long long)(blockIdx.x / l) * d;
     float v[NCH][8];
     row_load(xr, d8, v);
-    float mean, rstd;
-    row_stats_v(v, d8, d, eps, mean, rstd);
-#pragma unroll
-    for (int j = 0; j < NCH; ++j) {
-        int c = threadIdx.x + j * blockDim.x;
-        if (c >= d8) continue;
-        float sh[8], sc[8];
-        load8(shift + mrow + 8 * c, sh);
-        load8(scale + mrow + 8 * c, sc);
-#pragma unroll
-        for (int e = 0; e < 8; ++e) v[j][e] = (v[j][e] - mean) * rstd * (1.0f + sc[e]) + sh[e];
-        store8(yr + 8 * c, v[j]);
-    }
+    norm_modulate_row_out(v, d8, d, eps, shift + mrow, scale + mrow, yr);
 }
 
 extern "C" __global__ void rms_norm_v8(const bf16* __restrict__ x, const bf16* __restrict__ w,
@@ -280,5 +297,139 @@ extern "C" __global__ void rms_norm_v8(const bf16* __restrict__ x, const bf16* _
 #pragma unroll
         for (int e = 0; e < 8; ++e) v[j][e] = v[j][e] * r * wv[e];
         store8(yr + 8 * c, v[j]);
+    }
+}
+
+// x + gate·y (exactly as add_gated_v8; gate [B, D] or null for 1) written to s, then the row
+// norm of that bf16 sum exactly as layer_norm_v8 (shift null: LN·w + b, w/b may be null) or
+// norm_modulate_v8 (shift/scale [B, D]) computes it, to out: one read of x and y instead of
+// the unfused pair's two reads of the sum. Launch as the register-resident norms (rows x, d % 8
+// == 0, every pointer 16-byte aligned).
+extern "C" __global__ void add_gated_norm_v8(const bf16* __restrict__ x,
+                                             const bf16* __restrict__ y,
+                                             const bf16* __restrict__ gate,
+                                             const bf16* __restrict__ w,
+                                             const bf16* __restrict__ b,
+                                             const bf16* __restrict__ shift,
+                                             const bf16* __restrict__ scale, bf16* __restrict__ s,
+                                             bf16* __restrict__ out, int d, int l, float eps) {
+    const int d8 = d / 8;
+    const long long row = (long long)blockIdx.x * d;
+    const long long mrow = (long long)(blockIdx.x / l) * d;
+    float v[NCH][8];
+#pragma unroll
+    for (int j = 0; j < NCH; ++j) {
+        int c = threadIdx.x + j * blockDim.x;
+        if (c >= d8) continue;
+        float a[8], yv[8], g[8];
+        load8(x + row + 8 * c, a);
+        load8(y + row + 8 * c, yv);
+        if (gate) {
+            load8(gate + mrow + 8 * c, g);
+        } else {
+#pragma unroll
+            for (int e = 0; e < 8; ++e) g[e] = 1.0f;
+        }
+#pragma unroll
+        for (int e = 0; e < 8; ++e) a[e] += g[e] * yv[e];
+        store8(s + row + 8 * c, a);
+        // The norm reads the sum as stored (bf16), as the unfused norm does.
+#pragma unroll
+        for (int e = 0; e < 8; ++e) v[j][e] = bf2f(f2bf(a[e]));
+    }
+    if (shift)
+        norm_modulate_row_out(v, d8, d, eps, shift + mrow, scale + mrow, out + row);
+    else
+        layer_norm_row_out(v, d8, d, eps, w, b, out + row);
+}
+
+// RMSNorm over each token's whole row of H·Dh channels (exactly as rms_norm_v8 on the
+// [B, L, H·Dh] view), then RoPE (exactly as rope_v8) and, with pooled, the block means of the
+// output (exactly as rope_pool_v8: f32 sum of the bf16 outputs in token order, / block, the
+// partial last block counting its zero padding): x [B, L, H, Dh] → y, pooled [B, H, nb, Dh],
+// one read of x. One CTA per (batch, block of `block` tokens), one thread per 8 channels of a
+// token's row (blockDim = H·Dh/8 ≤ 1024 rounded up to 32, as rms_norm_v8's); the CTA walks its
+// tokens RMS_ROPE_U at a time, all their loads first, then one CTA reduction for the group's
+// sums of squares (each adding up as rms_norm_v8's block_sum does). The normed value is
+// rounded to bf16 before the rotation, as the unfused rms_norm stores it. w null: RoPE alone.
+// pooled null: no means. Dh % 8 == 0, every pointer 16-byte aligned.
+#define RMS_ROPE_U 8
+extern "C" __global__ void rms_rope_v8(const bf16* __restrict__ x, const bf16* __restrict__ w,
+                                       const bf16* __restrict__ cs, const bf16* __restrict__ sn,
+                                       bf16* __restrict__ y, bf16* __restrict__ pooled, int l,
+                                       int h, int half, int nb, int block, float eps) {
+    __shared__ float part[32][RMS_ROPE_U];
+    __shared__ float tot[RMS_ROPE_U];
+    const int dh = 2 * half, d = h * dh, d8 = d / 8, hd8 = dh / 8;
+    const int c = threadIdx.x;
+    const bool on = c < d8;
+    const int hh = c / hd8, cc = c % hd8;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+    const int kb = blockIdx.x % nb;
+    const long long b = blockIdx.x / nb;
+    const int t0 = kb * block, t1 = min(t0 + block, l);
+    float wv[8], s[8];
+#pragma unroll
+    for (int e = 0; e < 8; ++e) s[e] = 0.0f;
+    if (w && on) load8(w + 8 * c, wv);
+    for (int t = t0; t < t1; t += RMS_ROPE_U) {
+        const int n = min(RMS_ROPE_U, t1 - t);
+        float v[RMS_ROPE_U][8];
+        uint2 cw[RMS_ROPE_U], sw[RMS_ROPE_U];
+#pragma unroll
+        for (int j = 0; j < RMS_ROPE_U; ++j) {
+            if (on && j < n) {
+                const long long tab = (long long)(t + j) * half + cc * 4;
+                load8(x + (b * l + t + j) * (long long)d + 8 * c, v[j]);
+                cw[j] = load_cs4(cs + tab);
+                sw[j] = load_cs4(sn + tab);
+            }
+        }
+        if (w) {
+            float q[RMS_ROPE_U];
+#pragma unroll
+            for (int j = 0; j < RMS_ROPE_U; ++j) {
+                q[j] = 0.0f;
+                if (on && j < n)
+#pragma unroll
+                    for (int e = 0; e < 8; ++e) q[j] += v[j][e] * v[j][e];
+                q[j] = warp_sum(q[j]);
+            }
+            __syncthreads();  // the previous group's tot is read
+            if (lane == 0)
+#pragma unroll
+                for (int j = 0; j < RMS_ROPE_U; ++j) part[warp][j] = q[j];
+            __syncthreads();
+            for (int j = warp; j < RMS_ROPE_U; j += nwarps) {
+                float p = lane < nwarps ? part[lane][j] : 0.0f;
+                p = warp_sum(p);
+                if (lane == 0) tot[j] = p;
+            }
+            __syncthreads();
+#pragma unroll
+            for (int j = 0; j < RMS_ROPE_U; ++j) {
+                if (on && j < n) {
+                    const float r = rsqrtf(tot[j] / (float)d + eps);
+#pragma unroll
+                    for (int e = 0; e < 8; ++e) v[j][e] = bf2f(f2bf(v[j][e] * r * wv[e]));
+                }
+            }
+        }
+#pragma unroll
+        for (int j = 0; j < RMS_ROPE_U; ++j) {
+            if (on && j < n) {
+                const unsigned c2[2] = {cw[j].x, cw[j].y}, s2[2] = {sw[j].x, sw[j].y};
+                rope4(v[j], c2, s2);
+                store8(y + (b * l + t + j) * (long long)d + 8 * c, v[j]);
+                if (pooled)
+#pragma unroll
+                    for (int e = 0; e < 8; ++e) s[e] += bf2f(f2bf(v[j][e]));
+            }
+        }
+    }
+    if (pooled && on) {
+#pragma unroll
+        for (int e = 0; e < 8; ++e) s[e] = s[e] / (float)block;
+        store8(pooled + ((b * h + hh) * nb + kb) * (long long)dh + cc * 8, s);
     }
 }

@@ -393,33 +393,45 @@ impl<B: Backend> WanModel<B> {
             layer: i,
             ..actx.clone()
         };
-        // RoPE, and the block means of q/k when the policy scores blocks (one fused pass).
+        // q/k-norm, RoPE, and the block means of q/k when the policy scores blocks (one fused
+        // pass where the backend has it).
         let pool = policy.pooled_block(&ctx);
-        let rope = |x: B::Tensor| -> Result<(B::Tensor, Option<B::Tensor>)> {
-            Ok(match pool {
-                Some(m) => be.rope_pooled(&x, &geom.cos, &geom.sin, m)?,
-                None => (be.rope(&x, &geom.cos, &geom.sin)?, None),
-            })
-        };
-        let (q, qhat) = rope(sa.project(be, &sa.q, &sa.norm_q, &xn, heads, eps)?)?;
-        let (k, khat) = rope(sa.project(be, &sa.k, &sa.norm_k, &xn, heads, eps)?)?;
+        let rope =
+            |lin: &Linear<B>, norm: &Option<B::Tensor>| -> Result<(B::Tensor, Option<B::Tensor>)> {
+                let x = sa.project(be, lin, &None, &xn, heads, eps)?;
+                let (cos, sin) = (&geom.cos, &geom.sin);
+                Ok(match (norm, pool) {
+                    (Some(w), _) => be.rms_norm_rope(&x, w, eps, cos, sin, pool)?,
+                    (None, Some(m)) => be.rope_pooled(&x, cos, sin, m)?,
+                    (None, None) => (be.rope(&x, cos, sin)?, None),
+                })
+            };
+        let (q, qhat) = rope(&sa.q, &sa.norm_q)?;
+        let (k, khat) = rope(&sa.k, &sa.norm_k)?;
         let v = sa.project(be, &sa.v, &None, &xn, heads, eps)?;
         let plan = policy.plan_pooled(be, &q, &k, qhat.as_ref().zip(khat.as_ref()), &ctx)?;
         let o = be.attention(&q, &k, &v, &plan, policy.key_bias(&ctx))?;
-        let x = be.add_gated(x, &sa.finish(be, &o)?, Some(&m[2]))?;
-        // cross-attention on the text context (dense: 16–512 keys)
-        let xn = match &blk.norm3 {
-            Some((w, b)) => be.layer_norm(&x, Some(w), Some(b), eps)?,
-            None => x.clone(),
+        // residual, and the cross-attention's input norm in the same pass
+        let sa_out = sa.finish(be, &o)?;
+        let (x, xn) = match &blk.norm3 {
+            Some((w, b)) => {
+                be.add_gated_layer_norm(x, &sa_out, Some(&m[2]), Some(w), Some(b), eps)?
+            }
+            None => {
+                let x = be.add_gated(x, &sa_out, Some(&m[2]))?;
+                (x.clone(), x)
+            }
         };
+        // cross-attention on the text context (dense: 16–512 keys)
         let ca = &blk.cross_attn;
         let q = ca.project(be, &ca.q, &ca.norm_q, &xn, heads, eps)?;
         let k = ca.project(be, &ca.k, &ca.norm_k, context, heads, eps)?;
         let v = ca.project(be, &ca.v, &None, context, heads, eps)?;
         let o = be.attention(&q, &k, &v, &AttnPlan::Dense, None)?;
-        let x = be.add_gated(&x, &ca.finish(be, &o)?, None)?;
+        // residual, and the feed-forward's modulated norm in the same pass
+        let (x, xn) =
+            be.add_gated_norm_modulate(&x, &ca.finish(be, &o)?, None, &m[3], &m[4], eps)?;
         // feed-forward
-        let xn = be.norm_modulate(&x, &m[3], &m[4], eps)?;
         let y = blk
             .ffn2
             .fwd(be, &blk.ffn0.fwd(be, &xn, Act::GeluTanh)?, Act::None)?;

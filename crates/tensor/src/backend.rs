@@ -83,6 +83,41 @@ pub trait Backend: Send + Sync {
         y: &Self::Tensor,
         gate: Option<&Self::Tensor>,
     ) -> Result<Self::Tensor>;
+    /// [`Backend::add_gated`] then [`Backend::layer_norm`] of its result: `(x + gate·y,
+    /// LN(x + gate·y)·w + b)`. A backend may fuse both into one pass (the sum is read back
+    /// once instead of twice).
+    #[allow(clippy::too_many_arguments)]
+    fn add_gated_layer_norm(
+        &self,
+        x: &Self::Tensor,
+        y: &Self::Tensor,
+        gate: Option<&Self::Tensor>,
+        w: Option<&Self::Tensor>,
+        b: Option<&Self::Tensor>,
+        eps: f32,
+    ) -> Result<(Self::Tensor, Self::Tensor)> {
+        let s = self.add_gated(x, y, gate)?;
+        let n = self.layer_norm(&s, w, b, eps)?;
+        Ok((s, n))
+    }
+
+    /// [`Backend::add_gated`] then [`Backend::norm_modulate`] of its result: `(x + gate·y,
+    /// LN(x + gate·y)·(1 + scale) + shift)`. A backend may fuse both into one pass.
+    #[allow(clippy::too_many_arguments)]
+    fn add_gated_norm_modulate(
+        &self,
+        x: &Self::Tensor,
+        y: &Self::Tensor,
+        gate: Option<&Self::Tensor>,
+        shift: &Self::Tensor,
+        scale: &Self::Tensor,
+        eps: f32,
+    ) -> Result<(Self::Tensor, Self::Tensor)> {
+        let s = self.add_gated(x, y, gate)?;
+        let n = self.norm_modulate(&s, shift, scale, eps)?;
+        Ok((s, n))
+    }
+
     /// `a·x + b·y`, same shapes.
     fn axpby(&self, a: f32, x: &Self::Tensor, b: f32, y: &Self::Tensor) -> Result<Self::Tensor>;
 
@@ -109,6 +144,36 @@ pub trait Backend: Send + Sync {
         let y = self.rope(x, cos, sin)?;
         let pooled = self.block_mean_pool(&y, block)?;
         Ok((y, Some(pooled)))
+    }
+
+    /// The q/k path of a Wan self-attention in one op: x `[B, L, H, Dh]` (a projection's
+    /// `[B, L, H·Dh]` output viewed per head), [`Backend::rms_norm`] over each token's whole
+    /// `H·Dh` vector with weight w `[H·Dh]`, then [`Backend::rope`] — or, with `pool`,
+    /// [`Backend::rope_pooled`] with that block, whose means it returns (`None` without
+    /// `pool`, or when the backend leaves pooling to the policy). A backend may fuse it all
+    /// into one pass over x.
+    fn rms_norm_rope(
+        &self,
+        x: &Self::Tensor,
+        w: &Self::Tensor,
+        eps: f32,
+        cos: &Self::Tensor,
+        sin: &Self::Tensor,
+        pool: Option<usize>,
+    ) -> Result<(Self::Tensor, Option<Self::Tensor>)> {
+        let s = x.shape().to_vec();
+        if s.len() != 4 {
+            return Err(crate::Error::shape(
+                "rms_norm_rope",
+                format!("x {s:?} (expected [B, L, H, Dh])"),
+            ));
+        }
+        let flat = self.reshape(x, &[s[0], s[1], s[2] * s[3]])?;
+        let n = self.reshape(&self.rms_norm(&flat, w, eps)?, &s)?;
+        match pool {
+            Some(block) => self.rope_pooled(&n, cos, sin, block),
+            None => Ok((self.rope(&n, cos, sin)?, None)),
+        }
     }
 
     /// Softmax attention, scale `1/√Dh`: q `[B, Lq, H, Dh]`, k/v `[B, Lk, H, Dh]` →
