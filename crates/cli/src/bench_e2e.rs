@@ -246,19 +246,36 @@ fn bench_on<B: Backend>(
         spec0.guidance,
         if spec0.guidance != 1.0 { 2 } else { 1 },
     );
-    // Warm-up: one dense step at full size (kernel loading, allocator, GEMM heuristics).
-    let warm = jenga_pipeline::SampleSpec::single(
-        spec0.frames,
-        spec0.height,
-        spec0.width,
-        1,
-        spec0.stages[0].shift,
-        spec0.guidance,
-        0,
-    );
+    // Warm-up: one dense step at every stage size any variant runs (kernel loading, allocator
+    // growth, GEMM algorithm choice per shape), so no variant pays a first-use cost another
+    // variant already paid.
+    let mut sizes: Vec<(usize, usize)> = Vec::new();
+    for v in runs {
+        for s in 0..v.plan.spec.stages.len() {
+            let hw = v.plan.spec.stage_size(s, cfg.patch_size);
+            if !sizes.contains(&hw) {
+                sizes.push(hw);
+            }
+        }
+    }
     let wt = Instant::now();
-    sample(be, &model, &text, &warm, &Dense, None, &mut |_| {})?;
-    println!("warm-up (1 dense step): {:.2}s", wt.elapsed().as_secs_f64());
+    for &(h, w) in &sizes {
+        let warm = jenga_pipeline::SampleSpec::single(
+            spec0.frames,
+            h,
+            w,
+            1,
+            spec0.stages[0].shift,
+            spec0.guidance,
+            0,
+        );
+        sample(be, &model, &text, &warm, &Dense, None, &mut |_| {})?;
+    }
+    println!(
+        "warm-up (1 dense step at each of {} stage sizes): {:.2}s",
+        sizes.len(),
+        wt.elapsed().as_secs_f64()
+    );
 
     let mut lines = Vec::new();
     let mut dense_s: Option<(f64, Option<f64>)> = None;
