@@ -6,8 +6,10 @@
 //! leading dims, transposes, epilogue, batch, pointer alignment) gets a [`Plan`] once: the
 //! descriptors are kept, cuBLASLt is asked for up to [`MAX_CANDIDATES`] algorithms that fit our
 //! workspace, and on first use each candidate is timed with CUDA events on the real buffers
-//! (one warm-up, then [`REPS`] launches; the output is overwritten by every candidate, and all
-//! of them compute the same GEMM, so only bf16 rounding can differ) and the fastest is kept.
+//! (one warm-up each, then [`ROUNDS`] round-robin blocks of launches of about 2 ms each, median
+//! per candidate; the output is overwritten by every candidate, and all of them compute the same
+//! GEMM, so only bf16 rounding can differ) and the fastest is kept if it beats heuristic #0 by
+//! the margin (1 %, `JENGA_GEMM_TUNE_MARGIN`).
 //! `JENGA_GEMM_TUNE=0` takes heuristic answer #0 instead, as cudarc does
 //! ([`CudaBackend::set_gemm_tuning`] switches at run time). `JENGA_GEMM_LOG=1` prints one line per
 //! new plan to stderr: each candidate's time, the choice and what tuning cost.
@@ -22,7 +24,7 @@ use jenga_tensor::Result;
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::mem::size_of;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -30,8 +32,18 @@ use std::time::Instant;
 const WORKSPACE_BYTES: usize = 32 << 20;
 /// Heuristic answers asked for and timed.
 pub(crate) const MAX_CANDIDATES: usize = 16;
-/// Timed launches per candidate (after one warm-up).
-pub(crate) const REPS: usize = 5;
+/// Timing rounds: every candidate is timed once per round, round-robin, and its median kept,
+/// so that clock and power drift over the tuning affects all candidates alike.
+pub(crate) const ROUNDS: usize = 3;
+/// Launches per timed block are chosen so that a block lasts about this long (µs), between
+/// [`MIN_REPS`] and [`MAX_REPS`]: long enough for sustained clocks, short enough to tune fast.
+const BLOCK_US: f64 = 2000.0;
+const MIN_REPS: usize = 3;
+const MAX_REPS: usize = 50;
+/// Another candidate replaces heuristic #0 only if it is at least this much faster (relative):
+/// differences below it are within what the timing resolves. `JENGA_GEMM_TUNE_MARGIN`
+/// overrides.
+const DEFAULT_MARGIN: f64 = 0.01;
 
 /// What runs after the product, fused into the GEMM.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -105,8 +117,11 @@ pub struct GemmTune {
     pub candidates: usize,
     /// Heuristic rank of the algorithm in use.
     pub chosen: usize,
-    /// Mean µs per launch of each candidate, by heuristic rank (NaN: failed or not timed).
+    /// Median over the rounds of the mean µs per launch of each candidate, by heuristic rank
+    /// (NaN: failed or not timed).
     pub times_us: Vec<f64>,
+    /// Launches per timed block.
+    pub reps: usize,
     /// Host wall time spent choosing (timing included), ms.
     pub tune_ms: f64,
 }
@@ -135,20 +150,25 @@ impl GemmTune {
         if self.tuned {
             line += &format!(
                 "#{} of {} ({:.1} us, {:.0} TFLOP/s; heuristic #0 {:.1} us, {:.0} TFLOP/s), \
-                 tuning {:.1} ms; all us:",
+                 tuning {:.1} ms ({} x {} launches each); all us:",
                 self.chosen,
                 self.candidates,
                 self.times_us[self.chosen],
                 self.tflops(self.chosen),
                 self.times_us[0],
                 self.tflops(0),
-                self.tune_ms
+                self.tune_ms,
+                ROUNDS,
+                self.reps
             );
             for t in &self.times_us {
                 line += &format!(" {t:.1}");
             }
         } else {
-            line += &format!("heuristic #0 of {} (untuned)", self.candidates);
+            line += &format!(
+                "heuristic #{} of {} (untuned)",
+                self.chosen, self.candidates
+            );
         }
         line
     }
@@ -255,6 +275,8 @@ struct Key {
     /// offer kernels that need what the pointers have.
     align: u32,
     tuned: bool,
+    /// Heuristic rank to take (`u8::MAX`: none forced; diagnostics only).
+    forced: u8,
 }
 
 /// The device pointers of one call (`bias` 0 when the epilogue has none).
@@ -274,6 +296,8 @@ pub(crate) struct Gemm {
     workspace_ptr: u64,
     stream: Arc<CudaStream>,
     tune: AtomicBool,
+    forced: AtomicU8,
+    margin: f64,
     log: bool,
     /// `None`: cuBLASLt has no algorithm for the problem (callers fall back).
     plans: Mutex<HashMap<Key, Option<Arc<Plan>>>>,
@@ -303,6 +327,11 @@ fn alignment(p: u64) -> u32 {
     }
 }
 
+/// Rough µs per launch (sizes the timed blocks): 600 TFLOP/s plus a launch.
+fn estimate_us(s: &GemmShape) -> f64 {
+    s.flops() / 6e8 + 8.0
+}
+
 impl Gemm {
     pub(crate) fn new(stream: Arc<CudaStream>) -> Result<Self> {
         stream
@@ -319,6 +348,12 @@ impl Gemm {
             workspace_ptr,
             stream,
             tune: AtomicBool::new(env_flag("JENGA_GEMM_TUNE", true)),
+            forced: AtomicU8::new(u8::MAX),
+            margin: std::env::var("JENGA_GEMM_TUNE_MARGIN")
+                .ok()
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .filter(|m| (0.0..1.0).contains(m))
+                .unwrap_or(DEFAULT_MARGIN),
             log: env_flag("JENGA_GEMM_LOG", false),
             plans: Mutex::new(HashMap::new()),
         })
@@ -335,6 +370,7 @@ impl Gemm {
             shape: *shape,
             align: alignment(p.a).min(alignment(p.b)).min(alignment(p.d)),
             tuned: self.tune.load(Ordering::Relaxed),
+            forced: self.forced.load(Ordering::Relaxed),
         };
         let plan = {
             let mut plans = self
@@ -492,74 +528,95 @@ impl Gemm {
                 candidates: algos.len(),
                 chosen: 0,
                 times_us: vec![f64::NAN; algos.len()],
+                reps: 0,
                 tune_ms: 0.0,
             },
         };
-        if key.tuned && algos.len() > 1 {
-            let times = self.time_candidates(&plan, &algos, p)?;
+        if key.forced != u8::MAX {
+            let r = (key.forced as usize).min(algos.len() - 1);
+            plan.algo = algos[r];
+            plan.tune.chosen = r;
+        } else if key.tuned && algos.len() > 1 {
+            let reps = ((BLOCK_US / estimate_us(s)).round() as usize).clamp(MIN_REPS, MAX_REPS);
+            let times = self.time_candidates(&plan, &algos, p, reps)?;
             let best = (0..times.len())
                 .filter(|&i| times[i].is_finite())
                 .min_by(|&i, &j| times[i].total_cmp(&times[j]));
-            match best {
-                Some(i) => {
-                    plan.algo = algos[i];
-                    plan.tune.chosen = i;
-                }
+            let chosen = match best {
+                // #0 stays unless another is faster by the margin.
+                Some(i) if times[0].is_finite() && times[i] > times[0] * (1.0 - self.margin) => 0,
+                Some(i) => i,
                 // Every candidate failed to launch: no usable algorithm.
                 None => return Ok(None),
-            }
+            };
+            plan.algo = algos[chosen];
+            plan.tune.chosen = chosen;
             plan.tune.times_us = times;
+            plan.tune.reps = reps;
             plan.tune.tuned = true;
         }
         plan.tune.tune_ms = t0.elapsed().as_secs_f64() * 1e3;
         Ok(Some(plan))
     }
 
-    /// Mean µs per launch of each candidate on the real buffers (NaN where it failed). Events
-    /// are recorded around each candidate's timed launches only, so work already queued on
-    /// the stream is not counted; the stream is synchronised first so that the host time
-    /// reported for tuning is the tuning's own.
+    /// Per candidate, the median over [`ROUNDS`] round-robin blocks of `reps` launches of the
+    /// mean µs per launch, on the real buffers (NaN where a launch failed). Events are recorded
+    /// around each block only, so work already queued on the stream is not counted; the stream
+    /// is synchronised first so that the host time reported for tuning is the tuning's own.
     unsafe fn time_candidates(
         &self,
         plan: &Plan,
         algos: &[sys::cublasLtMatmulAlgo_t],
         p: GemmPtrs,
+        reps: usize,
     ) -> Result<Vec<f64>> {
         let ctx = self.stream.context();
         self.stream
             .synchronize()
             .map_err(drv("synchronizing before GEMM tuning"))?;
-        let mut events = Vec::with_capacity(algos.len());
-        for algo in algos {
-            // Warm-up (also weeds out candidates that refuse these pointers).
-            if self.launch(plan, algo, p).is_err() {
-                events.push(None);
-                continue;
+        // Warm-up (also weeds out candidates that refuse these pointers).
+        let mut ok: Vec<bool> = algos
+            .iter()
+            .map(|algo| self.launch(plan, algo, p).is_ok())
+            .collect();
+        let event = || {
+            ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
+                .map_err(drv("creating a timing event"))
+        };
+        let mut blocks = Vec::with_capacity(ROUNDS * algos.len());
+        for _ in 0..ROUNDS {
+            for (i, algo) in algos.iter().enumerate() {
+                if !ok[i] {
+                    continue;
+                }
+                let (start, end) = (event()?, event()?);
+                start
+                    .record(&self.stream)
+                    .map_err(drv("recording a timing event"))?;
+                ok[i] = (0..reps).all(|_| self.launch(plan, algo, p).is_ok());
+                end.record(&self.stream)
+                    .map_err(drv("recording a timing event"))?;
+                blocks.push((i, start, end));
             }
-            let start = ctx
-                .new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
-                .map_err(drv("creating a timing event"))?;
-            let end = ctx
-                .new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
-                .map_err(drv("creating a timing event"))?;
-            start
-                .record(&self.stream)
-                .map_err(drv("recording a timing event"))?;
-            let ok = (0..REPS).all(|_| self.launch(plan, algo, p).is_ok());
-            end.record(&self.stream)
-                .map_err(drv("recording a timing event"))?;
-            events.push(ok.then_some((start, end)));
         }
-        events
+        let mut per: Vec<Vec<f64>> = vec![Vec::with_capacity(ROUNDS); algos.len()];
+        for (i, start, end) in blocks {
+            let ms = start
+                .elapsed_ms(&end)
+                .map_err(drv("reading GEMM timing events"))?;
+            per[i].push(ms as f64 * 1e3 / reps as f64);
+        }
+        Ok(per
             .into_iter()
-            .map(|e| match e {
-                Some((start, end)) => start
-                    .elapsed_ms(&end)
-                    .map(|ms| ms as f64 * 1e3 / REPS as f64)
-                    .map_err(drv("reading GEMM timing events")),
-                None => Ok(f64::NAN),
+            .zip(ok)
+            .map(|(mut v, ok)| {
+                if !ok || v.is_empty() {
+                    return f64::NAN;
+                }
+                v.sort_by(f64::total_cmp);
+                v[v.len() / 2]
             })
-            .collect()
+            .collect())
     }
 
     fn tunes(&self) -> Vec<GemmTune> {
@@ -592,6 +649,16 @@ impl CudaBackend {
     /// Whether new GEMM problems are tuned.
     pub fn gemm_tuning(&self) -> bool {
         self.gemm.tune.load(Ordering::Relaxed)
+    }
+
+    /// Take heuristic answer `rank` (clamped to those offered) for new GEMM problems instead of
+    /// tuning; `None` restores normal operation. For measuring the candidates themselves.
+    #[doc(hidden)]
+    pub fn set_gemm_forced_rank(&self, rank: Option<usize>) {
+        let r = rank
+            .map(|r| r.min(u8::MAX as usize - 1) as u8)
+            .unwrap_or(u8::MAX);
+        self.gemm.forced.store(r, Ordering::Relaxed);
     }
 
     /// The GEMM plans made so far and how each algorithm was chosen.
