@@ -349,17 +349,19 @@ extern "C" __global__ void add_gated_norm_v8(const bf16* __restrict__ x,
 // partial last block counting its zero padding): x [B, L, H, Dh] → y, pooled [B, H, nb, Dh],
 // one read of x. One CTA per (batch, block of `block` tokens), one thread per 8 channels of a
 // token's row (blockDim = H·Dh/8 ≤ 1024 rounded up to 32, as rms_norm_v8's); the CTA walks its
-// tokens RMS_ROPE_U at a time, all their loads first, then one CTA reduction for the group's
-// sums of squares (each adding up as rms_norm_v8's block_sum does). The normed value is
-// rounded to bf16 before the rotation, as the unfused rms_norm stores it. w null: RoPE alone.
-// pooled null: no means. Dh % 8 == 0, every pointer 16-byte aligned.
-#define RMS_ROPE_U 8
-extern "C" __global__ void rms_rope_v8(const bf16* __restrict__ x, const bf16* __restrict__ w,
-                                       const bf16* __restrict__ cs, const bf16* __restrict__ sn,
-                                       bf16* __restrict__ y, bf16* __restrict__ pooled, int l,
-                                       int h, int half, int nb, int block, float eps) {
-    __shared__ float part[32][RMS_ROPE_U];
-    __shared__ float tot[RMS_ROPE_U];
+// tokens U at a time, all their loads first, then one CTA reduction for the group's sums of
+// squares (each adding up as rms_norm_v8's block_sum does). The normed value is rounded to
+// bf16 before the rotation, as the unfused rms_norm stores it. w null: RoPE alone. pooled
+// null: no means. Dh % 8 == 0, every pointer 16-byte aligned.
+template <int U>
+__device__ __forceinline__ void rms_rope_body(const bf16* __restrict__ x,
+                                              const bf16* __restrict__ w,
+                                              const bf16* __restrict__ cs,
+                                              const bf16* __restrict__ sn, bf16* __restrict__ y,
+                                              bf16* __restrict__ pooled, int l, int h, int half,
+                                              int nb, int block, float eps) {
+    __shared__ float part[32][U];
+    __shared__ float tot[U];
     const int dh = 2 * half, d = h * dh, d8 = d / 8, hd8 = dh / 8;
     const int c = threadIdx.x;
     const bool on = c < d8;
@@ -372,12 +374,12 @@ extern "C" __global__ void rms_rope_v8(const bf16* __restrict__ x, const bf16* _
 #pragma unroll
     for (int e = 0; e < 8; ++e) s[e] = 0.0f;
     if (w && on) load8(w + 8 * c, wv);
-    for (int t = t0; t < t1; t += RMS_ROPE_U) {
-        const int n = min(RMS_ROPE_U, t1 - t);
-        float v[RMS_ROPE_U][8];
-        uint2 cw[RMS_ROPE_U], sw[RMS_ROPE_U];
+    for (int t = t0; t < t1; t += U) {
+        const int n = min(U, t1 - t);
+        float v[U][8];
+        uint2 cw[U], sw[U];
 #pragma unroll
-        for (int j = 0; j < RMS_ROPE_U; ++j) {
+        for (int j = 0; j < U; ++j) {
             if (on && j < n) {
                 const long long tab = (long long)(t + j) * half + cc * 4;
                 load8(x + (b * l + t + j) * (long long)d + 8 * c, v[j]);
@@ -386,9 +388,9 @@ extern "C" __global__ void rms_rope_v8(const bf16* __restrict__ x, const bf16* _
             }
         }
         if (w) {
-            float q[RMS_ROPE_U];
+            float q[U];
 #pragma unroll
-            for (int j = 0; j < RMS_ROPE_U; ++j) {
+            for (int j = 0; j < U; ++j) {
                 q[j] = 0.0f;
                 if (on && j < n)
 #pragma unroll
@@ -398,16 +400,16 @@ extern "C" __global__ void rms_rope_v8(const bf16* __restrict__ x, const bf16* _
             __syncthreads();  // the previous group's tot is read
             if (lane == 0)
 #pragma unroll
-                for (int j = 0; j < RMS_ROPE_U; ++j) part[warp][j] = q[j];
+                for (int j = 0; j < U; ++j) part[warp][j] = q[j];
             __syncthreads();
-            for (int j = warp; j < RMS_ROPE_U; j += nwarps) {
+            for (int j = warp; j < U; j += nwarps) {
                 float p = lane < nwarps ? part[lane][j] : 0.0f;
                 p = warp_sum(p);
                 if (lane == 0) tot[j] = p;
             }
             __syncthreads();
 #pragma unroll
-            for (int j = 0; j < RMS_ROPE_U; ++j) {
+            for (int j = 0; j < U; ++j) {
                 if (on && j < n) {
                     const float r = rsqrtf(tot[j] / (float)d + eps);
 #pragma unroll
@@ -416,7 +418,7 @@ extern "C" __global__ void rms_rope_v8(const bf16* __restrict__ x, const bf16* _
             }
         }
 #pragma unroll
-        for (int j = 0; j < RMS_ROPE_U; ++j) {
+        for (int j = 0; j < U; ++j) {
             if (on && j < n) {
                 const unsigned c2[2] = {cw[j].x, cw[j].y}, s2[2] = {sw[j].x, sw[j].y};
                 rope4(v[j], c2, s2);
@@ -432,4 +434,23 @@ extern "C" __global__ void rms_rope_v8(const bf16* __restrict__ x, const bf16* _
         for (int e = 0; e < 8; ++e) s[e] = s[e] / (float)block;
         store8(pooled + ((b * h + hh) * nb + kb) * (long long)dh + cc * 8, s);
     }
+}
+
+// One token per CTA (block = 1, nb = L, pooled null): few registers, so CTAs enough to keep
+// the memory busy, as rms_norm_v8.
+extern "C" __global__ void rms_rope_v8(const bf16* __restrict__ x, const bf16* __restrict__ w,
+                                       const bf16* __restrict__ cs, const bf16* __restrict__ sn,
+                                       bf16* __restrict__ y, bf16* __restrict__ pooled, int l,
+                                       int h, int half, int nb, int block, float eps) {
+    rms_rope_body<1>(x, w, cs, sn, y, pooled, l, h, half, nb, block, eps);
+}
+
+// A pool block per CTA, its tokens 8 at a time (the means need one thread to walk a block).
+extern "C" __global__ void rms_rope_pool_v8(const bf16* __restrict__ x,
+                                            const bf16* __restrict__ w,
+                                            const bf16* __restrict__ cs,
+                                            const bf16* __restrict__ sn, bf16* __restrict__ y,
+                                            bf16* __restrict__ pooled, int l, int h, int half,
+                                            int nb, int block, float eps) {
+    rms_rope_body<8>(x, w, cs, sn, y, pooled, l, h, half, nb, block, eps);
 }

@@ -98,6 +98,7 @@ struct Kernels {
     rms_norm_v8: CudaFunction,
     add_gated_norm_v8: CudaFunction,
     rms_rope_v8: CudaFunction,
+    rms_rope_pool_v8: CudaFunction,
     patchify: CudaFunction,
     unpatchify: CudaFunction,
 }
@@ -256,6 +257,7 @@ impl CudaBackend {
             rms_norm_v8: f(&ops, "rms_norm_v8")?,
             add_gated_norm_v8: f(&ops, "add_gated_norm_v8")?,
             rms_rope_v8: f(&ops, "rms_rope_v8")?,
+            rms_rope_pool_v8: f(&ops, "rms_rope_pool_v8")?,
             patchify: f(&ops, "patchify_bf16")?,
             unpatchify: f(&ops, "unpatchify_bf16")?,
         };
@@ -1597,9 +1599,6 @@ enum GatedNorm<'a> {
     Modulate(&'a CudaTensor, &'a CudaTensor),
 }
 
-/// Tokens per CTA of `rms_rope_v8` when no means are asked for.
-const RMS_ROPE_TOKENS: usize = 8;
-
 impl CudaBackend {
     /// `add_gated` then a row norm of the sum in one pass (`add_gated_norm_v8`, bit-identical
     /// to the two ops); shapes or alignments the kernel does not take run the two ops.
@@ -1676,7 +1675,9 @@ impl CudaBackend {
     }
 
     /// `rms_norm` over each token's `H·Dh` row, `rope`, and with `pool` the block means, in one
-    /// pass (`rms_rope_v8`, bit-identical to the unfused ops); other shapes run those ops.
+    /// pass (`rms_rope_v8`: a token per CTA; `rms_rope_pool_v8`: a pool block per CTA;
+    /// bit-identical to the unfused ops); other shapes, and rows wider than the kernel's
+    /// registers allow a CTA, run those ops.
     fn rms_norm_rope_fused(
         &self,
         x: &CudaTensor,
@@ -1713,7 +1714,15 @@ impl CudaBackend {
             return unfused();
         }
         let (b, l, h, dh) = (s[0], s[1], s[2], s[3]);
-        let block = pool.unwrap_or(RMS_ROPE_TOKENS);
+        let (func, name, block) = match pool {
+            Some(p) => (&self.k.rms_rope_pool_v8, "rms_rope_pool_v8", p),
+            None => (&self.k.rms_rope_v8, "rms_rope_v8", 1),
+        };
+        let threads = (h * dh / 8).div_ceil(32) * 32;
+        let max_threads = func.max_threads_per_block().unwrap_or(0).max(0) as usize;
+        if threads > max_threads {
+            return unfused();
+        }
         let nb = l.div_ceil(block);
         let y = self.empty(&s)?;
         let pooled = match pool {
@@ -1732,16 +1741,15 @@ impl CudaBackend {
             return unfused();
         }
         if b * nb > 0 {
-            let threads = (h * dh / 8).div_ceil(32) * 32;
             let cfg = LaunchConfig {
                 grid_dim: ((b * nb) as u32, 1, 1),
                 block_dim: (threads as u32, 1, 1),
                 shared_mem_bytes: 0,
             };
             self.launch(
-                &self.k.rms_rope_v8,
+                func,
                 cfg,
-                "rms_rope_v8",
+                name,
                 &[
                     KArg::U64(ptrs[0]),
                     KArg::U64(ptrs[1]),

@@ -150,9 +150,10 @@ fn add_gated_norms_equal_the_unfused_ops() {
 
 /// `rms_norm` over the whole `H·Dh` row + `rope` (+ `block_mean_pool` of the result): Wan-1.3B
 /// heads (12 x 128) with and without pooling, token counts that are not multiples of the pool
-/// block or of the kernel's 8-token groups, a batch of 2, Wan-14B's row (40 x 128), a row of
-/// 200 (most of a warp idle), an odd pool block, and a head dim the fused kernel does not take
-/// (12: unfused path).
+/// block or of the pool kernel's 8-token groups, a batch of 2, Wan-14B's row (40 x 128: 640
+/// threads a CTA; the pool kernel falls back to the unfused ops where its registers do not
+/// allow that many), a row of 200 (most of a warp idle), an odd pool block, and a head dim the
+/// fused kernels do not take (12: unfused path).
 #[test]
 fn rms_norm_rope_equals_the_unfused_ops() {
     let Some(be) = backend() else { return };
