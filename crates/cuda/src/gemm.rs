@@ -15,6 +15,12 @@
 //! new plan to stderr: each candidate's time, the choice and what tuning cost.
 //!
 //! Operands are bf16, accumulation and scaling f32, `alpha = 1`, `beta = 0` (C is not read).
+//!
+//! Measured on an H100 (`examples/gemm_tune.rs`: every candidate through `linear`, steady state,
+//! interleaved; docs/bench/gemm-tune-h100.txt): cuBLASLt offers 8 candidates for the Wan-1.3B
+//! shapes; at 32760 tokens heuristic #0 is already the fastest for the 1536-wide projections,
+//! the tuned choice gains 1.4–2.2 % on the FFN GEMMs, 5 % on 8192³ and 25 % on the 512-token
+//! text-embedding GEMM. Tuning a new shape takes 10–180 ms, once, on the first forward.
 
 use crate::backend::CudaBackend;
 use crate::error::{alloc_err, dev, drv};
@@ -122,7 +128,8 @@ pub struct GemmTune {
     pub times_us: Vec<f64>,
     /// Launches per timed block.
     pub reps: usize,
-    /// Host wall time spent choosing (timing included), ms.
+    /// Host wall time spent choosing (descriptors, heuristic, timing; not the wait for work
+    /// queued before), ms. The first launch of a kernel includes loading it.
     pub tune_ms: f64,
 }
 
@@ -447,6 +454,13 @@ impl Gemm {
     /// Descriptors, candidates and (when tuning) the timed choice for `key`.
     unsafe fn plan(&self, key: &Key, p: GemmPtrs) -> Result<Option<Plan>> {
         let s = &key.shape;
+        if key.tuned {
+            // Wait for the work already queued (a whole forward, for its last linear), so that
+            // the tuning time reported below is the tuning's own.
+            self.stream
+                .synchronize()
+                .map_err(drv("synchronizing before GEMM tuning"))?;
+        }
         let t0 = Instant::now();
         let (ar, ac) = if s.transa { (s.k, s.m) } else { (s.m, s.k) };
         let (br, bc) = if s.transb { (s.n, s.k) } else { (s.k, s.n) };
@@ -561,8 +575,7 @@ impl Gemm {
 
     /// Per candidate, the median over [`ROUNDS`] round-robin blocks of `reps` launches of the
     /// mean µs per launch, on the real buffers (NaN where a launch failed). Events are recorded
-    /// around each block only, so work already queued on the stream is not counted; the stream
-    /// is synchronised first so that the host time reported for tuning is the tuning's own.
+    /// around each block only, so work already queued on the stream is not counted.
     unsafe fn time_candidates(
         &self,
         plan: &Plan,
@@ -571,9 +584,6 @@ impl Gemm {
         reps: usize,
     ) -> Result<Vec<f64>> {
         let ctx = self.stream.context();
-        self.stream
-            .synchronize()
-            .map_err(drv("synchronizing before GEMM tuning"))?;
         // Warm-up (also weeds out candidates that refuse these pointers).
         let mut ok: Vec<bool> = algos
             .iter()
