@@ -6,8 +6,8 @@
 //! for the same reason (it adds two events per launch argument and buys nothing on one stream).
 
 use crate::error::{alloc_err, dev, drv};
-use crate::{device, nvrtc};
 use crate::gemm::{Epilogue, Gemm, GemmPtrs, GemmShape};
+use crate::{device, nvrtc};
 use cudarc::driver::{
     sys::CUdevice_attribute, CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr,
     LaunchConfig, PushKernelArg,
@@ -1688,20 +1688,7 @@ impl CudaBackend {
         pool: Option<usize>,
     ) -> Result<(CudaTensor, Option<CudaTensor>)> {
         let s = x.shape.clone();
-        let unfused = || -> Result<(CudaTensor, Option<CudaTensor>)> {
-            if s.len() != 4 {
-                return Err(Error::shape(
-                    "rms_norm_rope",
-                    format!("x {s:?} (expected [B, L, H, Dh])"),
-                ));
-            }
-            let flat = self.reshape(x, &[s[0], s[1], s[2] * s[3]])?;
-            let n = self.reshape(&self.rms_norm(&flat, w, eps)?, &s)?;
-            match pool {
-                Some(block) => self.rope_pooled(&n, cos, sin, block),
-                None => Ok((self.rope(&n, cos, sin)?, None)),
-            }
-        };
+        let unfused = || jenga_tensor::rms_norm_rope_composed(self, x, w, eps, cos, sin, pool);
         let fits = s.len() == 4
             && s[3] > 0
             && s[3].is_multiple_of(8)

@@ -161,19 +161,7 @@ pub trait Backend: Send + Sync {
         sin: &Self::Tensor,
         pool: Option<usize>,
     ) -> Result<(Self::Tensor, Option<Self::Tensor>)> {
-        let s = x.shape().to_vec();
-        if s.len() != 4 {
-            return Err(crate::Error::shape(
-                "rms_norm_rope",
-                format!("x {s:?} (expected [B, L, H, Dh])"),
-            ));
-        }
-        let flat = self.reshape(x, &[s[0], s[1], s[2] * s[3]])?;
-        let n = self.reshape(&self.rms_norm(&flat, w, eps)?, &s)?;
-        match pool {
-            Some(block) => self.rope_pooled(&n, cos, sin, block),
-            None => Ok((self.rope(&n, cos, sin)?, None)),
-        }
+        rms_norm_rope_composed(self, x, w, eps, cos, sin, pool)
     }
 
     /// Softmax attention, scale `1/√Dh`: q `[B, Lq, H, Dh]`, k/v `[B, Lk, H, Dh]` →
@@ -370,6 +358,32 @@ pub trait Backend: Send + Sync {
 
 /// A token order for [`Backend::patchify`]/[`Backend::unpatchify`] must be a permutation of
 /// `0..tokens`.
+/// [`Backend::rms_norm_rope`] from the basic ops: the default, and what a fusing backend runs
+/// for shapes its kernel does not take.
+pub fn rms_norm_rope_composed<B: Backend + ?Sized>(
+    be: &B,
+    x: &B::Tensor,
+    w: &B::Tensor,
+    eps: f32,
+    cos: &B::Tensor,
+    sin: &B::Tensor,
+    pool: Option<usize>,
+) -> Result<(B::Tensor, Option<B::Tensor>)> {
+    let s = x.shape().to_vec();
+    if s.len() != 4 {
+        return Err(crate::Error::shape(
+            "rms_norm_rope",
+            format!("x {s:?} (expected [B, L, H, Dh])"),
+        ));
+    }
+    let flat = be.reshape(x, &[s[0], s[1], s[2] * s[3]])?;
+    let n = be.reshape(&be.rms_norm(&flat, w, eps)?, &s)?;
+    match pool {
+        Some(block) => be.rope_pooled(&n, cos, sin, block),
+        None => Ok((be.rope(&n, cos, sin)?, None)),
+    }
+}
+
 pub fn check_order(op: &'static str, order: Option<&[u32]>, tokens: usize) -> Result<()> {
     let Some(o) = order else { return Ok(()) };
     let mut seen = vec![false; tokens];

@@ -9,7 +9,9 @@ pub mod cpu;
 mod error;
 mod plan;
 
-pub use backend::{check_order, Act, Backend, DraftSelect, KeyBias, SvgSelect, TensorMeta};
+pub use backend::{
+    check_order, rms_norm_rope_composed, Act, Backend, DraftSelect, KeyBias, SvgSelect, TensorMeta,
+};
 pub use cpu::{CpuBackend, CpuTensor};
 pub use error::{Error, Result};
 pub use plan::{AttnPlan, BlockPlan, BlockSelect, DeviceCount, DevicePlan};
