@@ -13,7 +13,8 @@
 //! one's softmax overlaps the other's GEMMs. Work items (128 query rows of one head) come from an
 //! atomic counter. Sparse launches walk a work list: heads in order, and inside a head the query
 //! blocks with the most kept key blocks first, built on the host from the plan (cached per plan)
-//! or, for plans built on the device, by a small kernel from the device row pointers.
+//! or, for plans built on the device ([`PlanRef::Device`]), by a small kernel from the device
+//! row pointers.
 //! Dense launches cut the last round's query tiles into key ranges ([`dense_tail_split`]) whose
 //! partial results the CTA that finishes last merges.
 
@@ -25,7 +26,7 @@ use cudarc::driver::{
     CudaContext, CudaFunction, CudaSlice, DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig,
     PushKernelArg,
 };
-use jenga_tensor::{BlockPlan, KeyBias, Result};
+use jenga_tensor::{BlockPlan, KeyBias, PlanGeometry, Result};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -256,11 +257,91 @@ fn tensor_map(ptr: u64, b: usize, l: usize, h: usize, rows: u32) -> Result<Tenso
     Ok(TensorMap(unsafe { map.assume_init() }))
 }
 
-/// Whether this plan's CSR arrays exist only on the device: a plan built there
-/// (`AttnPlan::Device`) reaches the kernels as its geometry (`DevicePlan::geometry`, empty
-/// `row_ptr`), while a host plan always has `rows + 1` row pointers.
-fn csr_only_on_device(plan: &BlockPlan) -> bool {
-    plan.row_ptr.is_empty()
+/// The plan an attention kernel runs (Hopper, mma or reference), with its CSR arrays on the
+/// device. Host and device-built plans are separate variants because the host can read only
+/// the former's CSR: the Hopper kernel's work list is built (and cached) from the host arrays
+/// of a [`PlanRef::Host`], on the device for a [`PlanRef::Device`]; the kernels themselves
+/// read the same device buffers either way.
+#[derive(Clone, Copy)]
+pub enum PlanRef<'a> {
+    /// Every query attends to every key.
+    Dense,
+    /// A host plan ([`jenga_tensor::AttnPlan::Sparse`]) and its uploaded copy
+    /// ([`CudaBackend::device_plan`], indices checked there).
+    Host {
+        plan: &'a BlockPlan,
+        bufs: &'a DevicePlanBufs,
+    },
+    /// A plan built on the device ([`jenga_tensor::AttnPlan::Device`]): the host knows its
+    /// geometry only.
+    Device {
+        geometry: PlanGeometry,
+        bufs: &'a DevicePlanBufs,
+    },
+}
+
+impl<'a> PlanRef<'a> {
+    /// A host plan with its device copy.
+    pub fn host(plan: &'a BlockPlan, bufs: &'a DevicePlanBufs) -> Self {
+        PlanRef::Host { plan, bufs }
+    }
+
+    /// A device-built plan: `bufs` must hold `geometry.rows() + 1` row pointers (checked here,
+    /// no device access; the columns were written by the kernel that built the plan).
+    pub fn device(geometry: PlanGeometry, bufs: &'a DevicePlanBufs) -> Result<Self> {
+        let rows = geometry.rows();
+        if bufs.row_ptr.len() < rows + 1 {
+            return Err(jenga_tensor::Error::invalid(
+                "attention",
+                format!(
+                    "device plan has {} row pointers, its geometry needs {}",
+                    bufs.row_ptr.len(),
+                    rows + 1
+                ),
+            ));
+        }
+        Ok(PlanRef::Device { geometry, bufs })
+    }
+
+    /// The plan's geometry and device CSR; `None` for dense attention.
+    pub fn csr(&self) -> Option<(PlanGeometry, &'a DevicePlanBufs)> {
+        match *self {
+            PlanRef::Dense => None,
+            PlanRef::Host { plan, bufs } => Some((plan.geometry(), bufs)),
+            PlanRef::Device { geometry, bufs } => Some((geometry, bufs)),
+        }
+    }
+
+    /// Block size of a sparse plan; `None` for dense attention.
+    pub fn block(&self) -> Option<usize> {
+        self.csr().map(|(g, _)| g.block)
+    }
+
+    /// Device addresses of the CSR arrays `(row_ptr, col_idx)` and the geometry, as the
+    /// kernels take them (null pointers and a zero geometry for dense attention).
+    pub(crate) fn kernel_args(
+        &self,
+        stream: &Arc<cudarc::driver::CudaStream>,
+    ) -> (u64, u64, PlanGeometry) {
+        match self.csr() {
+            Some((g, d)) => (
+                d.row_ptr.device_ptr(stream).0,
+                d.col_idx.device_ptr(stream).0,
+                g,
+            ),
+            None => (
+                0,
+                0,
+                PlanGeometry {
+                    batch: 0,
+                    heads: 0,
+                    block: 0,
+                    q_blocks: 0,
+                    k_blocks: 0,
+                },
+            ),
+        }
+    }
 }
 
 /// Threads of `hb_device_work_order` (one CTA per (batch, head)).
@@ -340,15 +421,17 @@ impl CudaBackend {
 
     /// The work list the Hopper kernel builds on the device for a device-resident plan
     /// (`geometry` gives batch, heads, q_blocks and block; the CSR row pointers are in `bufs`),
-    /// downloaded (synchronises; for tests). `None` without the Hopper kernels.
+    /// downloaded (synchronises; for tests). `None` without the Hopper kernels, or for a plan
+    /// the order kernel does not cover (block not a multiple of 128, too many rows per head).
     pub fn hopper_device_work_order(
         &self,
-        geometry: &BlockPlan,
+        geometry: PlanGeometry,
         bufs: &DevicePlanBufs,
     ) -> Result<Option<Vec<u32>>> {
         let Some(hk) = &self.hopper_attn else {
             return Ok(None);
         };
+        PlanRef::device(geometry, bufs)?;
         if geometry.block == 0
             || !geometry.block.is_multiple_of(HOPPER_TILE)
             || geometry.q_blocks > ORDER_MAX_ROWS
@@ -384,7 +467,7 @@ impl CudaBackend {
         q: &CudaTensor,
         k: &CudaTensor,
         v: &CudaTensor,
-        plan: Option<(&BlockPlan, &DevicePlanBufs)>,
+        plan: PlanRef<'_>,
         bias: Option<KeyBias>,
     ) -> Result<Option<CudaTensor>> {
         let Some(hk) = &self.hopper_attn else {
@@ -397,10 +480,11 @@ impl CudaBackend {
         }
         let (b, lq, h, dh) = (qs[0], qs[1], qs[2], qs[3]);
         let lk = ks[1];
-        if let Some((p, _)) = plan {
-            if p.block == 0 || !p.block.is_multiple_of(HOPPER_TILE) {
-                return Ok(None);
-            }
+        if plan
+            .block()
+            .is_some_and(|bl| bl == 0 || !bl.is_multiple_of(HOPPER_TILE))
+        {
+            return Ok(None);
         }
         if lq.max(lk) > (i32::MAX as usize) / 2 || h > 65535 || b > 65535 {
             return Ok(None);
@@ -424,67 +508,74 @@ impl CudaBackend {
         let mut order_buf: Option<Arc<CudaSlice<u32>>> = None;
         // A device-built plan's work list, written on the stream just before the launch.
         let mut device_orders = None;
-        let (row_ptr, col_idx, block, q_blocks, subs, items) = match plan {
-            Some((p, d)) => {
-                let subs = p.block / HOPPER_TILE;
-                let rows = p.batch * p.heads * p.q_blocks;
-                let items = rows * subs;
-                let (rp, _) = d.row_ptr.device_ptr(stream);
-                let (ci, _) = d.col_idx.device_ptr(stream);
+        let (row_ptr, col_idx, g) = plan.kernel_args(stream);
+        let (subs, items) = match plan.csr() {
+            Some(_) => {
+                let subs = g.block / HOPPER_TILE;
+                let items = g.rows() * subs;
                 if items > u32::MAX as usize / 2 {
                     return Ok(None);
                 }
-                if csr_only_on_device(p) && p.q_blocks <= ORDER_MAX_ROWS {
-                    // Heaviest rows first, sorted on the device (no host sync).
-                    let mut slot = hk
-                        .device_orders
-                        .lock()
-                        .map_err(|_| dev("device work-list lock poisoned"))?;
-                    if slot.as_ref().is_none_or(|b| b.len() < items) {
-                        let buf =
-                            unsafe { stream.alloc::<u32>(items) }.map_err(alloc_err(items * 4))?;
-                        *slot = Some(buf);
-                    }
-                    let buf = slot.as_mut().expect("allocated above");
-                    launch_device_work_order(
-                        hk,
-                        stream,
-                        rp,
-                        buf.device_ptr_mut(stream).0,
-                        p.batch * p.heads,
-                        p.q_blocks,
-                        subs,
-                    )?;
-                    device_orders = Some(slot);
-                } else {
-                    let key = plan_key(p, subs);
-                    let mut cache = hk
-                        .orders
-                        .lock()
-                        .map_err(|_| dev("work-list cache lock poisoned"))?;
-                    let buf = match cache.iter().find(|(k, _)| *k == key) {
-                        Some((_, buf)) => buf.clone(),
-                        None => {
-                            let order = sparse_work_order(p, subs);
-                            let buf = Arc::new(
-                                stream
-                                    .clone_htod(&order)
-                                    .map_err(alloc_err(order.len() * 4))?,
-                            );
-                            if cache.len() >= 8 {
-                                cache.remove(0);
-                            }
-                            cache.push((key, buf.clone()));
-                            buf
-                        }
-                    };
-                    drop(cache);
-                    order_buf = Some(buf);
-                }
-                (rp, ci, p.block, p.q_blocks, subs, items)
+                (subs, items)
             }
-            None => (0, 0, 0, 0, 1, b * h * lq.div_ceil(HOPPER_TILE)),
+            None => (1, b * h * lq.div_ceil(HOPPER_TILE)),
         };
+        match plan {
+            PlanRef::Dense => {}
+            // Heaviest rows first, from the host CSR (built once per plan, cached).
+            PlanRef::Host { plan: p, .. } => {
+                let key = plan_key(p, subs);
+                let mut cache = hk
+                    .orders
+                    .lock()
+                    .map_err(|_| dev("work-list cache lock poisoned"))?;
+                let buf = match cache.iter().find(|(k, _)| *k == key) {
+                    Some((_, buf)) => buf.clone(),
+                    None => {
+                        let order = sparse_work_order(p, subs);
+                        let buf = Arc::new(
+                            stream
+                                .clone_htod(&order)
+                                .map_err(alloc_err(order.len() * 4))?,
+                        );
+                        if cache.len() >= 8 {
+                            cache.remove(0);
+                        }
+                        cache.push((key, buf.clone()));
+                        buf
+                    }
+                };
+                drop(cache);
+                order_buf = Some(buf);
+            }
+            // Heaviest rows first, sorted on the device from the device row pointers (no host
+            // sync).
+            PlanRef::Device { .. } if g.q_blocks <= ORDER_MAX_ROWS => {
+                let mut slot = hk
+                    .device_orders
+                    .lock()
+                    .map_err(|_| dev("device work-list lock poisoned"))?;
+                if slot.as_ref().is_none_or(|b| b.len() < items) {
+                    let buf =
+                        unsafe { stream.alloc::<u32>(items) }.map_err(alloc_err(items * 4))?;
+                    *slot = Some(buf);
+                }
+                let buf = slot.as_mut().expect("allocated above");
+                launch_device_work_order(
+                    hk,
+                    stream,
+                    row_ptr,
+                    buf.device_ptr_mut(stream).0,
+                    g.batch * g.heads,
+                    g.q_blocks,
+                    subs,
+                )?;
+                device_orders = Some(slot);
+            }
+            // Longer device plans: plain row order (no work list).
+            PlanRef::Device { .. } => {}
+        }
+        let (block, q_blocks) = (g.block, g.q_blocks);
         let order_ptr = match (&order_buf, &device_orders) {
             (Some(buf), _) => buf.device_ptr(stream).0,
             (None, Some(slot)) => slot.as_ref().expect("allocated above").device_ptr(stream).0,
@@ -501,14 +592,14 @@ impl CudaBackend {
             // Key tile: 128 for sparse launches (the plan's blocks are multiples of 128), the
             // dense tile otherwise.
             let (bn, func) = match plan {
-                None if hk.dense_tile.load(Ordering::Relaxed) == 176 => (176, &hk.ws176),
+                PlanRef::Dense if hk.dense_tile.load(Ordering::Relaxed) == 176 => (176, &hk.ws176),
                 _ => (128, &hk.ws128),
             };
             // Dense: cut the last query tiles (when fewer than half the CTAs are left for
             // them) into key ranges so that the final round is balanced.
             let (tail_from, splits, chunk) = match plan {
-                None => dense_tail_split(items, grid_x as usize, lk, bn),
-                Some(_) => (items, 1, 1),
+                PlanRef::Dense => dense_tail_split(items, grid_x as usize, lk, bn),
+                _ => (items, 1, 1),
             };
             let total = items + (items - tail_from) * (splits - 1);
             let (items_i, qtiles_i) = (total as i32, lq.div_ceil(HOPPER_TILE) as i32);

@@ -5,9 +5,10 @@
 //! after that launch: no synchronisation inside ops. cudarc's per-buffer event tracking is off
 //! for the same reason (it adds two events per launch argument and buys nothing on one stream).
 
+use crate::attention::PlanRef;
 use crate::error::{alloc_err, dev, drv};
-use crate::gemm::{Epilogue, Gemm, GemmPtrs, GemmShape};
 use crate::{device, nvrtc};
+use crate::gemm::{Epilogue, Gemm, GemmPtrs, GemmShape};
 use cudarc::driver::{
     sys::CUdevice_attribute, CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr,
     LaunchConfig, PushKernelArg,
@@ -104,10 +105,9 @@ struct Kernels {
 }
 
 /// A `BlockPlan`'s CSR arrays on the device: uploaded from a host plan (`device_plan`), or
-/// built on the device (`select_blocks`, [`AttnPlan::Device`]). For device-built plans the
-/// `&BlockPlan` passed beside these to the attention kernels carries the geometry only
-/// (batch, heads, block, q_blocks, k_blocks; its `row_ptr`/`col_idx` are empty), and
-/// `col_idx` is allocated for every block (only `row_ptr[rows]` entries are valid).
+/// built on the device (`select_blocks`, [`AttnPlan::Device`]); the attention kernels get them
+/// through a [`crate::PlanRef`]. For device-built plans `col_idx` is allocated for every block
+/// (only `row_ptr[rows]` entries are valid).
 pub struct DevicePlanBufs {
     pub row_ptr: CudaSlice<u32>,
     pub col_idx: CudaSlice<u32>,
@@ -336,7 +336,7 @@ impl CudaBackend {
         q: &CudaTensor,
         k: &CudaTensor,
         v: &CudaTensor,
-        plan: Option<(&BlockPlan, &DevicePlanBufs)>,
+        plan: PlanRef<'_>,
         bias: Option<KeyBias>,
     ) -> Result<Option<CudaTensor>> {
         let Some(mk) = &self.mma_attn else {
@@ -347,7 +347,7 @@ impl CudaBackend {
         if dh != 64 && dh != 128 {
             return Ok(None);
         }
-        let block = plan.map(|(p, _)| p.block);
+        let block = plan.block();
         let piped = self.attention_path() != AttnPath::MmaSimple
             && block.is_none_or(|bl| bl.is_multiple_of(2 * MMA_TILE));
         if !piped && block.is_some_and(|bl| !bl.is_multiple_of(MMA_TILE)) {
@@ -373,14 +373,8 @@ impl CudaBackend {
             Some(kb) => (kb.from_key.min(i32::MAX as usize) as i32, kb.bias * log2e),
             None => (i32::MAX, 0.0),
         };
-        let (row_ptr, col_idx, block, q_blocks) = match plan {
-            Some((p, d)) => {
-                let (rp, _) = d.row_ptr.device_ptr(&self.stream);
-                let (ci, _) = d.col_idx.device_ptr(&self.stream);
-                (rp, ci, p.block, p.q_blocks)
-            }
-            None => (0, 0, 0, 0),
-        };
+        let (row_ptr, col_idx, g) = plan.kernel_args(&self.stream);
+        let (block, q_blocks) = (g.block, g.q_blocks);
         let cfg = LaunchConfig {
             grid_dim: (lq.div_ceil(rows) as u32, h as u32, b as u32),
             block_dim: (threads as u32, 1, 1),
@@ -418,7 +412,7 @@ impl CudaBackend {
         q: &CudaTensor,
         k: &CudaTensor,
         v: &CudaTensor,
-        plan: Option<(&BlockPlan, &DevicePlanBufs)>,
+        plan: PlanRef<'_>,
         bias: Option<KeyBias>,
     ) -> Result<CudaTensor> {
         let path = self.attention_path();
@@ -588,7 +582,7 @@ impl CudaBackend {
         q: &CudaTensor,
         k: &CudaTensor,
         v: &CudaTensor,
-        plan: Option<(&BlockPlan, &DevicePlanBufs)>,
+        plan: PlanRef<'_>,
         bias: Option<KeyBias>,
     ) -> Result<CudaTensor> {
         let (b, lq, h, dh) = (q.shape[0], q.shape[1], q.shape[2], q.shape[3]);
@@ -609,14 +603,14 @@ impl CudaBackend {
             Some(kb) => (kb.from_key.min(i32::MAX as usize) as i32, kb.bias * log2e),
             None => (i32::MAX, 0.0),
         };
-        let (row_ptr, col_idx, block, q_blocks, chunks, grid_x) = match plan {
-            Some((p, d)) => {
-                let chunks = p.block.div_ceil(NAIVE_WARPS);
-                let (rp, _) = d.row_ptr.device_ptr(&self.stream);
-                let (ci, _) = d.col_idx.device_ptr(&self.stream);
-                (rp, ci, p.block, p.q_blocks, chunks, p.q_blocks * chunks)
+        let (row_ptr, col_idx, g) = plan.kernel_args(&self.stream);
+        let (block, q_blocks) = (g.block, g.q_blocks);
+        let (chunks, grid_x) = match plan {
+            PlanRef::Dense => (1, lq.div_ceil(NAIVE_WARPS)),
+            _ => {
+                let chunks = block.div_ceil(NAIVE_WARPS);
+                (chunks, q_blocks * chunks)
             }
-            None => (0, 0, 0, 0, 1, lq.div_ceil(NAIVE_WARPS)),
         };
         let smem = (2 * NAIVE_TK * (dh + 1) + NAIVE_WARPS * dh) * 4;
         let cfg = LaunchConfig {
@@ -1244,7 +1238,7 @@ impl Backend for CudaBackend {
                     ));
                 }
                 match plan {
-                    AttnPlan::Dense => self.attention_dispatch(q, k, v, None, bias),
+                    AttnPlan::Dense => self.attention_dispatch(q, k, v, PlanRef::Dense, bias),
                     AttnPlan::Sparse(p) => {
                         // Every index is checked once, when the plan is uploaded (a 720p plan has
                         // millions: checking them per call cost ~6 ms); the geometry on every call.
@@ -1257,14 +1251,15 @@ impl Backend for CudaBackend {
                             p.validate(b, h, lq, lk)?;
                         }
                         let d = self.device_plan(p)?;
-                        self.attention_dispatch(q, k, v, Some((p, &d)), bias)
+                        self.attention_dispatch(q, k, v, PlanRef::host(p, &d), bias)
                     }
                     AttnPlan::Device(dp) => {
                         dp.validate(b, h, lq, lk)?;
                         let d = (*dp.bufs).downcast_ref::<DevicePlanBufs>().ok_or_else(|| {
                             Error::invalid("attention", "device plan built by another backend")
                         })?;
-                        self.attention_dispatch(q, k, v, Some((&dp.geometry(), d)), bias)
+                        let plan = PlanRef::device(dp.geometry(), d)?;
+                        self.attention_dispatch(q, k, v, plan, bias)
                     }
                 }
             },

@@ -29,7 +29,7 @@ mod op_times;
 pub mod peers;
 pub mod selftest;
 
-pub use attention::{hopper_attention_note, sparse_work_order, HOPPER_TILE};
+pub use attention::{hopper_attention_note, sparse_work_order, PlanRef, HOPPER_TILE};
 pub use backend::{AttnPath, CudaBackend, CudaTensor, DevicePlanBufs};
 pub use device::{cuda_available, device_count};
 pub use gemm::{Epilogue, GemmShape, GemmTune};

@@ -5,12 +5,12 @@
 //! reference; measured errors are a few 1e-3). An all-kept plan must match the dense launch to
 //! ≤ 1e-3 (same tiles, same order). Skips with a message without a CUDA driver or on GPUs where
 //! the Hopper kernel is not built (anything but sm_90). Dense cases run with both dense kernels
-//! (176-key tiles, the default, and 128-key tiles). Device-built plans (geometry-only
-//! `BlockPlan`) get the same work order as host plans, built on the device.
+//! (176-key tiles, the default, and 128-key tiles). Device-built plans (`PlanRef::Device`:
+//! geometry and device CSR only) get the same work order as host plans, built on the device.
 
 use jenga_cuda::{
     cuda_available, hopper_attention_note, selftest::rel_l2, selftest::Rng, sparse_work_order,
-    CudaBackend, CudaTensor,
+    CudaBackend, CudaTensor, PlanRef,
 };
 use jenga_tensor::{Backend, BlockPlan, KeyBias};
 use std::sync::Arc;
@@ -83,7 +83,10 @@ fn run_case(be: &CudaBackend, rng: &mut Rng, c: &Case) -> f64 {
         .plan
         .map(|(block, p)| Arc::new(random_plan(rng, c.b, c.h, block, c.lq, c.lk, p)));
     let dev = plan.as_ref().map(|p| be.device_plan(p).unwrap());
-    let pd = plan.as_deref().zip(dev.as_deref());
+    let pd = match (plan.as_deref(), dev.as_deref()) {
+        (Some(p), Some(d)) => PlanRef::host(p, d),
+        _ => PlanRef::Dense,
+    };
     let got = be
         .attention_hopper(&q, &k, &v, pd, bias)
         .unwrap()
@@ -232,11 +235,11 @@ fn hopper_empty_row_is_zero_and_all_kept_equals_dense() {
         Arc::new(BlockPlan::from_mask(b, h, 128, nb, nb, &vec![true; b * h * nb * nb]).unwrap());
     let fd = be.device_plan(&full).unwrap();
     let sparse = be
-        .attention_hopper(&q, &k, &v, Some((&full, &fd)), None)
+        .attention_hopper(&q, &k, &v, PlanRef::host(&full, &fd), None)
         .unwrap()
         .unwrap();
     let dense = be
-        .attention_hopper(&q, &k, &v, None, None)
+        .attention_hopper(&q, &k, &v, PlanRef::Dense, None)
         .unwrap()
         .unwrap();
     let (s, d) = (be.download(&sparse).unwrap(), be.download(&dense).unwrap());
@@ -252,7 +255,7 @@ fn hopper_empty_row_is_zero_and_all_kept_equals_dense() {
     let holey = Arc::new(BlockPlan::from_mask(b, h, 128, nb, nb, &mask).unwrap());
     let hd = be.device_plan(&holey).unwrap();
     let out = be
-        .attention_hopper(&q, &k, &v, Some((&holey, &hd)), None)
+        .attention_hopper(&q, &k, &v, PlanRef::host(&holey, &hd), None)
         .unwrap()
         .unwrap();
     let o = be.download(&out).unwrap();
@@ -276,14 +279,14 @@ fn hopper_declines_what_it_does_not_cover() {
     let mut rng = Rng::new(3);
     let q = rand(&be, &mut rng, &[1, 100, 2, 64], 1.0);
     assert!(be
-        .attention_hopper(&q, &q, &q, None, None)
+        .attention_hopper(&q, &q, &q, PlanRef::Dense, None)
         .unwrap()
         .is_none());
     let q = rand(&be, &mut rng, &[1, 200, 1, 128], 1.0);
     let plan = Arc::new(BlockPlan::from_mask(1, 1, 64, 4, 4, &[true; 16]).unwrap());
     let d = be.device_plan(&plan).unwrap();
     assert!(be
-        .attention_hopper(&q, &q, &q, Some((&plan, &d)), None)
+        .attention_hopper(&q, &q, &q, PlanRef::host(&plan, &d), None)
         .unwrap()
         .is_none());
 }
@@ -301,13 +304,8 @@ fn device_plans_get_the_host_work_order() {
     ] {
         let plan = random_plan(&mut rng, b, h, block, l, l, keep);
         let d = be.device_plan(&Arc::new(plan.clone())).unwrap();
-        let geometry = BlockPlan {
-            row_ptr: Vec::new(),
-            col_idx: Vec::new(),
-            ..plan.clone()
-        };
         let got = be
-            .hopper_device_work_order(&geometry, &d)
+            .hopper_device_work_order(plan.geometry(), &d)
             .unwrap()
             .expect("order kernel built");
         let want = sparse_work_order(&plan, block / 128);
@@ -317,33 +315,104 @@ fn device_plans_get_the_host_work_order() {
             "{b}x{h} block {block} L{l}: device order differs"
         );
     }
-    // Attention through the geometry-only plan equals the host plan's (order changes nothing
-    // inside an item).
+    // Attention through the device-plan path (geometry + device CSR) equals the host plan's
+    // (order changes nothing inside an item).
     let (b, l, h, dh) = (1, 1300, 3, 128);
     let q = rand(&be, &mut rng, &[b, l, h, dh], 1.5);
     let k = rand(&be, &mut rng, &[b, l, h, dh], 1.5);
     let v = rand(&be, &mut rng, &[b, l, h, dh], 1.0);
     let plan = Arc::new(random_plan(&mut rng, b, h, 128, l, l, 0.3));
     let d = be.device_plan(&plan).unwrap();
-    let geometry = BlockPlan {
-        row_ptr: Vec::new(),
-        col_idx: Vec::new(),
-        ..(*plan).clone()
-    };
     let host = be
-        .attention_hopper(&q, &k, &v, Some((&plan, &d)), None)
+        .attention_hopper(&q, &k, &v, PlanRef::host(&plan, &d), None)
         .unwrap()
         .unwrap();
     let devp = be
-        .attention_hopper(&q, &k, &v, Some((&geometry, &d)), None)
+        .attention_hopper(
+            &q,
+            &k,
+            &v,
+            PlanRef::device(plan.geometry(), &d).unwrap(),
+            None,
+        )
         .unwrap()
         .unwrap();
     let (x, y) = (be.download(&host).unwrap(), be.download(&devp).unwrap());
     assert!(x == y, "device-plan attention differs from the host plan's");
     let want = be
-        .attention_naive(&q, &k, &v, Some((&plan, &d)), None)
+        .attention_naive(&q, &k, &v, PlanRef::host(&plan, &d), None)
         .unwrap();
     let err = rel_l2(&y, &be.download(&want).unwrap());
     eprintln!("device-plan attention vs reference: rel L2 {err:.2e}");
     assert!(err <= TOL, "device-plan attention: rel L2 {err:.3e}");
+}
+
+/// Device plans with more query blocks per head than the order kernel sorts run in plain row
+/// order (no work list); the result equals the host plan's (sorted order) exactly. A row
+/// pointer buffer shorter than the geometry needs is refused before any launch.
+#[test]
+fn long_device_plans_run_in_row_order() {
+    let Some(be) = backend() else { return };
+    let mut rng = Rng::new(0x10ae);
+    // 12289 query blocks of 128 (one more than the order kernel sorts), 1 head; each row keeps
+    // its diagonal block and one other (two when the other is the diagonal: one).
+    let nb = 12289;
+    let l = nb * 128 - 40; // partial last block
+    let mut row_ptr = vec![0u32];
+    let mut col_idx = Vec::new();
+    for r in 0..nb {
+        let other = (r * 7919 + 3) % nb;
+        let mut cols = vec![r as u32, other as u32];
+        cols.sort_unstable();
+        cols.dedup();
+        // Every 5th row keeps only the diagonal: rows of different weights.
+        if r % 5 == 0 {
+            cols = vec![r as u32];
+        }
+        col_idx.extend(cols);
+        row_ptr.push(col_idx.len() as u32);
+    }
+    let plan = Arc::new(BlockPlan {
+        batch: 1,
+        heads: 1,
+        block: 128,
+        q_blocks: nb,
+        k_blocks: nb,
+        row_ptr,
+        col_idx,
+    });
+    plan.validate(1, 1, l, l).unwrap();
+    let d = be.device_plan(&plan).unwrap();
+    assert!(be
+        .hopper_device_work_order(plan.geometry(), &d)
+        .unwrap()
+        .is_none());
+    let x = rand(&be, &mut rng, &[1, l, 1, 128], 1.5);
+    let host = be
+        .attention_hopper(&x, &x, &x, PlanRef::host(&plan, &d), None)
+        .unwrap()
+        .unwrap();
+    let devp = be
+        .attention_hopper(
+            &x,
+            &x,
+            &x,
+            PlanRef::device(plan.geometry(), &d).unwrap(),
+            None,
+        )
+        .unwrap()
+        .unwrap();
+    let (a, b) = (be.download(&host).unwrap(), be.download(&devp).unwrap());
+    assert!(a == b, "long device plan differs from the host plan's");
+    let want = be
+        .attention_naive(&x, &x, &x, PlanRef::host(&plan, &d), None)
+        .unwrap();
+    let err = rel_l2(&b, &be.download(&want).unwrap());
+    eprintln!("long device plan vs reference: rel L2 {err:.2e}");
+    assert!(err <= TOL, "long device plan: rel L2 {err:.3e}");
+    // A geometry with more rows than the buffers hold.
+    let mut g = plan.geometry();
+    g.heads = 2;
+    let e = PlanRef::device(g, &d).err().expect("short row_ptr refused");
+    assert!(e.to_string().contains("row pointers"), "{e}");
 }

@@ -14,7 +14,7 @@ pub use backend::{
 };
 pub use cpu::{CpuBackend, CpuTensor};
 pub use error::{Error, Result};
-pub use plan::{AttnPlan, BlockPlan, BlockSelect, DeviceCount, DevicePlan};
+pub use plan::{AttnPlan, BlockPlan, BlockSelect, DeviceCount, DevicePlan, PlanGeometry};
 
 /// Number of elements of a shape.
 pub fn numel(shape: &[usize]) -> usize {

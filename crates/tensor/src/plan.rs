@@ -68,17 +68,14 @@ impl DevicePlan {
         })
     }
 
-    /// The geometry as a [`BlockPlan`] with **empty** `row_ptr`/`col_idx` (for kernels that
-    /// take the block size and counts from a host plan and the CSR from the device).
-    pub fn geometry(&self) -> BlockPlan {
-        BlockPlan {
+    /// The plan's shape (what kernels need beside the device CSR arrays).
+    pub fn geometry(&self) -> PlanGeometry {
+        PlanGeometry {
             batch: self.batch,
             heads: self.heads,
             block: self.block,
             q_blocks: self.q_blocks,
             k_blocks: self.k_blocks,
-            row_ptr: Vec::new(),
-            col_idx: Vec::new(),
         }
     }
 
@@ -99,6 +96,25 @@ impl DevicePlan {
             ));
         }
         Ok(())
+    }
+}
+
+/// The shape of a block plan without its CSR arrays: batch, heads, block size and blocks per
+/// sequence. Device-built plans are known on the host only by this, so kernels that read the
+/// CSR from the device take it instead of a [`BlockPlan`] (whose arrays are always complete).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PlanGeometry {
+    pub batch: usize,
+    pub heads: usize,
+    pub block: usize,
+    pub q_blocks: usize,
+    pub k_blocks: usize,
+}
+
+impl PlanGeometry {
+    /// CSR rows: one per (batch, head, query block).
+    pub fn rows(&self) -> usize {
+        self.batch * self.heads * self.q_blocks
     }
 }
 
@@ -189,6 +205,17 @@ impl BlockPlan {
         Self::from_mask(batch, heads, block, qb, kb, &mask).expect("sizes agree by construction")
     }
 
+    /// The plan's shape without its CSR arrays.
+    pub fn geometry(&self) -> PlanGeometry {
+        PlanGeometry {
+            batch: self.batch,
+            heads: self.heads,
+            block: self.block,
+            q_blocks: self.q_blocks,
+            k_blocks: self.k_blocks,
+        }
+    }
+
     /// Kept key blocks of one row.
     pub fn row(&self, b: usize, h: usize, qb: usize) -> &[u32] {
         let r = (b * self.heads + h) * self.q_blocks + qb;
@@ -247,5 +274,36 @@ impl BlockPlan {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fixed(u64);
+    impl DeviceCount for Fixed {
+        fn read(&self) -> Result<u64> {
+            Ok(self.0)
+        }
+    }
+
+    #[test]
+    fn host_and_device_plans_share_one_geometry() {
+        let host = BlockPlan::full(2, 3, 128, 1000, 700);
+        let g = host.geometry();
+        assert_eq!((g.q_blocks, g.k_blocks, g.block), (8, 6, 128));
+        assert_eq!(g.rows() + 1, host.row_ptr.len());
+        let dev = DevicePlan {
+            batch: 2,
+            heads: 3,
+            block: 128,
+            q_blocks: 8,
+            k_blocks: 6,
+            bufs: Arc::new(()),
+            nnz: Arc::new(Fixed(host.col_idx.len() as u64)),
+        };
+        assert_eq!(dev.geometry(), g);
+        assert_eq!(dev.density().unwrap(), host.density());
     }
 }
