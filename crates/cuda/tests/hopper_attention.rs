@@ -219,6 +219,97 @@ fn hopper_matches_reference_dense_and_sparse() {
     }
 }
 
+/// Hopper kernel vs the reference on given tensors (plan: host plan or dense).
+fn check(
+    be: &CudaBackend,
+    name: &str,
+    t: [&CudaTensor; 3],
+    plan: Option<&Arc<BlockPlan>>,
+    bias: Option<KeyBias>,
+) -> f64 {
+    let dev = plan.map(|p| be.device_plan(p).unwrap());
+    let pd = match (plan, dev.as_deref()) {
+        (Some(p), Some(d)) => PlanRef::host(p, d),
+        _ => PlanRef::Dense,
+    };
+    let got = be
+        .attention_hopper(t[0], t[1], t[2], pd, bias)
+        .unwrap()
+        .unwrap_or_else(|| panic!("{name}: Hopper kernel declined"));
+    let want = be.attention_naive(t[0], t[1], t[2], pd, bias).unwrap();
+    let (g, w) = (be.download(&got).unwrap(), be.download(&want).unwrap());
+    assert!(g.iter().all(|x| x.is_finite()), "{name}: non-finite output");
+    let err = rel_l2(&g, &w);
+    eprintln!("{name:<60} rel L2 {err:.2e}");
+    assert!(err <= TOL, "{name}: rel L2 {err:.3e} > {TOL}");
+    err
+}
+
+/// Large logits, where the kernel's lazy rescale keeps a stale running max (unnormalised P up
+/// to 2^8) and raises it only when a tile passes it by more than 8 (log2): q scaled x8 (logit
+/// standard deviation ~26 in log2 units), and a ramp (logits rising ~120 log2 units along the
+/// keys, by less than the threshold per tile, so the max goes stale and is raised over and
+/// over). Dense (176- and 128-key tiles, split-key tail), sparse with partial blocks, key bias.
+#[test]
+fn hopper_matches_reference_on_large_logits() {
+    let Some(be) = backend() else { return };
+    let mut rng = Rng::new(0x1a46e);
+    let dh = 128;
+    let case = |name, b, l, h, plan, bias| Case {
+        name,
+        b,
+        lq: l,
+        lk: l,
+        h,
+        plan,
+        bias,
+    };
+    let cases = [
+        case("dense L1000 H2", 1, 1000, 2, None, false),
+        case("dense L1000 H17 split tail + bias", 1, 1000, 17, None, true),
+        case("sparse block128 L1000", 1, 1000, 3, Some((128, 0.3)), false),
+        case(
+            "sparse block256 B2 L1100 + bias",
+            2,
+            1100,
+            2,
+            Some((256, 0.4)),
+            true,
+        ),
+        case("dense L3000 H3", 1, 3000, 3, None, false),
+    ];
+    for tile in [176, 128] {
+        be.set_hopper_attention_dense_tile(tile);
+        for c in &cases {
+            let (name, b, l, h) = (c.name, c.b, c.lq, c.h);
+            let plan = c
+                .plan
+                .map(|(block, p)| Arc::new(random_plan(&mut rng, b, h, block, l, l, p)));
+            let bias = c.bias.then_some(KeyBias {
+                from_key: l * 2 / 3,
+                bias: 4.0,
+            });
+            let v = rand(&be, &mut rng, &[b, l, h, dh], 1.0);
+            // q x8
+            let q = rand(&be, &mut rng, &[b, l, h, dh], 12.0);
+            let k = rand(&be, &mut rng, &[b, l, h, dh], 1.5);
+            let what = format!("{name}, q x8, dense tile {tile}");
+            check(&be, &what, [&q, &k, &v], plan.as_ref(), bias);
+            // ramp: q_0 = 40, k_0 = 24 j / l, the other dims standard normal
+            let mut qh = rng.normal_vec(b * l * h * dh, 1.0);
+            let mut kh = rng.normal_vec(b * l * h * dh, 1.0);
+            for (i, (x, y)) in qh.chunks_mut(dh).zip(kh.chunks_mut(dh)).enumerate() {
+                x[0] = 40.0;
+                y[0] = 24.0 * ((i / h) % l) as f32 / l as f32;
+            }
+            let q = be.upload(&qh, &[b, l, h, dh]).unwrap();
+            let k = be.upload(&kh, &[b, l, h, dh]).unwrap();
+            let what = format!("{name}, logit ramp, dense tile {tile}");
+            check(&be, &what, [&q, &k, &v], plan.as_ref(), bias);
+        }
+    }
+}
+
 #[test]
 fn hopper_empty_row_is_zero_and_all_kept_equals_dense() {
     let Some(be) = backend() else { return };
