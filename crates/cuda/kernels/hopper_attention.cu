@@ -17,11 +17,13 @@
 // N-major) are issued back to back and the online softmax of S_j (exp2 domain, f32) runs while
 // the P V product is in flight; the two warpgroups take turns issuing (named barriers 1 and 2,
 // FA3 "ping-pong"), so one's softmax overlaps the other's GEMMs. Lazy rescale (FA4): a row's
-// running max is raised only when a tile's max exceeds it by more than HB_TAU = 8 (log2 domain,
-// so unnormalised P <= 2^8), and O is rescaled only when a row of the warp raised it: a host
-// replay on Wan-1.3B q/k and on random data gives ~0.5 % of (warp, 176-key tile) steps, against
-// ~25 % for the exact max (the old dense rule) and 100 % (the old sparse one); measured on an
-// H100 the gain is within noise for dense and ~1-3 % for sparse launches. Q is freed (q_empty)
+// running max is raised only when a tile's max exceeds it by more than TAU (log2 domain, so
+// unnormalised P <= 2^TAU; O, l and the final O / l use the same stale max), and O is rescaled
+// only when a row of the warp raised it. Sparse launches use TAU = 8 (they rescaled on every
+// tile before; 0.3-3 % faster at the H100's power cap); dense launches TAU = 0, the exact max
+// (O left alone when no row max of the warp moved; the previous dense code, same SASS): a host
+// replay on Wan-1.3B q/k and on random data alike rescales ~25 % of (warp, 176-key tile) steps
+// with 0 and ~0.5 % with 8, yet 8 measured ~1 % slower on dense launches. Q is freed (q_empty)
 // after the item's last S, so the next item's Q and first tiles load during the last P V and
 // the epilogue.
 // Sparse: the item walks only the kept key blocks of its query block; items run heaviest rows
@@ -32,7 +34,6 @@
 // computed on zeros and not stored.
 
 #define HB_M 128          // query rows per work item
-#define HB_TAU 8.0f       // lazy rescale: a running max moves only when passed by more than this
 #define HB_D 128          // head dim
 #define HB_PANEL 16384    // bytes: 128 rows x 64 bf16 (one 128-byte swizzle column panel of Q)
 #define HB_TILE 32768     // bytes: the Q tile, 128 rows x 128 bf16 = 2 panels
@@ -488,8 +489,9 @@ __device__ __forceinline__ void hw_partial(float* __restrict__ part_buf,
     }
 }
 
-// O is rescaled only when a row of the warp moved its (lazy) running max: see HB_TAU.
-template <int BN, int ST>
+// TAU (log2 units): a row's running max moves only when a tile's max passes it by more than
+// TAU (lazy rescale; 0: the exact max), and O is rescaled only when a row of the warp moved it.
+template <int BN, int ST, int TAU>
 __device__ __forceinline__ void hw_consumer(unsigned sq, unsigned skv, unsigned bars,
                                             bf16* __restrict__ o, int lq, int lk, int h,
                                             float scale_log2,
@@ -616,16 +618,31 @@ __device__ __forceinline__ void hw_consumer(unsigned sq, unsigned skv, unsigned 
             mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
             mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
             mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-            // Lazy rescale: a row's running max moves only when this tile's max passes it by
-            // more than HB_TAU (log2 units); else the stale max stays, so P <= 2^HB_TAU, and
-            // O, l and the final O / l all use it (exact up to rounding). The first finite tile
-            // always moves it off -inf; a fully masked tile (mx = -inf) never does.
-            const bool up0 = mx0 > m0 + HB_TAU, up1 = mx1 > m1 + HB_TAU;
-            const float mn0 = up0 ? mx0 : m0, mn1 = up1 ? mx1 : m1;
-            const float mu0 = mn0 == -INFINITY ? 0.0f : mn0, mu1 = mn1 == -INFINITY ? 0.0f : mn1;
-            const float corr0 = up0 ? hb_exp2(m0 - mu0) : 1.0f;
-            const float corr1 = up1 ? hb_exp2(m1 - mu1) : 1.0f;
-            const bool rescale = __any_sync(0xffffffffu, up0 || up1);
+            float mn0, mn1, mu0, mu1, corr0, corr1;
+            bool rescale;
+            if constexpr (TAU == 0) {
+                // Exact max; O left alone when no row max of the warp moved (factor exactly 1).
+                mn0 = fmaxf(m0, mx0);
+                mn1 = fmaxf(m1, mx1);
+                mu0 = mn0 == -INFINITY ? 0.0f : mn0;
+                mu1 = mn1 == -INFINITY ? 0.0f : mn1;
+                corr0 = hb_exp2(m0 - mu0);
+                corr1 = hb_exp2(m1 - mu1);
+                rescale = __any_sync(0xffffffffu, m0 != mn0 || m1 != mn1);
+            } else {
+                // Lazy: a row's running max moves only when this tile's max passes it by more
+                // than TAU (log2 units); else the stale max stays, so P <= 2^TAU, and O, l and
+                // the final O / l all use it (exact up to rounding). The first finite tile always
+                // moves it off -inf; a fully masked tile (mx = -inf) never does.
+                const bool up0 = mx0 > m0 + (float)TAU, up1 = mx1 > m1 + (float)TAU;
+                mn0 = up0 ? mx0 : m0;
+                mn1 = up1 ? mx1 : m1;
+                mu0 = mn0 == -INFINITY ? 0.0f : mn0;
+                mu1 = mn1 == -INFINITY ? 0.0f : mn1;
+                corr0 = up0 ? hb_exp2(m0 - mu0) : 1.0f;
+                corr1 = up1 ? hb_exp2(m1 - mu1) : 1.0f;
+                rescale = __any_sync(0xffffffffu, up0 || up1);
+            }
             m0 = mn0;
             m1 = mn1;
             float rs0 = 0.0f, rs1 = 0.0f;
@@ -732,7 +749,7 @@ __device__ __forceinline__ void hw_consumer(unsigned sq, unsigned skv, unsigned 
     if (wg == 0) hb_bar_sync(1);  // balance warpgroup 1's last hand-over
 }
 
-template <int BN, int ST>
+template <int BN, int ST, int TAU>
 __device__ __forceinline__ void hw_kernel(const HbTmap* tq, const HbTmap* tk, const HbTmap* tv,
                                           bf16* __restrict__ o, int lq, int lk, int h,
                                           float scale_log2, const unsigned* __restrict__ row_ptr,
@@ -772,15 +789,15 @@ __device__ __forceinline__ void hw_kernel(const HbTmap* tq, const HbTmap* tk, co
                                 counter, l2hint);
     } else {
         asm volatile("setmaxnreg.inc.sync.aligned.u32 240;\n" ::: "memory");
-        hw_consumer<BN, ST>(sq, skv, bars, o, lq, lk, h, scale_log2, row_ptr, col_idx, block,
-                            q_blocks, bias_from, bias_log2, order, subs, qtiles, tail_from,
-                            splits, chunk, part_buf, counter);
+        hw_consumer<BN, ST, TAU>(sq, skv, bars, o, lq, lk, h, scale_log2, row_ptr, col_idx,
+                                 block, q_blocks, bias_from, bias_log2, order, subs, qtiles,
+                                 tail_from, splits, chunk, part_buf, counter);
     }
 }
 
 // Entry points: 128-key tiles in 3 stages (sparse launches), 176-key tiles in 2 stages (dense
-// launches); both with the lazy O rescale (HB_TAU).
-#define HW_ENTRY(NAME, BN, ST)                                                                    \
+// launches); TAU: see hw_consumer.
+#define HW_ENTRY(NAME, BN, ST, TAU)                                                               \
     extern "C" __global__ void __launch_bounds__(HW_THREADS, 1)                                   \
         NAME(const __grid_constant__ HbTmap tq, const __grid_constant__ HbTmap tk,                \
              const __grid_constant__ HbTmap tv, bf16* __restrict__ o, int lq, int lk, int h,     \
@@ -789,12 +806,12 @@ __device__ __forceinline__ void hw_kernel(const HbTmap* tq, const HbTmap* tk, co
              float bias_log2, const unsigned* __restrict__ order, int subs, int items,           \
              int qtiles, int tail_from, int splits, int chunk, float* __restrict__ part_buf,     \
              unsigned* __restrict__ counter, int l2hint) {                                        \
-        hw_kernel<BN, ST>(&tq, &tk, &tv, o, lq, lk, h, scale_log2, row_ptr, col_idx, block,      \
-                          q_blocks, bias_from, bias_log2, order, subs, items, qtiles, tail_from,  \
-                          splits, chunk, part_buf, counter, l2hint);                              \
+        hw_kernel<BN, ST, TAU>(&tq, &tk, &tv, o, lq, lk, h, scale_log2, row_ptr, col_idx,         \
+                               block, q_blocks, bias_from, bias_log2, order, subs, items, qtiles, \
+                               tail_from, splits, chunk, part_buf, counter, l2hint);              \
     }
-HW_ENTRY(attn_hopper_ws_d128_n128, 128, 3)
-HW_ENTRY(attn_hopper_ws_d128_n176, 176, 2)
+HW_ENTRY(attn_hopper_ws_d128_n128, 128, 3, 8)
+HW_ENTRY(attn_hopper_ws_d128_n176, 176, 2, 0)
 
 // Work order of a plan built on the device (same as the host's sparse_work_order): one CTA per
 // (batch, head); its rows sorted by kept-block count, descending, ties in row order (rank =

@@ -245,11 +245,13 @@ fn check(
     err
 }
 
-/// Large logits, where the kernel's lazy rescale keeps a stale running max (unnormalised P up
-/// to 2^8) and raises it only when a tile passes it by more than 8 (log2): q scaled x8 (logit
-/// standard deviation ~26 in log2 units), and a ramp (logits rising ~120 log2 units along the
-/// keys, by less than the threshold per tile, so the max goes stale and is raised over and
-/// over). Dense (176- and 128-key tiles, split-key tail), sparse with partial blocks, key bias.
+/// Large logits, where the kernel's lazy rescale (128-key-tile kernel: sparse launches, and dense
+/// ones with tile 128; the 176-key dense kernel keeps the exact max) holds a stale running max
+/// (unnormalised P up to 2^8) and raises it only when a tile passes it by more than 8 (log2):
+/// q scaled x8 (logit standard deviation ~26 in log2 units), and a ramp (logits rising ~120 log2
+/// units along the keys, by less than the threshold per tile, so the max goes stale and is
+/// raised over and over). Dense (176- and 128-key tiles, split-key tail), sparse with partial
+/// blocks, key bias.
 #[test]
 fn hopper_matches_reference_on_large_logits() {
     let Some(be) = backend() else { return };
