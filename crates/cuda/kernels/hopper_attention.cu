@@ -20,7 +20,7 @@
 // running max is raised only when a tile's max exceeds it by more than TAU (log2 domain, so
 // unnormalised P <= 2^TAU; O, l and the final O / l use the same stale max), and O is rescaled
 // only when a row of the warp raised it. Sparse launches use TAU = 8 (they rescaled on every
-// tile before; 0.3-3 % faster at the H100's power cap); dense launches TAU = 0, the exact max
+// tile before; 0.2-3 % faster at the H100's power cap); dense launches TAU = 0, the exact max
 // (O left alone when no row max of the warp moved; the previous dense code, same SASS): a host
 // replay on Wan-1.3B q/k and on random data alike rescales ~25 % of (warp, 176-key tile) steps
 // with 0 and ~0.5 % with 8, yet 8 measured ~1 % slower on dense launches. Q is freed (q_empty)
