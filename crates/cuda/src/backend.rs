@@ -7,8 +7,8 @@
 
 use crate::attention::PlanRef;
 use crate::error::{alloc_err, dev, drv};
-use crate::{device, nvrtc};
 use crate::gemm::{Epilogue, Gemm, GemmPtrs, GemmShape};
+use crate::{device, nvrtc};
 use cudarc::driver::{
     sys::CUdevice_attribute, CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr,
     LaunchConfig, PushKernelArg,
