@@ -116,9 +116,7 @@ impl AttentionKernels {
                 "needs an sm_90 (Hopper) GPU, this one is sm_{major}{minor}"
             )));
         }
-        let optin = ctx
-            .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
-            .map_err(drv("querying the shared-memory limit"))? as usize;
+        let optin = nvrtc::smem_optin(ctx)?;
         let need = smem_bytes(128).max(smem_bytes(176));
         if optin < need {
             return Err(dev(format!(
@@ -131,17 +129,8 @@ impl AttentionKernels {
             .map_err(drv("querying the multiprocessor count"))?
             .max(1) as u32;
         let load = |name: &str, smem: usize| -> Result<CudaFunction> {
-            let f = m
-                .load_function(name)
-                .map_err(drv(&format!("loading kernel {name}")))?;
-            unsafe {
-                cudarc::driver::result::function::set_function_attribute(
-                    f.cu_function(),
-                    sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                    smem as i32,
-                )
-            }
-            .map_err(drv(&format!("raising the shared-memory limit of {name}")))?;
+            let f = nvrtc::function(&m, name)?;
+            nvrtc::allow_dynamic_smem(&f, name, smem)?;
             Ok(f)
         };
         let (s128, s176) = (smem_bytes(128), smem_bytes(176));
@@ -153,9 +142,7 @@ impl AttentionKernels {
         Ok(AttentionKernels {
             ws128: load("attn_hopper_ws_d128_n128", s128)?,
             ws176: load("attn_hopper_ws_d128_n176", s176)?,
-            device_order: m
-                .load_function("hb_device_work_order")
-                .map_err(drv("loading kernel hb_device_work_order"))?,
+            device_order: nvrtc::function(&m, "hb_device_work_order")?,
             dense_tile: AtomicUsize::new(dense_tile),
             l2hint: AtomicBool::new(
                 std::env::var("JENGA_HOPPER_L2HINT").map_or(true, |v| v != "0"),

@@ -228,10 +228,7 @@ impl CudaBackend {
             .map_err(drv("querying compute capability"))?;
         let ops = nvrtc::load_module(&ctx, "jenga_ops", OPS_SRC, &[])?;
         let attn = nvrtc::load_module(&ctx, "jenga_attention_naive", ATTN_NAIVE_SRC, &[])?;
-        let f = |m: &Arc<cudarc::driver::CudaModule>, n: &str| {
-            m.load_function(n)
-                .map_err(drv(&format!("loading kernel {n}")))
-        };
+        let f = nvrtc::function;
         let k = Kernels {
             act: f(&ops, "act_bf16")?,
             bias_act: f(&ops, "bias_act_bf16")?,
@@ -265,16 +262,8 @@ impl CudaBackend {
         let mma_attn = if major >= 8 {
             let m = nvrtc::load_module(&ctx, "jenga_mma_attention", MMA_ATTN_SRC, &[])?;
             let piped = (f(&m, "attn_mma2_d64")?, f(&m, "attn_mma2_d128")?);
-            for (func, dh) in [(&piped.0, 64), (&piped.1, 128)] {
-                unsafe {
-                    cudarc::driver::result::function::set_function_attribute(
-                        func.cu_function(),
-                        cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                        mma_piped_smem(dh) as i32,
-                    )
-                }
-                .map_err(drv("raising the attention kernel's shared-memory limit"))?;
-            }
+            nvrtc::allow_dynamic_smem(&piped.0, "attn_mma2_d64", mma_piped_smem(64))?;
+            nvrtc::allow_dynamic_smem(&piped.1, "attn_mma2_d128", mma_piped_smem(128))?;
             Some(MmaKernels {
                 simple: (f(&m, "attn_mma_d64")?, f(&m, "attn_mma_d128")?),
                 piped,

@@ -17,10 +17,7 @@ use crate::arc_cache::ArcCache;
 use crate::backend::{CudaBackend, CudaTensor, DevicePlanBufs};
 use crate::error::{alloc_err, dev, drv};
 use crate::nvrtc;
-use cudarc::driver::{
-    sys::CUdevice_attribute, CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig,
-    PushKernelArg,
-};
+use cudarc::driver::{CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg};
 use jenga_tensor::{
     AttnPlan, BlockPlan, BlockSelect, DeviceCount, DevicePlan, Error, Result, TensorMeta,
 };
@@ -154,17 +151,8 @@ impl CudaBackend {
         let k = self.select.kernels.get_or_init(|| {
             let build = || -> Result<Kernels> {
                 let m = nvrtc::load_module(self.context(), "jenga_block_select", SRC, &[])?;
-                let f = |n: &str| {
-                    m.load_function(n)
-                        .map_err(drv(&format!("loading kernel {n}")))
-                };
-                let smem_max = self
-                    .context()
-                    .attribute(
-                        CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
-                    )
-                    .map_err(drv("querying shared memory per block"))?
-                    as usize;
+                let f = |n: &str| nvrtc::function(&m, n);
+                let smem_max = nvrtc::smem_optin(self.context())?;
                 Ok(Kernels {
                     pool: f("pool_qk")?,
                     select: f("select_rows")?,
@@ -335,14 +323,7 @@ impl CudaBackend {
             return Ok(None);
         }
         if smem > SMEM_DEFAULT {
-            unsafe {
-                cudarc::driver::result::function::set_function_attribute(
-                    k.select.cu_function(),
-                    cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                    smem as i32,
-                )
-            }
-            .map_err(drv("raising the block selection kernel's shared-memory limit"))?;
+            nvrtc::allow_dynamic_smem(&k.select, "select_rows", smem)?;
         }
         let fixed = self.fixed_bits(f, words)?;
         let st = self.stream();

@@ -12,7 +12,7 @@
 //! only costs a recompile.
 
 use crate::error::{dev, drv};
-use cudarc::driver::{CudaContext, CudaModule};
+use cudarc::driver::{sys, CudaContext, CudaFunction, CudaModule};
 use cudarc::nvrtc::{result as nvrtc_result, sys as nvrtc_sys, Ptx};
 use jenga_tensor::{Error, Result};
 use std::ffi::{CStr, CString};
@@ -69,6 +69,31 @@ pub fn load_module(
     let cubin = compile_cached(ctx, name, src, extra_opts)?;
     ctx.load_module(Ptx::from_binary(cubin))
         .map_err(drv(&format!("loading module {name}")))
+}
+
+/// One kernel of a loaded module (the error names it).
+pub fn function(m: &Arc<CudaModule>, name: &str) -> Result<CudaFunction> {
+    m.load_function(name)
+        .map_err(drv(&format!("loading kernel {name}")))
+}
+
+/// Shared memory one block may opt in to (`cuFuncSetAttribute` beyond the 48 KiB default).
+pub fn smem_optin(ctx: &Arc<CudaContext>) -> Result<usize> {
+    Ok(ctx
+        .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
+        .map_err(drv("querying the shared-memory limit"))? as usize)
+}
+
+/// Let kernel `name` (`f`) launch with up to `bytes` of dynamic shared memory.
+pub fn allow_dynamic_smem(f: &CudaFunction, name: &str, bytes: usize) -> Result<()> {
+    unsafe {
+        cudarc::driver::result::function::set_function_attribute(
+            f.cu_function(),
+            sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+            bytes as i32,
+        )
+    }
+    .map_err(drv(&format!("raising the shared-memory limit of {name}")))
 }
 
 /// Compile to a CUBIN (through the cache); exposed for tools that want the binary itself.

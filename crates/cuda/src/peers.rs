@@ -16,9 +16,7 @@ use crate::backend::{CudaBackend, CudaTensor};
 use crate::block_select::{CsrOut, SquarePlan};
 use crate::error::{alloc_err, dev, drv};
 use crate::nvrtc;
-use cudarc::driver::{
-    sys::CUdevice_attribute, CudaFunction, CudaSlice, DevicePtr, LaunchConfig, PushKernelArg,
-};
+use cudarc::driver::{CudaFunction, CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
 use jenga_tensor::{AttnPlan, DeviceCount, DraftSelect, Error, Result, SvgSelect, TensorMeta};
 use std::sync::{Arc, OnceLock};
 
@@ -69,29 +67,13 @@ impl CudaBackend {
         let k = self.peers.kernels.get_or_init(|| {
             let build = || -> Result<Kernels> {
                 let m = nvrtc::load_module(self.context(), "jenga_peers", SRC, &[])?;
-                let f = |n: &str| {
-                    m.load_function(n)
-                        .map_err(drv(&format!("loading kernel {n}")))
-                };
-                let smem_max = self
-                    .context()
-                    .attribute(
-                        CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
-                    )
-                    .map_err(drv("querying shared memory per block"))?
-                    as usize;
+                let f = |n: &str| nvrtc::function(&m, n);
+                let smem_max = nvrtc::smem_optin(self.context())?;
                 let svg_partial = f("svg_partial")?;
                 // 32 rows × (Dh + 256 keys) floats: 48 KiB at Dh 128, beyond the default limit
                 // with the static part.
                 let want = (SVG_RG * (128 + SVG_TILE) * 4).min(smem_max);
-                unsafe {
-                    cudarc::driver::result::function::set_function_attribute(
-                        svg_partial.cu_function(),
-                        cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                        want as i32,
-                    )
-                }
-                .map_err(drv("raising svg_partial's shared-memory limit"))?;
+                nvrtc::allow_dynamic_smem(&svg_partial, "svg_partial", want)?;
                 Ok(Kernels {
                     svg_partial,
                     svg_choose: f("svg_choose")?,
