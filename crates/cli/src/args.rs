@@ -111,13 +111,13 @@ pub struct VideoSize {
     /// Frames, in the model's units: video frames for the embedded tiny-wan, latent frames for Wan
     /// configs (21 for 81 frames). Default: the model's size (tiny-wan 8x32x32; Wan 21x60x104,
     /// i.e. 81 frames 480x832).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = parse_size)]
     pub frames: Option<usize>,
     /// Height in the model's units (tiny-wan: pixels; Wan: latent rows, 60 for 480 px).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = parse_size)]
     pub height: Option<usize>,
     /// Width in the model's units (tiny-wan: pixels; Wan: latent columns, 104 for 832 px).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = parse_size)]
     pub width: Option<usize>,
 }
 
@@ -180,8 +180,12 @@ pub struct ModelArgs {
     pub threads: Option<usize>,
 }
 
+/// What one generation computes: shared by `generate` and `eval` (which writes no video).
 #[derive(Args, Debug, Clone)]
-pub struct GenerateArgs {
+pub struct RunArgs {
+    /// The caption of the video. The embedded tiny-wan knows one template,
+    /// "a {colour} {shape} moving {direction} on a {colour} background" (`jenga inspect` lists
+    /// its words per slot); words outside its vocabulary are left out, with a note.
     #[arg(long, short)]
     pub prompt: String,
     /// Negative prompt (the unconditional branch of classifier-free guidance).
@@ -191,34 +195,94 @@ pub struct GenerateArgs {
     pub model: ModelArgs,
     #[command(flatten)]
     pub size: VideoSize,
-    /// Denoising steps (default: the model's, 30 for tiny-wan).
-    #[arg(long)]
+    /// Denoising steps, 1..=1000 (default: the model's, 30 for tiny-wan).
+    #[arg(long, allow_negative_numbers = true, value_parser = parse_steps)]
     pub steps: Option<usize>,
-    /// Flow-matching schedule shift (default: the model's).
-    #[arg(long)]
+    /// Flow-matching schedule shift, > 0 (default: the model's).
+    #[arg(long, allow_negative_numbers = true, value_parser = parse_shift)]
     pub shift: Option<f64>,
-    /// Classifier-free guidance scale (1 = no guidance, one forward per step).
-    #[arg(long)]
+    /// Classifier-free guidance scale, 0..=100 (1 = no guidance, one forward per step;
+    /// default: the model's).
+    #[arg(long, allow_negative_numbers = true, value_parser = parse_guidance)]
     pub guidance: Option<f32>,
+    /// Seed of the initial noise (and of the re-noise at ProRes stage switches): the same
+    /// seed, prompt and flags give the same video.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Output: FILE.mp4, FILE.gif, or a directory for PNG frames.
+    #[command(flatten)]
+    pub jenga: JengaArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Output: FILE.mp4, FILE.gif, or a new or empty directory for PNG frames (a directory
+    /// holding only this tool's frame_*.png is replaced; anything else is refused).
     #[arg(long, short, default_value = "jenga.mp4")]
     pub out: PathBuf,
-    /// Frames per second of the written video.
-    #[arg(long, default_value_t = 8)]
+    /// Frames per second of the written video, 1..=240.
+    #[arg(long, default_value_t = 8, allow_negative_numbers = true, value_parser = parse_fps)]
     pub fps: u32,
-    /// Integer nearest-neighbour upscale of the written frames (tiny-wan outputs 32 px).
-    #[arg(long)]
+    /// Integer nearest-neighbour upscale of the written frames, 1..=32 (default: tiny-wan's
+    /// 32 px frames to 256 px, else 1).
+    #[arg(long, allow_negative_numbers = true, value_parser = parse_upscale)]
     pub upscale: Option<u32>,
     /// Also write a PNG strip of the frames side by side (for docs and quick looks).
     #[arg(long, value_name = "FILE.png")]
     pub strip: Option<PathBuf>,
-    #[command(flatten)]
-    pub jenga: JengaArgs,
     /// Suppress the progress bar.
     #[arg(long)]
     pub quiet: bool,
+}
+
+/// The most denoising steps a run takes (the flow-matching schedules have 1000 train steps).
+pub const MAX_STEPS: usize = 1000;
+
+fn parse_int_in(s: &str, lo: i64, hi: i64) -> Result<i64, String> {
+    let v: i64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("not a whole number (expected {lo}..={hi})"))?;
+    if !(lo..=hi).contains(&v) {
+        return Err(format!("must be in {lo}..={hi}"));
+    }
+    Ok(v)
+}
+
+fn parse_steps(s: &str) -> Result<usize, String> {
+    parse_int_in(s, 1, MAX_STEPS as i64).map(|v| v as usize)
+}
+
+fn parse_fps(s: &str) -> Result<u32, String> {
+    parse_int_in(s, 1, 240).map(|v| v as u32)
+}
+
+fn parse_upscale(s: &str) -> Result<u32, String> {
+    parse_int_in(s, 1, 32).map(|v| v as u32)
+}
+
+/// 0 passes here so that the size check, which knows the patch size, names it.
+fn parse_size(s: &str) -> Result<usize, String> {
+    parse_int_in(s, 0, 1 << 20)
+        .map(|v| v as usize)
+        .map_err(|_| "must be a positive whole number".into())
+}
+
+fn parse_guidance(s: &str) -> Result<f32, String> {
+    match s.trim().parse::<f32>() {
+        Ok(v) if v.is_finite() && (0.0..=100.0).contains(&v) => Ok(v),
+        Ok(_) => Err("must be a number in 0..=100".into()),
+        Err(_) => Err("not a number (expected 0..=100)".into()),
+    }
+}
+
+fn parse_shift(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v <= 1000.0 => Ok(v),
+        Ok(_) => Err("must be a number in (0, 1000]".into()),
+        Err(_) => Err("not a number (expected a positive number)".into()),
+    }
 }
 
 /// Attention policy, ProRes and step-skip flags (the Jenga seed's names).
@@ -300,7 +364,7 @@ impl Default for JengaArgs {
 #[derive(Args, Debug)]
 pub struct EvalArgs {
     #[command(flatten)]
-    pub gen: GenerateArgs,
+    pub gen: RunArgs,
     /// Evaluate each of these presets (comma-separated), e.g. base,turbo,flash,3stage.
     #[arg(long, value_delimiter = ',')]
     pub presets: Vec<String>,
@@ -310,8 +374,8 @@ pub struct EvalArgs {
     /// Write PNG pictures of kept blocks (a few layers/heads/steps) to DIR.
     #[arg(long, value_name = "DIR")]
     pub save_masks: Option<PathBuf>,
-    /// Write the markdown report to FILE.
-    #[arg(long, value_name = "FILE")]
+    /// Write the markdown report to FILE.md.
+    #[arg(long, value_name = "FILE.md")]
     pub report: Option<PathBuf>,
     /// Write frame strips (dense first, then each variant) to FILE.png.
     #[arg(long, value_name = "FILE.png")]
@@ -322,16 +386,20 @@ pub struct EvalArgs {
 pub struct InspectArgs {
     #[command(subcommand)]
     pub what: Option<InspectWhat>,
-    #[command(flatten)]
-    pub model: ModelArgs,
+    /// Wan model directory (config.json + safetensors). Default: the embedded tiny-wan.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
 pub enum InspectWhat {
     /// Print the raster index (z·h·w + y·w + x) of each position of a token curve, one per line.
     Curve {
+        /// Frames of the token grid (latent frames for Wan).
         t: usize,
+        /// Rows of the token grid.
         h: usize,
+        /// Columns of the token grid.
         w: usize,
         /// gilbert3d (HunyuanVideo) or sliced (Wan2.1).
         #[arg(long, default_value = "sliced")]
@@ -353,7 +421,7 @@ mod tests {
             panic!("expected generate");
         };
         assert_eq!(
-            format!("{:?}", g.jenga),
+            format!("{:?}", g.run.jenga),
             format!("{:?}", JengaArgs::default())
         );
     }

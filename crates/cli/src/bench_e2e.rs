@@ -108,7 +108,7 @@ fn resolve(
     preset: Option<&str>,
     steps: usize,
     src: &Source,
-) -> Result<(crate::args::GenerateArgs, Plan)> {
+) -> Result<(crate::args::RunArgs, Plan)> {
     let mut argv: Vec<String> = ["jenga", "generate", "--prompt", PROMPT, "--seed", "0"]
         .iter()
         .map(|s| s.to_string())
@@ -133,8 +133,8 @@ fn resolve(
     let Command::Generate(ga) = cli.command else {
         bail!("internal: expected generate flags");
     };
-    let p = plan(&ga, src)?;
-    Ok((ga, p))
+    let p = plan(&ga.run, src)?;
+    Ok((ga.run, p))
 }
 
 /// Per-step record of one run.
@@ -385,7 +385,7 @@ fn bench_on<B: Backend>(
                 "variant": v.name, "device": be.name(), "model": src.name(),
                 "latent": [spec0.frames, spec0.height, spec0.width], "tokens": tokens,
                 "guidance": v.plan.spec.guidance, "steps": n, "computed_steps": r.computed,
-                "skip": skip_name(&v.plan.spec.skip),
+                "skip": skip_name(&v.plan.spec.skip, r.computed),
                 "drop_rates": js.map(|s| s.sa_drop_rates.clone()),
                 "p_remain": js.map(|s| s.p_remain_rates.clone()),
                 "res_rates": js.map(|s| s.res_rate_list.clone()),

@@ -11,7 +11,7 @@
 //! asked for) once more with plans downloaded for the probe, untimed. Before any timing on a
 //! GPU, one dense step and one plan + attention call per variant compile the kernels.
 
-use crate::args::{GenerateArgs, ModelArgs};
+use crate::args::{ModelArgs, RunArgs};
 use crate::device::Device;
 use crate::generate::{plan, Plan, Source};
 use crate::policy::{build, Policy};
@@ -61,11 +61,11 @@ pub struct PoliciesArgs {
 #[command(name = "variant", no_binary_name = true)]
 struct VariantFlags {
     #[command(flatten)]
-    gen: GenerateArgs,
+    gen: RunArgs,
 }
 
 /// `generate` arguments for one variant (`policy` + extra flags) of this bench.
-fn gen_args(p: &PoliciesArgs, model: &ModelArgs, variant: &str) -> Result<GenerateArgs> {
+fn gen_args(p: &PoliciesArgs, model: &ModelArgs, variant: &str) -> Result<RunArgs> {
     let mut words: Vec<String> = variant.split_whitespace().map(String::from).collect();
     let Some(name) = words.first().cloned() else {
         bail!("--variants: empty variant");
@@ -79,7 +79,6 @@ fn gen_args(p: &PoliciesArgs, model: &ModelArgs, variant: &str) -> Result<Genera
         name,
         "--seed".into(),
         p.seed.to_string(),
-        "--quiet".into(),
     ];
     argv.extend(p.size.to_argv());
     if let Some(v) = p.steps {

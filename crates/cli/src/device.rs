@@ -9,6 +9,21 @@ pub enum Device {
     Cuda(Box<CudaBackend>),
 }
 
+impl Device {
+    /// Memory a run may take on this device: the GPU's free memory, or the host's available
+    /// RAM on the CPU (None where it cannot be read).
+    pub fn memory_free(&self) -> Option<(usize, &'static str)> {
+        match self {
+            Device::Cpu(_) => crate::memory::host_available().map(|b| (b, "available RAM")),
+            Device::Cuda(be) => be
+                .context()
+                .mem_get_info()
+                .ok()
+                .map(|(free, _)| (free, "free GPU memory")),
+        }
+    }
+}
+
 /// `auto | cpu | cuda | cuda:N`. `auto` takes CUDA device 0 when a driver and a GPU are
 /// present, and otherwise falls back to the CPU with one line saying so.
 pub fn select(spec: &str, threads: Option<usize>) -> Result<Device> {

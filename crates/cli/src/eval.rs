@@ -2,7 +2,7 @@
 //! PSNR/SSIM against dense, wall-time ratio, effective density per stage, attention recall,
 //! and whether the video still shows the caption (colours, direction), in one table.
 
-use crate::args::{EvalArgs, GenerateArgs};
+use crate::args::{EvalArgs, RunArgs};
 use crate::device::{self, Device};
 use crate::generate::{plan, skip_name, Plan, Source};
 use anyhow::{bail, Context, Result};
@@ -12,6 +12,9 @@ use jenga_pipeline::metrics::{colour_distance, psnr, read_scene, ssim};
 use jenga_pipeline::probe::Probe;
 use jenga_pipeline::{sample, SampleOutput};
 use jenga_tensor::Backend;
+
+/// Frame rate of the frame strips (pictures: it is never played).
+const STRIP_FPS: u32 = 8;
 use std::fmt::Write as _;
 use std::time::Instant;
 
@@ -33,7 +36,25 @@ struct Row {
 
 pub fn run(e: EvalArgs) -> Result<()> {
     let g = &e.gen;
+    // The output paths are checked before any compute.
+    if let Some(p) = &e.strips {
+        if p.extension().is_none_or(|x| x != "png") {
+            bail!("--strips {}: must be a .png file", p.display());
+        }
+        jenga_video::check_parent_writable(p)
+            .with_context(|| format!("--strips {}", p.display()))?;
+    }
+    if let Some(p) = &e.report {
+        if p.is_dir() {
+            bail!("--report {}: is a directory", p.display());
+        }
+        jenga_video::check_parent_writable(p)
+            .with_context(|| format!("--report {}", p.display()))?;
+    }
     let src = Source::open(&g.model)?;
+    for note in src.prompt_notes(&g.prompt) {
+        eprintln!("note: {note}");
+    }
     let variants: Vec<String> = if e.presets.is_empty() {
         vec![String::new()]
     } else {
@@ -63,7 +84,7 @@ pub fn run(e: EvalArgs) -> Result<()> {
         }
         plans.push((v.clone(), a, p));
     }
-    let dense_args = GenerateArgs {
+    let dense_args = RunArgs {
         jenga: Default::default(),
         ..g.clone()
     };
@@ -136,7 +157,7 @@ fn run_one<B: Backend>(
     ))
 }
 
-type Variant = (String, GenerateArgs, Plan);
+type Variant = (String, RunArgs, Plan);
 
 fn eval_on<B: Backend>(
     be: &B,
@@ -169,7 +190,12 @@ fn eval_on<B: Backend>(
         None,
         caption,
     )];
-    let mut videos = vec![crate::generate::to_video(&d_out.video, shape, g.fps, true)];
+    let mut videos = vec![crate::generate::to_video(
+        &d_out.video,
+        shape,
+        STRIP_FPS,
+        true,
+    )];
     for (name, a, p) in plans {
         let label = if name.is_empty() {
             p.policy.clone()
@@ -205,13 +231,13 @@ fn eval_on<B: Backend>(
                 s.res_rate_list,
                 s.step_rate_list,
                 s.scheduler_shift_list,
-                skip_name(&p.spec.skip)
+                skip_name(&p.spec.skip, out.computed_steps)
             ),
             None => format!(
                 "{}: {}, skip {}",
                 p.policy,
                 pol.settings(),
-                skip_name(&p.spec.skip)
+                skip_name(&p.spec.skip, out.computed_steps)
             ),
         };
         let density: Vec<f64> = inner
@@ -231,7 +257,9 @@ fn eval_on<B: Backend>(
             recall,
             caption,
         ));
-        videos.push(crate::generate::to_video(&out.video, shape, g.fps, true));
+        videos.push(crate::generate::to_video(
+            &out.video, shape, STRIP_FPS, true,
+        ));
         if let Some(dir) = &e.save_masks {
             for m in probe.masks.lock().expect("probe lock").iter() {
                 let img = jenga_carve::render_mask(&m.keep, m.q_blocks, m.k_blocks, 8)?;
@@ -285,7 +313,7 @@ pub fn caption_check(c: &Caption, out: &SampleOutput) -> String {
         colour_distance(r.foreground, c.fg),
     );
     let dir = r.direction(1.0);
-    let ok = bg < 60.0 && fg < 60.0;
+    let ok = bg < 60.0 && fg < 60.0 && r.has_object();
     format!(
         "{} bg Δ{bg:.0} fg Δ{fg:.0} moves {dir}{}",
         if ok { "✓" } else { "✗" },

@@ -1,14 +1,14 @@
 //! `jenga generate`: prompt → video file.
 
-use crate::args::{GenerateArgs, JengaArgs, ModelArgs};
+use crate::args::{GenerateArgs, JengaArgs, ModelArgs, RunArgs};
 use crate::device::{self, Device};
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use jenga_carve::AttentionPolicy;
-use jenga_models::{ModelBundle, RandomWeights, WanConfig, WanModel, WeightSource};
+use jenga_models::{ModelBundle, RandomWeights, TinySlots, WanConfig, WanModel, WeightSource};
 use jenga_pipeline::{
-    sample, static_skip_schedule, Event, JengaSettings, PresetSkip, SampleSpec, SkipRule,
-    TEACACHE_WAN_1_3B,
+    computed_schedule, sample, static_skip_schedule, Event, JengaSettings, PresetSkip, SampleSpec,
+    SkipRule, TEACACHE_WAN_1_3B,
 };
 use jenga_tensor::Backend;
 use std::time::{Duration, Instant};
@@ -70,6 +70,19 @@ impl Source {
                     config.text_len * config.text_dim,
                 ))
             }
+        }
+    }
+    /// Notes on what the prompt will really do (embedded model: dropped words, words in the
+    /// wrong slot of its caption template, an empty prompt).
+    pub fn prompt_notes(&self, prompt: &str) -> Vec<String> {
+        match self {
+            Source::Bundle(b) => {
+                match (&b.text, b.tiny.as_ref().and_then(TinySlots::from_config)) {
+                    (Some((tok, _)), Some(slots)) => slots.prompt_notes(tok, prompt),
+                    _ => Vec::new(),
+                }
+            }
+            Source::Random { .. } => Vec::new(),
         }
     }
     fn pixel_space(&self) -> bool {
@@ -198,8 +211,17 @@ fn skip_rule(j: &JengaArgs, settings: Option<&JengaSettings>, steps: usize) -> R
     })
 }
 
-pub fn plan(a: &GenerateArgs, src: &Source) -> Result<Plan> {
+pub fn plan(a: &RunArgs, src: &Source) -> Result<Plan> {
     let cfg = src.config();
+    // Every component a run needs must be there before anything loads.
+    if let Source::Bundle(b) = src {
+        if b.text.is_none() {
+            bail!(
+                "{}: no text encoder for this model yet (umT5 is not supported); use the embedded model or --random-weights",
+                b.name
+            );
+        }
+    }
     let (d_shift, d_guid, d_steps) = match src {
         Source::Bundle(b) => (b.defaults.shift, b.defaults.guidance, b.defaults.steps),
         Source::Random { .. } => (5.0, 5.0, 50),
@@ -288,35 +310,33 @@ pub fn run(a: GenerateArgs) -> Result<()> {
         jenga_video::check_parent_writable(p)
             .with_context(|| format!("--strip {}", p.display()))?;
     }
-    let src = Source::open(&a.model)?;
-    let plan = plan(&a, &src)?;
-    if let Source::Bundle(b) = &src {
-        if let Some((tok, _)) = &b.text {
-            let unknown = tok.unknown_words(&plan.prompt);
-            if !unknown.is_empty() {
-                eprintln!(
-                    "note: words unknown to the {} vocabulary are ignored: {}",
-                    b.name,
-                    unknown.join(" ")
-                );
-            }
-        }
+    let src = Source::open(&a.run.model)?;
+    let plan = plan(&a.run, &src)?;
+    let upscale = a.upscale.unwrap_or(if src.pixel_space() {
+        (256 / plan.spec.width.max(1)).max(1) as u32
+    } else {
+        1
+    });
+    // MERGE: encoder size check (crates/video) goes here
+    for note in src.prompt_notes(&plan.prompt) {
+        eprintln!("note: {note}");
     }
-    let pol = crate::policy::build(&plan, &a.jenga, src.config().patch_size)?;
+    let pol = crate::policy::build(&plan, &a.run.jenga, src.config().patch_size)?;
     if matches!(plan.policy.as_str(), "svg" | "draft") {
         eprintln!("{} settings: {}", plan.policy, pol.settings());
     }
-    if let Some(js) = &plan.jenga {
-        eprintln!(
-            "jenga settings: policy {} | sa-drop-rates {:?} p-remain {:?} | res {:?} steps {:?} shifts {:?} | skip {}",
-            plan.policy, js.sa_drop_rates, js.p_remain_rates, js.res_rate_list, js.step_rate_list, js.scheduler_shift_list,
-            skip_name(&plan.spec.skip)
-        );
-    }
-    let dev = device::select(&a.model.device, a.model.threads)?;
+    let dev = device::select(&a.run.model.device, a.run.model.threads)?;
+    let est = crate::memory::MemEstimate::new(
+        src.config(),
+        &plan.spec,
+        matches!(dev, Device::Cuda(_)),
+        plan.policy != "dense",
+        upscale,
+    );
+    crate::memory::check(&est, dev.memory_free(), crate::memory::host_available())?;
     match &dev {
-        Device::Cpu(be) => generate(be, &a, &src, &plan, &pol)?,
-        Device::Cuda(be) => generate(be.as_ref(), &a, &src, &plan, &pol)?,
+        Device::Cpu(be) => generate(be, &a, &src, &plan, &pol, upscale)?,
+        Device::Cuda(be) => generate(be.as_ref(), &a, &src, &plan, &pol, upscale)?,
     }
     if let Some(c) = pol.choices() {
         eprintln!("{}: {c}", plan.policy);
@@ -324,15 +344,38 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     Ok(())
 }
 
-pub fn skip_name(s: &SkipRule) -> String {
+/// Fewer computed steps than this gives a blank or noisy video on any model.
+pub const MIN_COMPUTED_STEPS: usize = 5;
+
+/// The settings line of a Jenga run and a warning when the skip schedule computes too few
+/// steps; `computed` is the real count (`computed_schedule`), stage starts included.
+pub fn report_schedule(plan: &Plan, computed: usize) {
+    let spec = &plan.spec;
+    if let Some(js) = &plan.jenga {
+        eprintln!(
+            "jenga settings: policy {} | sa-drop-rates {:?} p-remain {:?} | res {:?} steps {:?} shifts {:?} | skip {}",
+            plan.policy, js.sa_drop_rates, js.p_remain_rates, js.res_rate_list, js.step_rate_list, js.scheduler_shift_list,
+            skip_name(&spec.skip, computed)
+        );
+    }
+    if computed < MIN_COMPUTED_STEPS.min(spec.steps) {
+        eprintln!(
+            "warning: only {computed} of {} steps run the transformer (skip {}); fewer than {MIN_COMPUTED_STEPS} gives a blank or noisy video: use more --steps, --skip none{}",
+            spec.steps,
+            skip_name(&spec.skip, computed),
+            if matches!(spec.skip, SkipRule::TeaCache { .. }) { " or a lower --teacache-thresh" } else { " or a higher --skip-keep" }
+        );
+    }
+}
+
+/// The skip rule with the steps it really computes (`computed_schedule`).
+pub fn skip_name(s: &SkipRule, computed: usize) -> String {
     match s {
         SkipRule::None => "none".into(),
-        SkipRule::Static(c) => format!(
-            "static ({} of {} steps)",
-            c.iter().filter(|&&v| v).count(),
-            c.len()
-        ),
-        SkipRule::TeaCache { threshold, .. } => format!("teacache (threshold {threshold})"),
+        SkipRule::Static(c) => format!("static ({computed} of {} steps computed)", c.len()),
+        SkipRule::TeaCache { threshold, .. } => {
+            format!("teacache (threshold {threshold}, computes {computed} steps)")
+        }
     }
 }
 
@@ -352,6 +395,7 @@ pub fn generate<B: Backend>(
     src: &Source,
     plan: &Plan,
     policy: &dyn AttentionPolicy<B>,
+    upscale: u32,
 ) -> Result<()> {
     let mut t = Timings::default();
     let cfg = src.config();
@@ -359,6 +403,11 @@ pub fn generate<B: Backend>(
     let t0 = Instant::now();
     let model = WanModel::load(be, cfg, src.weights()).context("loading the DiT")?;
     t.load = t0.elapsed();
+    let computed = computed_schedule(be, &model, spec)?
+        .iter()
+        .filter(|&&c| c)
+        .count();
+    report_schedule(plan, computed);
     eprintln!(
         "jenga: {} on {} | {}x{}x{} (frames x h x w), {} steps, shift {}, guidance {}, seed {}, policy {}",
         src.name(), be.name(), spec.frames, spec.height, spec.width, spec.steps, spec.stages[0].shift, spec.guidance, spec.seed, policy.name()
@@ -415,11 +464,6 @@ pub fn generate<B: Backend>(
     let video = to_video(&out.video, out.shape, a.fps, src.pixel_space());
     t.decode = t0.elapsed();
     let t0 = Instant::now();
-    let upscale = a.upscale.unwrap_or(if src.pixel_space() {
-        (256 / out.shape[3].max(1)).max(1) as u32
-    } else {
-        1
-    });
     jenga_video::write(&a.out, &video, upscale)
         .with_context(|| format!("writing {}", a.out.display()))?;
     if let Some(p) = &a.strip {

@@ -9,7 +9,7 @@ pub fn run(a: InspectArgs) -> Result<()> {
     if let Some(InspectWhat::Curve { t, h, w, kind, png }) = a.what {
         return curve(t, h, w, &kind, png);
     }
-    let bundle = match &a.model.model {
+    let bundle = match &a.model {
         Some(dir) => ModelBundle::open(dir)?,
         None => ModelBundle::embedded()?,
     };
@@ -42,6 +42,12 @@ pub fn run(a: InspectArgs) -> Result<()> {
         bundle.weights.entries().len(),
         fmt_count(c.num_params())
     );
+    if total != c.num_params() {
+        println!(
+            "  warning: the weights hold {total} parameters, the config implies {}: wrong file or config (the run checks every tensor's shape)",
+            c.num_params()
+        );
+    }
     for (dt, (n, bytes)) in &by_dtype {
         println!(
             "  {dt:<5}      {} values, {}",
@@ -62,6 +68,16 @@ pub fn run(a: InspectArgs) -> Result<()> {
             "none bundled"
         }
     );
+    if let Some(slots) = bundle
+        .tiny
+        .as_ref()
+        .and_then(jenga_models::TinySlots::from_config)
+    {
+        println!("vocabulary   captions \"a {{shape colour}} {{shape}} moving {{direction}} on a {{background}} background\"; other words are left out");
+        for line in slots.describe() {
+            println!("  {line}");
+        }
+    }
     Ok(())
 }
 

@@ -11,6 +11,6 @@ pub mod weights;
 pub use bundle::{Caption, ModelBundle, SampleDefaults};
 pub use config::WanConfig;
 pub use error::{ModelError, Result};
-pub use text::{TinyTextEncoder, Tokenizer};
+pub use text::{TinySlots, TinyTextEncoder, Tokenizer};
 pub use wan::{Geometry, WanModel};
 pub use weights::{export_bf16, export_f32, RandomWeights, SafetensorsWeights, WeightSource};

@@ -31,13 +31,15 @@ impl Tokenizer {
         Ok(Tokenizer { vocab, max_len })
     }
 
-    /// Lower-case, split on whitespace, unknown words → `<unk>`, at most `max_len` ids.
+    /// Lower-case, split on whitespace, at most `max_len` ids. Unknown words are dropped, not
+    /// encoded as `<unk>`: the model never saw `<unk>` in training, and an `<unk>` row shifts
+    /// the positions of the words after it (a "big red circle" drew a teal background).
     pub fn encode(&self, prompt: &str) -> Vec<u32> {
         prompt
             .to_lowercase()
             .split_whitespace()
+            .filter_map(|w| self.vocab.get(w).copied())
             .take(self.max_len)
-            .map(|w| *self.vocab.get(w).unwrap_or(&UNK))
             .collect()
     }
 
@@ -47,6 +49,110 @@ impl Tokenizer {
             .split_whitespace()
             .filter(|w| !self.vocab.contains_key(&w.to_lowercase()))
             .collect()
+    }
+}
+
+/// The embedded model's vocabulary by slot of its caption template
+/// `a {fg} {shape} moving {direction} on a {bg} background`, from the `tiny` config section.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TinySlots {
+    pub fg: Vec<String>,
+    pub shapes: Vec<String>,
+    pub directions: Vec<String>,
+    pub bg: Vec<String>,
+}
+
+impl TinySlots {
+    pub fn from_config(tiny: &serde_json::Value) -> Option<Self> {
+        let names = |key: &str| -> Option<Vec<String>> {
+            let v = tiny.get(key)?;
+            let mut out: Vec<String> = match v {
+                serde_json::Value::Object(m) => m.keys().cloned().collect(),
+                serde_json::Value::Array(a) => a
+                    .iter()
+                    .filter_map(|x| x.as_str().map(String::from))
+                    .collect(),
+                _ => return None,
+            };
+            if let serde_json::Value::Object(_) = v {
+                out.sort();
+            }
+            Some(out)
+        };
+        Some(TinySlots {
+            fg: names("fg_colours")?,
+            shapes: names("shapes")?,
+            directions: names("directions")?,
+            bg: names("bg_colours")?,
+        })
+    }
+
+    /// One line per slot, for `jenga inspect` and the README.
+    pub fn describe(&self) -> Vec<String> {
+        vec![
+            format!("shape colour: {}", self.fg.join(" ")),
+            format!("shape:        {}", self.shapes.join(" ")),
+            format!("direction:    {}", self.directions.join(" ")),
+            format!("background:   {}", self.bg.join(" ")),
+        ]
+    }
+
+    /// What a prompt will really do, for warnings before the run: dropped words, words that
+    /// the template has in another slot, a prompt that does not fit the template.
+    pub fn prompt_notes(&self, tok: &Tokenizer, prompt: &str) -> Vec<String> {
+        let mut notes = Vec::new();
+        if prompt.trim().is_empty() {
+            notes.push(
+                "empty prompt: the video follows no caption (the empty prompt is the unconditional context of guidance)".to_string(),
+            );
+            return notes;
+        }
+        let unknown = tok.unknown_words(prompt);
+        if !unknown.is_empty() {
+            notes.push(format!(
+                "words not in the vocabulary are left out of the encoding: {}",
+                unknown.join(" ")
+            ));
+        }
+        let words: Vec<String> = prompt
+            .to_lowercase()
+            .split_whitespace()
+            .filter(|w| tok.vocab.contains_key(*w))
+            .map(String::from)
+            .collect();
+        if words.len() > tok.max_len {
+            notes.push(format!(
+                "only the first {} known words are encoded ({} given)",
+                tok.max_len,
+                words.len()
+            ));
+        }
+        let fits = words.len() == 9
+            && words[0] == "a"
+            && words[3] == "moving"
+            && words[5] == "on"
+            && words[6] == "a"
+            && words[8] == "background";
+        if !fits {
+            notes.push(format!(
+                "the model was trained only on captions \"a {{shape colour}} {{shape}} moving {{direction}} on a {{background}} background\"; \"{}\" does not fit it (`jenga inspect` lists the words per slot)",
+                prompt.trim()
+            ));
+            return notes;
+        }
+        let slot = |w: &str, list: &[String], what: &str, notes: &mut Vec<String>| {
+            if !list.iter().any(|x| x == w) {
+                notes.push(format!(
+                    "\"{w}\" is not a {what} the model was trained on (expected one of: {})",
+                    list.join(" ")
+                ));
+            }
+        };
+        slot(&words[1], &self.fg, "shape colour", &mut notes);
+        slot(&words[2], &self.shapes, "shape", &mut notes);
+        slot(&words[4], &self.directions, "direction", &mut notes);
+        slot(&words[7], &self.bg, "background colour", &mut notes);
+        notes
     }
 }
 
@@ -100,5 +206,65 @@ impl TinyTextEncoder {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ModelBundle;
+
+    fn embedded() -> (Tokenizer, TinySlots) {
+        let b = ModelBundle::embedded().unwrap();
+        let slots = TinySlots::from_config(b.tiny.as_ref().unwrap()).unwrap();
+        (b.text.unwrap().0, slots)
+    }
+
+    #[test]
+    fn unknown_words_are_dropped_not_encoded_as_unk() {
+        let (tok, _) = embedded();
+        let clean = tok.encode("a red circle moving right on a blue background");
+        assert_eq!(clean.len(), 9);
+        assert!(!clean.contains(&UNK));
+        // "big" is not in the vocabulary: the encoding is that of the clean caption
+        assert_eq!(
+            tok.encode("a big red circle moving right on a blue background"),
+            clean
+        );
+        assert_eq!(
+            tok.encode("A RED circle moving right on a blue background!!"),
+            {
+                let mut c = clean.clone();
+                c.pop(); // "background!!" is not a word of the vocabulary
+                c
+            }
+        );
+    }
+
+    #[test]
+    fn prompt_notes_name_dropped_words_wrong_slots_and_empty_prompts() {
+        let (tok, slots) = embedded();
+        let ok = "a red circle moving right on a blue background";
+        assert!(
+            slots.prompt_notes(&tok, ok).is_empty(),
+            "{:?}",
+            slots.prompt_notes(&tok, ok)
+        );
+        let n = slots.prompt_notes(&tok, "a big red circle moving right on a blue background");
+        assert_eq!(n.len(), 1, "{n:?}");
+        assert!(n[0].contains("left out") && n[0].contains("big"), "{n:?}");
+        // teal is a background-only colour
+        let n = slots.prompt_notes(&tok, "a teal circle moving right on a blue background");
+        assert_eq!(n.len(), 1, "{n:?}");
+        assert!(
+            n[0].contains("\"teal\"") && n[0].contains("shape colour"),
+            "{n:?}"
+        );
+        let n = slots.prompt_notes(&tok, "   ");
+        assert!(n[0].starts_with("empty prompt"), "{n:?}");
+        let n = slots.prompt_notes(&tok, "red circle");
+        assert!(n[0].contains("trained only on captions"), "{n:?}");
+        assert_eq!(slots.describe().len(), 4);
+        assert!(slots.describe()[0].contains("red") && slots.describe()[3].contains("teal"));
     }
 }

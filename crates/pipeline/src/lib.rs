@@ -10,8 +10,8 @@ pub mod schedule;
 
 pub use presets::{JengaSettings, PresetSkip, PRESETS, WAN_P_REMAIN};
 pub use sampler::{
-    sample, static_skip_schedule, Event, SampleOutput, SampleSpec, SkipRule, StagePlan,
-    TEACACHE_WAN_1_3B,
+    computed_schedule, sample, static_skip_schedule, Event, SampleOutput, SampleSpec, SkipRule,
+    StagePlan, TEACACHE_WAN_1_3B,
 };
 pub use schedule::flow_sigmas;
 

@@ -70,14 +70,28 @@ pub struct SceneReading {
     /// Centroid (x, y) in pixels of the first and last frame that have foreground.
     pub start: (f64, f64),
     pub end: (f64, f64),
+    /// Frames with at least `MIN_OBJECT_PIXELS` foreground pixels, of `frames`.
+    pub object_frames: usize,
+    pub frames: usize,
 }
 
+/// Fewer foreground pixels than this in a frame is noise, not an object (the embedded model's
+/// smallest shape covers ~30 px at 32×32).
+pub const MIN_OBJECT_PIXELS: usize = 4;
+
 impl SceneReading {
-    /// Dominant direction of motion: "left", "right", "up", "down", or "still" when the
-    /// centroid moved less than `min_px`.
+    /// Whether an object is seen: in at least half of the frames.
+    pub fn has_object(&self) -> bool {
+        self.frames > 0 && 2 * self.object_frames >= self.frames
+    }
+
+    /// Dominant direction of motion: "left", "right", "up", "down", "still" when the
+    /// centroid moved less than `min_px`, or "no object" when there is none to follow.
     pub fn direction(&self, min_px: f64) -> &'static str {
         let (dx, dy) = (self.end.0 - self.start.0, self.end.1 - self.start.1);
-        if dx.abs().max(dy.abs()) < min_px {
+        if !self.has_object() {
+            "no object"
+        } else if dx.abs().max(dy.abs()) < min_px {
             "still"
         } else if dx.abs() >= dy.abs() {
             if dx > 0.0 {
@@ -121,6 +135,7 @@ pub fn read_scene(x: &[f32], [c, f, h, w]: [usize; 4], thresh: f64) -> SceneRead
     };
     let (mut fg_sum, mut fg_n) = ([0.0; 3], 0usize);
     let mut centroids = Vec::new();
+    let mut object_frames = 0;
     for fi in 0..f {
         let (mut cx, mut cy, mut n) = (0.0, 0.0, 0usize);
         for y in 0..h {
@@ -135,8 +150,9 @@ pub fn read_scene(x: &[f32], [c, f, h, w]: [usize; 4], thresh: f64) -> SceneRead
                 }
             }
         }
-        if n > 0 {
+        if n >= MIN_OBJECT_PIXELS {
             centroids.push((cx / n as f64, cy / n as f64));
+            object_frames += 1;
         }
     }
     let fg = if fg_n > 0 {
@@ -154,6 +170,8 @@ pub fn read_scene(x: &[f32], [c, f, h, w]: [usize; 4], thresh: f64) -> SceneRead
         fg_fraction: fg_n as f64 / (f * h * w) as f64,
         start,
         end,
+        object_frames,
+        frames: f,
     }
 }
 
@@ -194,6 +212,25 @@ mod tests {
         assert!((psnr(&a, &b) - 42.110).abs() < 0.01, "{}", psnr(&a, &b));
         let c = scene(4, 32, 32, [220.0, 40.0, 40.0], [50.0, 90.0, 230.0], -3);
         assert!(ssim(&a, &c, [3, 4, 32, 32]) < ssim(&a, &b, [3, 4, 32, 32]));
+    }
+
+    #[test]
+    fn an_empty_video_has_no_object_and_no_direction() {
+        let bg = [50.0, 90.0, 230.0];
+        let mut v = scene(4, 32, 32, bg, bg, 3);
+        assert_eq!(
+            read_scene(&v, [3, 4, 32, 32], 60.0).direction(1.0),
+            "no object"
+        );
+        // two stray pixels, in the first and last frame, far apart: still no object
+        let n = 32 * 32;
+        for ch in 0..3 {
+            v[(ch * 4) * n + 5 * 32 + 2] = 1.0;
+            v[(ch * 4 + 3) * n + 20 * 32 + 30] = 1.0;
+        }
+        let r = read_scene(&v, [3, 4, 32, 32], 60.0);
+        assert!(!r.has_object());
+        assert_eq!(r.direction(1.0), "no object");
     }
 
     #[test]

@@ -188,6 +188,55 @@ impl SampleSpec {
     }
 }
 
+/// Which steps run the transformer blocks, decided before any of them runs: the skip rules
+/// depend only on the step index and the time embedding, never on the latent, so the count a
+/// run will compute is known (and printed, and checked) up front. Every stage's first step is
+/// computed (a residual from another grid cannot be reused), and TeaCache's accumulator starts
+/// afresh at each stage.
+pub fn computed_schedule<B: Backend>(
+    be: &B,
+    model: &WanModel<B>,
+    spec: &SampleSpec,
+) -> Result<Vec<bool>> {
+    spec.validate().map_err(ModelError::Invalid)?;
+    let mut out = vec![false; spec.steps];
+    for s in 0..spec.stages.len() {
+        let (start, end) = spec.stage_range(s);
+        let sig = flow_sigmas(spec.steps, spec.stages[s].shift);
+        let mut prev_e0: Option<B::Tensor> = None;
+        let mut tea_acc = 0.0f64;
+        for i in start..end {
+            let first = i == start;
+            out[i] = match &spec.skip {
+                SkipRule::None => true,
+                SkipRule::Static(cm) => cm[i] || first,
+                SkipRule::TeaCache {
+                    threshold,
+                    coefficients,
+                    ret_steps,
+                } => {
+                    let (_, e0) = model.time_embed(be, sig[i] * 1000.0)?;
+                    let mut go = true;
+                    if let Some(p) = &prev_e0 {
+                        if i >= *ret_steps && i + 1 < spec.steps && !first {
+                            let diff = be.axpby(1.0, &e0, -1.0, p)?;
+                            let rel = (be.mean_abs(&diff)? / be.mean_abs(p)?.max(1e-12)) as f64;
+                            tea_acc += coefficients.iter().fold(0.0, |acc, k| acc * rel + k);
+                            go = tea_acc >= *threshold;
+                        }
+                    }
+                    if go {
+                        tea_acc = 0.0;
+                    }
+                    prev_e0 = Some(e0);
+                    go
+                }
+            };
+        }
+    }
+    Ok(out)
+}
+
 /// Progress events (the CLI draws a bar from them).
 #[derive(Clone, Debug)]
 pub enum Event {
@@ -250,8 +299,7 @@ pub fn sample<B: Backend>(
     let mut dit_time = Duration::ZERO;
     let mut computed_steps = 0;
     let mut residual: Option<B::Tensor> = None;
-    let mut prev_e0: Option<B::Tensor> = None;
-    let mut tea_acc = 0.0f64;
+    let schedule = computed_schedule(be, model, spec)?;
     let t_start = Instant::now();
 
     for s in 0..spec.stages.len() {
@@ -270,7 +318,6 @@ pub fn sample<B: Backend>(
                 .collect();
             (h, w) = (h2, w2);
             residual = None; // a residual from another grid cannot be reused
-            prev_e0 = None;
         }
         let grid = model.grid(f, h, w)?;
         let geom = model.geometry(be, grid, policy.token_order(grid))?;
@@ -291,31 +338,7 @@ pub fn sample<B: Backend>(
             };
             let tval = sig[i] * 1000.0;
             let emb = model.embed(be, &xb, tval, &geom)?;
-            let compute = match &spec.skip {
-                SkipRule::None => true,
-                SkipRule::Static(cm) => cm[i] || residual.is_none(),
-                SkipRule::TeaCache {
-                    threshold,
-                    coefficients,
-                    ret_steps,
-                } => {
-                    let (_, e0) = model.time_embed(be, tval)?;
-                    let mut go = true;
-                    if let Some(p) = &prev_e0 {
-                        if i >= *ret_steps && i + 1 < spec.steps && residual.is_some() {
-                            let diff = be.axpby(1.0, &e0, -1.0, p)?;
-                            let rel = (be.mean_abs(&diff)? / be.mean_abs(p)?.max(1e-12)) as f64;
-                            tea_acc += coefficients.iter().fold(0.0, |acc, k| acc * rel + k);
-                            go = tea_acc >= *threshold;
-                        }
-                    }
-                    if go {
-                        tea_acc = 0.0;
-                    }
-                    prev_e0 = Some(e0);
-                    go
-                }
-            };
+            let compute = schedule[i];
             let actx = AttnCtx {
                 step: i,
                 num_steps: spec.steps,
@@ -333,6 +356,7 @@ pub fn sample<B: Backend>(
                 computed_steps += 1;
                 out
             } else {
+                // computed_schedule computes every stage's first step
                 let r = residual.as_ref().expect("skip only after a computed step");
                 be.add_gated(&emb.x, r, None)?
             };
