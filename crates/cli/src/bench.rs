@@ -167,6 +167,14 @@ fn bench_dit<B: Backend>(
     };
     let src = Source::open(&a.model)?;
     let cfg = src.config().clone();
+    let mut gflop = 0.0;
+    for s in sizes {
+        let (f, h, w) = parse_size(s)?;
+        let [pt, ph, pw] = cfg.patch_size;
+        let (lin, attn) = cfg.forward_flops((f / pt) * (h / ph) * (w / pw), cfg.text_len, 1.0);
+        gflop += (lin + attn) * (repeats + 1) as f64 / 1e9;
+    }
+    crate::timing::warn_cpu_cost(dev_kind == "cpu", a.model.threads, gflop, "bench dit");
     let t0 = Instant::now();
     let model = WanModel::load(be, &cfg, src.weights())
         .with_context(|| format!("loading {} onto {}", src.name(), be.name()))?;

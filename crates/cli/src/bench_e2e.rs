@@ -71,6 +71,21 @@ pub fn run(e: &E2eArgs, model: &ModelArgs, json_path: Option<&Path>, dev: &Devic
         ),
         None => None,
     };
+    if let Some(r) = runs.first() {
+        let spec = &r.plan.spec;
+        let cfg = src.config();
+        let [pt, ph, pw] = cfg.patch_size;
+        let tokens = (spec.frames / pt) * (spec.height / ph) * (spec.width / pw);
+        let (lin, attn) = cfg.forward_flops(tokens, cfg.text_len, 1.0);
+        let batch = if spec.guidance != 1.0 { 2.0 } else { 1.0 };
+        let gflop = (lin + attn) * batch * (e.steps * runs.len()) as f64 / 1e9;
+        crate::timing::warn_cpu_cost(
+            matches!(dev, Device::Cpu(_)),
+            model.threads,
+            gflop,
+            "bench e2e",
+        );
+    }
     let lines = match dev {
         Device::Cpu(_) if runs.is_empty() => bail!("bench e2e: --mask-kernels needs --device cuda"),
         Device::Cpu(be) => bench_on(be, e, &src, &runs)?,
@@ -292,7 +307,8 @@ fn bench_on<B: Backend>(
         "density per stage",
         "masks"
     );
-    for v in runs {
+    for (k, v) in runs.iter().enumerate() {
+        eprintln!("bench e2e: {} ({}/{}) …", v.name, k + 1, runs.len());
         let jp = match &v.plan.jenga {
             Some(js) if v.plan.policy == "jenga" => Some(crate::policy::jenga(
                 js,

@@ -20,6 +20,30 @@ pub fn process_cpu_secs() -> f64 {
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
+/// The CPU backend's DiT rate, GFLOP/s per thread: a tiny-wan forward (≈ 48 GFLOP at 2048
+/// tokens) takes ≈ 1.1 s on 2 threads.
+const CPU_GFLOPS_PER_THREAD: f64 = 22.0;
+
+/// On the CPU, a note with the rough duration of `gflop` of DiT work when it exceeds a minute,
+/// so a bench meant for a GPU does not look hung.
+pub fn warn_cpu_cost(on_cpu: bool, threads: Option<usize>, gflop: f64, what: &str) {
+    let threads = threads
+        .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
+        .unwrap_or(1);
+    let secs = gflop / (CPU_GFLOPS_PER_THREAD * threads as f64);
+    if on_cpu && secs > 60.0 {
+        let t = match secs {
+            s if s > 7200.0 => format!("{:.0} hours", s / 3600.0),
+            s if s > 120.0 => format!("{:.0} minutes", s / 60.0),
+            s => format!("{s:.0} s"),
+        };
+        eprintln!(
+            "note: {what} is about {:.1} TFLOP of work: roughly {t} on {threads} CPU threads (seconds on a GPU: --device cuda); Ctrl-C stops it",
+            gflop / 1e3
+        );
+    }
+}
+
 /// Wraps a policy and adds up the wall time of its `plan` calls. With `sync`, each call sits
 /// between two device synchronisations, so the time is the plan's own GPU cost (a profiling
 /// run only: the syncs slow the whole run down).
