@@ -4,7 +4,7 @@
 //!
 //! Port of the official `gilbert.py` (generalised Hilbert curve, "gilbert", by Červený /
 //! abetusk): the point-to-index function `gilbert_xyz2d` is ported branch by branch so that the
-//! order equals the reference position by position (goldens in `shared/fixtures/gilbert`).
+//! order equals the reference position by position (goldens in `tests/fixtures/gilbert`).
 //!
 //! Two variants, as in the reference:
 //! - [`gilbert3d`] (`gilbert_mapping`, HunyuanVideo): one 3D curve over x = column, y = row,
@@ -307,27 +307,24 @@ mod tests {
         (21, 30, 52),
     ];
 
-    fn golden(kind: &str, (t, h, w): (usize, usize, usize)) -> Option<Vec<u32>> {
+    /// A golden order; a missing file fails the test (it never passes unchecked).
+    fn golden(kind: &str, (t, h, w): (usize, usize, usize)) -> Vec<u32> {
         let path = format!(
-            "{}/../../../shared/fixtures/gilbert/{kind}_{t}x{h}x{w}.txt",
+            "{}/../../tests/fixtures/gilbert/{kind}_{t}x{h}x{w}.txt",
             env!("CARGO_MANIFEST_DIR")
         );
-        let text = std::fs::read_to_string(&path).ok()?;
-        Some(
-            text.lines()
-                .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-                .map(|l| l.trim().parse().expect("golden line is an integer"))
-                .collect(),
-        )
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("golden {path} unreadable: {e}"));
+        text.lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .map(|l| l.trim().parse().expect("golden line is an integer"))
+            .collect()
     }
 
     fn check_goldens(kind: CurveKind) {
         let mut checked = 0;
         for size in SIZES {
-            let Some(want) = golden(&kind.to_string(), size) else {
-                println!("skipping {kind} {size:?}: golden file absent");
-                continue;
-            };
+            let want = golden(&kind.to_string(), size);
             let got = kind.order(size.0, size.1, size.2);
             assert_eq!(got.len(), want.len(), "{kind} {size:?} length");
             if let Some(k) = (0..got.len()).find(|&k| got[k] != want[k]) {

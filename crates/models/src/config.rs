@@ -67,7 +67,12 @@ impl WanConfig {
     }
 
     pub fn from_json(text: &str) -> std::result::Result<Self, String> {
-        let cfg: WanConfig = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        let cfg: WanConfig = serde_json::from_str(text).map_err(|e| match e.classify() {
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+                format!("not valid JSON ({e})")
+            }
+            _ => e.to_string(),
+        })?;
         cfg.validate()?;
         Ok(cfg)
     }

@@ -1,14 +1,19 @@
 use std::path::PathBuf;
 
 /// Errors a user can cause by pointing at the wrong files; each names the file and tensor.
+///
+/// An I/O failure is the error's `source()`, not part of its message, so a caller printing the
+/// chain (`path: No such file or directory (os error 2)`) shows the OS error once.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         path: PathBuf,
+        #[source]
         source: std::io::Error,
     },
-    #[error("{path}: not a valid safetensors file ({detail})")]
+    /// A safetensors file that cannot be read as one (`detail` says why).
+    #[error("{path}: {detail}")]
     Corrupt { path: PathBuf, detail: String },
     #[error("tensor `{name}` not found in {files}")]
     Missing { name: String, files: String },

@@ -16,6 +16,11 @@ pub trait WeightSource: Sync {
     fn load(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>>;
     /// Short description for logs ("3 safetensors files in DIR", "random (seed 0)").
     fn describe(&self) -> String;
+    /// Total number of parameters stored (every tensor's element count summed), to compare
+    /// with `WanConfig::num_params`; `None` for generated weights (they follow the config).
+    fn param_count(&self) -> Option<usize> {
+        None
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -51,8 +56,8 @@ pub struct SafetensorsWeights {
 }
 
 impl SafetensorsWeights {
-    /// `path` is a `.safetensors` file, a `*.safetensors.index.json` (sharded), or a directory
-    /// holding either (`diffusion_pytorch_model*.safetensors[.index.json]` preferred).
+    /// `path` is a `.safetensors` file, a `*.safetensors.index.json` (sharded), or a model
+    /// directory; see [`model_weight_files`] for which files of a directory are the weights.
     pub fn open(path: &Path) -> Result<Self> {
         let files = resolve_files(path)?;
         let mut out = SafetensorsWeights {
@@ -96,6 +101,122 @@ impl SafetensorsWeights {
     }
 }
 
+/// The DiT weights of a model directory: an index or the files themselves.
+enum WeightFiles {
+    Index(PathBuf),
+    Files(Vec<PathBuf>),
+}
+
+/// File names a Wan / diffusers model directory uses for the DiT, in order of preference.
+const INDEX_NAMES: [&str; 2] = [
+    "diffusion_pytorch_model.safetensors.index.json",
+    "model.safetensors.index.json",
+];
+const SINGLE_NAMES: [&str; 2] = ["diffusion_pytorch_model.safetensors", "model.safetensors"];
+/// Safetensors files of a model directory that are never the DiT.
+const NOT_DIT: [&str; 1] = ["text_encoder.safetensors"];
+
+/// `STEM-0000i-of-0000n.safetensors` → (stem, i, n).
+fn shard_of(name: &str) -> Option<(&str, usize, usize)> {
+    let rest = name.strip_suffix(".safetensors")?;
+    let (head, n) = rest.rsplit_once("-of-")?;
+    let (stem, i) = head.rsplit_once('-')?;
+    let num = |s: &str| {
+        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse().ok())
+            .flatten()
+    };
+    Some((stem, num(i)?, num(n)?))
+}
+
+/// Which files of model directory `dir` hold the DiT, by the names Wan and diffusers use:
+/// `diffusion_pytorch_model.safetensors.index.json` (sharded), `diffusion_pytorch_model.safetensors`,
+/// a complete `diffusion_pytorch_model-0000i-of-0000n.safetensors` set without index, then the
+/// same for `model.*`. Failing those, a single `.safetensors` file other than
+/// `text_encoder.safetensors` (e.g. `jenga bench dit --export`'s `weights.safetensors`).
+/// Anything else (several unknown files, an incomplete shard set) is an error listing what was
+/// found: a file is never picked by its place in the alphabet.
+fn model_weight_files(dir: &Path) -> Result<WeightFiles> {
+    let io_err = |e| ModelError::Io {
+        path: dir.into(),
+        source: e,
+    };
+    let mut names: Vec<String> = Vec::new();
+    for e in std::fs::read_dir(dir).map_err(io_err)? {
+        let e = e.map_err(io_err)?;
+        if e.path().is_file() {
+            names.push(e.file_name().to_string_lossy().into_owned());
+        }
+    }
+    names.sort();
+    let has = |n: &str| names.iter().any(|x| x == n);
+    for (index, single) in INDEX_NAMES.iter().zip(SINGLE_NAMES) {
+        if has(index) {
+            return Ok(WeightFiles::Index(dir.join(index)));
+        }
+        if has(single) {
+            return Ok(WeightFiles::Files(vec![dir.join(single)]));
+        }
+        let stem = single.trim_end_matches(".safetensors");
+        let shards: Vec<(&String, usize, usize)> = names
+            .iter()
+            .filter_map(|n| {
+                shard_of(n)
+                    .filter(|s| s.0 == stem)
+                    .map(|(_, i, t)| (n, i, t))
+            })
+            .collect();
+        if let Some(&(_, _, total)) = shards.first() {
+            let complete = shards.len() == total
+                && shards.iter().all(|s| s.2 == total)
+                && (1..=total).all(|i| shards.iter().any(|s| s.1 == i));
+            if !complete {
+                return Err(ModelError::Invalid(format!(
+                    "{}: incomplete shard set for {stem} and no {index}: found {}",
+                    dir.display(),
+                    shards
+                        .iter()
+                        .map(|s| s.0.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+            return Ok(WeightFiles::Files(
+                shards.iter().map(|s| dir.join(s.0)).collect(),
+            ));
+        }
+    }
+    let found: Vec<&String> = names
+        .iter()
+        .filter(|n| n.ends_with(".safetensors") || n.ends_with(".safetensors.index.json"))
+        .collect();
+    let others: Vec<&&String> = found
+        .iter()
+        .filter(|n| !NOT_DIT.contains(&n.as_str()))
+        .collect();
+    if let [one] = others.as_slice() {
+        if one.ends_with(".safetensors") {
+            return Ok(WeightFiles::Files(vec![dir.join(one.as_str())]));
+        }
+    }
+    Err(ModelError::Invalid(format!(
+        "{}: no DiT weights found: expected {} or {} (or shards {}-0000i-of-0000n.safetensors); found {}",
+        dir.display(),
+        SINGLE_NAMES[0],
+        INDEX_NAMES[0],
+        SINGLE_NAMES[0].trim_end_matches(".safetensors"),
+        if found.is_empty() {
+            "no .safetensors file".to_string()
+        } else {
+            found
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    )))
+}
+
 fn resolve_files(path: &Path) -> Result<Vec<PathBuf>> {
     let io_err = |p: &Path, e| ModelError::Io {
         path: p.into(),
@@ -103,31 +224,10 @@ fn resolve_files(path: &Path) -> Result<Vec<PathBuf>> {
     };
     let meta = std::fs::metadata(path).map_err(|e| io_err(path, e))?;
     if meta.is_dir() {
-        let mut names: Vec<PathBuf> = std::fs::read_dir(path)
-            .map_err(|e| io_err(path, e))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .collect();
-        names.sort();
-        let pick = |suffix: &str| -> Option<PathBuf> {
-            let mut c: Vec<&PathBuf> = names
-                .iter()
-                .filter(|p| p.to_string_lossy().ends_with(suffix))
-                .collect();
-            c.sort_by_key(|p| !p.to_string_lossy().contains("diffusion_pytorch_model"));
-            c.first().map(|p| (*p).clone())
+        return match model_weight_files(path)? {
+            WeightFiles::Index(index) => resolve_files(&index),
+            WeightFiles::Files(files) => Ok(files),
         };
-        if let Some(index) = pick(".safetensors.index.json") {
-            return resolve_files(&index);
-        }
-        if let Some(single) =
-            pick("diffusion_pytorch_model.safetensors").or_else(|| pick(".safetensors"))
-        {
-            return Ok(vec![single]);
-        }
-        return Err(ModelError::Invalid(format!(
-            "{}: no .safetensors file in this directory",
-            path.display()
-        )));
     }
     if path.to_string_lossy().ends_with(".index.json") {
         let text = std::fs::read_to_string(path).map_err(|e| io_err(path, e))?;
@@ -160,23 +260,15 @@ fn parse_header(path: &Path, buf: &[u8]) -> Result<Vec<(String, TensorEntry)>> {
         path: path.into(),
         detail,
     };
-    let (n, meta) = safetensors::SafeTensors::read_metadata(buf).map_err(|e| {
-        let raw = format!("{e:?}");
-        corrupt(
-            if raw.contains("IncompleteBuffer") || raw.contains("HeaderTooSmall") {
-                format!("the file is shorter than its header says (truncated?): {raw}")
-            } else {
-                raw
-            },
-        )
-    })?;
+    let (n, meta) = safetensors::SafeTensors::read_metadata(buf)
+        .map_err(|e| corrupt(format!("truncated or not a safetensors file ({e})")))?;
     let data_len = buf.len() - 8 - n;
     let mut out = Vec::new();
     for (name, info) in meta.tensors() {
         let (s, e) = info.data_offsets;
         if e > data_len || s > e {
             return Err(corrupt(format!(
-                "tensor `{name}` ends at byte {e} but the file holds {data_len} data bytes (truncated?)"
+                "truncated or not a safetensors file: tensor `{name}` ends at byte {e} but the file holds {data_len} data bytes"
             )));
         }
         out.push((
@@ -241,6 +333,15 @@ impl WeightSource for SafetensorsWeights {
                 .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
                 .collect(),
         })
+    }
+
+    fn param_count(&self) -> Option<usize> {
+        Some(
+            self.tensors
+                .values()
+                .map(|e| e.shape.iter().product::<usize>())
+                .sum(),
+        )
     }
 
     fn describe(&self) -> String {

@@ -1,4 +1,4 @@
-//! tiny-wan forward against the golden tensors of `shared/fixtures/tiny-wan/reference.safetensors`
+//! tiny-wan forward against the golden tensors of `tests/fixtures/tiny-wan/reference.safetensors`
 //! (an independent f32 PyTorch run of the same weights).
 
 use jenga_carve::{AttnCtx, Dense};
@@ -17,16 +17,14 @@ fn assets() -> PathBuf {
     ))
 }
 
-fn reference() -> Option<SafetensorsWeights> {
+/// The golden tensors; a missing file fails the test (it never passes unchecked).
+fn reference() -> SafetensorsWeights {
     let p = PathBuf::from(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/fixtures/tiny-wan/reference.safetensors"
+        "/../../tests/fixtures/tiny-wan/reference.safetensors"
     ));
-    if !p.exists() {
-        eprintln!("skipping: {} not found", p.display());
-        return None;
-    }
-    Some(SafetensorsWeights::open(&p).unwrap())
+    SafetensorsWeights::open(&p)
+        .unwrap_or_else(|e| panic!("golden reference {} unreadable: {e:?}", p.display()))
 }
 
 fn max_abs(a: &[f32], b: &[f32]) -> f32 {
@@ -51,7 +49,7 @@ fn actx(layers: usize) -> AttnCtx {
 
 #[test]
 fn tiny_wan_matches_golden_forward() {
-    let Some(r) = reference() else { return };
+    let r = reference();
     let be = CpuBackend::new();
     let cfg = WanConfig::from_file(&assets().join("config.json")).unwrap();
     let w =
