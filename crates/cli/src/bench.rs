@@ -16,7 +16,7 @@ use jenga_carve::{AttnCtx, Dense};
 use jenga_models::WanModel;
 use jenga_tensor::{Act, Backend};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// One result line (also the `--json` format).
@@ -50,6 +50,32 @@ impl Record {
 
 fn round3(x: f64) -> f64 {
     (x * 1e3).round() / 1e3
+}
+
+/// Files `bench dit --export` writes; an existing directory may hold only these (an earlier
+/// export), so a user's own `config.json` is never overwritten.
+const EXPORT_FILES: [&str; 4] = [
+    "config.json",
+    "weights.safetensors",
+    "inputs.safetensors",
+    "ours.safetensors",
+];
+
+fn check_export_dir(dir: &Path) -> Result<()> {
+    if !dir.is_dir() {
+        bail!("--export {}: exists and is not a directory", dir.display());
+    }
+    let entries = std::fs::read_dir(dir).with_context(|| format!("--export {}", dir.display()))?;
+    for e in entries {
+        let name = e?.file_name().to_string_lossy().into_owned();
+        if !EXPORT_FILES.contains(&name.as_str()) {
+            bail!(
+                "--export {}: the directory holds {name}, which is not an earlier export's; use a new or empty directory",
+                dir.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 pub fn run(a: BenchArgs) -> Result<()> {
@@ -165,6 +191,9 @@ fn bench_dit<B: Backend>(
         }
         (None, None) => None,
     };
+    if let Some(dir) = export.as_ref().filter(|d| d.exists()) {
+        check_export_dir(dir)?;
+    }
     let src = Source::open(&a.model)?;
     let cfg = src.config().clone();
     let mut gflop = 0.0;

@@ -302,7 +302,8 @@ pub fn plan(a: &RunArgs, src: &Source) -> Result<Plan> {
 
 pub fn run(a: GenerateArgs) -> Result<()> {
     // Everything a user can get wrong is checked before the model loads.
-    jenga_video::check_output(&a.out).with_context(|| format!("--out {}", a.out.display()))?;
+    let format =
+        jenga_video::check_output(&a.out).with_context(|| format!("--out {}", a.out.display()))?;
     if let Some(p) = &a.strip {
         if p.extension().is_none_or(|e| e != "png") {
             bail!("--strip {}: must be a .png file", p.display());
@@ -317,7 +318,13 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     } else {
         1
     });
-    // MERGE: encoder size check (crates/video) goes here
+    jenga_video::check_video_size(
+        format,
+        plan.spec.width * upscale as usize,
+        plan.spec.height * upscale as usize,
+        plan.spec.frames,
+    )
+    .with_context(|| format!("--out {}", a.out.display()))?;
     for note in src.prompt_notes(&plan.prompt) {
         eprintln!("note: {note}");
     }

@@ -254,3 +254,51 @@ fn inspect_lists_the_vocabulary_and_flags_a_parameter_count_off_the_config() {
     let (ok, _, err) = jenga(&["inspect", "--device", "cpu"]);
     assert!(!ok && err.contains("unexpected argument"), "{err}");
 }
+
+#[test]
+fn mp4_beyond_the_encoder_and_a_foreign_export_dir_are_refused_up_front() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("big.mp4");
+    let t = Instant::now();
+    let e = one_error_line(
+        &gen_args(
+            out.to_str().unwrap(),
+            &[
+                "--frames",
+                "1",
+                "--height",
+                "1024",
+                "--width",
+                "1024",
+                "--upscale",
+                "8",
+            ],
+        ),
+        &out,
+    );
+    assert!(e.contains("too large for the H.264 encoder"), "{e}");
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "refused only after the run"
+    );
+    // bench dit --export into a directory holding a user's file
+    let dir = tmp.path().join("exp");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("config.json"), "mine").unwrap();
+    std::fs::write(dir.join("thesis.txt"), "mine").unwrap();
+    let (ok, _, err) = jenga(&[
+        "bench",
+        "dit",
+        "--device",
+        "cpu",
+        "--sizes",
+        "2x8x8",
+        "--export",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(!ok && err.contains("thesis.txt"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("config.json")).unwrap(),
+        "mine"
+    );
+}
