@@ -12,8 +12,8 @@
 //! so an entry within rounding of the global threshold may flip.
 
 use crate::arc_cache::ArcCache;
-use crate::backend::{CudaBackend, CudaTensor};
-use crate::block_select::{CsrOut, SquarePlan};
+use crate::block_select::{CsrOut, Select, SquarePlan};
+use crate::core::CudaTensor;
 use crate::error::{alloc_err, dev, drv};
 use crate::nvrtc;
 use cudarc::driver::{CudaFunction, CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
@@ -62,7 +62,21 @@ pub struct SvgProfile {
     pub choice: Vec<u32>,
 }
 
-impl CudaBackend {
+/// The peer policies' plan building, borrowed with block selection (for the CSR kernels) and
+/// the core.
+pub(crate) struct Peers<'a> {
+    pub(crate) sel: Select<'a>,
+    pub(crate) peers: &'a PeerState,
+}
+
+impl<'a> std::ops::Deref for Peers<'a> {
+    type Target = Select<'a>;
+    fn deref(&self) -> &Select<'a> {
+        &self.sel
+    }
+}
+
+impl Peers<'_> {
     fn peer_kernels(&self) -> Result<&Kernels> {
         let k = self.peers.kernels.get_or_init(|| {
             let build = || -> Result<Kernels> {
@@ -90,18 +104,6 @@ impl CudaBackend {
         });
         k.as_ref()
             .map_err(|e| dev(format!("peer policy kernels: {e}")))
-    }
-
-    fn alloc_u32(&self, n: usize) -> Result<CudaSlice<u32>> {
-        unsafe { self.stream().alloc::<u32>(n.max(1)) }.map_err(alloc_err(n.max(1) * 4))
-    }
-
-    fn alloc_f32(&self, n: usize) -> Result<CudaSlice<f32>> {
-        unsafe { self.stream().alloc::<f32>(n.max(1)) }.map_err(alloc_err(n.max(1) * 4))
-    }
-
-    fn zero_u32(&self) -> Result<CudaSlice<u32>> {
-        self.stream().alloc_zeros::<u32>(1).map_err(alloc_err(4))
     }
 
     fn check_qk(op: &'static str, q: &CudaTensor, k: &CudaTensor) -> Result<[usize; 4]> {
