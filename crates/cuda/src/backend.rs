@@ -14,13 +14,14 @@ use crate::error::dev;
 use crate::gemm::{Gemm, GemmTune};
 use crate::op_times::OpTime;
 use crate::ops::attention::{Attn, AttnKernels, AttnPath};
-use crate::ops::{GatedNorm, Kernels, Ops};
+use crate::ops::fused::GatedNorm;
+use crate::ops::{Kernels, Ops};
 use crate::peers::{PeerState, Peers, SvgProfile};
 use cudarc::driver::{CudaContext, CudaStream};
 use half::bf16;
+use jenga_carve::{BlockSelect, DraftSelect, PolicyKernels, SvgSelect};
 use jenga_tensor::{
-    Act, AttnPlan, Backend, BlockPlan, BlockSelect, DeviceCount, DevicePlan, DraftSelect, KeyBias,
-    PlanGeometry, Result, SvgSelect,
+    Act, AttnPlan, Backend, BlockPlan, DeviceCount, DevicePlan, KeyBias, PlanGeometry, Result,
 };
 use std::sync::Arc;
 
@@ -230,7 +231,7 @@ impl CudaBackend {
     ) -> Result<(CudaTensor, CudaTensor)> {
         self.sel().block_mean_pool_pair(q, k, block)
     }
-    /// [`jenga_tensor::Backend::select_blocks`] on this GPU: pool q and k
+    /// [`PolicyKernels::select_blocks`] on this GPU: pool q and k
     /// ([`Self::block_mean_pool_pair`]), then [`Self::select_blocks_pooled`].
     pub fn select_blocks_device(
         &self,
@@ -263,7 +264,7 @@ impl CudaBackend {
     ) -> Result<Option<SvgProfile>> {
         self.peer().svg_profile(q, k, sel)
     }
-    /// [`jenga_tensor::Backend::svg_select`] on this GPU.
+    /// [`PolicyKernels::svg_select`] on this GPU.
     pub fn svg_select_device(
         &self,
         q: &CudaTensor,
@@ -272,7 +273,7 @@ impl CudaBackend {
     ) -> Result<Option<(AttnPlan, Arc<dyn DeviceCount>)>> {
         self.peer().svg_select_device(q, k, sel)
     }
-    /// [`jenga_tensor::Backend::draft_select`] on this GPU.
+    /// [`PolicyKernels::draft_select`] on this GPU.
     pub fn draft_select_device(
         &self,
         q: &CudaTensor,
@@ -429,50 +430,6 @@ impl Backend for CudaBackend {
         self.attn().attention(q, k, v, plan, bias)
     }
 
-    fn select_blocks(
-        &self,
-        q: &CudaTensor,
-        k: &CudaTensor,
-        sel: &BlockSelect,
-    ) -> Result<Option<AttnPlan>> {
-        self.gpu().timed("mask building (pool + select)", || {
-            self.select_blocks_device(q, k, sel)
-        })
-    }
-
-    fn select_blocks_pooled(
-        &self,
-        qhat: &CudaTensor,
-        khat: &CudaTensor,
-        sel: &BlockSelect,
-    ) -> Result<Option<AttnPlan>> {
-        self.gpu().timed("mask building (select)", || {
-            CudaBackend::select_blocks_pooled(self, qhat, khat, sel)
-        })
-    }
-
-    fn svg_select(
-        &self,
-        q: &CudaTensor,
-        k: &CudaTensor,
-        sel: &SvgSelect,
-    ) -> Result<Option<(AttnPlan, Arc<dyn DeviceCount>)>> {
-        self.svg_select_device(q, k, sel)
-    }
-
-    fn draft_select(
-        &self,
-        q: &CudaTensor,
-        k: &CudaTensor,
-        sel: &DraftSelect,
-    ) -> Result<Option<(AttnPlan, Arc<dyn DeviceCount>)>> {
-        self.draft_select_device(q, k, sel)
-    }
-
-    fn host_plan(&self, plan: &AttnPlan) -> Result<AttnPlan> {
-        self.host_plan_of(plan)
-    }
-
     fn block_mean_pool(&self, x: &CudaTensor, block: usize) -> Result<CudaTensor> {
         self.ops.block_mean_pool(x, block)
     }
@@ -515,5 +472,52 @@ impl Backend for CudaBackend {
 
     fn synchronize(&self) -> Result<()> {
         self.gpu().synchronize()
+    }
+}
+
+/// The policy kernels (`jenga_carve`'s hooks) on this GPU: `crate::block_select`, `crate::peers`.
+impl PolicyKernels for CudaBackend {
+    fn select_blocks(
+        &self,
+        q: &CudaTensor,
+        k: &CudaTensor,
+        sel: &BlockSelect,
+    ) -> Result<Option<AttnPlan>> {
+        self.gpu().timed("mask building (pool + select)", || {
+            self.select_blocks_device(q, k, sel)
+        })
+    }
+
+    fn select_blocks_pooled(
+        &self,
+        qhat: &CudaTensor,
+        khat: &CudaTensor,
+        sel: &BlockSelect,
+    ) -> Result<Option<AttnPlan>> {
+        self.gpu().timed("mask building (select)", || {
+            CudaBackend::select_blocks_pooled(self, qhat, khat, sel)
+        })
+    }
+
+    fn svg_select(
+        &self,
+        q: &CudaTensor,
+        k: &CudaTensor,
+        sel: &SvgSelect,
+    ) -> Result<Option<(AttnPlan, Arc<dyn DeviceCount>)>> {
+        self.svg_select_device(q, k, sel)
+    }
+
+    fn draft_select(
+        &self,
+        q: &CudaTensor,
+        k: &CudaTensor,
+        sel: &DraftSelect,
+    ) -> Result<Option<(AttnPlan, Arc<dyn DeviceCount>)>> {
+        self.draft_select_device(q, k, sel)
+    }
+
+    fn host_plan(&self, plan: &AttnPlan) -> Result<AttnPlan> {
+        self.host_plan_of(plan)
     }
 }

@@ -1,4 +1,4 @@
-//! Jenga block selection on the GPU ([`jenga_tensor::Backend::select_blocks`]): pooled q̂/k̂ →
+//! Jenga block selection on the GPU ([`jenga_carve::PolicyKernels::select_blocks`]): pooled q̂/k̂ →
 //! importance rule ∪ the fixed blocks → a CSR plan that stays on the device
 //! ([`AttnPlan::Device`] holding [`DevicePlanBufs`]), with no host synchronisation.
 //!
@@ -19,7 +19,8 @@ use crate::error::{alloc_err, dev, drv};
 use crate::nvrtc;
 use crate::ops::Ops;
 use cudarc::driver::{CudaFunction, CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
-use jenga_tensor::{AttnPlan, BlockPlan, BlockSelect, DevicePlan, Error, Result, TensorMeta};
+use jenga_carve::BlockSelect;
+use jenga_tensor::{AttnPlan, BlockPlan, DevicePlan, Error, Result, TensorMeta};
 use std::sync::{Arc, OnceLock};
 
 const SRC: &str = concat!(
@@ -232,7 +233,7 @@ impl Select<'_> {
         Ok((qo, ko))
     }
 
-    /// [`jenga_tensor::Backend::select_blocks`] on this GPU: pool q and k
+    /// [`jenga_carve::PolicyKernels::select_blocks`] on this GPU: pool q and k
     /// ([`Self::block_mean_pool_pair`]), then [`Self::select_blocks_pooled`].
     pub fn select_blocks_device(
         &self,

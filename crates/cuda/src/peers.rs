@@ -1,6 +1,6 @@
 //! The peer policies' plan building on the GPU: Sparse VideoGen's online profiling
-//! ([`jenga_tensor::Backend::svg_select`]) and DraftAttention's pooling, draft map and selection
-//! ([`jenga_tensor::Backend::draft_select`]). Kernels: `kernels/peers.cu`. Both return an
+//! ([`jenga_carve::PolicyKernels::svg_select`]) and DraftAttention's pooling, draft map and selection
+//! ([`jenga_carve::PolicyKernels::draft_select`]). Kernels: `kernels/peers.cu`. Both return an
 //! [`AttnPlan::Device`] (CSR on the device, same form as the host plans, so the same attention
 //! kernels run it) and a count left on the device (SVG: temporal heads; Draft: topped-up
 //! rows); nothing waits for the device.
@@ -17,7 +17,8 @@ use crate::core::CudaTensor;
 use crate::error::{alloc_err, dev, drv};
 use crate::nvrtc;
 use cudarc::driver::{CudaFunction, CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
-use jenga_tensor::{AttnPlan, DeviceCount, DraftSelect, Error, Result, SvgSelect, TensorMeta};
+use jenga_carve::{DraftSelect, SvgSelect};
+use jenga_tensor::{AttnPlan, DeviceCount, Error, Result, TensorMeta};
 use std::sync::{Arc, OnceLock};
 
 const SRC: &str = concat!(
@@ -253,7 +254,7 @@ impl Peers<'_> {
         }))
     }
 
-    /// [`jenga_tensor::Backend::svg_select`] on this GPU.
+    /// [`jenga_carve::PolicyKernels::svg_select`] on this GPU.
     pub fn svg_select_device(
         &self,
         q: &CudaTensor,
@@ -350,7 +351,7 @@ impl Peers<'_> {
         })
     }
 
-    /// [`jenga_tensor::Backend::draft_select`] on this GPU.
+    /// [`jenga_carve::PolicyKernels::draft_select`] on this GPU.
     pub fn draft_select_device(
         &self,
         q: &CudaTensor,

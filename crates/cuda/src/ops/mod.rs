@@ -12,13 +12,11 @@
 
 pub(crate) mod attention;
 mod elementwise;
-mod fused;
+pub(crate) mod fused;
 mod layout;
 mod linear;
 mod norm;
 mod rope;
-
-pub(crate) use fused::GatedNorm;
 
 use crate::core::Gpu;
 use crate::nvrtc;
