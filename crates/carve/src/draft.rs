@@ -33,18 +33,17 @@
 //! - **Batch.** The reference (batch 1 per forward in Wan) selects from the first sequence and
 //!   repeats the mask over the batch; here each batch entry (CFG's conditional and
 //!   unconditional rows) gets its own map.
-//! - **On a GPU** ([`Backend::draft_select`]) pooling, draft map, global threshold, top-up and
+//! - **On a GPU** ([`PolicyKernels::draft_select`]) pooling, draft map, global threshold, top-up and
 //!   the region → block superset all run on the device, at any resolution; nothing comes back
 //!   per call (the plan is an [`AttnPlan::Device`], density and top-ups are read when asked
 //!   for). Same rule as the host; the map's sums are ordered differently (f32 on both sides),
 //!   so an entry within rounding of the threshold may flip.
 
 use crate::importance::block_scores;
+use crate::kernels::{DraftSelect, PolicyKernels};
 use crate::policy::{lock, DensityLog};
 use crate::policy::{AttentionPolicy, AttnCtx, DensityStats};
-use jenga_tensor::{
-    AttnPlan, Backend, BlockPlan, DeviceCount, DraftSelect, Error, Result, TensorMeta,
-};
+use jenga_tensor::{AttnPlan, BlockPlan, DeviceCount, Error, Result, TensorMeta};
 use rayon::prelude::*;
 use std::collections::HashMap;
 use std::ops::Range;
@@ -130,7 +129,7 @@ pub struct DraftGeometry {
     pub block_regions: Vec<Range<usize>>,
     /// Whether a block holds condition tokens.
     pub block_cond: Vec<bool>,
-    /// The same tables for [`Backend::draft_select`].
+    /// The same tables for [`PolicyKernels::draft_select`].
     pub region_start_u32: Arc<Vec<u32>>,
     pub block_table: Arc<Vec<[u32; 3]>>,
 }
@@ -345,12 +344,12 @@ impl DraftPolicy {
     }
 
     /// Whether plans built on the device may stay there ([`AttnPlan::Device`], default on).
-    /// Off: they are downloaded ([`Backend::host_plan`]) and returned as [`AttnPlan::Sparse`].
+    /// Off: they are downloaded ([`PolicyKernels::host_plan`]) and returned as [`AttnPlan::Sparse`].
     pub fn set_device_plans(&self, on: bool) {
         self.device_plans.store(on, Ordering::Relaxed);
     }
 
-    /// What [`Backend::draft_select`] is asked for on a geometry.
+    /// What [`PolicyKernels::draft_select`] is asked for on a geometry.
     pub fn select_spec(&self, geom: &DraftGeometry) -> DraftSelect {
         let s = geom.regions();
         DraftSelect {
@@ -456,7 +455,7 @@ impl DraftPolicy {
     }
 }
 
-impl<B: Backend> AttentionPolicy<B> for DraftPolicy {
+impl<B: PolicyKernels> AttentionPolicy<B> for DraftPolicy {
     fn name(&self) -> String {
         format!(
             "draft(pool {}x{}, sparsity {}, m={})",
@@ -542,6 +541,7 @@ impl<B: Backend> AttentionPolicy<B> for DraftPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use jenga_tensor::Backend;
     use jenga_tensor::CpuBackend;
     use rand::{Rng, SeedableRng};
 

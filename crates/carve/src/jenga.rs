@@ -22,10 +22,11 @@ use crate::adjacency::Adjacency;
 use crate::condition::{self, FirstFrame};
 use crate::curve::CurveKind;
 use crate::importance::{block_scores, select_row, RowScratch};
+use crate::kernels::{BlockSelect, PolicyKernels};
 use crate::layout::{Layout, DEFAULT_BLOCK};
 use crate::policy::{lock, AttentionPolicy, AttnCtx, DensityLog, DensityStats};
 use crate::schedule::Schedule;
-use jenga_tensor::{AttnPlan, Backend, BlockPlan, BlockSelect, Error, KeyBias, Result, TensorMeta};
+use jenga_tensor::{AttnPlan, BlockPlan, Error, KeyBias, Result, TensorMeta};
 use rayon::prelude::*;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -141,7 +142,7 @@ pub struct JengaPolicy {
     cfg: JengaConfig,
     geometry: Mutex<HashMap<GeomKey, Arc<Geometry>>>,
     stats: DensityLog,
-    /// Always-kept blocks per stage layout, for [`Backend::select_blocks`].
+    /// Always-kept blocks per stage layout, for [`PolicyKernels::select_blocks`].
     fixed: Mutex<HashMap<FixedKey, Arc<BlockPlan>>>,
     device_select: AtomicBool,
 }
@@ -159,7 +160,7 @@ impl JengaPolicy {
     }
 
     /// Whether [`AttentionPolicy::plan`] may build plans on the device
-    /// ([`Backend::select_blocks`], default on). Off: every plan is built on the host as a
+    /// ([`PolicyKernels::select_blocks`], default on). Off: every plan is built on the host as a
     /// [`AttnPlan::Sparse`] (what wrappers that read the plan on the host need).
     pub fn set_device_select(&self, on: bool) {
         self.device_select.store(on, Ordering::Relaxed);
@@ -266,7 +267,7 @@ impl JengaPolicy {
     }
 }
 
-impl<B: Backend> AttentionPolicy<B> for JengaPolicy {
+impl<B: PolicyKernels> AttentionPolicy<B> for JengaPolicy {
     fn name(&self) -> String {
         format!("jenga({}, m={})", self.cfg.curve, self.cfg.block)
     }
@@ -498,6 +499,7 @@ mod tests {
     use super::*;
     use crate::importance::importance_mask;
     use crate::mask::BlockMask;
+    use jenga_tensor::Backend;
     use jenga_tensor::CpuBackend;
     use rand::{Rng, SeedableRng};
 
@@ -582,7 +584,7 @@ mod tests {
         (0..n).map(|_| rng.gen_range(-1.0f32..1.0)).collect()
     }
 
-    /// The fixed plan handed to `Backend::select_blocks` is exactly the static part of the
+    /// The fixed plan handed to `PolicyKernels::select_blocks` is exactly the static part of the
     /// host plan's union (adjacency ∪ condition ∪ first-frame), contained in every host row,
     /// and cached; on the CPU the policy still returns host-built plans.
     #[test]

@@ -36,16 +36,15 @@
 //!   For temporal heads the superset is looser (a 128-token block spans `128/w` rows of one
 //!   frame, so it needs all positions within `W/F` of any of them); on small frames (the tiny
 //!   model: 2 blocks per frame) the temporal plan is dense. `docs/POLICIES.md` has the numbers.
-//! - **On a GPU** ([`Backend::svg_select`]) the profiling (sampled rows' scores against every
+//! - **On a GPU** ([`PolicyKernels::svg_select`]) the profiling (sampled rows' scores against every
 //!   key, masked softmax masses, the per-head choice) and the plan (each head's candidate rows
 //!   copied into one CSR) run on the device: nothing comes back to the host per call; the plan
 //!   is an [`AttnPlan::Device`] and the density and head counts are read when asked for. Same
 //!   rule and rows as the host path; only the masses' summation order differs (f32 there).
 
+use crate::kernels::{PolicyKernels, SvgSelect};
 use crate::policy::{lock, AttentionPolicy, AttnCtx, DensityLog, DensityStats};
-use jenga_tensor::{
-    Act, AttnPlan, Backend, BlockPlan, DeviceCount, Error, Result, SvgSelect, TensorMeta,
-};
+use jenga_tensor::{Act, AttnPlan, Backend, BlockPlan, DeviceCount, Error, Result, TensorMeta};
 use rayon::prelude::*;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -328,7 +327,7 @@ pub struct SvgGeometry {
     pub blocks: usize,
     /// Rows of [`Pattern::Spatial`] and [`Pattern::Temporal`].
     pub rows: [Vec<Vec<u32>>; 2],
-    /// The same rows as one-head plans (the candidates of [`Backend::svg_select`]).
+    /// The same rows as one-head plans (the candidates of [`PolicyKernels::svg_select`]).
     pub candidates: [Arc<BlockPlan>; 2],
 }
 
@@ -423,7 +422,7 @@ impl SvgPolicy {
     }
 
     /// Whether plans profiled on the device may stay there ([`AttnPlan::Device`], default on).
-    /// Off: they are downloaded ([`Backend::host_plan`]) and returned as [`AttnPlan::Sparse`]
+    /// Off: they are downloaded ([`PolicyKernels::host_plan`]) and returned as [`AttnPlan::Sparse`]
     /// (what wrappers that read the plan on the host need).
     pub fn set_device_plans(&self, on: bool) {
         self.device_plans.store(on, Ordering::Relaxed);
@@ -454,7 +453,7 @@ impl SvgPolicy {
             ^ ((ctx.stage as u64) << 56)
     }
 
-    /// What [`Backend::svg_select`] is asked for a call (same rows, masks and candidates as
+    /// What [`PolicyKernels::svg_select`] is asked for a call (same rows, masks and candidates as
     /// [`SvgPolicy::profile`] and [`SvgGeometry::plan`]).
     pub fn select_spec(&self, geom: &SvgGeometry, l: usize, ctx: &AttnCtx) -> SvgSelect {
         let g = &geom.grid;
@@ -535,7 +534,7 @@ impl SvgPolicy {
     }
 }
 
-impl<B: Backend> AttentionPolicy<B> for SvgPolicy {
+impl<B: PolicyKernels> AttentionPolicy<B> for SvgPolicy {
     fn name(&self) -> String {
         format!(
             "svg(sparsity {}, {} rows, m={})",

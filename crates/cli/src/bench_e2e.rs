@@ -21,6 +21,7 @@ use crate::generate::{plan, skip_name, Plan, Source};
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use jenga_carve::jenga::{JengaConfig, JengaPolicy};
+use jenga_carve::PolicyKernels;
 use jenga_carve::{AttentionPolicy, AttnCtx, Dense, DensityStats};
 use jenga_models::WanModel;
 use jenga_pipeline::{sample, Event};
@@ -167,7 +168,7 @@ struct RunResult {
     density: Vec<DensityStats>,
 }
 
-fn run_variant<B: Backend>(
+fn run_variant<B: PolicyKernels>(
     be: &B,
     model: &WanModel<B>,
     ctx: &B::Tensor,
@@ -235,7 +236,7 @@ fn extrapolate(steps: &[Step], plan50: &Plan) -> Option<f64> {
     Some(total / 1e3)
 }
 
-fn bench_on<B: Backend>(
+fn bench_on<B: PolicyKernels>(
     be: &B,
     e: &E2eArgs,
     src: &Source,
@@ -456,8 +457,8 @@ fn structured(l: usize, h: usize, d: usize, seed: u64) -> Vec<f32> {
 /// block means, `rope_pooled`; `plan_pooled` runs select + scan + expand only), whose cost is
 /// the selection plus what `rope_pooled` adds over plain `rope` for q and k.
 fn mask_kernels(be: &jenga_cuda::CudaBackend) -> Result<Vec<String>> {
+    use jenga_carve::BlockSelect;
     use jenga_carve::Layout;
-    use jenga_tensor::BlockSelect;
     const DENSITY: f64 = 0.20;
     let mut lines = Vec::new();
     println!(

@@ -18,6 +18,7 @@ use crate::policy::{build, Policy};
 use crate::timing::PlanClock;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use jenga_carve::PolicyKernels;
 use jenga_carve::{AttentionPolicy, AttnCtx};
 use jenga_models::WanModel;
 use jenga_pipeline::metrics::{psnr, ssim};
@@ -197,7 +198,7 @@ fn reset_stats(p: &Policy) {
 
 /// One plan + attention call of a policy on synthetic q/k at the run's last step and layer
 /// (a sparse call for every policy), so that its kernels are compiled before timing.
-fn warm_up<B: Backend>(
+fn warm_up<B: PolicyKernels>(
     be: &B,
     pol: &dyn AttentionPolicy<B>,
     spec: &jenga_pipeline::SampleSpec,
@@ -230,7 +231,7 @@ fn warm_up<B: Backend>(
     Ok(())
 }
 
-fn run_on<B: Backend>(
+fn run_on<B: PolicyKernels>(
     be: &B,
     p: &PoliciesArgs,
     src: &Source,

@@ -6,6 +6,7 @@ use crate::args::{EvalArgs, RunArgs};
 use crate::device::{self, Device};
 use crate::generate::{plan, skip_name, Plan, Source};
 use anyhow::{bail, Context, Result};
+use jenga_carve::PolicyKernels;
 use jenga_carve::{AttentionPolicy, Dense};
 use jenga_models::{Caption, WanModel};
 use jenga_pipeline::metrics::{colour_distance, psnr, read_scene, ssim};
@@ -139,7 +140,7 @@ fn dev_name(d: &Device) -> String {
 }
 
 /// Runs one sampling; returns the output, wall seconds and process CPU seconds.
-fn run_one<B: Backend>(
+fn run_one<B: PolicyKernels>(
     be: &B,
     model: &WanModel<B>,
     ctx: &B::Tensor,
@@ -159,7 +160,7 @@ fn run_one<B: Backend>(
 
 type Variant = (String, RunArgs, Plan);
 
-fn eval_on<B: Backend>(
+fn eval_on<B: PolicyKernels>(
     be: &B,
     e: &EvalArgs,
     src: &Source,

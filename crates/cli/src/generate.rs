@@ -5,12 +5,12 @@ use crate::device::{self, Device};
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use jenga_carve::AttentionPolicy;
+use jenga_carve::PolicyKernels;
 use jenga_models::{ModelBundle, RandomWeights, TinySlots, WanConfig, WanModel, WeightSource};
 use jenga_pipeline::{
     computed_schedule, sample, static_skip_schedule, Event, JengaSettings, PresetSkip, SampleSpec,
     SkipRule, TEACACHE_WAN_1_3B,
 };
-use jenga_tensor::Backend;
 use std::time::{Duration, Instant};
 
 /// Where weights, config and text conditioning come from.
@@ -91,7 +91,7 @@ impl Source {
 
     /// Embedded text context for sampling: the prompt alone, or with classifier-free guidance
     /// (`guidance` ≠ 1) prompt and negative prompt as one batch of 2, in the sampler's order.
-    pub fn text_context<B: Backend>(
+    pub fn text_context<B: PolicyKernels>(
         &self,
         be: &B,
         model: &WanModel<B>,
@@ -396,7 +396,7 @@ pub struct Timings {
     pub write: Duration,
 }
 
-pub fn generate<B: Backend>(
+pub fn generate<B: PolicyKernels>(
     be: &B,
     a: &GenerateArgs,
     src: &Source,

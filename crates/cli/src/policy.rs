@@ -4,12 +4,13 @@ use crate::args::JengaArgs;
 use crate::generate::Plan;
 use anyhow::{Context, Result};
 use jenga_carve::jenga::{JengaConfig, JengaPolicy, TextAmp};
+use jenga_carve::PolicyKernels;
 use jenga_carve::{
     AttentionPolicy, AttnCtx, CurveKind, Dense, DensityStats, DraftConfig, DraftPolicy, DropMode,
     SvgConfig, SvgPolicy,
 };
 use jenga_pipeline::{JengaSettings, SampleSpec};
-use jenga_tensor::{AttnPlan, Backend, Error as TensorError, KeyBias};
+use jenga_tensor::{AttnPlan, Error as TensorError, KeyBias};
 use std::sync::Arc;
 
 /// The Jenga policy for a resolved run. Drop rates follow the Wan scripts (warm-up ramp, dense
@@ -198,7 +199,7 @@ pub enum Policy {
 }
 
 impl Policy {
-    fn inner<B: Backend>(&self) -> &dyn AttentionPolicy<B> {
+    fn inner<B: PolicyKernels>(&self) -> &dyn AttentionPolicy<B> {
         match self {
             Policy::Dense(p) => p,
             Policy::Jenga(p) => p.as_ref(),
@@ -259,7 +260,7 @@ impl Policy {
     }
 }
 
-impl<B: Backend> AttentionPolicy<B> for Policy {
+impl<B: PolicyKernels> AttentionPolicy<B> for Policy {
     fn name(&self) -> String {
         self.inner::<B>().name()
     }

@@ -3,6 +3,7 @@
 
 use crate::device::{self, Device};
 use anyhow::{bail, Result};
+use jenga_carve::PolicyKernels;
 use jenga_carve::{AttnCtx, Dense};
 use jenga_models::{ModelBundle, WanModel};
 use jenga_pipeline::metrics::psnr;
@@ -48,7 +49,7 @@ pub fn run(device: &str) -> Result<()> {
         grid,
         cond_tokens: 0,
     };
-    fn fwd<B: Backend>(
+    fn fwd<B: PolicyKernels>(
         be: &B,
         m: &WanModel<B>,
         text: &[f32],

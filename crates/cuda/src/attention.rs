@@ -1,7 +1,7 @@
 //! Hopper attention (`kernels/hopper_attention.cu`): wgmma tensor-core kernels built for the
 //! architecture-specific `sm_90a` target, head dim 128, dense or block-sparse (CSR plan with a
-//! block that is a multiple of 128). Tried first on `AttnPath::Auto` (`CudaBackend::attention_dispatch`); on any
-//! other GPU, head dim or plan block [`CudaBackend::attention_hopper`] answers `Ok(None)` and the
+//! block that is a multiple of 128). Tried first on `AttnPath::Auto` (`crate::ops::attention`); on any
+//! other GPU, head dim or plan block [`crate::CudaBackend::attention_hopper`] answers `Ok(None)` and the
 //! portable kernels take the call.
 //!
 //! Kernel (one per SM, persistent): a producer warpgroup loads Q and K/V tiles with TMA
@@ -18,7 +18,7 @@
 //! Dense launches cut the last round's query tiles into key ranges ([`dense_tail_split`]) whose
 //! partial results the CTA that finishes last merges.
 
-use crate::backend::{CudaBackend, CudaTensor, DevicePlanBufs};
+use crate::core::{CudaTensor, DevicePlanBufs, Gpu};
 use crate::error::{alloc_err, dev, drv};
 use crate::nvrtc;
 use cudarc::driver::{
@@ -254,7 +254,7 @@ pub enum PlanRef<'a> {
     /// Every query attends to every key.
     Dense,
     /// A host plan ([`jenga_tensor::AttnPlan::Sparse`]) and its uploaded copy
-    /// ([`CudaBackend::device_plan`], indices checked there).
+    /// ([`crate::CudaBackend::device_plan`], indices checked there).
     Host {
         plan: &'a BlockPlan,
         bufs: &'a DevicePlanBufs,
@@ -381,7 +381,20 @@ fn plan_key(plan: &BlockPlan, subs: usize) -> u64 {
     h
 }
 
-impl CudaBackend {
+/// The Hopper kernels (if built) borrowed with the core they run on.
+pub(crate) struct Hopper<'a> {
+    pub(crate) gpu: &'a Gpu,
+    pub(crate) hopper_attn: &'a Option<AttentionKernels>,
+}
+
+impl std::ops::Deref for Hopper<'_> {
+    type Target = Gpu;
+    fn deref(&self) -> &Gpu {
+        self.gpu
+    }
+}
+
+impl Hopper<'_> {
     /// Whether the Hopper attention kernels are built and in use on `AttnPath::Auto`.
     pub fn hopper_attention_available(&self) -> bool {
         self.hopper_attn.is_some()

@@ -1,4 +1,4 @@
-//! Jenga block selection on the GPU ([`jenga_tensor::Backend::select_blocks`]): pooled q̂/k̂ →
+//! Jenga block selection on the GPU ([`jenga_carve::PolicyKernels::select_blocks`]): pooled q̂/k̂ →
 //! importance rule ∪ the fixed blocks → a CSR plan that stays on the device
 //! ([`AttnPlan::Device`] holding [`DevicePlanBufs`]), with no host synchronisation.
 //!
@@ -14,13 +14,13 @@
 //! float rounding of `p` may keep one block more or less than the CPU.
 
 use crate::arc_cache::ArcCache;
-use crate::backend::{CudaBackend, CudaTensor, DevicePlanBufs};
+use crate::core::{CudaTensor, DevicePlanBufs};
 use crate::error::{alloc_err, dev, drv};
 use crate::nvrtc;
-use cudarc::driver::{CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg};
-use jenga_tensor::{
-    AttnPlan, BlockPlan, BlockSelect, DeviceCount, DevicePlan, Error, Result, TensorMeta,
-};
+use crate::ops::Ops;
+use cudarc::driver::{CudaFunction, CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
+use jenga_carve::BlockSelect;
+use jenga_tensor::{AttnPlan, BlockPlan, DevicePlan, Error, Result, TensorMeta};
 use std::sync::{Arc, OnceLock};
 
 const SRC: &str = concat!(
@@ -50,22 +50,6 @@ pub(crate) struct SelectState {
     fixed: ArcCache<BlockPlan, Arc<CudaSlice<u32>>>,
 }
 
-/// A count on the device (u32: a plan's kept pairs, a number of heads), read on demand.
-struct Count {
-    stream: Arc<CudaStream>,
-    buf: CudaSlice<u32>,
-}
-
-impl DeviceCount for Count {
-    fn read(&self) -> Result<u64> {
-        let v = self
-            .stream
-            .clone_dtoh(&self.buf)
-            .map_err(drv("reading a device count"))?;
-        Ok(v[0] as u64)
-    }
-}
-
 /// Device pointers of a bitmask plan (per row: `words` u32 of key-block bits and the row's
 /// count) and of the CSR written from it.
 pub(crate) struct CsrOut {
@@ -84,15 +68,20 @@ pub(crate) struct SquarePlan {
     pub(crate) blocks: usize,
 }
 
-impl CudaBackend {
-    /// A count left on the device, read on demand.
-    pub(crate) fn device_count(&self, buf: CudaSlice<u32>) -> Arc<dyn DeviceCount> {
-        Arc::new(Count {
-            stream: self.stream().clone(),
-            buf,
-        })
-    }
+/// Block selection borrowed with the op families (for the block means) and the core.
+pub(crate) struct Select<'a> {
+    pub(crate) ops: &'a Ops,
+    pub(crate) select: &'a SelectState,
+}
 
+impl std::ops::Deref for Select<'_> {
+    type Target = Ops;
+    fn deref(&self) -> &Ops {
+        self.ops
+    }
+}
+
+impl Select<'_> {
     /// A plan whose CSR and kept-pair count were written on the device.
     pub(crate) fn square_device_plan(
         &self,
@@ -196,7 +185,6 @@ impl CudaBackend {
         k: &CudaTensor,
         block: usize,
     ) -> Result<(CudaTensor, CudaTensor)> {
-        use jenga_tensor::Backend;
         let s = q.shape();
         if s.len() != 4 || k.shape() != s || block == 0 {
             return Err(Error::shape(
@@ -245,7 +233,7 @@ impl CudaBackend {
         Ok((qo, ko))
     }
 
-    /// [`jenga_tensor::Backend::select_blocks`] on this GPU: pool q and k
+    /// [`jenga_carve::PolicyKernels::select_blocks`] on this GPU: pool q and k
     /// ([`Self::block_mean_pool_pair`]), then [`Self::select_blocks_pooled`].
     pub fn select_blocks_device(
         &self,

@@ -11,7 +11,7 @@
 //! GEMM, so only bf16 rounding can differ) and the fastest is kept if it beats heuristic #0 by
 //! the margin (1 %, `JENGA_GEMM_TUNE_MARGIN`).
 //! `JENGA_GEMM_TUNE=0` takes heuristic answer #0 instead, as cudarc does
-//! ([`CudaBackend::set_gemm_tuning`] switches at run time). `JENGA_GEMM_LOG=1` prints one line per
+//! ([`crate::CudaBackend::set_gemm_tuning`] switches at run time). `JENGA_GEMM_LOG=1` prints one line per
 //! new plan to stderr: each candidate's time, the choice and what tuning cost.
 //!
 //! Operands are bf16, accumulation and scaling f32, `alpha = 1`, `beta = 0` (C is not read).
@@ -22,7 +22,6 @@
 //! the tuned choice gains 1.4–2.2 % on the FFN GEMMs, 5 % on 8192³ and 25 % on the 512-token
 //! text-embedding GEMM. Tuning a new shape takes 10–180 ms, once, on the first forward.
 
-use crate::backend::CudaBackend;
 use crate::error::{alloc_err, dev, drv};
 use cudarc::cublaslt::{result, sys};
 use cudarc::driver::{sys::CUevent_flags, CudaSlice, CudaStream, DevicePtr};
@@ -648,17 +647,17 @@ impl Drop for Gemm {
     }
 }
 
-impl CudaBackend {
+impl Gemm {
     /// Time cuBLASLt's candidate algorithms on each new GEMM problem (`true`, the default unless
     /// `JENGA_GEMM_TUNE=0`) or take its first heuristic answer. Problems already planned in the
     /// other mode keep their plan; each mode has its own.
     pub fn set_gemm_tuning(&self, on: bool) {
-        self.gemm.tune.store(on, Ordering::Relaxed);
+        self.tune.store(on, Ordering::Relaxed);
     }
 
     /// Whether new GEMM problems are tuned.
     pub fn gemm_tuning(&self) -> bool {
-        self.gemm.tune.load(Ordering::Relaxed)
+        self.tune.load(Ordering::Relaxed)
     }
 
     /// Take heuristic answer `rank` (clamped to those offered) for new GEMM problems instead of
@@ -668,11 +667,11 @@ impl CudaBackend {
         let r = rank
             .map(|r| r.min(u8::MAX as usize - 1) as u8)
             .unwrap_or(u8::MAX);
-        self.gemm.forced.store(r, Ordering::Relaxed);
+        self.forced.store(r, Ordering::Relaxed);
     }
 
     /// The GEMM plans made so far and how each algorithm was chosen.
     pub fn gemm_tunes(&self) -> Vec<GemmTune> {
-        self.gemm.tunes()
+        self.tunes()
     }
 }

@@ -6,8 +6,8 @@
 //! by that much; shares are what this is for. Ops nested inside a timed op (a linear's bias
 //! kernel, say) count toward the outer op only.
 
-use crate::backend::CudaBackend;
 use crate::error::drv;
+use cudarc::driver::CudaStream;
 use jenga_tensor::Result;
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,41 +33,41 @@ pub struct OpTime {
     pub seconds: f64,
 }
 
-impl CudaBackend {
+impl OpTimes {
     /// Start (clearing earlier totals) or stop timing ops.
-    pub fn set_op_timing(&self, on: bool) {
+    pub(crate) fn set(&self, on: bool) {
         if on {
-            if let Ok(mut t) = self.op_times.totals.lock() {
+            if let Ok(mut t) = self.totals.lock() {
                 t.clear();
             }
         }
-        self.op_times.on.store(on, Ordering::Relaxed);
+        self.on.store(on, Ordering::Relaxed);
     }
 
     /// Whether ops are being timed now.
-    pub(crate) fn op_timing_on(&self) -> bool {
-        self.op_times.on.load(Ordering::Relaxed)
+    pub(crate) fn on(&self) -> bool {
+        self.on.load(Ordering::Relaxed)
     }
 
     /// Totals so far, most expensive first.
-    pub fn op_times(&self) -> Vec<OpTime> {
-        let mut v = self
-            .op_times
-            .totals
-            .lock()
-            .map(|t| t.clone())
-            .unwrap_or_default();
+    pub(crate) fn totals(&self) -> Vec<OpTime> {
+        let mut v = self.totals.lock().map(|t| t.clone()).unwrap_or_default();
         v.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
         v
     }
 
     /// Run `f` as op `name` (timed when timing is on and no timed op encloses it).
-    pub(crate) fn timed<T>(&self, name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
-        if !self.op_times.on.load(Ordering::Relaxed) || DEPTH.with(|d| d.get()) > 0 {
+    pub(crate) fn timed<T>(
+        &self,
+        stream: &CudaStream,
+        name: &str,
+        f: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
+        if !self.on.load(Ordering::Relaxed) || DEPTH.with(|d| d.get()) > 0 {
             return f();
         }
         let sync = || {
-            self.stream()
+            stream
                 .synchronize()
                 .map_err(drv("synchronizing for op timing"))
         };
@@ -79,7 +79,7 @@ impl CudaBackend {
         let r = r?;
         sync()?;
         let dt = t0.elapsed().as_secs_f64();
-        if let Ok(mut t) = self.op_times.totals.lock() {
+        if let Ok(mut t) = self.totals.lock() {
             match t.iter_mut().find(|o| o.op == name) {
                 Some(o) => {
                     o.calls += 1;

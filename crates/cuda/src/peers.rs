@@ -1,6 +1,6 @@
 //! The peer policies' plan building on the GPU: Sparse VideoGen's online profiling
-//! ([`jenga_tensor::Backend::svg_select`]) and DraftAttention's pooling, draft map and selection
-//! ([`jenga_tensor::Backend::draft_select`]). Kernels: `kernels/peers.cu`. Both return an
+//! ([`jenga_carve::PolicyKernels::svg_select`]) and DraftAttention's pooling, draft map and selection
+//! ([`jenga_carve::PolicyKernels::draft_select`]). Kernels: `kernels/peers.cu`. Both return an
 //! [`AttnPlan::Device`] (CSR on the device, same form as the host plans, so the same attention
 //! kernels run it) and a count left on the device (SVG: temporal heads; Draft: topped-up
 //! rows); nothing waits for the device.
@@ -12,12 +12,13 @@
 //! so an entry within rounding of the global threshold may flip.
 
 use crate::arc_cache::ArcCache;
-use crate::backend::{CudaBackend, CudaTensor};
-use crate::block_select::{CsrOut, SquarePlan};
+use crate::block_select::{CsrOut, Select, SquarePlan};
+use crate::core::CudaTensor;
 use crate::error::{alloc_err, dev, drv};
 use crate::nvrtc;
 use cudarc::driver::{CudaFunction, CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
-use jenga_tensor::{AttnPlan, DeviceCount, DraftSelect, Error, Result, SvgSelect, TensorMeta};
+use jenga_carve::{DraftSelect, SvgSelect};
+use jenga_tensor::{AttnPlan, DeviceCount, Error, Result, TensorMeta};
 use std::sync::{Arc, OnceLock};
 
 const SRC: &str = concat!(
@@ -62,7 +63,21 @@ pub struct SvgProfile {
     pub choice: Vec<u32>,
 }
 
-impl CudaBackend {
+/// The peer policies' plan building, borrowed with block selection (for the CSR kernels) and
+/// the core.
+pub(crate) struct Peers<'a> {
+    pub(crate) sel: Select<'a>,
+    pub(crate) peers: &'a PeerState,
+}
+
+impl<'a> std::ops::Deref for Peers<'a> {
+    type Target = Select<'a>;
+    fn deref(&self) -> &Select<'a> {
+        &self.sel
+    }
+}
+
+impl Peers<'_> {
     fn peer_kernels(&self) -> Result<&Kernels> {
         let k = self.peers.kernels.get_or_init(|| {
             let build = || -> Result<Kernels> {
@@ -90,18 +105,6 @@ impl CudaBackend {
         });
         k.as_ref()
             .map_err(|e| dev(format!("peer policy kernels: {e}")))
-    }
-
-    fn alloc_u32(&self, n: usize) -> Result<CudaSlice<u32>> {
-        unsafe { self.stream().alloc::<u32>(n.max(1)) }.map_err(alloc_err(n.max(1) * 4))
-    }
-
-    fn alloc_f32(&self, n: usize) -> Result<CudaSlice<f32>> {
-        unsafe { self.stream().alloc::<f32>(n.max(1)) }.map_err(alloc_err(n.max(1) * 4))
-    }
-
-    fn zero_u32(&self) -> Result<CudaSlice<u32>> {
-        self.stream().alloc_zeros::<u32>(1).map_err(alloc_err(4))
     }
 
     fn check_qk(op: &'static str, q: &CudaTensor, k: &CudaTensor) -> Result<[usize; 4]> {
@@ -251,7 +254,7 @@ impl CudaBackend {
         }))
     }
 
-    /// [`jenga_tensor::Backend::svg_select`] on this GPU.
+    /// [`jenga_carve::PolicyKernels::svg_select`] on this GPU.
     pub fn svg_select_device(
         &self,
         q: &CudaTensor,
@@ -348,7 +351,7 @@ impl CudaBackend {
         })
     }
 
-    /// [`jenga_tensor::Backend::draft_select`] on this GPU.
+    /// [`jenga_carve::PolicyKernels::draft_select`] on this GPU.
     pub fn draft_select_device(
         &self,
         q: &CudaTensor,

@@ -390,7 +390,7 @@ fn block_select(t: &mut Ctx) -> Result<()> {
             fixed[q * nb + j] = q == j || j >= nv || q >= nv || (q < 2 && j < 2);
         }
     }
-    let sel = jenga_tensor::BlockSelect {
+    let sel = jenga_carve::BlockSelect {
         block: 128,
         scored_blocks: nv,
         p: 0.5,

@@ -450,7 +450,7 @@ fn mask_building_cost_vs_sparse_attention() {
         be.block_mean_pool_pair(&q, &k, 128).unwrap();
     });
     let (qhat, khat) = be.block_mean_pool_pair(&q, &k, 128).unwrap();
-    let sel = jenga_tensor::BlockSelect {
+    let sel = jenga_carve::BlockSelect {
         block: 128,
         scored_blocks: 256,
         p: 0.3,
@@ -501,7 +501,7 @@ fn bad_inputs_are_errors() {
     let y = be
         .upload(&vec![0.5; 2 * (nb + 1) * 64], &[1, 2, nb + 1, 64])
         .unwrap();
-    let sel = jenga_tensor::BlockSelect {
+    let sel = jenga_carve::BlockSelect {
         block: 128,
         scored_blocks: nb,
         p: 0.9,
@@ -510,7 +510,7 @@ fn bad_inputs_are_errors() {
     };
     assert!(be.select_blocks_pooled(&x, &y, &sel).is_err());
     assert!(be.select_blocks_pooled(&y, &y, &sel).is_err()); // fixed plan has nb rows
-    let too_many = jenga_tensor::BlockSelect {
+    let too_many = jenga_carve::BlockSelect {
         scored_blocks: nb + 1,
         ..sel.clone()
     };

@@ -2,7 +2,7 @@
 //! on sampled query rows, against dense attention) and kept-block pictures. A wrapper policy,
 //! so neither the model nor the measured policy changes.
 
-use jenga_carve::{AttentionPolicy, AttnCtx};
+use jenga_carve::{AttentionPolicy, AttnCtx, PolicyKernels};
 use jenga_tensor::{AttnPlan, Backend, KeyBias, Result, TensorMeta};
 use std::sync::{Arc, Mutex};
 
@@ -118,7 +118,7 @@ pub fn recall(
     total / n.max(1) as f64
 }
 
-impl<B: Backend> AttentionPolicy<B> for Probe<'_, B> {
+impl<B: PolicyKernels> AttentionPolicy<B> for Probe<'_, B> {
     fn name(&self) -> String {
         self.inner.name()
     }
@@ -151,7 +151,7 @@ impl<B: Backend> AttentionPolicy<B> for Probe<'_, B> {
     }
 }
 
-impl<B: Backend> Probe<'_, B> {
+impl<B: PolicyKernels> Probe<'_, B> {
     /// Recall and mask captures of one call's plan; the plan itself is returned unchanged
     /// (a device-built plan keeps running on the device, a host copy is read only here).
     fn observe(

@@ -9,12 +9,10 @@ pub mod cpu;
 mod error;
 mod plan;
 
-pub use backend::{
-    check_order, rms_norm_rope_composed, Act, Backend, DraftSelect, KeyBias, SvgSelect, TensorMeta,
-};
+pub use backend::{check_order, rms_norm_rope_composed, Act, Backend, KeyBias, TensorMeta};
 pub use cpu::{CpuBackend, CpuTensor};
 pub use error::{Error, Result};
-pub use plan::{AttnPlan, BlockPlan, BlockSelect, DeviceCount, DevicePlan, PlanGeometry};
+pub use plan::{AttnPlan, BlockPlan, DeviceCount, DevicePlan, PlanGeometry};
 
 /// Number of elements of a shape.
 pub fn numel(shape: &[usize]) -> usize {

@@ -16,7 +16,7 @@ pub enum AttnPlan {
     /// a kept block).
     Sparse(Arc<BlockPlan>),
     /// Block-sparse with the CSR arrays built and kept on the device
-    /// ([`crate::Backend::select_blocks`]); only the backend that built it can run it.
+    /// (`jenga_carve::PolicyKernels::select_blocks`); only the backend that built it can run it.
     Device(DevicePlan),
 }
 
@@ -116,28 +116,6 @@ impl PlanGeometry {
     pub fn rows(&self) -> usize {
         self.batch * self.heads * self.q_blocks
     }
-}
-
-/// What [`crate::Backend::select_blocks`] computes, from q̂/k̂ = block means of q/k over
-/// `block` tokens, per (batch, head, query block) row `qb`:
-/// - `qb < scored_blocks`: scores `q̂·k̂ᵀ/√d` over the first `scored_blocks` key blocks, softmax,
-///   keep the most probable blocks until their mass exceeds `p` (at least `top_k`; ties at
-///   the cut go to the lower block index) — the Jenga importance rule
-///   (`jenga_carve::importance::select_row`);
-/// - every row: ∪ the row `qb` of `fixed`.
-#[derive(Clone, Debug)]
-pub struct BlockSelect {
-    /// Tokens per block (the pooling block of q̂/k̂).
-    pub block: usize,
-    /// Leading (video) blocks that are scored; the remaining (condition) query rows come from
-    /// `fixed` alone.
-    pub scored_blocks: usize,
-    pub p: f32,
-    pub top_k: usize,
-    /// Always-kept key blocks per query block (adjacency ∪ condition ∪ first-frame), shared
-    /// by every batch and head: `batch = heads = 1`, `q_blocks = k_blocks` = the block count.
-    /// Backends may cache its device copy while the `Arc` lives.
-    pub fixed: Arc<BlockPlan>,
 }
 
 /// Per-(batch, head, query-block) sorted lists of kept key blocks, in CSR form.

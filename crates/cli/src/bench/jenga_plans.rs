@@ -10,8 +10,10 @@
 use super::attention::{random_data, Shape};
 use super::time_ms;
 use anyhow::{bail, Context, Result};
+use jenga_carve::BlockSelect;
+use jenga_carve::PolicyKernels;
 use jenga_carve::{AttnCtx, JengaConfig, JengaPolicy, Layout};
-use jenga_tensor::{AttnPlan, Backend, BlockPlan, BlockSelect, TensorMeta};
+use jenga_tensor::{AttnPlan, BlockPlan, TensorMeta};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -56,7 +58,7 @@ pub fn grid_of(sh: &Shape) -> Result<(JengaConfig, (usize, usize, usize), usize)
 
 impl JengaShape {
     /// Pools q/k once on the backend and keeps the host copies for the plan search.
-    pub fn new<B: Backend>(
+    pub fn new<B: PolicyKernels>(
         be: &B,
         sh: &Shape,
         block: usize,
@@ -140,7 +142,7 @@ impl JengaShape {
 
     /// The same selection on the device (`Backend::select_blocks`); `None` where the backend
     /// builds plans on the host only.
-    pub fn device_plan<B: Backend>(
+    pub fn device_plan<B: PolicyKernels>(
         &self,
         be: &B,
         q: &B::Tensor,
@@ -153,7 +155,7 @@ impl JengaShape {
     /// Mask-building cost as the model pays it (ms): the block means come out of the RoPE
     /// pass that writes q and k (`rope_pooled` minus plain `rope`), then
     /// `select_blocks_pooled`. `None` where the backend has no device selection.
-    pub fn fused_mask_ms<B: Backend>(
+    pub fn fused_mask_ms<B: PolicyKernels>(
         &self,
         be: &B,
         q: &B::Tensor,
@@ -195,6 +197,7 @@ impl JengaShape {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use jenga_tensor::Backend;
     use jenga_tensor::CpuBackend;
 
     #[test]
