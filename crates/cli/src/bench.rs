@@ -9,11 +9,10 @@ mod jenga_plans;
 mod reference;
 
 use crate::args::{BenchArgs, BenchWhat};
-use crate::device::{self, Device};
-use crate::generate::Source;
 use anyhow::{bail, Context, Result};
 use jenga_carve::PolicyKernels;
 use jenga_carve::{AttnCtx, Dense};
+use jenga_engine::{Device, Engine, Source};
 use jenga_models::WanModel;
 use jenga_tensor::Act;
 use std::io::Write;
@@ -86,8 +85,11 @@ pub fn run(a: BenchArgs) -> Result<()> {
         }
         None => None,
     };
-    let dev = device::select(&a.model.device, a.model.threads)?;
-    let records = match (&a.what, &dev) {
+    let engine = Engine::new(&crate::request::device(&a.model))?;
+    for note in engine.notes() {
+        eprintln!("note: {note}");
+    }
+    let records = match (&a.what, engine.device()) {
         (BenchWhat::Dit { .. }, Device::Cpu(be)) => bench_dit(be, &a, "cpu", None)?,
         (BenchWhat::Dit { .. }, Device::Cuda(be)) => {
             let on = |on: bool| be.set_op_timing(on);
@@ -97,12 +99,12 @@ pub fn run(a: BenchArgs) -> Result<()> {
         (BenchWhat::Attention { .. }, Device::Cpu(be)) => attention::run(be, &a, "cpu")?,
         (BenchWhat::Attention { .. }, Device::Cuda(be)) => attention::run(be.as_ref(), &a, "cuda")?,
         // Writes its own table, report and JSON lines.
-        (BenchWhat::Policies(p), dev) => {
-            return crate::bench_policies::run(p, &a.model, a.json.as_deref(), dev)
+        (BenchWhat::Policies(p), _) => {
+            return crate::bench_policies::run(p, &a.model, a.json.as_deref(), &engine)
         }
         // Writes its own JSON lines (to the file created above).
-        (BenchWhat::E2e(e), dev) => {
-            return crate::bench_e2e::run(e, &a.model, a.json.as_deref(), dev)
+        (BenchWhat::E2e(e), _) => {
+            return crate::bench_e2e::run(e, &a.model, a.json.as_deref(), &engine)
         }
     };
     for r in &records {
@@ -195,7 +197,7 @@ fn bench_dit<B: PolicyKernels>(
     if let Some(dir) = export.as_ref().filter(|d| d.exists()) {
         check_export_dir(dir)?;
     }
-    let src = Source::open(&a.model)?;
+    let src = Source::open(&crate::request::model(&a.model)?)?;
     let cfg = src.config().clone();
     let mut gflop = 0.0;
     for s in sizes {

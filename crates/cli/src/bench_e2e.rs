@@ -15,14 +15,15 @@
 //! (12 heads × 256 blocks) and HunyuanVideo 720p (24 heads × 931 blocks); with
 //! `--skip-dense` and no `--presets` it runs alone.
 
-use crate::args::{Cli, Command, E2eArgs, ModelArgs};
-use crate::device::Device;
-use crate::generate::{plan, skip_name, Plan, Source};
+use crate::args::{E2eArgs, ModelArgs};
 use anyhow::{bail, Context, Result};
-use clap::Parser;
 use jenga_carve::jenga::{JengaConfig, JengaPolicy};
 use jenga_carve::PolicyKernels;
 use jenga_carve::{AttentionPolicy, AttnCtx, Dense, DensityStats};
+use jenga_engine::{
+    plan, skip_name, Device, Engine, EngineBackend, GenerateRequest, ModelCx, ModelTask, Plan,
+    PolicyOptions, Source,
+};
 use jenga_models::WanModel;
 use jenga_pipeline::{sample, Event};
 use jenga_tensor::{AttnPlan, Backend};
@@ -33,12 +34,19 @@ use std::time::{Duration, Instant};
 
 const PROMPT: &str = "a red circle moving right on a blue background";
 
-pub fn run(e: &E2eArgs, model: &ModelArgs, json_path: Option<&Path>, dev: &Device) -> Result<()> {
+pub fn run(
+    e: &E2eArgs,
+    model: &ModelArgs,
+    json_path: Option<&Path>,
+    engine: &Engine,
+) -> Result<()> {
+    let dev = engine.device();
     let mut model = model.clone();
     if model.model.is_none() && model.random_weights.is_none() {
         model.random_weights = Some("wan-1.3b".into());
     }
-    let src = Source::open(&model)?;
+    let key = crate::request::model(&model)?;
+    let src = Source::open(&key)?;
     let mut variants = Vec::new();
     if !e.skip_dense {
         variants.push(("dense".to_string(), None));
@@ -57,7 +65,7 @@ pub fn run(e: &E2eArgs, model: &ModelArgs, json_path: Option<&Path>, dev: &Devic
         let (_, p50) = resolve(e, preset.as_deref(), 50, &src)?;
         runs.push(Variant {
             name: name.clone(),
-            jenga: ga.jenga,
+            jenga: ga,
             plan: p,
             plan50: p50,
         });
@@ -87,21 +95,22 @@ pub fn run(e: &E2eArgs, model: &ModelArgs, json_path: Option<&Path>, dev: &Devic
             "bench e2e",
         );
     }
-    let lines = match dev {
-        Device::Cpu(_) if runs.is_empty() => bail!("bench e2e: --mask-kernels needs --device cuda"),
-        Device::Cpu(be) => bench_on(be, e, &src, &runs)?,
-        Device::Cuda(be) => {
-            let mut l = if runs.is_empty() {
-                Vec::new()
-            } else {
-                bench_on(be.as_ref(), e, &src, &runs)?
-            };
-            if e.mask_kernels {
-                l.extend(mask_kernels(be.as_ref())?);
-            }
-            l
-        }
+    if e.mask_kernels && !dev.is_cuda() {
+        bail!("bench e2e: --mask-kernels needs --device cuda");
+    }
+    let mut lines = if runs.is_empty() {
+        Vec::new()
+    } else {
+        engine.run(E2eTask {
+            e,
+            key: &key,
+            src: &src,
+            runs: &runs,
+        })?
     };
+    if let (Device::Cuda(be), true) = (dev, e.mask_kernels) {
+        lines.extend(mask_kernels(be.as_ref())?);
+    }
     if let Some(f) = out.as_mut() {
         for l in &lines {
             writeln!(f, "{l}")?;
@@ -112,45 +121,44 @@ pub fn run(e: &E2eArgs, model: &ModelArgs, json_path: Option<&Path>, dev: &Devic
 
 struct Variant {
     name: String,
-    jenga: crate::args::JengaArgs,
+    jenga: PolicyOptions,
     plan: Plan,
     plan50: Plan,
 }
 
-/// The `jenga generate` flags of one variant → its resolved plan (same defaults and checks as
-/// `generate`).
+/// One variant's request (the `generate` defaults, this bench's size/steps/guidance and the
+/// preset) → its resolved plan, with the same checks as `generate`.
 fn resolve(
     e: &E2eArgs,
     preset: Option<&str>,
     steps: usize,
     src: &Source,
-) -> Result<(crate::args::RunArgs, Plan)> {
-    let mut argv: Vec<String> = ["jenga", "generate", "--prompt", PROMPT, "--seed", "0"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    argv.extend(["--steps".into(), steps.to_string()]);
-    argv.extend(e.size.to_argv());
-    if let Some(g) = e.guidance {
-        argv.extend(["--guidance".into(), g.to_string()]);
-    }
+) -> Result<(PolicyOptions, Plan)> {
+    let mut r = GenerateRequest::default();
+    r.sampling.prompt = PROMPT.into();
+    r.sampling.steps = Some(steps);
+    r.sampling.guidance = e.guidance;
+    r.video = jenga_engine::VideoSize {
+        frames: e.size.frames,
+        height: e.size.height,
+        width: e.size.width,
+    };
     if let Some(p) = preset {
         // NAME@P: the preset with its importance cutoff p replaced.
         let (name, p_remain) = match p.split_once('@') {
             Some((n, v)) => (n, Some(v)),
             None => (p, None),
         };
-        argv.extend(["--preset".into(), name.to_string()]);
+        r.policy.preset = Some(name.to_string());
         if let Some(v) = p_remain {
-            argv.extend(["--p-remain-rates".into(), v.to_string()]);
+            let v: f64 = v
+                .parse()
+                .map_err(|_| anyhow::anyhow!("--presets {p}: expected NAME@P with a number P"))?;
+            r.policy.p_remain_rates = Some(vec![v]);
         }
     }
-    let cli = Cli::try_parse_from(&argv).map_err(|err| anyhow::anyhow!("{err}"))?;
-    let Command::Generate(ga) = cli.command else {
-        bail!("internal: expected generate flags");
-    };
-    let p = plan(&ga.run, src)?;
-    Ok((ga.run, p))
+    let p = plan(&r, src)?;
+    Ok((r.policy, p))
 }
 
 /// Per-step record of one run.
@@ -236,19 +244,33 @@ fn extrapolate(steps: &[Step], plan50: &Plan) -> Option<f64> {
     Some(total / 1e3)
 }
 
-fn bench_on<B: PolicyKernels>(
+struct E2eTask<'a> {
+    e: &'a E2eArgs,
+    key: &'a jenga_engine::ModelSource,
+    src: &'a Source,
+    runs: &'a [Variant],
+}
+
+impl ModelTask for E2eTask<'_> {
+    type Output = Vec<String>;
+    fn run<B: EngineBackend>(self, cx: &ModelCx<'_, B>) -> Result<Vec<String>> {
+        let (model, load) = cx.model(self.key, self.src)?;
+        bench_on(cx.be, &model, load, self.e, self.src, self.runs)
+    }
+}
+
+fn bench_on<B: EngineBackend>(
     be: &B,
+    model: &WanModel<B>,
+    load: Duration,
     e: &E2eArgs,
     src: &Source,
     runs: &[Variant],
 ) -> Result<Vec<String>> {
     let cfg = src.config();
-    let t0 = Instant::now();
-    let model = WanModel::load(be, cfg, src.weights()).context("loading the DiT")?;
-    be.synchronize()?;
-    let load_s = t0.elapsed().as_secs_f64();
+    let load_s = load.as_secs_f64();
     let spec0 = &runs[0].plan.spec;
-    let text = src.text_context(be, &model, PROMPT, "", spec0.guidance)?;
+    let text = src.text_context(be, model, PROMPT, "", spec0.guidance)?;
     let grid = model.grid(spec0.frames, spec0.height, spec0.width)?;
     let tokens = grid.0 * grid.1 * grid.2;
     println!("device: {}", be.name());
@@ -285,7 +307,7 @@ fn bench_on<B: PolicyKernels>(
             spec0.guidance,
             0,
         );
-        sample(be, &model, &text, &warm, &Dense, None, &mut |_| {})?;
+        sample(be, model, &text, &warm, &Dense, None, &mut |_| {})?;
     }
     println!(
         "warm-up (1 dense step at each of {} stage sizes): {:.2}s",
@@ -311,7 +333,7 @@ fn bench_on<B: PolicyKernels>(
     for (k, v) in runs.iter().enumerate() {
         eprintln!("bench e2e: {} ({}/{}) …", v.name, k + 1, runs.len());
         let jp = match &v.plan.jenga {
-            Some(js) if v.plan.policy == "jenga" => Some(crate::policy::jenga(
+            Some(js) if v.plan.policy == "jenga" => Some(jenga_engine::policy::jenga(
                 js,
                 &v.plan.spec,
                 &v.jenga,
@@ -323,7 +345,7 @@ fn bench_on<B: PolicyKernels>(
             Some(j) => j,
             None => &Dense,
         };
-        let r = run_variant(be, &model, &text, &v.plan, policy)?;
+        let r = run_variant(be, model, &text, &v.plan, policy)?;
         let dit_s = r.dit.as_secs_f64();
         let ext50 = extrapolate(&r.steps, &v.plan50);
         if v.name == "dense" {
@@ -335,7 +357,7 @@ fn bench_on<B: PolicyKernels>(
                 j.reset_stats();
             }
             let timed = crate::timing::PlanClock::new(policy, true);
-            let rp = run_variant(be, &model, &text, &v.plan, &timed)?;
+            let rp = run_variant(be, model, &text, &v.plan, &timed)?;
             let (secs, calls) = timed.spent();
             Some((secs * 1e3, calls, rp.dit.as_secs_f64()))
         } else {

@@ -12,19 +12,17 @@
 //! GPU, one dense step and one plan + attention call per variant compile the kernels.
 
 use crate::args::{ModelArgs, RunArgs};
-use crate::device::Device;
-use crate::generate::{plan, Plan, Source};
-use crate::policy::{build, Policy};
 use crate::timing::PlanClock;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use jenga_carve::PolicyKernels;
 use jenga_carve::{AttentionPolicy, AttnCtx};
+use jenga_engine::policy::build;
+use jenga_engine::{plan, Engine, EngineBackend, ModelCx, ModelTask, Plan, Policy, Source};
 use jenga_models::WanModel;
 use jenga_pipeline::metrics::{psnr, ssim};
 use jenga_pipeline::probe::Probe;
 use jenga_pipeline::{sample, SampleOutput};
-use jenga_tensor::Backend;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -71,7 +69,7 @@ fn gen_args(p: &PoliciesArgs, model: &ModelArgs, variant: &str) -> Result<RunArg
     let Some(name) = words.first().cloned() else {
         bail!("--variants: empty variant");
     };
-    crate::policy::check_name(&name).with_context(|| format!("--variants `{variant}`"))?;
+    jenga_engine::policy::check_name(&name).with_context(|| format!("--variants `{variant}`"))?;
     words.remove(0);
     let mut argv: Vec<String> = vec![
         "--prompt".into(),
@@ -122,38 +120,48 @@ struct Variant {
     policy: Policy,
 }
 
-pub fn run(p: &PoliciesArgs, model: &ModelArgs, json: Option<&Path>, dev: &Device) -> Result<()> {
+pub fn run(
+    p: &PoliciesArgs,
+    model: &ModelArgs,
+    json: Option<&Path>,
+    engine: &Engine,
+) -> Result<()> {
     if let Some(r) = &p.report {
         jenga_video::check_parent_writable(r)
             .with_context(|| format!("--report {}", r.display()))?;
     }
-    let src = Source::open(model)?;
+    let key = crate::request::model(model)?;
+    let src = Source::open(&key)?;
     let patch = src.config().patch_size;
     // Every variant is resolved (flags checked, policies built) before any compute.
     let dense_args = gen_args(p, model, "dense")?;
-    let dense = plan(&dense_args, &src)?;
+    let dense = plan(&crate::request::generate(&dense_args, None)?, &src)?;
     let mut vars = Vec::new();
     for v in &p.variants {
         let g = gen_args(p, model, v)?;
-        let pl = plan(&g, &src).with_context(|| format!("--variants `{v}`"))?;
+        let pl = plan(&crate::request::generate(&g, None)?, &src)
+            .with_context(|| format!("--variants `{v}`"))?;
         if pl.spec.stages.len() != 1 || pl.spec.steps != dense.spec.steps {
             bail!("--variants `{v}`: ProRes stages are not compared here (one stage, same steps as dense)");
         }
-        let policy = build(&pl, &g.jenga, patch).with_context(|| format!("--variants `{v}`"))?;
+        let policy = build(&pl, &crate::request::policy(&g.jenga), patch)
+            .with_context(|| format!("--variants `{v}`"))?;
         vars.push(Variant {
             label: v.trim().to_string(),
             plan: pl,
             policy,
         });
     }
-    let cpu_device = matches!(dev, Device::Cpu(_));
-    let (rows, dev_name) = match dev {
-        Device::Cpu(be) => (run_on(be, p, &src, &dense, &vars, true)?, be.name()),
-        Device::Cuda(be) => (
-            run_on(be.as_ref(), p, &src, &dense, &vars, false)?,
-            be.name(),
-        ),
-    };
+    let cpu_device = !engine.device().is_cuda();
+    let dev_name = engine.device().name();
+    let rows = engine.run(PoliciesTask {
+        p,
+        key: &key,
+        src: &src,
+        dense: &dense,
+        vars: &vars,
+        cpu: cpu_device,
+    })?;
     let table = render(p, &rows, &dev_name, &src, &dense, cpu_device);
     println!("{table}");
     if let Some(path) = &p.report {
@@ -231,8 +239,28 @@ fn warm_up<B: PolicyKernels>(
     Ok(())
 }
 
-fn run_on<B: PolicyKernels>(
+struct PoliciesTask<'a> {
+    p: &'a PoliciesArgs,
+    key: &'a jenga_engine::ModelSource,
+    src: &'a Source,
+    dense: &'a Plan,
+    vars: &'a [Variant],
+    cpu: bool,
+}
+
+impl ModelTask for PoliciesTask<'_> {
+    type Output = Vec<Row>;
+    fn run<B: EngineBackend>(self, cx: &ModelCx<'_, B>) -> Result<Vec<Row>> {
+        let (model, _) = cx.model(self.key, self.src)?;
+        run_on(
+            cx.be, &model, self.p, self.src, self.dense, self.vars, self.cpu,
+        )
+    }
+}
+
+fn run_on<B: EngineBackend>(
     be: &B,
+    model: &WanModel<B>,
     p: &PoliciesArgs,
     src: &Source,
     dense: &Plan,
@@ -240,13 +268,12 @@ fn run_on<B: PolicyKernels>(
     cpu: bool,
 ) -> Result<Vec<Row>> {
     let cfg = src.config();
-    let model = WanModel::load(be, cfg, src.weights()).context("loading the DiT")?;
-    let ctx = src.text_context(be, &model, &p.prompt, "", dense.spec.guidance)?;
+    let ctx = src.text_context(be, model, &p.prompt, "", dense.spec.guidance)?;
     let timed =
         |pl: &Plan, pol: &dyn AttentionPolicy<B>| -> Result<(SampleOutput, f64, Option<f64>)> {
             be.synchronize()?;
             let (t, c) = (Instant::now(), crate::timing::process_cpu_secs());
-            let out = sample(be, &model, &ctx, &pl.spec, pol, None, &mut |_| {})?;
+            let out = sample(be, model, &ctx, &pl.spec, pol, None, &mut |_| {})?;
             be.synchronize()?;
             let cpu = Some(crate::timing::process_cpu_secs() - c);
             Ok((out, t.elapsed().as_secs_f64(), cpu))
@@ -258,7 +285,7 @@ fn run_on<B: PolicyKernels>(
         spec.stages[0].end_step = 1;
         sample(
             be,
-            &model,
+            model,
             &ctx,
             &spec,
             &jenga_carve::Dense,
@@ -332,7 +359,7 @@ fn run_on<B: PolicyKernels>(
             eprintln!("bench policies: {} (recall pass) …", v.label);
             device_plans(&v.policy, false);
             let probe = Probe::new(&v.policy as &dyn AttentionPolicy<B>, p.recall_every);
-            sample(be, &model, &ctx, &v.plan.spec, &probe, None, &mut |_| {})?;
+            sample(be, model, &ctx, &v.plan.spec, &probe, None, &mut |_| {})?;
             recall = probe.mean_recall();
             device_plans(&v.policy, true);
         }

@@ -2,17 +2,17 @@
 //! PSNR/SSIM against dense, wall-time ratio, effective density per stage, attention recall,
 //! and whether the video still shows the caption (colours, direction), in one table.
 
-use crate::args::{EvalArgs, RunArgs};
-use crate::device::{self, Device};
-use crate::generate::{plan, skip_name, Plan, Source};
+use crate::args::EvalArgs;
 use anyhow::{bail, Context, Result};
-use jenga_carve::PolicyKernels;
 use jenga_carve::{AttentionPolicy, Dense};
+use jenga_engine::{
+    plan, skip_name, Engine, EngineBackend, GenerateRequest, ModelCx, ModelTask, Plan,
+    PolicyOptions, Source,
+};
 use jenga_models::{Caption, WanModel};
 use jenga_pipeline::metrics::{colour_distance, psnr, read_scene, ssim};
 use jenga_pipeline::probe::Probe;
 use jenga_pipeline::{sample, SampleOutput};
-use jenga_tensor::Backend;
 
 /// Frame rate of the frame strips (pictures: it is never played).
 const STRIP_FPS: u32 = 8;
@@ -52,7 +52,8 @@ pub fn run(e: EvalArgs) -> Result<()> {
         jenga_video::check_parent_writable(p)
             .with_context(|| format!("--report {}", p.display()))?;
     }
-    let src = Source::open(&g.model)?;
+    let req = crate::request::generate(g, None)?;
+    let src = Source::open(&req.model)?;
     for note in src.prompt_notes(&g.prompt) {
         eprintln!("note: {note}");
     }
@@ -64,9 +65,9 @@ pub fn run(e: EvalArgs) -> Result<()> {
     // Resolve every variant's flags before any compute.
     let mut plans = Vec::new();
     for v in &variants {
-        let mut a = g.clone();
+        let mut a = req.clone();
         if !v.is_empty() {
-            a.jenga.preset = Some(v.clone());
+            a.policy.preset = Some(v.clone());
         }
         let p = plan(&a, &src).with_context(|| {
             if v.is_empty() {
@@ -83,11 +84,11 @@ pub fn run(e: EvalArgs) -> Result<()> {
                 "eval: nothing to compare — give --preset/--presets, Jenga flags or --policy jenga"
             );
         }
-        plans.push((v.clone(), a, p));
+        plans.push((v.clone(), a.policy, p));
     }
-    let dense_args = RunArgs {
-        jenga: Default::default(),
-        ..g.clone()
+    let dense_args = GenerateRequest {
+        policy: PolicyOptions::default(),
+        ..req.clone()
     };
     let dense_plan = plan(&dense_args, &src)?;
     if let Some(dir) = &e.save_masks {
@@ -97,16 +98,22 @@ pub fn run(e: EvalArgs) -> Result<()> {
         Source::Bundle(b) => b.caption(&g.prompt),
         _ => None,
     };
-    let dev = device::select(&g.model.device, g.model.threads)?;
-    let cap = caption.as_ref();
-    let (rows, videos) = match &dev {
-        Device::Cpu(be) => eval_on(be, &e, &src, cap, &dense_plan, &plans)?,
-        Device::Cuda(be) => eval_on(be.as_ref(), &e, &src, cap, &dense_plan, &plans)?,
-    };
+    let engine = Engine::new(&crate::request::device(&g.model))?;
+    for note in engine.notes() {
+        eprintln!("note: {note}");
+    }
+    let (rows, videos) = engine.run(EvalTask {
+        e: &e,
+        key: &req.model,
+        src: &src,
+        caption: caption.as_ref(),
+        dense: &dense_plan,
+        plans: &plans,
+    })?;
     let report = render(
         &e,
         &rows,
-        &dev_name(&dev),
+        &engine.device().name(),
         caption.as_ref(),
         &src,
         &dense_plan,
@@ -132,15 +139,34 @@ pub fn run(e: EvalArgs) -> Result<()> {
     Ok(())
 }
 
-fn dev_name(d: &Device) -> String {
-    match d {
-        Device::Cpu(be) => be.name(),
-        Device::Cuda(be) => be.name(),
+/// Dense and every variant on one model load.
+struct EvalTask<'a> {
+    e: &'a EvalArgs,
+    key: &'a jenga_engine::ModelSource,
+    src: &'a Source,
+    caption: Option<&'a Caption>,
+    dense: &'a Plan,
+    plans: &'a [Variant],
+}
+
+impl ModelTask for EvalTask<'_> {
+    type Output = (Vec<Row>, Vec<jenga_video::Video>);
+    fn run<B: EngineBackend>(self, cx: &ModelCx<'_, B>) -> Result<Self::Output> {
+        let (model, _) = cx.model(self.key, self.src)?;
+        eval_on(
+            cx.be,
+            &model,
+            self.e,
+            self.src,
+            self.caption,
+            self.dense,
+            self.plans,
+        )
     }
 }
 
 /// Runs one sampling; returns the output, wall seconds and process CPU seconds.
-fn run_one<B: PolicyKernels>(
+fn run_one<B: EngineBackend>(
     be: &B,
     model: &WanModel<B>,
     ctx: &B::Tensor,
@@ -158,10 +184,11 @@ fn run_one<B: PolicyKernels>(
     ))
 }
 
-type Variant = (String, RunArgs, Plan);
+type Variant = (String, PolicyOptions, Plan);
 
-fn eval_on<B: PolicyKernels>(
+fn eval_on<B: EngineBackend>(
     be: &B,
+    model: &WanModel<B>,
     e: &EvalArgs,
     src: &Source,
     caption: Option<&Caption>,
@@ -169,17 +196,16 @@ fn eval_on<B: PolicyKernels>(
     plans: &[Variant],
 ) -> Result<(Vec<Row>, Vec<jenga_video::Video>)> {
     let cfg = src.config();
-    let model = WanModel::load(be, cfg, src.weights()).context("loading the DiT")?;
     let g = &e.gen;
     let ctx = src.text_context(
         be,
-        &model,
+        model,
         &g.prompt,
         &g.negative_prompt,
         dense.spec.guidance,
     )?;
     eprintln!("eval on {}: dense reference …", be.name());
-    let (d_out, d_secs, d_cpu) = run_one(be, &model, &ctx, dense, &Dense)?;
+    let (d_out, d_secs, d_cpu) = run_one(be, model, &ctx, dense, &Dense)?;
     let shape = d_out.shape;
     let mut rows = vec![scene_row(
         "dense",
@@ -191,12 +217,7 @@ fn eval_on<B: PolicyKernels>(
         None,
         caption,
     )];
-    let mut videos = vec![crate::generate::to_video(
-        &d_out.video,
-        shape,
-        STRIP_FPS,
-        true,
-    )];
+    let mut videos = vec![jenga_engine::to_video(&d_out.video, shape, STRIP_FPS, true)];
     for (name, a, p) in plans {
         let label = if name.is_empty() {
             p.policy.clone()
@@ -205,7 +226,7 @@ fn eval_on<B: PolicyKernels>(
         };
         eprintln!("eval: {label} …");
         // Plans stay where the backend builds them; the probe downloads the calls it reads.
-        let pol = crate::policy::build(p, &a.jenga, cfg.patch_size)?;
+        let pol = jenga_engine::policy::build(p, a, cfg.patch_size)?;
         let inner: &dyn AttentionPolicy<B> = &pol;
         let mut probe = Probe::new(inner, e.recall_every.max(1));
         if e.save_masks.is_some() {
@@ -216,7 +237,7 @@ fn eval_on<B: PolicyKernels>(
                 (p.spec.steps - 1, 0, 1.min(cfg.num_heads - 1)),
             ];
         }
-        let (out, secs, cpu) = run_one(be, &model, &ctx, p, &probe)?;
+        let (out, secs, cpu) = run_one(be, model, &ctx, p, &probe)?;
         // Recall is measured single-threaded on the host inside the run: not part of its cost.
         let spent = *probe.overhead.lock().expect("probe lock");
         let (secs, cpu) = (secs - spent, cpu - spent);
@@ -258,9 +279,7 @@ fn eval_on<B: PolicyKernels>(
             recall,
             caption,
         ));
-        videos.push(crate::generate::to_video(
-            &out.video, shape, STRIP_FPS, true,
-        ));
+        videos.push(jenga_engine::to_video(&out.video, shape, STRIP_FPS, true));
         if let Some(dir) = &e.save_masks {
             for m in probe.masks.lock().expect("probe lock").iter() {
                 let img = jenga_carve::render_mask(&m.keep, m.q_blocks, m.k_blocks, 8)?;

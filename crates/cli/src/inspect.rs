@@ -154,19 +154,4 @@ fn curve(t: usize, h: usize, w: usize, kind: &str, png: Option<std::path::PathBu
     Ok(())
 }
 
-pub fn fmt_count(n: usize) -> String {
-    match n {
-        n if n >= 1_000_000_000 => format!("{:.2} B", n as f64 / 1e9),
-        n if n >= 1_000_000 => format!("{:.2} M", n as f64 / 1e6),
-        n if n >= 1_000 => format!("{:.1} K", n as f64 / 1e3),
-        n => n.to_string(),
-    }
-}
-
-pub fn fmt_bytes(n: usize) -> String {
-    match n {
-        n if n >= 1 << 30 => format!("{:.2} GiB", n as f64 / (1u64 << 30) as f64),
-        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),
-        n => format!("{:.1} KiB", n as f64 / 1024.0),
-    }
-}
+pub use jenga_engine::{fmt_bytes, fmt_count};

@@ -4,12 +4,11 @@ mod args;
 mod bench;
 mod bench_e2e;
 mod bench_policies;
-mod device;
 mod eval;
 mod generate;
 mod inspect;
-mod memory;
 mod policy;
+mod request;
 mod selftest;
 mod timing;
 

@@ -1,10 +1,10 @@
 //! `jenga selftest --device cuda`: the GPU checks, runnable where there is no cargo.
 //! Every op against the CPU backend, then the embedded model end to end against the CPU.
 
-use crate::device::{self, Device};
 use anyhow::{bail, Result};
 use jenga_carve::PolicyKernels;
 use jenga_carve::{AttnCtx, Dense};
+use jenga_engine::device::{self, Device};
 use jenga_models::{ModelBundle, WanModel};
 use jenga_pipeline::metrics::psnr;
 use jenga_pipeline::{sample, SampleSpec};
@@ -18,7 +18,7 @@ pub const FORWARD_REL_L2: f64 = 2e-2;
 pub const VIDEO_PSNR_DB: f64 = 35.0;
 
 pub fn run(device: &str) -> Result<()> {
-    let Device::Cuda(be) = device::select(device, None)? else {
+    let Device::Cuda(be) = device::select(device, None, &mut |n| eprintln!("note: {n}"))? else {
         bail!("--device {device}: selftest needs a CUDA device (use --device cuda)");
     };
     let be = be.as_ref();

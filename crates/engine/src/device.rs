@@ -1,8 +1,20 @@
-//! `--device` parsing and backend selection.
+//! The device, chosen once: `auto | cpu | cuda | cuda:N` → a backend, and the one place where
+//! work generic over the backend is dispatched to the concrete CPU or CUDA type.
 
 use anyhow::{bail, Context, Result};
+use jenga_carve::PolicyKernels;
 use jenga_cuda::CudaBackend;
 use jenga_tensor::CpuBackend;
+
+/// What the engine needs of a backend: the op vocabulary and the policy kernels.
+pub trait EngineBackend: PolicyKernels + 'static {}
+impl<B: PolicyKernels + 'static> EngineBackend for B {}
+
+/// Work generic over the backend, run by `Device::run` on whichever backend was chosen.
+pub trait OnDevice {
+    type Output;
+    fn run<B: EngineBackend>(self, be: &B) -> Result<Self::Output>;
+}
 
 pub enum Device {
     Cpu(CpuBackend),
@@ -10,6 +22,26 @@ pub enum Device {
 }
 
 impl Device {
+    /// Runs `task` on this device's backend (the only CPU/CUDA `match` of generic work).
+    pub fn run<T: OnDevice>(&self, task: T) -> Result<T::Output> {
+        match self {
+            Device::Cpu(be) => task.run(be),
+            Device::Cuda(be) => task.run(be.as_ref()),
+        }
+    }
+
+    pub fn name(&self) -> String {
+        use jenga_tensor::Backend;
+        match self {
+            Device::Cpu(be) => be.name(),
+            Device::Cuda(be) => be.name(),
+        }
+    }
+
+    pub fn is_cuda(&self) -> bool {
+        matches!(self, Device::Cuda(_))
+    }
+
     /// Memory a run may take on this device: the GPU's free memory, or the host's available
     /// RAM on the CPU (None where it cannot be read).
     pub fn memory_free(&self) -> Option<(usize, &'static str)> {
@@ -25,8 +57,8 @@ impl Device {
 }
 
 /// `auto | cpu | cuda | cuda:N`. `auto` takes CUDA device 0 when a driver and a GPU are
-/// present, and otherwise falls back to the CPU with one line saying so.
-pub fn select(spec: &str, threads: Option<usize>) -> Result<Device> {
+/// present, and otherwise falls back to the CPU; `note` gets the line saying so.
+pub fn select(spec: &str, threads: Option<usize>, note: &mut dyn FnMut(String)) -> Result<Device> {
     let cpu = || -> Result<Device> {
         Ok(Device::Cpu(match threads {
             Some(0) => bail!("--threads must be at least 1"),
@@ -43,15 +75,15 @@ pub fn select(spec: &str, threads: Option<usize>) -> Result<Device> {
         "auto" => match jenga_cuda::device_count() {
             Ok(n) if n > 0 => cuda(0),
             Ok(_) => {
-                eprintln!("note: no CUDA device visible; running on the CPU");
+                note("no CUDA device visible; running on the CPU".into());
                 cpu()
             }
             Err(e) => {
                 let e = e.to_string();
-                eprintln!(
-                    "note: {}; running on the CPU",
+                note(format!(
+                    "{}; running on the CPU",
                     e.trim_start_matches("device error: ")
-                );
+                ));
                 cpu()
             }
         },

@@ -68,7 +68,7 @@ pub fn check(
     device_free: Option<(usize, &str)>,
     host_free: Option<usize>,
 ) -> Result<()> {
-    let gib = crate::inspect::fmt_bytes;
+    let gib = crate::fmt_bytes;
     let on_host = device_free.is_some_and(|(_, what)| what.contains("RAM"));
     if let Some((free, what)) = device_free {
         let need = est.device() + if on_host { est.frames } else { 0 };

@@ -1,0 +1,97 @@
+//! Flags → the engine's request types (the only place the cli's clap types are read).
+
+use crate::args::{JengaArgs, ModelArgs, RunArgs};
+use anyhow::{bail, Result};
+use jenga_engine::{
+    DeviceRequest, DraftOptions, GenerateRequest, ModelSource, PolicyOptions, Sampling, SvgOptions,
+    VideoSize,
+};
+
+pub fn model(m: &ModelArgs) -> Result<ModelSource> {
+    Ok(match (&m.model, &m.random_weights) {
+        (Some(_), Some(_)) => bail!("--model and --random-weights cannot be used together"),
+        (None, Some(name)) => ModelSource::Random(name.clone()),
+        (Some(dir), None) => ModelSource::Dir(dir.clone()),
+        (None, None) => ModelSource::Embedded,
+    })
+}
+
+pub fn device(m: &ModelArgs) -> DeviceRequest {
+    DeviceRequest {
+        device: m.device.clone(),
+        threads: m.threads,
+    }
+}
+
+pub fn policy(j: &JengaArgs) -> PolicyOptions {
+    let p = &j.peers;
+    PolicyOptions {
+        policy: j.policy.clone(),
+        preset: j.preset.clone(),
+        sa_drop_rates: j.sa_drop_rates.clone(),
+        p_remain_rates: j.p_remain_rates.clone(),
+        res_rate_list: j.res_rate_list.clone(),
+        step_rate_list: j.step_rate_list.clone(),
+        scheduler_shift_list: j.scheduler_shift_list.clone(),
+        interp: j.interp.clone(),
+        skip: j.skip.clone(),
+        skip_keep: j.skip_keep,
+        teacache_thresh: j.teacache_thresh,
+        text_amp_rho: j.text_amp_rho,
+        curve: j.curve.clone(),
+        block: j.block,
+        svg: SvgOptions {
+            svg_sparsity: p.svg_sparsity,
+            svg_sampled_rows: p.svg_sampled_rows,
+            svg_first_times_fp: p.svg_first_times_fp,
+            svg_first_layers_fp: p.svg_first_layers_fp,
+        },
+        draft: DraftOptions {
+            draft_sparsity: p.draft_sparsity,
+            draft_pool: p.draft_pool.clone(),
+            draft_dense_layers: p.draft_dense_layers,
+            draft_dense_timestep: p.draft_dense_timestep,
+            draft_min_blocks: p.draft_min_blocks,
+        },
+    }
+}
+
+pub fn generate(a: &RunArgs, upscale: Option<u32>) -> Result<GenerateRequest> {
+    Ok(GenerateRequest {
+        model: model(&a.model)?,
+        video: VideoSize {
+            frames: a.size.frames,
+            height: a.size.height,
+            width: a.size.width,
+        },
+        sampling: Sampling {
+            prompt: a.prompt.clone(),
+            negative_prompt: a.negative_prompt.clone(),
+            steps: a.steps,
+            shift: a.shift,
+            guidance: a.guidance,
+            seed: a.seed,
+        },
+        policy: policy(&a.jenga),
+        upscale,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::args::{Cli, Command};
+    use clap::Parser;
+
+    #[test]
+    fn flag_defaults_are_the_engines_defaults() {
+        let cli = Cli::try_parse_from(["jenga", "generate", "--prompt", "x"]).unwrap();
+        let Command::Generate(g) = cli.command else {
+            panic!("expected generate");
+        };
+        let r = generate(&g.run, g.upscale).unwrap();
+        assert_eq!(r.policy, PolicyOptions::default());
+        assert_eq!(r.model, ModelSource::Embedded);
+        assert_eq!(device(&g.run.model), DeviceRequest::default());
+    }
+}
