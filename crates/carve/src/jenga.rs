@@ -499,7 +499,7 @@ mod tests {
     use super::*;
     use crate::importance::importance_mask;
     use crate::mask::BlockMask;
-    use jenga_tensor::Backend;
+    use jenga_tensor::{Backend, FusedOps};
     use jenga_tensor::CpuBackend;
     use rand::{Rng, SeedableRng};
 

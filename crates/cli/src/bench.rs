@@ -16,6 +16,7 @@ use jenga_carve::PolicyKernels;
 use jenga_carve::{AttnCtx, Dense};
 use jenga_models::WanModel;
 use jenga_tensor::Act;
+use jenga_tensor::FusedOps;
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -101,7 +102,11 @@ pub fn parse_size(s: &str) -> Result<(usize, usize, usize)> {
 }
 
 /// Median of `n` timed runs of `f` after one warm-up, in ms (synchronize + wall clock).
-fn time_ms<B: PolicyKernels>(be: &B, n: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+fn time_ms<B: PolicyKernels + FusedOps>(
+    be: &B,
+    n: usize,
+    mut f: impl FnMut() -> Result<()>,
+) -> Result<f64> {
     f()?;
     be.synchronize()?;
     let mut v = Vec::with_capacity(n);
@@ -117,7 +122,7 @@ fn time_ms<B: PolicyKernels>(be: &B, n: usize, mut f: impl FnMut() -> Result<()>
 
 /// Square matmul through the backend's linear (the `gemm` crate on the CPU): the ceiling the
 /// whole forward is compared with.
-fn matmul_ms<B: PolicyKernels>(be: &B, n: usize) -> Result<f64> {
+fn matmul_ms<B: PolicyKernels + FusedOps>(be: &B, n: usize) -> Result<f64> {
     let a = be.upload(&attention::random_data(1, n * n), &[n, n])?;
     let w = be.upload(&attention::random_data(2, n * n), &[n, n])?;
     time_ms(be, 3, || {
@@ -138,7 +143,7 @@ impl Drop for TempDir {
 /// Switch per-op timing on/off, and read its totals (the CUDA backend's).
 type OpTiming<'a> = (&'a dyn Fn(bool), &'a dyn Fn() -> Vec<jenga_cuda::OpTime>);
 
-fn bench_dit<B: PolicyKernels>(
+fn bench_dit<B: PolicyKernels + FusedOps>(
     be: &B,
     a: &BenchArgs,
     dev_kind: &str,

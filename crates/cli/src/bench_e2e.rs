@@ -25,6 +25,7 @@ use jenga_carve::PolicyKernels;
 use jenga_carve::{AttentionPolicy, AttnCtx, Dense, DensityStats};
 use jenga_models::WanModel;
 use jenga_pipeline::{sample, Event};
+use jenga_tensor::FusedOps;
 use jenga_tensor::{AttnPlan, Backend};
 use serde_json::json;
 use std::io::Write;
@@ -153,7 +154,7 @@ struct RunResult {
     density: Vec<DensityStats>,
 }
 
-fn run_variant<B: PolicyKernels>(
+fn run_variant<B: PolicyKernels + FusedOps>(
     be: &B,
     model: &WanModel<B>,
     ctx: &B::Tensor,
@@ -221,7 +222,7 @@ fn extrapolate(steps: &[Step], plan50: &Plan) -> Option<f64> {
     Some(total / 1e3)
 }
 
-fn bench_on<B: PolicyKernels>(
+fn bench_on<B: PolicyKernels + FusedOps>(
     be: &B,
     e: &E2eArgs,
     src: &Source,

@@ -25,6 +25,7 @@ use jenga_pipeline::metrics::{psnr, ssim};
 use jenga_pipeline::probe::Probe;
 use jenga_pipeline::{sample, SampleOutput};
 use jenga_tensor::Backend;
+use jenga_tensor::FusedOps;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -199,7 +200,7 @@ fn reset_stats(p: &Policy) {
 
 /// One plan + attention call of a policy on synthetic q/k at the run's last step and layer
 /// (a sparse call for every policy), so that its kernels are compiled before timing.
-fn warm_up<B: PolicyKernels>(
+fn warm_up<B: PolicyKernels + FusedOps>(
     be: &B,
     pol: &dyn AttentionPolicy<B>,
     spec: &jenga_pipeline::SampleSpec,
@@ -232,7 +233,7 @@ fn warm_up<B: PolicyKernels>(
     Ok(())
 }
 
-fn run_on<B: PolicyKernels>(
+fn run_on<B: PolicyKernels + FusedOps>(
     be: &B,
     p: &PoliciesArgs,
     src: &Source,

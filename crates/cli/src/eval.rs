@@ -13,6 +13,7 @@ use jenga_pipeline::metrics::{colour_distance, psnr, read_scene, ssim};
 use jenga_pipeline::probe::Probe;
 use jenga_pipeline::{sample, SampleOutput};
 use jenga_tensor::Backend;
+use jenga_tensor::FusedOps;
 use std::fmt::Write as _;
 use std::time::Instant;
 
@@ -119,7 +120,7 @@ fn dev_name(d: &Device) -> String {
 }
 
 /// Runs one sampling; returns the output, wall seconds and process CPU seconds.
-fn run_one<B: PolicyKernels>(
+fn run_one<B: PolicyKernels + FusedOps>(
     be: &B,
     model: &WanModel<B>,
     ctx: &B::Tensor,
@@ -139,7 +140,7 @@ fn run_one<B: PolicyKernels>(
 
 type Variant = (String, GenerateArgs, Plan);
 
-fn eval_on<B: PolicyKernels>(
+fn eval_on<B: PolicyKernels + FusedOps>(
     be: &B,
     e: &EvalArgs,
     src: &Source,

@@ -11,6 +11,7 @@ use jenga_pipeline::{
     sample, static_skip_schedule, Event, JengaSettings, PresetSkip, SampleSpec, SkipRule,
     TEACACHE_WAN_1_3B,
 };
+use jenga_tensor::FusedOps;
 use std::time::{Duration, Instant};
 
 /// Where weights, config and text conditioning come from.
@@ -78,7 +79,7 @@ impl Source {
 
     /// Embedded text context for sampling: the prompt alone, or with classifier-free guidance
     /// (`guidance` ≠ 1) prompt and negative prompt as one batch of 2, in the sampler's order.
-    pub fn text_context<B: PolicyKernels>(
+    pub fn text_context<B: PolicyKernels + FusedOps>(
         &self,
         be: &B,
         model: &WanModel<B>,
@@ -346,7 +347,7 @@ pub struct Timings {
     pub write: Duration,
 }
 
-pub fn generate<B: PolicyKernels>(
+pub fn generate<B: PolicyKernels + FusedOps>(
     be: &B,
     a: &GenerateArgs,
     src: &Source,

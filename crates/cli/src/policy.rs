@@ -10,6 +10,7 @@ use jenga_carve::{
     SvgConfig, SvgPolicy,
 };
 use jenga_pipeline::{JengaSettings, SampleSpec};
+use jenga_tensor::FusedOps;
 use jenga_tensor::{AttnPlan, Error as TensorError, KeyBias};
 use std::sync::Arc;
 
@@ -199,7 +200,7 @@ pub enum Policy {
 }
 
 impl Policy {
-    fn inner<B: PolicyKernels>(&self) -> &dyn AttentionPolicy<B> {
+    fn inner<B: PolicyKernels + FusedOps>(&self) -> &dyn AttentionPolicy<B> {
         match self {
             Policy::Dense(p) => p,
             Policy::Jenga(p) => p.as_ref(),
@@ -260,7 +261,7 @@ impl Policy {
     }
 }
 
-impl<B: PolicyKernels> AttentionPolicy<B> for Policy {
+impl<B: PolicyKernels + FusedOps> AttentionPolicy<B> for Policy {
     fn name(&self) -> String {
         self.inner::<B>().name()
     }

@@ -8,6 +8,7 @@ use jenga_carve::{AttnCtx, Dense};
 use jenga_models::{ModelBundle, WanModel};
 use jenga_pipeline::metrics::psnr;
 use jenga_pipeline::{sample, SampleSpec};
+use jenga_tensor::FusedOps;
 use jenga_tensor::{Backend, CpuBackend};
 
 /// Relative L2 error tolerated between a bf16 GPU forward and the f32 CPU forward: bf16 keeps
@@ -49,7 +50,7 @@ pub fn run(device: &str) -> Result<()> {
         grid,
         cond_tokens: 0,
     };
-    fn fwd<B: PolicyKernels>(
+    fn fwd<B: PolicyKernels + FusedOps>(
         be: &B,
         m: &WanModel<B>,
         text: &[f32],

@@ -4,6 +4,7 @@
 use jenga_carve::policy::DensityStats;
 use jenga_carve::PolicyKernels;
 use jenga_carve::{AttentionPolicy, AttnCtx};
+use jenga_tensor::FusedOps;
 use jenga_tensor::{AttnPlan, KeyBias};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -24,14 +25,14 @@ pub fn process_cpu_secs() -> f64 {
 /// Wraps a policy and adds up the wall time of its `plan` calls. With `sync`, each call sits
 /// between two device synchronisations, so the time is the plan's own GPU cost (a profiling
 /// run only: the syncs slow the whole run down).
-pub struct PlanClock<'a, B: PolicyKernels> {
+pub struct PlanClock<'a, B: PolicyKernels + FusedOps> {
     inner: &'a dyn AttentionPolicy<B>,
     sync: bool,
     /// (seconds, calls)
     acc: Mutex<(f64, u64)>,
 }
 
-impl<'a, B: PolicyKernels> PlanClock<'a, B> {
+impl<'a, B: PolicyKernels + FusedOps> PlanClock<'a, B> {
     pub fn new(inner: &'a dyn AttentionPolicy<B>, sync: bool) -> Self {
         PlanClock {
             inner,
@@ -46,7 +47,7 @@ impl<'a, B: PolicyKernels> PlanClock<'a, B> {
     }
 }
 
-impl<B: PolicyKernels> AttentionPolicy<B> for PlanClock<'_, B> {
+impl<B: PolicyKernels + FusedOps> AttentionPolicy<B> for PlanClock<'_, B> {
     fn name(&self) -> String {
         self.inner.name()
     }
