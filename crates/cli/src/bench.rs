@@ -10,7 +10,6 @@ mod reference;
 
 use crate::args::{BenchArgs, BenchWhat};
 use anyhow::{bail, Context, Result};
-use jenga_carve::PolicyKernels;
 use jenga_carve::{AttnCtx, Dense};
 use jenga_engine::{Device, Engine, Source};
 use jenga_models::WanModel;
@@ -129,7 +128,11 @@ pub fn parse_size(s: &str) -> Result<(usize, usize, usize)> {
 }
 
 /// Median of `n` timed runs of `f` after one warm-up, in ms (synchronize + wall clock).
-fn time_ms<B: PolicyKernels>(be: &B, n: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+fn time_ms<B: jenga_engine::EngineBackend>(
+    be: &B,
+    n: usize,
+    mut f: impl FnMut() -> Result<()>,
+) -> Result<f64> {
     f()?;
     be.synchronize()?;
     let mut v = Vec::with_capacity(n);
@@ -145,7 +148,7 @@ fn time_ms<B: PolicyKernels>(be: &B, n: usize, mut f: impl FnMut() -> Result<()>
 
 /// Square matmul through the backend's linear (the `gemm` crate on the CPU): the ceiling the
 /// whole forward is compared with.
-fn matmul_ms<B: PolicyKernels>(be: &B, n: usize) -> Result<f64> {
+fn matmul_ms<B: jenga_engine::EngineBackend>(be: &B, n: usize) -> Result<f64> {
     let a = be.upload(&attention::random_data(1, n * n), &[n, n])?;
     let w = be.upload(&attention::random_data(2, n * n), &[n, n])?;
     time_ms(be, 3, || {
@@ -166,7 +169,7 @@ impl Drop for TempDir {
 /// Switch per-op timing on/off, and read its totals (the CUDA backend's).
 type OpTiming<'a> = (&'a dyn Fn(bool), &'a dyn Fn() -> Vec<jenga_cuda::OpTime>);
 
-fn bench_dit<B: PolicyKernels>(
+fn bench_dit<B: jenga_engine::EngineBackend>(
     be: &B,
     a: &BenchArgs,
     dev_kind: &str,

@@ -18,7 +18,6 @@
 use crate::args::{E2eArgs, ModelArgs};
 use anyhow::{bail, Context, Result};
 use jenga_carve::jenga::{JengaConfig, JengaPolicy};
-use jenga_carve::PolicyKernels;
 use jenga_carve::{AttentionPolicy, AttnCtx, Dense, DensityStats};
 use jenga_engine::{
     plan, skip_name, Device, Engine, EngineBackend, GenerateRequest, ModelCx, ModelTask, Plan,
@@ -26,7 +25,7 @@ use jenga_engine::{
 };
 use jenga_models::WanModel;
 use jenga_pipeline::{sample, Event};
-use jenga_tensor::{AttnPlan, Backend};
+use jenga_tensor::{AttnPlan, Backend, FusedOps};
 use serde_json::json;
 use std::io::Write;
 use std::path::Path;
@@ -176,7 +175,7 @@ struct RunResult {
     density: Vec<DensityStats>,
 }
 
-fn run_variant<B: PolicyKernels>(
+fn run_variant<B: jenga_engine::EngineBackend>(
     be: &B,
     model: &WanModel<B>,
     ctx: &B::Tensor,

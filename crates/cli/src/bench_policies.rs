@@ -15,7 +15,6 @@ use crate::args::{ModelArgs, RunArgs};
 use crate::timing::PlanClock;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use jenga_carve::PolicyKernels;
 use jenga_carve::{AttentionPolicy, AttnCtx};
 use jenga_engine::policy::build;
 use jenga_engine::{plan, Engine, EngineBackend, ModelCx, ModelTask, Plan, Policy, Source};
@@ -206,7 +205,7 @@ fn reset_stats(p: &Policy) {
 
 /// One plan + attention call of a policy on synthetic q/k at the run's last step and layer
 /// (a sparse call for every policy), so that its kernels are compiled before timing.
-fn warm_up<B: PolicyKernels>(
+fn warm_up<B: jenga_engine::EngineBackend>(
     be: &B,
     pol: &dyn AttentionPolicy<B>,
     spec: &jenga_pipeline::SampleSpec,

@@ -2,7 +2,6 @@
 //! Every op against the CPU backend, then the embedded model end to end against the CPU.
 
 use anyhow::{bail, Result};
-use jenga_carve::PolicyKernels;
 use jenga_carve::{AttnCtx, Dense};
 use jenga_engine::device::{self, Device};
 use jenga_models::{ModelBundle, WanModel};
@@ -49,7 +48,7 @@ pub fn run(device: &str) -> Result<()> {
         grid,
         cond_tokens: 0,
     };
-    fn fwd<B: PolicyKernels>(
+    fn fwd<B: jenga_engine::EngineBackend>(
         be: &B,
         m: &WanModel<B>,
         text: &[f32],

@@ -2,7 +2,6 @@
 //! that adds up the time spent building attention plans.
 
 use jenga_carve::policy::DensityStats;
-use jenga_carve::PolicyKernels;
 use jenga_carve::{AttentionPolicy, AttnCtx};
 use jenga_tensor::{AttnPlan, KeyBias};
 use std::sync::{Arc, Mutex};
@@ -48,14 +47,14 @@ pub fn warn_cpu_cost(on_cpu: bool, threads: Option<usize>, gflop: f64, what: &st
 /// Wraps a policy and adds up the wall time of its `plan` calls. With `sync`, each call sits
 /// between two device synchronisations, so the time is the plan's own GPU cost (a profiling
 /// run only: the syncs slow the whole run down).
-pub struct PlanClock<'a, B: PolicyKernels> {
+pub struct PlanClock<'a, B: jenga_engine::EngineBackend> {
     inner: &'a dyn AttentionPolicy<B>,
     sync: bool,
     /// (seconds, calls)
     acc: Mutex<(f64, u64)>,
 }
 
-impl<'a, B: PolicyKernels> PlanClock<'a, B> {
+impl<'a, B: jenga_engine::EngineBackend> PlanClock<'a, B> {
     pub fn new(inner: &'a dyn AttentionPolicy<B>, sync: bool) -> Self {
         PlanClock {
             inner,
@@ -70,7 +69,7 @@ impl<'a, B: PolicyKernels> PlanClock<'a, B> {
     }
 }
 
-impl<B: PolicyKernels> AttentionPolicy<B> for PlanClock<'_, B> {
+impl<B: jenga_engine::EngineBackend> AttentionPolicy<B> for PlanClock<'_, B> {
     fn name(&self) -> String {
         self.inner.name()
     }

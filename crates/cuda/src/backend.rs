@@ -21,7 +21,8 @@ use cudarc::driver::{CudaContext, CudaStream};
 use half::bf16;
 use jenga_carve::{BlockSelect, DraftSelect, PolicyKernels, SvgSelect};
 use jenga_tensor::{
-    Act, AttnPlan, Backend, BlockPlan, DeviceCount, DevicePlan, KeyBias, PlanGeometry, Result,
+    Act, AttnPlan, Backend, BlockPlan, DeviceCount, DevicePlan, FusedOps, KeyBias, PlanGeometry,
+    Result,
 };
 use std::sync::Arc;
 
@@ -362,6 +363,65 @@ impl Backend for CudaBackend {
         self.ops.rope(x, cos, sin)
     }
 
+    fn attention(
+        &self,
+        q: &CudaTensor,
+        k: &CudaTensor,
+        v: &CudaTensor,
+        plan: &AttnPlan,
+        bias: Option<KeyBias>,
+    ) -> Result<CudaTensor> {
+        self.attn().attention(q, k, v, plan, bias)
+    }
+
+    fn block_mean_pool(&self, x: &CudaTensor, block: usize) -> Result<CudaTensor> {
+        self.ops.block_mean_pool(x, block)
+    }
+
+    fn gather_tokens(&self, x: &CudaTensor, idx: &[u32]) -> Result<CudaTensor> {
+        self.ops.gather_tokens(x, idx)
+    }
+
+    fn narrow(&self, x: &CudaTensor, dim: usize, start: usize, len: usize) -> Result<CudaTensor> {
+        self.ops.narrow(x, dim, start, len)
+    }
+
+    fn cat(&self, xs: &[&CudaTensor], dim: usize) -> Result<CudaTensor> {
+        self.ops.cat(xs, dim)
+    }
+
+    fn mean_abs(&self, x: &CudaTensor) -> Result<f32> {
+        self.ops.mean_abs(x)
+    }
+
+    fn patchify(
+        &self,
+        x: &CudaTensor,
+        patch: [usize; 3],
+        order: Option<&[u32]>,
+    ) -> Result<CudaTensor> {
+        self.ops.patchify(x, patch, order)
+    }
+
+    fn unpatchify(
+        &self,
+        x: &CudaTensor,
+        grid: (usize, usize, usize),
+        patch: [usize; 3],
+        channels: usize,
+        order: Option<&[u32]>,
+    ) -> Result<CudaTensor> {
+        self.ops.unpatchify(x, grid, patch, channels, order)
+    }
+
+    fn synchronize(&self) -> Result<()> {
+        self.gpu().synchronize()
+    }
+}
+
+/// The fused passes (`crate::ops::fused`, `crate::ops::rope`); shapes their kernels do not take
+/// run the composed ops.
+impl FusedOps for CudaBackend {
     fn rope_pooled(
         &self,
         x: &CudaTensor,
@@ -417,61 +477,6 @@ impl Backend for CudaBackend {
             self.ops
                 .add_gated_norm(x, y, gate, GatedNorm::Modulate(shift, scale), eps)
         })
-    }
-
-    fn attention(
-        &self,
-        q: &CudaTensor,
-        k: &CudaTensor,
-        v: &CudaTensor,
-        plan: &AttnPlan,
-        bias: Option<KeyBias>,
-    ) -> Result<CudaTensor> {
-        self.attn().attention(q, k, v, plan, bias)
-    }
-
-    fn block_mean_pool(&self, x: &CudaTensor, block: usize) -> Result<CudaTensor> {
-        self.ops.block_mean_pool(x, block)
-    }
-
-    fn gather_tokens(&self, x: &CudaTensor, idx: &[u32]) -> Result<CudaTensor> {
-        self.ops.gather_tokens(x, idx)
-    }
-
-    fn narrow(&self, x: &CudaTensor, dim: usize, start: usize, len: usize) -> Result<CudaTensor> {
-        self.ops.narrow(x, dim, start, len)
-    }
-
-    fn cat(&self, xs: &[&CudaTensor], dim: usize) -> Result<CudaTensor> {
-        self.ops.cat(xs, dim)
-    }
-
-    fn mean_abs(&self, x: &CudaTensor) -> Result<f32> {
-        self.ops.mean_abs(x)
-    }
-
-    fn patchify(
-        &self,
-        x: &CudaTensor,
-        patch: [usize; 3],
-        order: Option<&[u32]>,
-    ) -> Result<CudaTensor> {
-        self.ops.patchify(x, patch, order)
-    }
-
-    fn unpatchify(
-        &self,
-        x: &CudaTensor,
-        grid: (usize, usize, usize),
-        patch: [usize; 3],
-        channels: usize,
-        order: Option<&[u32]>,
-    ) -> Result<CudaTensor> {
-        self.ops.unpatchify(x, grid, patch, channels, order)
-    }
-
-    fn synchronize(&self) -> Result<()> {
-        self.gpu().synchronize()
     }
 }
 

@@ -4,9 +4,9 @@
 use jenga_carve::{AttnCtx, Dense};
 use jenga_cuda::{cuda_available, selftest::rel_l2, selftest::Rng, CudaBackend};
 use jenga_models::{ModelBundle, WanModel};
-use jenga_tensor::{Backend, CpuBackend};
+use jenga_tensor::{CpuBackend, FusedOps};
 
-fn velocity<B: Backend>(be: &B, bundle: &ModelBundle, x: &[f32], text: &[f32]) -> Vec<f32> {
+fn velocity<B: FusedOps>(be: &B, bundle: &ModelBundle, x: &[f32], text: &[f32]) -> Vec<f32> {
     let cfg = &bundle.config;
     let model = WanModel::load(be, cfg, &bundle.weights).expect("load tiny-wan");
     let ctx = model

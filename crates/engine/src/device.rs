@@ -4,11 +4,11 @@
 use anyhow::{bail, Context, Result};
 use jenga_carve::PolicyKernels;
 use jenga_cuda::CudaBackend;
-use jenga_tensor::CpuBackend;
+use jenga_tensor::{CpuBackend, FusedOps};
 
 /// What the engine needs of a backend: the op vocabulary and the policy kernels.
-pub trait EngineBackend: PolicyKernels + 'static {}
-impl<B: PolicyKernels + 'static> EngineBackend for B {}
+pub trait EngineBackend: PolicyKernels + FusedOps + 'static {}
+impl<B: PolicyKernels + FusedOps + 'static> EngineBackend for B {}
 
 /// Work generic over the backend, run by `Device::run` on whichever backend was chosen.
 pub trait OnDevice {

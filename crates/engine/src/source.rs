@@ -4,7 +4,7 @@
 use crate::request::ModelSource;
 use anyhow::{bail, Result};
 use jenga_models::{ModelBundle, RandomWeights, TinySlots, WanConfig, WanModel, WeightSource};
-use jenga_tensor::Backend;
+use jenga_tensor::FusedOps;
 
 /// Where weights, config and text conditioning come from.
 pub enum Source {
@@ -83,7 +83,7 @@ impl Source {
 
     /// Embedded text context for sampling: the prompt alone, or with classifier-free guidance
     /// (`guidance` ≠ 1) prompt and negative prompt as one batch of 2, in the sampler's order.
-    pub fn text_context<B: Backend>(
+    pub fn text_context<B: FusedOps>(
         &self,
         be: &B,
         model: &WanModel<B>,

@@ -8,7 +8,7 @@
 
 use crate::{ModelError, Result, WanConfig, WeightSource};
 use jenga_carve::{AttentionPolicy, AttnCtx};
-use jenga_tensor::{Act, AttnPlan, Backend, TensorMeta};
+use jenga_tensor::{Act, AttnPlan, Backend, FusedOps, TensorMeta};
 use std::sync::Arc;
 
 struct Linear<B: Backend> {
@@ -47,7 +47,7 @@ struct Attention<B: Backend> {
     norm_k: Option<B::Tensor>,
 }
 
-impl<B: Backend> Attention<B> {
+impl<B: FusedOps> Attention<B> {
     fn load(be: &B, src: &dyn WeightSource, name: &str, cfg: &WanConfig) -> Result<Self> {
         let d = cfg.dim;
         let norm = |n: &str| -> Result<Option<B::Tensor>> {
@@ -201,7 +201,7 @@ fn expand<B: Backend>(be: &B, v: &B::Tensor, bsz: usize) -> Result<B::Tensor> {
     Ok(be.cat(&copies, 0)?)
 }
 
-impl<B: Backend> WanModel<B> {
+impl<B: FusedOps> WanModel<B> {
     /// Load every tensor under its original Wan name (`blocks.{i}.self_attn.q.weight`, ...).
     pub fn load(be: &B, cfg: &WanConfig, src: &dyn WeightSource) -> Result<Self> {
         Self::load_with_progress(be, cfg, src, &mut |_, _| {})

@@ -9,7 +9,7 @@ use crate::resize::{resize, Interp};
 use crate::{flow_sigmas, noise};
 use jenga_carve::{AttentionPolicy, AttnCtx};
 use jenga_models::{ModelError, Result, WanModel};
-use jenga_tensor::Backend;
+use jenga_tensor::FusedOps;
 use std::time::{Duration, Instant};
 
 /// One ProRes stage.
@@ -193,7 +193,7 @@ impl SampleSpec {
 /// run will compute is known (and printed, and checked) up front. Every stage's first step is
 /// computed (a residual from another grid cannot be reused), and TeaCache's accumulator starts
 /// afresh at each stage.
-pub fn computed_schedule<B: Backend>(
+pub fn computed_schedule<B: FusedOps>(
     be: &B,
     model: &WanModel<B>,
     spec: &SampleSpec,
@@ -268,7 +268,7 @@ pub struct SampleOutput {
 /// Run the sampler. `context` is `[1 or 2, text_len, D]` (already through `embed_text`):
 /// with 2 rows, row 0 = conditional, row 1 = unconditional, combined by CFG.
 #[allow(clippy::too_many_arguments)]
-pub fn sample<B: Backend>(
+pub fn sample<B: FusedOps>(
     be: &B,
     model: &WanModel<B>,
     context: &B::Tensor,

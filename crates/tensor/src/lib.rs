@@ -7,11 +7,13 @@
 mod backend;
 pub mod cpu;
 mod error;
+mod fused;
 mod plan;
 
-pub use backend::{check_order, rms_norm_rope_composed, Act, Backend, KeyBias, TensorMeta};
+pub use backend::{check_order, Act, Backend, KeyBias, TensorMeta};
 pub use cpu::{CpuBackend, CpuTensor};
 pub use error::{Error, Result};
+pub use fused::{rms_norm_rope_composed, FusedOps};
 pub use plan::{AttnPlan, BlockPlan, DeviceCount, DevicePlan, PlanGeometry};
 
 /// Number of elements of a shape.

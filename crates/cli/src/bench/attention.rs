@@ -5,7 +5,6 @@ use super::jenga_plans::JengaShape;
 use super::{reference, round3, time_ms, Record, TempDir};
 use crate::args::{BenchArgs, BenchWhat};
 use anyhow::{bail, Context, Result};
-use jenga_carve::PolicyKernels;
 use jenga_tensor::{AttnPlan, BlockPlan};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -213,7 +212,11 @@ fn plan_nnz(plan: &AttnPlan) -> u64 {
     }
 }
 
-pub fn run<B: PolicyKernels>(be: &B, a: &BenchArgs, dev_kind: &str) -> Result<Vec<Record>> {
+pub fn run<B: jenga_engine::EngineBackend>(
+    be: &B,
+    a: &BenchArgs,
+    dev_kind: &str,
+) -> Result<Vec<Record>> {
     let BenchWhat::Attention {
         shapes,
         densities,

@@ -11,7 +11,6 @@ use super::attention::{random_data, Shape};
 use super::time_ms;
 use anyhow::{bail, Context, Result};
 use jenga_carve::BlockSelect;
-use jenga_carve::PolicyKernels;
 use jenga_carve::{AttnCtx, JengaConfig, JengaPolicy, Layout};
 use jenga_tensor::{AttnPlan, BlockPlan, TensorMeta};
 use std::collections::BTreeMap;
@@ -58,7 +57,7 @@ pub fn grid_of(sh: &Shape) -> Result<(JengaConfig, (usize, usize, usize), usize)
 
 impl JengaShape {
     /// Pools q/k once on the backend and keeps the host copies for the plan search.
-    pub fn new<B: PolicyKernels>(
+    pub fn new<B: jenga_engine::EngineBackend>(
         be: &B,
         sh: &Shape,
         block: usize,
@@ -142,7 +141,7 @@ impl JengaShape {
 
     /// The same selection on the device (`Backend::select_blocks`); `None` where the backend
     /// builds plans on the host only.
-    pub fn device_plan<B: PolicyKernels>(
+    pub fn device_plan<B: jenga_engine::EngineBackend>(
         &self,
         be: &B,
         q: &B::Tensor,
@@ -155,7 +154,7 @@ impl JengaShape {
     /// Mask-building cost as the model pays it (ms): the block means come out of the RoPE
     /// pass that writes q and k (`rope_pooled` minus plain `rope`), then
     /// `select_blocks_pooled`. `None` where the backend has no device selection.
-    pub fn fused_mask_ms<B: PolicyKernels>(
+    pub fn fused_mask_ms<B: jenga_engine::EngineBackend>(
         &self,
         be: &B,
         q: &B::Tensor,
