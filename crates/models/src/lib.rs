@@ -2,15 +2,13 @@
 //! weight loading (safetensors via mmap, single or sharded, or seeded random weights).
 
 pub mod bundle;
-pub mod config;
 pub mod error;
 pub mod text;
 pub mod wan;
 pub mod weights;
 
 pub use bundle::{Caption, ModelBundle, SampleDefaults};
-pub use config::WanConfig;
 pub use error::{ModelError, Result};
 pub use text::{TinySlots, TinyTextEncoder, Tokenizer};
-pub use wan::{Geometry, WanModel};
+pub use wan::{Geometry, WanConfig, WanModel};
 pub use weights::{export_bf16, export_f32, RandomWeights, SafetensorsWeights, WeightSource};
