@@ -499,8 +499,8 @@ mod tests {
     use super::*;
     use crate::importance::importance_mask;
     use crate::mask::BlockMask;
-    use jenga_tensor::{Backend, FusedOps};
     use jenga_tensor::CpuBackend;
+    use jenga_tensor::{Backend, FusedOps};
     use rand::{Rng, SeedableRng};
 
     fn ctx(step: usize, stage: usize, grid: (usize, usize, usize), cond: usize) -> AttnCtx {

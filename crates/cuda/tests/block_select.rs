@@ -6,7 +6,7 @@ use jenga_carve::jenga::{JengaConfig, JengaPolicy};
 use jenga_carve::{AttentionPolicy, AttnCtx};
 use jenga_cuda::selftest::{rel_l2, Rng};
 use jenga_cuda::{cuda_available, CudaBackend};
-use jenga_tensor::{AttnPlan, Backend, BlockPlan, FusedOps, CpuBackend, CpuTensor, TensorMeta};
+use jenga_tensor::{AttnPlan, Backend, BlockPlan, CpuBackend, CpuTensor, FusedOps, TensorMeta};
 use std::time::Instant;
 
 fn backend() -> Option<CudaBackend> {

@@ -11,7 +11,7 @@
 
 use jenga_cuda::selftest::{rel_l2, Rng};
 use jenga_cuda::{cuda_available, CudaBackend, CudaTensor};
-use jenga_tensor::{Backend, CpuBackend, FusedOps, CpuTensor, TensorMeta};
+use jenga_tensor::{Backend, CpuBackend, CpuTensor, FusedOps, TensorMeta};
 use std::time::Instant;
 
 /// Relative L2 tolerance against the CPU backend (bf16 storage of inputs and outputs).
