@@ -9,6 +9,7 @@ pub mod cpu;
 mod error;
 mod fused;
 mod plan;
+pub mod reference;
 mod solver;
 
 pub use backend::{check_order, Act, Backend, KeyBias, TensorMeta};
@@ -16,6 +17,7 @@ pub use cpu::{CpuBackend, CpuTensor};
 pub use error::{Error, Result};
 pub use fused::{rms_norm_rope_composed, FusedOps};
 pub use plan::{AttnPlan, BlockPlan, DeviceCount, DevicePlan, PlanGeometry};
+pub use reference::{AttnMask, DType};
 pub use solver::{cfg_euler, check_step_shapes, HostLatent, SolverOps};
 
 /// Number of elements of a shape.
