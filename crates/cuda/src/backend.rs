@@ -26,6 +26,9 @@ use jenga_tensor::{
 };
 use std::sync::Arc;
 
+use crate::solver::{CudaLatent, Solver, SolverKernels};
+use jenga_tensor::SolverOps;
+
 pub struct CudaBackend {
     /// The core and the op families' kernels.
     ops: Ops,
@@ -36,6 +39,8 @@ pub struct CudaBackend {
     select: SelectState,
     /// Peer policies' plan building on the device (`crate::peers`).
     peers: PeerState,
+    /// The sampler's latent update (`crate::solver`).
+    solver: SolverKernels,
 }
 
 impl CudaBackend {
@@ -62,11 +67,18 @@ impl CudaBackend {
             attn,
             select: Default::default(),
             peers: Default::default(),
+            solver: Default::default(),
         })
     }
 
     fn gpu(&self) -> &Gpu {
         &self.ops.gpu
+    }
+    fn solver(&self) -> Solver<'_> {
+        Solver {
+            gpu: self.gpu(),
+            kernels: &self.solver,
+        }
     }
     fn attn(&self) -> Attn<'_> {
         Attn {
@@ -536,5 +548,31 @@ impl PolicyKernels for CudaBackend {
 
     fn host_plan(&self, plan: &AttnPlan) -> Result<AttnPlan> {
         self.host_plan_of(plan)
+    }
+}
+
+impl SolverOps for CudaBackend {
+    type Latent = CudaLatent;
+
+    fn latent_upload(&self, data: &[f32], shape: &[usize]) -> Result<CudaLatent> {
+        self.solver().upload(data, shape)
+    }
+    fn latent_download(&self, x: &CudaLatent) -> Result<Vec<f32>> {
+        self.solver().download(x)
+    }
+    fn latent_shape<'a>(&self, x: &'a CudaLatent) -> &'a [usize] {
+        &x.shape
+    }
+    fn latent_input(&self, x: &CudaLatent, batch: usize) -> Result<CudaTensor> {
+        self.solver().input(x, batch)
+    }
+    fn latent_step(
+        &self,
+        x: &mut CudaLatent,
+        out: &CudaTensor,
+        guidance: Option<f32>,
+        dt: f32,
+    ) -> Result<()> {
+        self.solver().step(x, out, guidance, dt)
     }
 }

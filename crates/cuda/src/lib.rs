@@ -30,6 +30,7 @@ mod op_times;
 mod ops;
 pub mod peers;
 pub mod selftest;
+mod solver;
 
 pub use crate::core::{CudaTensor, DevicePlanBufs};
 pub use attention::{hopper_attention_note, sparse_work_order, PlanRef, HOPPER_TILE};
@@ -39,3 +40,4 @@ pub use gemm::{Epilogue, GemmShape, GemmTune};
 pub use op_times::OpTime;
 pub use ops::attention::AttnPath;
 pub use selftest::selftest;
+pub use solver::CudaLatent;

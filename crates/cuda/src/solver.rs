@@ -5,9 +5,8 @@
 use crate::core::{elems_cfg, CudaTensor, Gpu, KArg};
 use crate::error::{alloc_err, drv};
 use crate::nvrtc;
-use crate::CudaBackend;
 use cudarc::driver::{CudaFunction, CudaSlice, DevicePtr};
-use jenga_tensor::{check_step_shapes, Error, Result, SolverOps, TensorMeta};
+use jenga_tensor::{check_step_shapes, Error, Result, TensorMeta};
 use std::sync::OnceLock;
 
 const SOLVER_SRC: &str = concat!(
@@ -37,13 +36,17 @@ impl SolverKernels {
 /// An f32 latent on the device.
 pub struct CudaLatent {
     buf: CudaSlice<f32>,
-    shape: Vec<usize>,
+    pub(crate) shape: Vec<usize>,
 }
 
-impl SolverOps for CudaBackend {
-    type Latent = CudaLatent;
+/// The `SolverOps` of `CudaBackend` (which forwards here): the core and the two kernels.
+pub(crate) struct Solver<'a> {
+    pub(crate) gpu: &'a Gpu,
+    pub(crate) kernels: &'a SolverKernels,
+}
 
-    fn latent_upload(&self, data: &[f32], shape: &[usize]) -> Result<CudaLatent> {
+impl Solver<'_> {
+    pub(crate) fn upload(&self, data: &[f32], shape: &[usize]) -> Result<CudaLatent> {
         if data.len() != jenga_tensor::numel(shape) {
             return Err(Error::shape(
                 "latent_upload",
@@ -51,7 +54,7 @@ impl SolverOps for CudaBackend {
             ));
         }
         let buf = self
-            .gpu()
+            .gpu
             .stream
             .clone_htod(data)
             .map_err(alloc_err(std::mem::size_of_val(data)))?;
@@ -61,19 +64,15 @@ impl SolverOps for CudaBackend {
         })
     }
 
-    fn latent_download(&self, x: &CudaLatent) -> Result<Vec<f32>> {
-        self.gpu()
+    pub(crate) fn download(&self, x: &CudaLatent) -> Result<Vec<f32>> {
+        self.gpu
             .stream
             .clone_dtoh(&x.buf)
             .map_err(drv("copying the latent from the device"))
     }
 
-    fn latent_shape<'a>(&self, x: &'a CudaLatent) -> &'a [usize] {
-        &x.shape
-    }
-
-    fn latent_input(&self, x: &CudaLatent, batch: usize) -> Result<CudaTensor> {
-        let gpu = self.gpu();
+    pub(crate) fn input(&self, x: &CudaLatent, batch: usize) -> Result<CudaTensor> {
+        let gpu = self.gpu;
         let mut shape = vec![batch];
         shape.extend_from_slice(&x.shape);
         let out = gpu.empty(&shape)?;
@@ -81,7 +80,7 @@ impl SolverOps for CudaBackend {
         if n > 0 && batch > 0 {
             let (xp, _g) = x.buf.device_ptr(&gpu.stream);
             gpu.launch(
-                &self.solver.get(gpu)?.0,
+                &self.kernels.get(gpu)?.0,
                 elems_cfg(n, gpu.sm_count),
                 "latent_input",
                 &[
@@ -95,7 +94,7 @@ impl SolverOps for CudaBackend {
         Ok(out)
     }
 
-    fn latent_step(
+    pub(crate) fn step(
         &self,
         x: &mut CudaLatent,
         out: &CudaTensor,
@@ -103,12 +102,12 @@ impl SolverOps for CudaBackend {
         dt: f32,
     ) -> Result<()> {
         check_step_shapes(&x.shape, out.shape(), guidance.is_some())?;
-        let gpu = self.gpu();
+        let gpu = self.gpu;
         let n = jenga_tensor::numel(&x.shape);
         if n == 0 {
             return Ok(());
         }
-        let kernel = &self.solver.get(gpu)?.1;
+        let kernel = &self.kernels.get(gpu)?.1;
         let (xp, _g) = x.buf.device_ptr(&gpu.stream);
         gpu.launch(
             kernel,

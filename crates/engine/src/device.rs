@@ -4,11 +4,11 @@
 use anyhow::{bail, Context, Result};
 use jenga_carve::PolicyKernels;
 use jenga_cuda::CudaBackend;
-use jenga_tensor::{CpuBackend, FusedOps};
+use jenga_tensor::{CpuBackend, FusedOps, SolverOps};
 
 /// What the engine needs of a backend: the op vocabulary and the policy kernels.
-pub trait EngineBackend: PolicyKernels + FusedOps + 'static {}
-impl<B: PolicyKernels + FusedOps + 'static> EngineBackend for B {}
+pub trait EngineBackend: PolicyKernels + FusedOps + SolverOps + 'static {}
+impl<B: PolicyKernels + FusedOps + SolverOps + 'static> EngineBackend for B {}
 
 /// Work generic over the backend, run by `Device::run` on whichever backend was chosen.
 pub trait OnDevice {

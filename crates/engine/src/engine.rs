@@ -254,7 +254,7 @@ impl ModelTask for GenerateTask<'_> {
         let spec = &p.plan.spec;
         let (model, load) = cx.model(&p.request.model, &p.source)?;
         t.load = load;
-        let computed = computed_schedule(be, &model, spec)?
+        let computed = computed_schedule(be, model.as_ref(), spec)?
             .iter()
             .filter(|&&c| c)
             .count();
@@ -278,29 +278,38 @@ impl ModelTask for GenerateTask<'_> {
         be.synchronize()?;
         t.text = t0.elapsed();
 
-        let out: SampleOutput = sample(be, &model, &ctx, spec, policy, None, &mut |e| match e {
-            Event::Step {
-                step,
-                total,
-                computed,
-                ..
-            } => on_event(Progress::Step {
-                step,
-                total,
-                computed,
-            }),
-            Event::StageSwitch {
-                stage,
-                height,
-                width,
-                tokens,
-            } => on_event(Progress::StageSwitch {
-                stage,
-                height,
-                width,
-                tokens,
-            }),
-        })?;
+        let out: SampleOutput =
+            sample(
+                be,
+                model.as_ref(),
+                &ctx,
+                spec,
+                policy,
+                None,
+                &mut |e| match e {
+                    Event::Step {
+                        step,
+                        total,
+                        computed,
+                        ..
+                    } => on_event(Progress::Step {
+                        step,
+                        total,
+                        computed,
+                    }),
+                    Event::StageSwitch {
+                        stage,
+                        height,
+                        width,
+                        tokens,
+                    } => on_event(Progress::StageSwitch {
+                        stage,
+                        height,
+                        width,
+                        tokens,
+                    }),
+                },
+            )?;
         on_event(Progress::Sampled);
         t.dit = out.dit_time;
 

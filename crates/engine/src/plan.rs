@@ -4,9 +4,7 @@
 use crate::request::{GenerateRequest, PolicyOptions};
 use crate::source::Source;
 use anyhow::{bail, Result};
-use jenga_pipeline::{
-    static_skip_schedule, JengaSettings, PresetSkip, SampleSpec, SkipRule, TEACACHE_WAN_1_3B,
-};
+use jenga_pipeline::{static_skip_schedule, JengaSettings, PresetSkip, SampleSpec, SkipRule};
 
 /// Resolved generation settings (flags over model defaults), validated before any compute.
 pub struct Plan {
@@ -93,7 +91,8 @@ fn skip_rule(
             }
             SkipRule::TeaCache {
                 threshold: thresh,
-                coefficients: TEACACHE_WAN_1_3B.to_vec(),
+                // the model's own polynomial (`Denoiser::teacache_coefficients`)
+                coefficients: Vec::new(),
                 ret_steps: (steps / 10).max(1),
             }
         }

@@ -2,12 +2,14 @@
 //! weight loading (safetensors via mmap, single or sharded, or seeded random weights).
 
 pub mod bundle;
+pub mod denoiser;
 pub mod error;
 pub mod text;
 pub mod wan;
 pub mod weights;
 
 pub use bundle::{Caption, ModelBundle, SampleDefaults};
+pub use denoiser::{Conditioning, Denoiser};
 pub use error::{ModelError, Result};
 pub use text::{TinySlots, TinyTextEncoder, Tokenizer};
 pub use wan::{Geometry, WanConfig, WanModel};

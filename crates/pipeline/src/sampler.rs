@@ -8,8 +8,8 @@
 use crate::resize::{resize, Interp};
 use crate::{flow_sigmas, noise};
 use jenga_carve::{AttentionPolicy, AttnCtx};
-use jenga_models::{ModelError, Result, WanModel};
-use jenga_tensor::FusedOps;
+use jenga_models::{Denoiser, ModelError, Result};
+use jenga_tensor::{FusedOps, SolverOps};
 use std::time::{Duration, Instant};
 
 /// One ProRes stage.
@@ -41,13 +41,7 @@ pub enum SkipRule {
 }
 
 /// Wan2.1-T2V-1.3B TeaCache rescale polynomial (`use_ret_step`), highest power first.
-pub const TEACACHE_WAN_1_3B: [f64; 5] = [
-    -5.21862437e+04,
-    9.23041404e+03,
-    -5.28275948e+02,
-    1.36987616e+01,
-    -4.99875664e-02,
-];
+pub const TEACACHE_WAN_1_3B: [f64; 5] = jenga_models::wan::TEACACHE_T2V_1_3B;
 
 /// The paper's static schedule shape: dense at the start and end, sparse in the middle.
 /// For 50 steps it keeps 23 (as TeaCache-fast): the first 8, the last 5, and 10 evenly spaced
@@ -67,24 +61,6 @@ pub fn static_skip_schedule(steps: usize, keep: usize) -> Vec<bool> {
         c[i.min(steps - 1)] = true;
     }
     c
-}
-
-/// `x += dt · v` with `v = u + g·(c − u)` when `cfg` (`out` = [c; u]), else `v = out[..n]`.
-fn cfg_euler(x: &mut [f32], out: &[f32], cfg: bool, g: f32, dt: f32) {
-    use rayon::prelude::*;
-    let n = x.len();
-    const CHUNK: usize = 1 << 15;
-    let (c, u) = out.split_at(n);
-    x.par_chunks_mut(CHUNK).enumerate().for_each(|(j, xs)| {
-        let o = j * CHUNK;
-        for (k, a) in xs.iter_mut().enumerate() {
-            let v = match cfg {
-                true => u[o + k] + g * (c[o + k] - u[o + k]),
-                false => c[o + k],
-            };
-            *a += dt * v;
-        }
-    });
 }
 
 #[derive(Clone, Debug)]
@@ -193,9 +169,9 @@ impl SampleSpec {
 /// run will compute is known (and printed, and checked) up front. Every stage's first step is
 /// computed (a residual from another grid cannot be reused), and TeaCache's accumulator starts
 /// afresh at each stage.
-pub fn computed_schedule<B: FusedOps>(
+pub fn computed_schedule<B: FusedOps, M: Denoiser<B> + ?Sized>(
     be: &B,
-    model: &WanModel<B>,
+    model: &M,
     spec: &SampleSpec,
 ) -> Result<Vec<bool>> {
     spec.validate().map_err(ModelError::Invalid)?;
@@ -215,7 +191,19 @@ pub fn computed_schedule<B: FusedOps>(
                     coefficients,
                     ret_steps,
                 } => {
-                    let (_, e0) = model.time_embed(be, sig[i] * 1000.0)?;
+                    // An empty list takes the model's own polynomial.
+                    let own;
+                    let coefficients = if coefficients.is_empty() {
+                        own = model.teacache_coefficients().ok_or_else(|| {
+                            ModelError::Invalid(
+                                "--skip teacache: this model has no TeaCache coefficients".into(),
+                            )
+                        })?;
+                        &own
+                    } else {
+                        coefficients
+                    };
+                    let e0 = model.skip_signal(be, sig[i] * 1000.0)?;
                     let mut go = true;
                     if let Some(p) = &prev_e0 {
                         if i >= *ret_steps && i + 1 < spec.steps && !first {
@@ -265,27 +253,28 @@ pub struct SampleOutput {
     pub computed_steps: usize,
 }
 
-/// Run the sampler. `context` is `[1 or 2, text_len, D]` (already through `embed_text`):
-/// with 2 rows, row 0 = conditional, row 1 = unconditional, combined by CFG.
+/// Run the sampler. `cond` is the model's embedded conditioning (Wan: the text context
+/// `[1 or 2, text_len, D]` through `embed_text`); with a batch of 2, row 0 = conditional,
+/// row 1 = unconditional, combined by CFG. The latent stays on the device between steps (the
+/// CFG combine and the Euler update are device ops); it comes to the host only at a ProRes
+/// stage switch (to be resized) and at the end.
 #[allow(clippy::too_many_arguments)]
-pub fn sample<B: FusedOps>(
+pub fn sample<B: FusedOps + SolverOps, M: Denoiser<B> + ?Sized>(
     be: &B,
-    model: &WanModel<B>,
-    context: &B::Tensor,
+    model: &M,
+    cond: &M::Cond,
     spec: &SampleSpec,
     policy: &dyn AttentionPolicy<B>,
     start_noise: Option<&[f32]>,
     on_event: &mut dyn FnMut(Event),
 ) -> Result<SampleOutput> {
     spec.validate().map_err(ModelError::Invalid)?;
-    use jenga_tensor::TensorMeta;
-    let bsz = context.shape()[0];
-    let c = model.cfg.in_dim;
-    let patch = model.cfg.patch_size;
+    let c = model.latent_channels();
+    let patch = model.patch();
     let f = spec.frames;
     let (h0, w0) = spec.stage_size(0, patch);
     let n0 = c * f * h0 * w0;
-    let mut x: Vec<f32> = match start_noise {
+    let x0: Vec<f32> = match start_noise {
         Some(n) if n.len() == n0 => n.to_vec(),
         Some(n) => {
             return Err(ModelError::Invalid(format!(
@@ -295,6 +284,9 @@ pub fn sample<B: FusedOps>(
         }
         None => noise(spec.seed, n0),
     };
+    let mut x = be.latent_upload(&x0, &[c, f, h0, w0])?;
+    let batch = model.cond_batch(cond);
+    let guidance = (batch == 2).then_some(spec.guidance);
     let (mut h, mut w) = (h0, w0);
     let mut dit_time = Duration::ZERO;
     let mut computed_steps = 0;
@@ -308,36 +300,37 @@ pub fn sample<B: FusedOps>(
         if s > 0 {
             // Fresh noise for the re-noise, derived from the seed and the stage index.
             let (h2, w2) = spec.stage_size(s, patch);
-            let up = resize(&x, (c, f, h, w), (h2, w2), spec.interp);
+            let up = resize(
+                &be.latent_download(&x)?,
+                (c, f, h, w),
+                (h2, w2),
+                spec.interp,
+            );
             let eps = noise(spec.seed.wrapping_add(0x9e37_79b9 * s as u64), up.len());
             let sg = sig[start] as f32;
-            x = up
+            let renoised: Vec<f32> = up
                 .iter()
                 .zip(&eps)
                 .map(|(a, e)| (1.0 - sg) * a + sg * e)
                 .collect();
             (h, w) = (h2, w2);
+            x = be.latent_upload(&renoised, &[c, f, h, w])?;
             residual = None; // a residual from another grid cannot be reused
         }
         let grid = model.grid(f, h, w)?;
-        let geom = model.geometry(be, grid, policy.token_order(grid))?;
+        let stage = model.stage(be, grid, policy.token_order(grid))?;
         on_event(Event::StageSwitch {
             stage: s,
             height: h,
             width: w,
-            tokens: geom.tokens(),
+            tokens: model.stage_tokens(&stage),
         });
 
         for i in start..end {
             let t0 = Instant::now();
-            let xt = be.upload(&x, &[1, c, f, h, w])?;
-            let xb = if bsz == 1 {
-                xt.clone()
-            } else {
-                be.cat(&vec![&xt; bsz], 0)?
-            };
+            let xb = be.latent_input(&x, batch)?;
             let tval = sig[i] * 1000.0;
-            let emb = model.embed(be, &xb, tval, &geom)?;
+            let emb = model.embed(be, &xb, tval, &stage, cond)?;
             let compute = schedule[i];
             let actx = AttnCtx {
                 step: i,
@@ -346,32 +339,32 @@ pub fn sample<B: FusedOps>(
                 num_layers: model.num_layers(),
                 stage: s,
                 grid,
-                cond_tokens: 0,
+                cond_tokens: model.cond_tokens(cond),
             };
             let hidden = if compute {
-                let out = model.blocks(be, &emb, context, &geom, policy, &actx)?;
+                let out = model.blocks(be, &emb, cond, &stage, policy, &actx)?;
                 if !matches!(spec.skip, SkipRule::None) {
-                    residual = Some(be.axpby(1.0, &out, -1.0, &emb.x)?);
+                    residual = Some(be.axpby(1.0, &out, -1.0, model.hidden(&emb))?);
                 }
                 computed_steps += 1;
                 out
             } else {
                 // computed_schedule computes every stage's first step
                 let r = residual.as_ref().expect("skip only after a computed step");
-                be.add_gated(&emb.x, r, None)?
+                be.add_gated(model.hidden(&emb), r, None)?
             };
-            let v = model.head(be, &hidden, &emb, &geom)?;
-            let v = be.download(&v)?;
-            dit_time += t0.elapsed();
+            let v = model.head(be, &hidden, &emb, &stage)?;
             let last_of_stage = i + 1 == end && s + 1 < spec.stages.len();
             // Euler step x += dt·v, or x̂0 = x_t − σ_t·v (the clean estimate carried to the next
-            // resolution) at a stage end; v = u + g·(c − u) under CFG. One parallel pass: the
-            // GPU waits for it.
+            // resolution) at a stage end; v = u + g·(c − u) under CFG.
             let dt = match last_of_stage {
                 true => -sig[i] as f32,
                 false => (sig[i + 1] - sig[i]) as f32,
             };
-            cfg_euler(&mut x, &v, bsz == 2, spec.guidance, dt);
+            be.latent_step(&mut x, &v, guidance, dt)?;
+            // The step's time is its device time: wait for it (no data moves).
+            be.synchronize()?;
+            dit_time += t0.elapsed();
             on_event(Event::Step {
                 step: i,
                 total: spec.steps,
@@ -382,7 +375,7 @@ pub fn sample<B: FusedOps>(
         }
     }
     Ok(SampleOutput {
-        video: x,
+        video: be.latent_download(&x)?,
         shape: [c, f, h, w],
         dit_time,
         computed_steps,

@@ -1,7 +1,9 @@
 //! The Wan2.1 family: config, DiT.
 
 pub mod config;
+mod denoiser;
 pub mod model;
 
 pub use config::WanConfig;
+pub use denoiser::TEACACHE_T2V_1_3B;
 pub use model::{rope_tables, timestep_embedding, Embedded, Geometry, WanModel};

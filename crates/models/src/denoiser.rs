@@ -1,0 +1,96 @@
+//! The contract between a diffusion transformer and the sampler: the sampler, ProRes and step
+//! skip are written once against it; each model family implements it. A step is split where
+//! the sampler needs to cut in: `embed` (tokens + modulation), `blocks` (skippable: their
+//! residual is what a skipped step reuses), `head` (back to the latent). The model never sees
+//! which attention policy runs (it asks the policy it is handed), nor the solver.
+
+use crate::Result;
+use jenga_carve::{AttentionPolicy, AttnCtx};
+use jenga_tensor::{Backend, FusedOps};
+use std::sync::Arc;
+
+/// What a generation is conditioned on, as the model family takes it.
+pub enum Conditioning<B: Backend> {
+    /// Cross-attention text (Wan T2V): encoder states `[batch, len, dim]`; batch 2 under
+    /// classifier-free guidance (conditional first, then unconditional).
+    Text { states: B::Tensor },
+    /// Joint text attention (HunyuanVideo): text states with their valid lengths, the pooled
+    /// text vector and the embedded (distilled) guidance scale.
+    JointText {
+        states: B::Tensor,
+        lens: Vec<usize>,
+        pooled: B::Tensor,
+        guidance: Option<f32>,
+    },
+    /// Image-to-video (Wan I2V): text states, image-encoder states and the conditioning
+    /// latent (mask + encoded first frame) concatenated to the noise at the input.
+    Image {
+        states: B::Tensor,
+        image: B::Tensor,
+        latent: B::Tensor,
+    },
+}
+
+pub trait Denoiser<B: FusedOps>: Send + Sync {
+    /// A stage's geometry: token grid, order (curve) and position tables.
+    type Stage;
+    /// One step's embedded input (tokens and modulation).
+    type Step;
+    /// The conditioning, embedded once per run (text projection, refiner…).
+    type Cond;
+
+    /// Channels of the latent the sampler holds (the model's output channels).
+    fn latent_channels(&self) -> usize;
+    fn patch(&self) -> [usize; 3];
+    fn num_layers(&self) -> usize;
+    /// Patch grid of a latent `frames × height × width`, checked against the patch size.
+    fn grid(&self, frames: usize, height: usize, width: usize) -> Result<(usize, usize, usize)>;
+    fn stage(
+        &self,
+        be: &B,
+        grid: (usize, usize, usize),
+        order: Option<Arc<Vec<u32>>>,
+    ) -> Result<Self::Stage>;
+    fn stage_tokens(&self, stage: &Self::Stage) -> usize;
+    /// Tokens of conditioning that self-attention sees beside the video (joint attention).
+    fn cond_tokens(&self, _cond: &Self::Cond) -> usize {
+        0
+    }
+    fn condition(&self, be: &B, c: &Conditioning<B>) -> Result<Self::Cond>;
+    /// 1, or 2 under classifier-free guidance (conditional and unconditional rows).
+    fn cond_batch(&self, cond: &Self::Cond) -> usize;
+    /// `x`: the model input `[batch, C, F, H, W]` at time `t` (0–1000).
+    fn embed(
+        &self,
+        be: &B,
+        x: &B::Tensor,
+        t: f64,
+        stage: &Self::Stage,
+        cond: &Self::Cond,
+    ) -> Result<Self::Step>;
+    /// The hidden state entering the blocks (a skipped step adds the cached residual to it).
+    fn hidden<'a>(&self, step: &'a Self::Step) -> &'a B::Tensor;
+    #[allow(clippy::too_many_arguments)]
+    fn blocks(
+        &self,
+        be: &B,
+        step: &Self::Step,
+        cond: &Self::Cond,
+        stage: &Self::Stage,
+        policy: &dyn AttentionPolicy<B>,
+        actx: &AttnCtx,
+    ) -> Result<B::Tensor>;
+    /// Hidden state after the blocks → the model output `[batch, C, F, H, W]`.
+    fn head(
+        &self,
+        be: &B,
+        hidden: &B::Tensor,
+        step: &Self::Step,
+        stage: &Self::Stage,
+    ) -> Result<B::Tensor>;
+    /// TeaCache's signal at time `t`: the modulated-input proxy whose relative change between
+    /// steps decides a recompute (Wan: the time projection `e0`).
+    fn skip_signal(&self, be: &B, t: f64) -> Result<B::Tensor>;
+    /// TeaCache's rescale polynomial for this checkpoint (highest power first).
+    fn teacache_coefficients(&self) -> Option<Vec<f64>>;
+}
