@@ -27,41 +27,72 @@ pub struct AttnCtx {
 }
 
 pub trait AttentionPolicy<B: Backend>: Send + Sync {
-    fn name(&self) -> String;
-    /// Order in which video tokens are laid out for a stage grid: `order[k]` = raster index of
-    /// the k-th token. `None` keeps raster order.
-    fn token_order(&self, _grid: (usize, usize, usize)) -> Option<Arc<Vec<u32>>> {
+    /// For wrappers (a policy picked at run time, a timer, a probe): the policy that every
+    /// method not overridden forwards to, with the plan calls passing through
+    /// [`AttentionPolicy::on_plan`]. `None` (default) for a policy of its own.
+    fn delegate(&self) -> Option<&dyn AttentionPolicy<B>> {
         None
     }
+    /// Around each plan call of a wrapper: `make` runs the delegate's (`plan` or
+    /// `plan_pooled`); the default just runs it.
+    fn on_plan(
+        &self,
+        _be: &B,
+        _q: &B::Tensor,
+        _k: &B::Tensor,
+        _ctx: &AttnCtx,
+        make: &mut dyn FnMut() -> Result<AttnPlan>,
+    ) -> Result<AttnPlan> {
+        make()
+    }
+    fn name(&self) -> String {
+        self.delegate()
+            .map_or_else(|| "unnamed".into(), |d| d.name())
+    }
+    /// Order in which video tokens are laid out for a stage grid: `order[k]` = raster index of
+    /// the k-th token. `None` keeps raster order.
+    fn token_order(&self, grid: (usize, usize, usize)) -> Option<Arc<Vec<u32>>> {
+        self.delegate().and_then(|d| d.token_order(grid))
+    }
     /// Plan for one self-attention call; q/k are `[B, L, H, Dh]` in token order.
-    fn plan(&self, be: &B, q: &B::Tensor, k: &B::Tensor, ctx: &AttnCtx) -> Result<AttnPlan>;
+    fn plan(&self, be: &B, q: &B::Tensor, k: &B::Tensor, ctx: &AttnCtx) -> Result<AttnPlan> {
+        let d = self.delegate().ok_or_else(|| {
+            jenga_tensor::Error::invalid("plan", "policy implements neither plan nor delegate")
+        })?;
+        self.on_plan(be, q, k, ctx, &mut || d.plan(be, q, k, ctx))
+    }
     /// Block size `m` for which this call's plan wants the block means of q and k
     /// (`[B, H, ceil(L/m), Dh]`, as [`Backend::block_mean_pool`]); the model then computes them
-    /// with [`Backend::rope_pooled`] (fused into RoPE where the backend can) and hands them to
+    /// with `FusedOps::rope_pooled` (fused into RoPE where the backend can) and hands them to
     /// [`AttentionPolicy::plan_pooled`]. `None` (default): not needed.
-    fn pooled_block(&self, _ctx: &AttnCtx) -> Option<usize> {
-        None
+    fn pooled_block(&self, ctx: &AttnCtx) -> Option<usize> {
+        self.delegate().and_then(|d| d.pooled_block(ctx))
     }
     /// [`AttentionPolicy::plan`] with the block means asked for by
     /// [`AttentionPolicy::pooled_block`] (`None` when the backend did not compute them); the
-    /// default ignores them.
+    /// default ignores them (or, for a wrapper, hands them to its delegate).
     fn plan_pooled(
         &self,
         be: &B,
         q: &B::Tensor,
         k: &B::Tensor,
-        _pooled: Option<(&B::Tensor, &B::Tensor)>,
+        pooled: Option<(&B::Tensor, &B::Tensor)>,
         ctx: &AttnCtx,
     ) -> Result<AttnPlan> {
-        self.plan(be, q, k, ctx)
+        match self.delegate() {
+            Some(d) => self.on_plan(be, q, k, ctx, &mut || d.plan_pooled(be, q, k, pooled, ctx)),
+            None => self.plan(be, q, k, ctx),
+        }
     }
     /// Optional score bias on condition keys (text-attention amplifier).
-    fn key_bias(&self, _ctx: &AttnCtx) -> Option<KeyBias> {
-        None
+    fn key_bias(&self, ctx: &AttnCtx) -> Option<KeyBias> {
+        self.delegate().and_then(|d| d.key_bias(ctx))
     }
     /// Kept-block density per stage so far (empty for policies that do not track it).
     fn density_stats(&self) -> Vec<DensityStats> {
-        Vec::new()
+        self.delegate()
+            .map(|d| d.density_stats())
+            .unwrap_or_default()
     }
 }
 

@@ -1,10 +1,9 @@
 //! Timing helpers shared by `eval` and the benches: process CPU time, and a wrapper policy
 //! that adds up the time spent building attention plans.
 
-use jenga_carve::policy::DensityStats;
 use jenga_carve::{AttentionPolicy, AttnCtx};
-use jenga_tensor::{AttnPlan, KeyBias};
-use std::sync::{Arc, Mutex};
+use jenga_tensor::AttnPlan;
+use std::sync::Mutex;
 use std::time::Instant;
 
 /// CPU time (user + system, all threads) of this process so far, in seconds: steadier than
@@ -70,38 +69,23 @@ impl<'a, B: jenga_engine::EngineBackend> PlanClock<'a, B> {
 }
 
 impl<B: jenga_engine::EngineBackend> AttentionPolicy<B> for PlanClock<'_, B> {
-    fn name(&self) -> String {
-        self.inner.name()
-    }
-    fn token_order(&self, grid: (usize, usize, usize)) -> Option<Arc<Vec<u32>>> {
-        self.inner.token_order(grid)
-    }
-    fn plan(
-        &self,
-        be: &B,
-        q: &B::Tensor,
-        k: &B::Tensor,
-        ctx: &AttnCtx,
-    ) -> jenga_tensor::Result<AttnPlan> {
-        self.plan_pooled(be, q, k, None, ctx)
-    }
-    fn pooled_block(&self, ctx: &AttnCtx) -> Option<usize> {
-        self.inner.pooled_block(ctx)
+    fn delegate(&self) -> Option<&dyn AttentionPolicy<B>> {
+        Some(self.inner)
     }
     /// Times the plan only: pooling fused into RoPE (`pooled`) counts in the model's time.
-    fn plan_pooled(
+    fn on_plan(
         &self,
         be: &B,
-        q: &B::Tensor,
-        k: &B::Tensor,
-        pooled: Option<(&B::Tensor, &B::Tensor)>,
-        ctx: &AttnCtx,
+        _q: &B::Tensor,
+        _k: &B::Tensor,
+        _ctx: &AttnCtx,
+        make: &mut dyn FnMut() -> jenga_tensor::Result<AttnPlan>,
     ) -> jenga_tensor::Result<AttnPlan> {
         if self.sync {
             be.synchronize()?;
         }
         let t = Instant::now();
-        let p = self.inner.plan_pooled(be, q, k, pooled, ctx)?;
+        let p = make()?;
         if self.sync {
             be.synchronize()?;
         }
@@ -109,11 +93,5 @@ impl<B: jenga_engine::EngineBackend> AttentionPolicy<B> for PlanClock<'_, B> {
         a.0 += t.elapsed().as_secs_f64();
         a.1 += 1;
         Ok(p)
-    }
-    fn key_bias(&self, ctx: &AttnCtx) -> Option<KeyBias> {
-        self.inner.key_bias(ctx)
-    }
-    fn density_stats(&self) -> Vec<DensityStats> {
-        self.inner.density_stats()
     }
 }

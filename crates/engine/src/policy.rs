@@ -7,12 +7,9 @@ use anyhow::{Context, Result};
 use jenga_carve::jenga::{JengaConfig, JengaPolicy, TextAmp};
 use jenga_carve::PolicyKernels;
 use jenga_carve::{
-    AttentionPolicy, AttnCtx, CurveKind, Dense, DensityStats, DraftConfig, DraftPolicy, DropMode,
-    SvgConfig, SvgPolicy,
+    AttentionPolicy, CurveKind, Dense, DraftConfig, DraftPolicy, DropMode, SvgConfig, SvgPolicy,
 };
 use jenga_pipeline::{JengaSettings, SampleSpec};
-use jenga_tensor::{AttnPlan, Error as TensorError, KeyBias};
-use std::sync::Arc;
 
 /// The Jenga policy for a resolved run. Drop rates follow the Wan scripts (warm-up ramp, dense
 /// at ≤ 0.25): with one stage and two rates the switch is at the middle step (25 of 50);
@@ -152,15 +149,6 @@ pub enum Policy {
 }
 
 impl Policy {
-    fn inner<B: PolicyKernels>(&self) -> &dyn AttentionPolicy<B> {
-        match self {
-            Policy::Dense(p) => p,
-            Policy::Jenga(p) => p.as_ref(),
-            Policy::Svg(p) => p.as_ref(),
-            Policy::Draft(p) => p.as_ref(),
-        }
-    }
-
     /// One line of the settings that matter, for reports.
     pub fn settings(&self) -> String {
         match self {
@@ -214,39 +202,13 @@ impl Policy {
 }
 
 impl<B: PolicyKernels> AttentionPolicy<B> for Policy {
-    fn name(&self) -> String {
-        self.inner::<B>().name()
-    }
-    fn token_order(&self, grid: (usize, usize, usize)) -> Option<Arc<Vec<u32>>> {
-        self.inner::<B>().token_order(grid)
-    }
-    fn plan(
-        &self,
-        be: &B,
-        q: &B::Tensor,
-        k: &B::Tensor,
-        ctx: &AttnCtx,
-    ) -> Result<AttnPlan, TensorError> {
-        self.inner::<B>().plan(be, q, k, ctx)
-    }
-    fn pooled_block(&self, ctx: &AttnCtx) -> Option<usize> {
-        self.inner::<B>().pooled_block(ctx)
-    }
-    fn plan_pooled(
-        &self,
-        be: &B,
-        q: &B::Tensor,
-        k: &B::Tensor,
-        pooled: Option<(&B::Tensor, &B::Tensor)>,
-        ctx: &AttnCtx,
-    ) -> Result<AttnPlan, TensorError> {
-        self.inner::<B>().plan_pooled(be, q, k, pooled, ctx)
-    }
-    fn key_bias(&self, ctx: &AttnCtx) -> Option<KeyBias> {
-        self.inner::<B>().key_bias(ctx)
-    }
-    fn density_stats(&self) -> Vec<DensityStats> {
-        self.inner::<B>().density_stats()
+    fn delegate(&self) -> Option<&dyn AttentionPolicy<B>> {
+        Some(match self {
+            Policy::Dense(p) => p,
+            Policy::Jenga(p) => p.as_ref(),
+            Policy::Svg(p) => p.as_ref(),
+            Policy::Draft(p) => p.as_ref(),
+        })
     }
 }
 

@@ -4,7 +4,7 @@
 
 use jenga_carve::{AttentionPolicy, AttnCtx, PolicyKernels};
 use jenga_tensor::{AttnPlan, Backend, KeyBias, Result, TensorMeta};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 /// One recall measurement: mean over sampled rows and heads of one attention call.
 #[derive(Clone, Debug)]
@@ -119,34 +119,18 @@ pub fn recall(
 }
 
 impl<B: PolicyKernels> AttentionPolicy<B> for Probe<'_, B> {
-    fn name(&self) -> String {
-        self.inner.name()
+    fn delegate(&self) -> Option<&dyn AttentionPolicy<B>> {
+        Some(self.inner)
     }
-    fn token_order(&self, grid: (usize, usize, usize)) -> Option<Arc<Vec<u32>>> {
-        self.inner.token_order(grid)
-    }
-    fn key_bias(&self, ctx: &AttnCtx) -> Option<KeyBias> {
-        self.inner.key_bias(ctx)
-    }
-    fn density_stats(&self) -> Vec<jenga_carve::policy::DensityStats> {
-        self.inner.density_stats()
-    }
-    fn plan(&self, be: &B, q: &B::Tensor, k: &B::Tensor, ctx: &AttnCtx) -> Result<AttnPlan> {
-        let plan = self.inner.plan(be, q, k, ctx)?;
-        self.observe(be, q, k, ctx, plan)
-    }
-    fn pooled_block(&self, ctx: &AttnCtx) -> Option<usize> {
-        self.inner.pooled_block(ctx)
-    }
-    fn plan_pooled(
+    fn on_plan(
         &self,
         be: &B,
         q: &B::Tensor,
         k: &B::Tensor,
-        pooled: Option<(&B::Tensor, &B::Tensor)>,
         ctx: &AttnCtx,
+        make: &mut dyn FnMut() -> Result<AttnPlan>,
     ) -> Result<AttnPlan> {
-        let plan = self.inner.plan_pooled(be, q, k, pooled, ctx)?;
+        let plan = make()?;
         self.observe(be, q, k, ctx, plan)
     }
 }
@@ -224,6 +208,7 @@ impl<B: PolicyKernels> Probe<'_, B> {
 mod tests {
     use super::*;
     use jenga_tensor::BlockPlan;
+    use std::sync::Arc;
 
     #[test]
     fn recall_is_one_for_full_plans_and_the_kept_mass_otherwise() {
