@@ -386,7 +386,6 @@ fn render(
     dense: &Plan,
     cpu_device: bool,
 ) -> String {
-    let s = &dense.spec;
     let mut o = String::new();
     let cmd: Vec<String> = std::env::args()
         .skip(1)
@@ -400,17 +399,9 @@ fn render(
         .collect();
     let _ = writeln!(
         o,
-        "`jenga {}` — {} ({}×{}×{}, {} steps, shift {}, guidance {}, seed {}, prompt \"{}\") on {dev}.\n",
+        "`jenga {}` — {}, on {dev}.\n",
         cmd.join(" "),
-        src.name(),
-        s.frames,
-        s.height,
-        s.width,
-        s.steps,
-        s.stages[0].shift,
-        s.guidance,
-        s.seed,
-        p.prompt
+        dense.describe(src.name())
     );
     let _ = writeln!(o, "| variant | density (all calls) | density (sparse calls) | recall | PSNR vs dense (dB) | SSIM | wall (s) | speed-up (wall) | CPU (s) | speed-up (CPU) |");
     let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|---|");

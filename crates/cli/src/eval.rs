@@ -111,7 +111,6 @@ pub fn run(e: EvalArgs) -> Result<()> {
         plans: &plans,
     })?;
     let report = render(
-        &e,
         &rows,
         &engine.device().name(),
         caption.as_ref(),
@@ -346,29 +345,15 @@ pub fn caption_check(c: &Caption, out: &SampleOutput) -> String {
 }
 
 fn render(
-    e: &EvalArgs,
     rows: &[Row],
     dev: &str,
     caption: Option<&Caption>,
     src: &Source,
     dense: &Plan,
 ) -> String {
-    let g = &e.gen;
     let s = &dense.spec;
     let mut o = String::new();
-    let _ = writeln!(
-        o,
-        "Prompt `{}`, seed {}, {} ({}×{}×{}, {} steps, shift {}, guidance {}), on {dev}.\n",
-        g.prompt,
-        s.seed,
-        src.name(),
-        s.frames,
-        s.height,
-        s.width,
-        s.steps,
-        s.stages[0].shift,
-        s.guidance
-    );
+    let _ = writeln!(o, "{}, on {dev}.\n", dense.describe(src.name()));
     let _ = writeln!(o, "| variant | wall (s) | CPU (s) | speed-up (wall / CPU) | PSNR vs dense (dB) | SSIM | density per stage | recall | steps computed | caption check |");
     let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|---|");
     let (dense_secs, dense_cpu) = (rows[0].secs, rows[0].cpu);

@@ -17,6 +17,25 @@ pub struct Plan {
     pub jenga: Option<JengaSettings>,
 }
 
+impl Plan {
+    /// The run in one phrase, for report headers: `MODEL (F×H×W, N steps, shift S, guidance G,
+    /// seed S, prompt "…")`.
+    pub fn describe(&self, model: &str) -> String {
+        let s = &self.spec;
+        format!(
+            "{model} ({}×{}×{}, {} steps, shift {}, guidance {}, seed {}, prompt \"{}\")",
+            s.frames,
+            s.height,
+            s.width,
+            s.steps,
+            s.stages[0].shift,
+            s.guidance,
+            s.seed,
+            self.prompt
+        )
+    }
+}
+
 /// Preset + explicit flags → settings (explicit flags win). `None` when no Jenga flag is set.
 pub fn resolve_jenga(j: &PolicyOptions, base_shift: f64) -> Result<Option<JengaSettings>> {
     let any_flag = j.sa_drop_rates.is_some()
