@@ -21,8 +21,8 @@ use cudarc::driver::{CudaContext, CudaStream};
 use half::bf16;
 use jenga_carve::{BlockSelect, DraftSelect, PolicyKernels, SvgSelect};
 use jenga_tensor::{
-    Act, AttnPlan, Backend, BlockPlan, DeviceCount, DevicePlan, FusedOps, KeyBias, PlanGeometry,
-    Result,
+    Act, AttnPlan, Backend, BlockPlan, DType, DeviceCount, DevicePlan, FusedOps, KeyBias,
+    PlanGeometry, Result,
 };
 use std::sync::Arc;
 
@@ -302,6 +302,18 @@ impl Backend for CudaBackend {
 
     fn download(&self, t: &CudaTensor) -> Result<Vec<f32>> {
         self.gpu().download_f32(t)
+    }
+
+    fn storage_dtype(&self) -> DType {
+        DType::BF16
+    }
+
+    fn upload_raw(&self, bytes: &[u8], dtype: DType, shape: &[usize]) -> Result<CudaTensor> {
+        self.gpu().upload_raw(bytes, dtype, shape)
+    }
+
+    fn download_raw(&self, t: &CudaTensor, dtype: DType) -> Result<Vec<u8>> {
+        self.gpu().download_raw(t, dtype)
     }
 
     fn reshape(&self, t: &CudaTensor, shape: &[usize]) -> Result<CudaTensor> {

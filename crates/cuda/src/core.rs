@@ -15,7 +15,7 @@ use cudarc::driver::{
     LaunchConfig, PushKernelArg,
 };
 use half::bf16;
-use jenga_tensor::{BlockPlan, DeviceCount, Error, Result, TensorMeta};
+use jenga_tensor::{BlockPlan, DType, DeviceCount, Error, Result, TensorMeta};
 use std::sync::Arc;
 
 /// A contiguous bf16 tensor on the device: a shared buffer, an element offset into it (so
@@ -306,6 +306,61 @@ impl Gpu {
         use rayon::prelude::*;
         let host: Vec<bf16> = data.par_iter().map(|&v| bf16::from_f32(v)).collect();
         self.upload_bf16(&host, shape)
+    }
+
+    /// Raw little-endian `dtype` bytes in: bf16 bytes go to the device as they are (no f32
+    /// copy on the host), f16/f32 are converted to bf16 on the host in parallel.
+    pub(crate) fn upload_raw(
+        &self,
+        bytes: &[u8],
+        dtype: DType,
+        shape: &[usize],
+    ) -> Result<CudaTensor> {
+        use rayon::prelude::*;
+        if !bytes.len().is_multiple_of(dtype.size()) {
+            return Err(Error::invalid(
+                "upload_raw",
+                format!("{} bytes is not a whole number of {dtype:?}", bytes.len()),
+            ));
+        }
+        let two = |c: &[u8]| u16::from_le_bytes([c[0], c[1]]);
+        let host: Vec<bf16> = match dtype {
+            DType::BF16 => {
+                if let Ok(v) = bytemuck::try_cast_slice::<u8, bf16>(bytes) {
+                    return self.upload_bf16(v, shape);
+                }
+                bytes
+                    .par_chunks_exact(2)
+                    .map(|c| bf16::from_bits(two(c)))
+                    .collect()
+            }
+            DType::F16 => bytes
+                .par_chunks_exact(2)
+                .map(|c| bf16::from_f32(half::f16::from_bits(two(c)).to_f32()))
+                .collect(),
+            DType::F32 => bytes
+                .par_chunks_exact(4)
+                .map(|c| bf16::from_f32(f32::from_le_bytes([c[0], c[1], c[2], c[3]])))
+                .collect(),
+        };
+        self.upload_bf16(&host, shape)
+    }
+
+    /// Out as little-endian `dtype` bytes (bf16: exactly as stored).
+    pub(crate) fn download_raw(&self, t: &CudaTensor, dtype: DType) -> Result<Vec<u8>> {
+        use rayon::prelude::*;
+        let v = self.download_bf16(t)?;
+        Ok(match dtype {
+            DType::BF16 => bytemuck::cast_slice::<bf16, u8>(&v).to_vec(),
+            DType::F16 => v
+                .par_iter()
+                .flat_map_iter(|x| half::f16::from_f32(x.to_f32()).to_bits().to_le_bytes())
+                .collect(),
+            DType::F32 => v
+                .par_iter()
+                .flat_map_iter(|x| x.to_f32().to_le_bytes())
+                .collect(),
+        })
     }
 
     /// Out as host f32.

@@ -6,6 +6,7 @@
 //! - attention inputs `[B, L, H, Dh]` (what a linear's `[B, L, H*Dh]` output already is);
 //! - linear weights `[out, in]` (the PyTorch / safetensors layout).
 
+use crate::reference::{self, AttnMask, DType};
 use crate::{AttnPlan, Result};
 
 /// Activation fused into a linear (or applied alone with [`Backend::act`]).
@@ -216,6 +217,137 @@ pub trait Backend: Send + Sync {
             }
         }
         self.upload(&o, &[b, c, f, h, w])
+    }
+
+    /// The element type this backend stores tensors as.
+    fn storage_dtype(&self) -> DType {
+        DType::F32
+    }
+
+    /// Copy raw little-endian `dtype` bytes in (a checkpoint tensor as stored). The default
+    /// converts on the host; a backend storing `dtype` takes the bytes as they are.
+    fn upload_raw(&self, bytes: &[u8], dtype: DType, shape: &[usize]) -> Result<Self::Tensor> {
+        self.upload(&reference::bytes_to_f32(bytes, dtype)?, shape)
+    }
+
+    /// Copy out as little-endian `dtype` bytes.
+    fn download_raw(&self, t: &Self::Tensor, dtype: DType) -> Result<Vec<u8>> {
+        Ok(reference::f32_to_bytes(&self.download(t)?, dtype))
+    }
+
+    /// Rows of `table` `[V, D]` picked by `ids` → `[ids.len(), D]` (a token-embedding lookup).
+    fn embedding(&self, table: &Self::Tensor, ids: &[u32]) -> Result<Self::Tensor> {
+        let s = table.shape().to_vec();
+        if s.len() != 2 {
+            return Err(crate::Error::shape(
+                "embedding",
+                format!("table {s:?} (expected [V, D])"),
+            ));
+        }
+        let t = self.reshape(table, &[1, s[0], s[1]])?;
+        let g = self.gather_tokens(&t, ids)?;
+        self.reshape(&g, &[ids.len(), s[1]])
+    }
+
+    /// 3D convolution: x `[B, Cin, F, H, W]`, w `[Cout, Cin, kt, kh, kw]`, optional bias
+    /// `[Cout]` → `[B, Cout, Fo, Ho, Wo]`. `padding` is zeros on both sides of each axis, except
+    /// that with `causal` the time axis gets `2·padding[0]` frames in front and none behind
+    /// (Wan's VAE `CausalConv3d`). The default runs im2col on the host and the product through
+    /// [`Backend::linear`].
+    #[allow(clippy::too_many_arguments)]
+    fn conv3d(
+        &self,
+        x: &Self::Tensor,
+        w: &Self::Tensor,
+        b: Option<&Self::Tensor>,
+        stride: [usize; 3],
+        padding: [usize; 3],
+        causal: bool,
+    ) -> Result<Self::Tensor> {
+        let (xs, ws) = (x.shape().to_vec(), w.shape().to_vec());
+        let (out, front) = reference::conv3d_geometry(&xs, &ws, stride, padding, causal)?;
+        let host = self.download(x)?;
+        let k = [ws[2], ws[3], ws[4]];
+        let pad = [front, padding[1], padding[2]];
+        let cols = reference::im2col3d(&host, &xs, k, out, stride, pad);
+        let (rows, kk) = (
+            xs[0] * out.iter().product::<usize>(),
+            ws[1] * k.iter().product::<usize>(),
+        );
+        let cols = self.upload(&cols, &[rows, kk])?;
+        let wf = self.reshape(w, &[ws[0], kk])?;
+        let y = self.download(&self.linear(&cols, &wf, b, Act::None)?)?;
+        let sp = out.iter().product::<usize>();
+        let y = reference::rows_to_channels_first(&y, xs[0], ws[0], sp);
+        self.upload(&y, &[xs[0], ws[0], out[0], out[1], out[2]])
+    }
+
+    /// GroupNorm: x `[B, C, ...]`, `groups` dividing C, optional per-channel affine `[C]`.
+    /// The default runs on the host.
+    fn group_norm(
+        &self,
+        x: &Self::Tensor,
+        groups: usize,
+        w: Option<&Self::Tensor>,
+        b: Option<&Self::Tensor>,
+        eps: f32,
+    ) -> Result<Self::Tensor> {
+        let w = w.map(|t| self.download(t)).transpose()?;
+        let b = b.map(|t| self.download(t)).transpose()?;
+        let y = reference::group_norm(
+            &self.download(x)?,
+            x.shape(),
+            groups,
+            w.as_deref(),
+            b.as_deref(),
+            eps,
+        )?;
+        self.upload(&y, x.shape())
+    }
+
+    /// Nearest-neighbour 2x upsampling of the last two (spatial) dims (rank ≥ 3). The default
+    /// runs on the host.
+    fn upsample_nearest(&self, x: &Self::Tensor) -> Result<Self::Tensor> {
+        let (y, s) = reference::upsample_nearest2x(&self.download(x)?, x.shape())?;
+        self.upload(&y, &s)
+    }
+
+    /// Dense attention with a mask (see [`AttnMask`]); [`AttnMask::None`] is
+    /// [`Backend::attention`] with a dense plan. The default runs masked calls on the host.
+    fn attention_masked(
+        &self,
+        q: &Self::Tensor,
+        k: &Self::Tensor,
+        v: &Self::Tensor,
+        mask: &AttnMask,
+        bias: Option<KeyBias>,
+    ) -> Result<Self::Tensor> {
+        if *mask == AttnMask::None {
+            return self.attention(q, k, v, &AttnPlan::Dense, bias);
+        }
+        let (qs, ks) = (q.shape().to_vec(), k.shape().to_vec());
+        if qs.len() != 4
+            || ks.len() != 4
+            || v.shape() != ks.as_slice()
+            || ks[0] != qs[0]
+            || ks[2] != qs[2]
+            || ks[3] != qs[3]
+        {
+            return Err(crate::Error::shape(
+                "attention_masked",
+                format!("q {qs:?}, k {ks:?}, v {:?}", v.shape()),
+            ));
+        }
+        let o = reference::attention_masked(
+            &self.download(q)?,
+            &self.download(k)?,
+            &self.download(v)?,
+            &qs,
+            ks[1],
+            mask,
+            bias,
+        )?;
+        self.upload(&o, &qs)
     }
 
     /// Wait for queued work (for timing); a no-op on the CPU.

@@ -9,12 +9,14 @@ pub mod cpu;
 mod error;
 mod fused;
 mod plan;
+pub mod reference;
 
 pub use backend::{check_order, Act, Backend, KeyBias, TensorMeta};
 pub use cpu::{CpuBackend, CpuTensor};
 pub use error::{Error, Result};
 pub use fused::{rms_norm_rope_composed, FusedOps};
 pub use plan::{AttnPlan, BlockPlan, DeviceCount, DevicePlan, PlanGeometry};
+pub use reference::{AttnMask, DType};
 
 /// Number of elements of a shape.
 pub fn numel(shape: &[usize]) -> usize {
