@@ -89,6 +89,10 @@ fn cpu_load_allocates_at_most_the_largest_tensor_as_f32() {
             "dim {}: largest host allocation {got} B, largest tensor as f32 {limit} B",
             cfg.dim
         );
+        println!(
+            "dim {}: largest host allocation {got} B (largest tensor as f32 {limit} B)",
+            cfg.dim
+        );
         // and the whole model as f32 would be far larger
         assert!(limit * 4 < cfg.num_params() * 4);
     }
