@@ -16,6 +16,12 @@ pub fn run(a: InspectArgs) -> Result<()> {
     let c = &bundle.config;
     println!("model        {}", bundle.name);
     println!(
+        "family       {} (config class {}), tensor names: {}",
+        bundle.family.name(),
+        bundle.class,
+        bundle.keys.naming_name()
+    );
+    println!(
         "architecture Wan2.1 DiT ({}), {} layers, dim {}, ffn {}, {} heads x {}",
         c.model_type,
         c.num_layers,
@@ -60,6 +66,7 @@ pub fn run(a: InspectArgs) -> Result<()> {
         fmt_bytes(total * 4),
         fmt_bytes(total * 2)
     );
+    println!("decoder      {}", bundle.vae.name());
     println!(
         "text encoder {}",
         if bundle.text.is_some() {

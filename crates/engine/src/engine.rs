@@ -314,7 +314,7 @@ impl ModelTask for GenerateTask<'_> {
         t.dit = out.dit_time;
 
         let t0 = Instant::now();
-        let video = crate::to_video(&out.video, out.shape, 8, p.source.pixel_space());
+        let video = crate::decode_video(p.source.vae(), &out.video, out.shape, 8)?;
         t.decode = t0.elapsed();
         Ok(Generated {
             video,

@@ -26,6 +26,8 @@ pub use request::{
 };
 pub use source::{random_config, Source};
 
+use jenga_models::{Frames, Vae};
+
 /// `1.23 B`, `6.95 M`, `12.0 K`.
 pub fn fmt_count(n: usize) -> String {
     match n {
@@ -45,24 +47,37 @@ pub fn fmt_bytes(n: usize) -> String {
     }
 }
 
-/// `[C, F, H, W]` in [-1, 1] → RGB u8 frames. Pixel-space models map channels 0..3 to RGB;
-/// latent models (no VAE bundled) get a preview of latent channels 0..3.
-pub fn to_video(
+/// `[C, F, H, W]` in [-1, 1] → RGB u8 frames. Pixel-space models map channels 0..3 to RGB
+/// ([`jenga_models::Identity`]); latent models (no VAE bundled) get a preview of latent
+/// channels 0..3 ([`jenga_models::LatentPreview`]).
+pub fn to_video(x: &[f32], shape: [usize; 4], fps: u32, pixel_space: bool) -> jenga_video::Video {
+    let vae: &dyn Vae = if pixel_space {
+        &jenga_models::Identity
+    } else {
+        &jenga_models::LatentPreview
+    };
+    decode_video(vae, x, shape, fps).expect("latent holds C·F·H·W values")
+}
+
+/// Latent `[C, F, H, W]` → RGB u8 frames through `vae`.
+pub fn decode_video(
+    vae: &dyn Vae,
     x: &[f32],
-    [c, f, h, w]: [usize; 4],
+    shape: [usize; 4],
     fps: u32,
-    pixel_space: bool,
-) -> jenga_video::Video {
+) -> jenga_models::Result<jenga_video::Video> {
+    Ok(frames_to_video(&vae.decode(x, shape)?, fps))
+}
+
+/// RGB planes `[3, F, H, W]` in [-1, 1] → u8 frames.
+pub fn frames_to_video(frames: &Frames, fps: u32) -> jenga_video::Video {
+    let [_, f, h, w] = frames.shape;
+    let x = &frames.data;
     let mut rgb = vec![0u8; f * h * w * 3];
-    let scale = if pixel_space { 1.0 } else { 0.5 };
     for fi in 0..f {
         for p in 0..h * w {
             for ch in 0..3 {
-                let v = if ch < c {
-                    x[(ch * f + fi) * h * w + p] * scale
-                } else {
-                    0.0
-                };
+                let v = x[(ch * f + fi) * h * w + p];
                 rgb[(fi * h * w + p) * 3 + ch] = ((v.clamp(-1.0, 1.0) + 1.0) * 127.5).round() as u8;
             }
         }

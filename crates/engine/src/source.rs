@@ -3,7 +3,9 @@
 
 use crate::request::ModelSource;
 use anyhow::{bail, Result};
-use jenga_models::{ModelBundle, RandomWeights, TinySlots, WanConfig, WanModel, WeightSource};
+use jenga_models::{
+    LatentPreview, ModelBundle, RandomWeights, TinySlots, Vae, WanConfig, WanModel, WeightSource,
+};
 use jenga_tensor::FusedOps;
 
 /// Where weights, config and text conditioning come from.
@@ -79,6 +81,13 @@ impl Source {
     }
     pub fn pixel_space(&self) -> bool {
         matches!(self, Source::Bundle(b) if b.pixel_space)
+    }
+    /// Latent → RGB: the bundle's, or the latent preview for random weights.
+    pub fn vae(&self) -> &dyn Vae {
+        match self {
+            Source::Bundle(b) => b.vae.as_ref(),
+            Source::Random { .. } => &LatentPreview,
+        }
     }
 
     /// Embedded text context for sampling: the prompt alone, or with classifier-free guidance

@@ -1,8 +1,11 @@
 //! A model directory (or the embedded tiny-wan): config, DiT weights, and, for tiny-wan, its
 //! tokenizer and text encoder.
 
+use crate::text::{TextEncoder, TinyText};
+use crate::vae::{Identity, LatentPreview, Vae};
 use crate::{
-    ModelError, Result, SafetensorsWeights, TinyTextEncoder, Tokenizer, WanConfig, WeightSource,
+    ModelError, Result, SafetensorsWeights, TinyTextEncoder, Tokenizer, WanConfig, WanKeys,
+    WeightSource,
 };
 use std::path::{Path, PathBuf};
 
@@ -20,13 +23,76 @@ pub struct SampleDefaults {
     pub steps: usize,
 }
 
+/// A family of models this crate implements (one folder each: `wan/`, ...).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    /// Wan2.1 text-to-video (`wan/`).
+    Wan,
+}
+
+impl Family {
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Wan => "Wan2.1",
+        }
+    }
+}
+
+/// Config classes a bundle can be opened from, by `config.json`'s `_class_name`: the family
+/// and how to read the rest of the config. No `_class_name` = the original Wan repo's layout.
+const CLASSES: [(&str, Family); 2] = [
+    ("WanModel", Family::Wan),
+    ("WanTransformer3DModel", Family::Wan),
+];
+
+/// The family and config of `config.json` text (`path` names the file in errors).
+pub fn config_for_class(path: &Path, text: &str) -> Result<(Family, String, WanConfig)> {
+    let cfg_err = |detail: String| ModelError::Config {
+        path: path.into(),
+        detail,
+    };
+    let v: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+        cfg_err(match e.classify() {
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+                format!("not valid JSON ({e})")
+            }
+            _ => e.to_string(),
+        })
+    })?;
+    let class = v
+        .get("_class_name")
+        .and_then(|c| c.as_str())
+        .unwrap_or("WanModel")
+        .to_string();
+    let Some(&(_, family)) = CLASSES.iter().find(|(c, _)| *c == class) else {
+        return Err(cfg_err(format!(
+            "model class `{class}` is not supported (known: {})",
+            CLASSES.map(|c| c.0).join(", ")
+        )));
+    };
+    let config = match class.as_str() {
+        "WanTransformer3DModel" => WanConfig::from_diffusers_json(text),
+        _ => WanConfig::from_json(text),
+    }
+    .map_err(cfg_err)?;
+    Ok((family, class, config))
+}
+
 pub struct ModelBundle {
     pub name: String,
+    /// The family chosen by the config's class.
+    pub family: Family,
+    /// `config.json`'s `_class_name` (`WanModel` when absent).
+    pub class: String,
+    /// How the checkpoint names its tensors (detected from its keys).
+    pub keys: WanKeys,
+    /// Latent → RGB ([`Identity`] for pixel-space models, else [`LatentPreview`]).
+    pub vae: Box<dyn Vae>,
     pub dir: Option<PathBuf>,
     pub config: WanConfig,
     pub weights: SafetensorsWeights,
     /// Present for tiny-wan-style directories (`text_encoder.safetensors` + `vocab.json`).
-    pub text: Option<(Tokenizer, TinyTextEncoder)>,
+    pub text: Option<TinyText>,
     pub defaults: SampleDefaults,
     /// Pixel space (no VAE): tiny-wan.
     pub pixel_space: bool,
@@ -54,15 +120,16 @@ fn text_encoder(
     vocab: Tokenizer,
     cfg: &WanConfig,
     vocab_size: usize,
-) -> Result<(Tokenizer, TinyTextEncoder)> {
-    let te = TinyTextEncoder::load(weights, vocab_size, cfg.text_len, cfg.text_dim)?;
-    Ok((vocab, te))
+) -> Result<TinyText> {
+    let encoder = TinyTextEncoder::load(weights, vocab_size, cfg.text_len, cfg.text_dim)?;
+    Ok((vocab, encoder))
 }
 
 impl ModelBundle {
     /// The tiny-wan model embedded in the binary.
     pub fn embedded() -> Result<Self> {
-        let config = WanConfig::from_json(TINY_CONFIG).map_err(ModelError::Invalid)?;
+        let (family, class, config) =
+            config_for_class(Path::new("<embedded>/config.json"), TINY_CONFIG)?;
         let tok = Tokenizer::from_json(TINY_VOCAB, config.text_len).map_err(ModelError::Invalid)?;
         let vocab_size = vocab_size(TINY_VOCAB);
         let text = text_encoder(
@@ -71,13 +138,18 @@ impl ModelBundle {
             &config,
             vocab_size,
         )?;
+        let weights = SafetensorsWeights::from_static(
+            "<embedded>/diffusion_pytorch_model.safetensors",
+            TINY_DIT,
+        )?;
         Ok(ModelBundle {
             name: "tiny-wan (embedded)".into(),
+            family,
+            class,
+            keys: WanKeys::detect(&weights),
+            vae: vae_for(&config),
             dir: None,
-            weights: SafetensorsWeights::from_static(
-                "<embedded>/diffusion_pytorch_model.safetensors",
-                TINY_DIT,
-            )?,
+            weights,
             text: Some(text),
             defaults: defaults_from(TINY_CONFIG),
             pixel_space: true,
@@ -96,11 +168,11 @@ impl ModelBundle {
             )));
         }
         let cfg_path = dir.join("config.json");
-        let config = WanConfig::from_file(&cfg_path)?;
         let cfg_text = std::fs::read_to_string(&cfg_path).map_err(|source| ModelError::Io {
             path: cfg_path.clone(),
             source,
         })?;
+        let (family, class, config) = config_for_class(&cfg_path, &cfg_text)?;
         let weights = SafetensorsWeights::open(dir)?;
         let (vocab_p, te_p) = (dir.join("vocab.json"), dir.join("text_encoder.safetensors"));
         let text = if vocab_p.exists() && te_p.exists() {
@@ -125,6 +197,10 @@ impl ModelBundle {
         };
         Ok(ModelBundle {
             name: dir.display().to_string(),
+            family,
+            class,
+            keys: WanKeys::detect(&weights),
+            vae: vae_for(&config),
             dir: Some(dir.into()),
             pixel_space: config.in_dim == 3,
             defaults: defaults_from(&cfg_text),
@@ -138,13 +214,29 @@ impl ModelBundle {
     /// Text-encoder states `[text_len, text_dim]` for a prompt (empty prompt → all zeros, the
     /// unconditional context of tiny-wan).
     pub fn encode_prompt(&self, prompt: &str) -> Result<Vec<f32>> {
-        match &self.text {
-            Some((tok, te)) => te.encode(&tok.encode(prompt)),
+        match self.text_encoder() {
+            Some(te) => Ok(te.encode(prompt)?.states),
             None => Err(ModelError::Invalid(format!(
                 "{}: no text encoder for this model (umT5 is not bundled); use the embedded model or --random-weights",
                 self.name
             ))),
         }
+    }
+}
+
+impl ModelBundle {
+    /// The bundled text encoder, if any.
+    pub fn text_encoder(&self) -> Option<&dyn TextEncoder> {
+        self.text.as_ref().map(|t| t as &dyn TextEncoder)
+    }
+}
+
+/// Pixel-space configs (3 input channels: tiny-wan) decode as they are.
+fn vae_for(cfg: &WanConfig) -> Box<dyn Vae> {
+    if cfg.in_dim == 3 {
+        Box::new(Identity)
+    } else {
+        Box::new(LatentPreview)
     }
 }
 

@@ -3,6 +3,7 @@
 
 use crate::{ModelError, Result};
 use half::{bf16, f16};
+use jenga_tensor::DType;
 use memmap2::Mmap;
 use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;
@@ -14,12 +15,81 @@ use std::path::{Path, PathBuf};
 pub trait WeightSource: Sync {
     /// The tensor `name` as f32, checked against `shape` (element order as stored).
     fn load(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>>;
+    /// The tensor `name` as stored: its shape, and its bytes borrowed from the file (mmap) in
+    /// their stored dtype, so that a backend can take them as they are. Sources without stored
+    /// bytes (generated weights) hand over f32 values of the `expected` shape. The shape is not
+    /// checked here (the [`crate::VarBuilder`] does it, naming the full key and file).
+    fn raw(&self, name: &str, expected: &[usize]) -> Result<RawTensor<'_>> {
+        Ok(RawTensor {
+            shape: expected.to_vec(),
+            data: TensorData::F32(self.load(name, expected)?),
+        })
+    }
+    /// Whether a tensor `name` can be produced (generated weights: every name).
+    fn contains(&self, _name: &str) -> bool {
+        true
+    }
+    /// The file holding `name`, for error messages.
+    fn file_of(&self, _name: &str) -> Option<PathBuf> {
+        None
+    }
     /// Short description for logs ("3 safetensors files in DIR", "random (seed 0)").
     fn describe(&self) -> String;
     /// Total number of parameters stored (every tensor's element count summed), to compare
     /// with `WanConfig::num_params`; `None` for generated weights (they follow the config).
     fn param_count(&self) -> Option<usize> {
         None
+    }
+}
+
+/// A tensor's values as a source holds them: bytes in the stored dtype, borrowed from the
+/// file (no copy), or f32 values made on demand (generated weights).
+pub enum TensorData<'a> {
+    Stored { dtype: DType, bytes: &'a [u8] },
+    F32(Vec<f32>),
+}
+
+/// One tensor of a [`WeightSource`], as stored.
+pub struct RawTensor<'a> {
+    pub shape: Vec<usize>,
+    pub data: TensorData<'a>,
+}
+
+impl RawTensor<'_> {
+    /// The values as f32 (a copy; for host-side consumers).
+    pub fn to_f32(&self) -> Vec<f32> {
+        match &self.data {
+            TensorData::F32(v) => v.clone(),
+            TensorData::Stored { dtype, bytes } => stored_to_f32(bytes, *dtype),
+        }
+    }
+}
+
+/// Stored little-endian bytes → f32 (the conversion `load` has always done).
+fn stored_to_f32(bytes: &[u8], dtype: DType) -> Vec<f32> {
+    match dtype {
+        DType::F32 => bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        DType::BF16 => bytes
+            .chunks_exact(2)
+            .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        DType::F16 => bytes
+            .chunks_exact(2)
+            .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+    }
+}
+
+/// A safetensors dtype name (`BF16`) → the backend's [`DType`] (`None`: not supported yet).
+pub fn parse_dtype(name: &str) -> Option<DType> {
+    match name {
+        "F32" => Some(DType::F32),
+        "BF16" => Some(DType::BF16),
+        "F16" => Some(DType::F16),
+        _ => None,
     }
 }
 
@@ -285,54 +355,64 @@ fn parse_header(path: &Path, buf: &[u8]) -> Result<Vec<(String, TensorEntry)>> {
     Ok(out)
 }
 
+impl SafetensorsWeights {
+    /// Entry, dtype and bytes of `name`, checked for a supported dtype and a byte length that
+    /// fits its shape.
+    fn stored(&self, name: &str) -> Result<(&TensorEntry, DType, &[u8])> {
+        let e = self.tensors.get(name).ok_or_else(|| ModelError::Missing {
+            name: name.into(),
+            files: self.describe(),
+        })?;
+        let path = &self.files[e.file].0;
+        let dtype = parse_dtype(&e.dtype).ok_or_else(|| ModelError::DType {
+            name: name.into(),
+            path: path.clone(),
+            dtype: e.dtype.clone(),
+        })?;
+        let bytes = &self.files[e.file].1[e.start..e.end];
+        let n: usize = e.shape.iter().product();
+        if bytes.len() != n * dtype.size() {
+            return Err(ModelError::Corrupt {
+                path: path.clone(),
+                detail: format!("tensor `{name}` has {} bytes for {n} values", bytes.len()),
+            });
+        }
+        Ok((e, dtype, bytes))
+    }
+}
+
 impl WeightSource for SafetensorsWeights {
     fn load(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
         let e = self.tensors.get(name).ok_or_else(|| ModelError::Missing {
             name: name.into(),
             files: self.describe(),
         })?;
-        let path = &self.files[e.file].0;
         if e.shape != shape {
             return Err(ModelError::Shape {
                 name: name.into(),
-                path: path.clone(),
+                path: self.files[e.file].0.clone(),
                 got: e.shape.clone(),
                 expected: shape.to_vec(),
             });
         }
-        let bytes = &self.files[e.file].1[e.start..e.end];
-        let n: usize = shape.iter().product();
-        let width = match e.dtype.as_str() {
-            "F32" => 4,
-            "BF16" | "F16" => 2,
-            other => {
-                return Err(ModelError::DType {
-                    name: name.into(),
-                    path: path.clone(),
-                    dtype: other.into(),
-                })
-            }
-        };
-        if bytes.len() != n * width {
-            return Err(ModelError::Corrupt {
-                path: path.clone(),
-                detail: format!("tensor `{name}` has {} bytes for {n} values", bytes.len()),
-            });
-        }
-        Ok(match e.dtype.as_str() {
-            "F32" => bytes
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-            "BF16" => bytes
-                .chunks_exact(2)
-                .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            _ => bytes
-                .chunks_exact(2)
-                .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
+        let (_, dtype, bytes) = self.stored(name)?;
+        Ok(stored_to_f32(bytes, dtype))
+    }
+
+    fn raw(&self, name: &str, _expected: &[usize]) -> Result<RawTensor<'_>> {
+        let (e, dtype, bytes) = self.stored(name)?;
+        Ok(RawTensor {
+            shape: e.shape.clone(),
+            data: TensorData::Stored { dtype, bytes },
         })
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+
+    fn file_of(&self, name: &str) -> Option<PathBuf> {
+        self.tensors.get(name).map(|e| self.files[e.file].0.clone())
     }
 
     fn param_count(&self) -> Option<usize> {

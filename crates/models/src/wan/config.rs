@@ -77,6 +77,73 @@ impl WanConfig {
         Ok(cfg)
     }
 
+    /// A diffusers `WanTransformer3DModel` config (`num_attention_heads` × `attention_head_dim`,
+    /// `in_channels`, `out_channels`, `qk_norm: "rms_norm_across_heads"`, ...) as a [`WanConfig`].
+    /// Image conditioning (`image_dim`, `added_kv_proj_dim`: I2V) is not supported.
+    pub fn from_diffusers_json(text: &str) -> std::result::Result<Self, String> {
+        #[derive(Deserialize)]
+        struct Diffusers {
+            #[serde(default = "default_patch")]
+            patch_size: [usize; 3],
+            num_attention_heads: usize,
+            attention_head_dim: usize,
+            in_channels: usize,
+            out_channels: usize,
+            #[serde(default = "default_text_dim")]
+            text_dim: usize,
+            #[serde(default = "default_freq_dim")]
+            freq_dim: usize,
+            ffn_dim: usize,
+            num_layers: usize,
+            #[serde(default = "default_true")]
+            cross_attn_norm: bool,
+            #[serde(default)]
+            qk_norm: Option<String>,
+            #[serde(default = "default_eps")]
+            eps: f64,
+            #[serde(default)]
+            image_dim: Option<usize>,
+            #[serde(default)]
+            added_kv_proj_dim: Option<usize>,
+        }
+        let c: Diffusers = serde_json::from_str(text).map_err(|e| match e.classify() {
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+                format!("not valid JSON ({e})")
+            }
+            _ => e.to_string(),
+        })?;
+        if c.image_dim.is_some() || c.added_kv_proj_dim.is_some() {
+            return Err("image conditioning (image_dim / added_kv_proj_dim: I2V) is not supported (only t2v)".into());
+        }
+        if let Some(n) = c
+            .qk_norm
+            .as_deref()
+            .filter(|n| *n != "rms_norm_across_heads")
+        {
+            return Err(format!(
+                "qk_norm `{n}` is not supported (only rms_norm_across_heads, Wan's)"
+            ));
+        }
+        let cfg = WanConfig {
+            model_type: default_model_type(),
+            patch_size: c.patch_size,
+            text_len: default_text_len(),
+            in_dim: c.in_channels,
+            dim: c.num_attention_heads * c.attention_head_dim,
+            ffn_dim: c.ffn_dim,
+            freq_dim: c.freq_dim,
+            text_dim: c.text_dim,
+            out_dim: c.out_channels,
+            num_heads: c.num_attention_heads,
+            num_layers: c.num_layers,
+            qk_norm: c.qk_norm.is_some(),
+            cross_attn_norm: c.cross_attn_norm,
+            eps: c.eps,
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
     fn validate(&self) -> std::result::Result<(), String> {
         if self.model_type != "t2v" {
             return Err(format!(

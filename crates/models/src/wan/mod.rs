@@ -1,9 +1,11 @@
-//! The Wan2.1 family: config, DiT.
+//! The Wan2.1 family: config, DiT, checkpoint key names.
 
 pub mod config;
 mod denoiser;
 pub mod model;
+pub mod naming;
 
 pub use config::WanConfig;
 pub use denoiser::TEACACHE_T2V_1_3B;
 pub use model::{rope_tables, timestep_embedding, Embedded, Geometry, WanModel};
+pub use naming::{to_diffusers, WanKeys};

@@ -6,37 +6,12 @@
 //! stage (Hilbert curve for Jenga) only changes the `Geometry` (the order `patchify` writes
 //! tokens in and which RoPE angles each position gets).
 
+use super::WanKeys;
+use crate::nn::{LayerNorm, Linear, RmsNorm, VarBuilder};
 use crate::{ModelError, Result, WanConfig, WeightSource};
 use jenga_carve::{AttentionPolicy, AttnCtx};
 use jenga_tensor::{Act, AttnPlan, Backend, FusedOps, TensorMeta};
 use std::sync::Arc;
-
-struct Linear<B: Backend> {
-    w: B::Tensor,
-    b: Option<B::Tensor>,
-}
-
-fn load<B: Backend>(
-    be: &B,
-    src: &dyn WeightSource,
-    name: &str,
-    shape: &[usize],
-) -> Result<B::Tensor> {
-    let data = src.load(name, shape)?;
-    Ok(be.upload(&data, shape)?)
-}
-
-impl<B: Backend> Linear<B> {
-    fn load(be: &B, src: &dyn WeightSource, name: &str, out: usize, inp: usize) -> Result<Self> {
-        Ok(Linear {
-            w: load(be, src, &format!("{name}.weight"), &[out, inp])?,
-            b: Some(load(be, src, &format!("{name}.bias"), &[out])?),
-        })
-    }
-    fn fwd(&self, be: &B, x: &B::Tensor, act: Act) -> Result<B::Tensor> {
-        Ok(be.linear(x, &self.w, self.b.as_ref(), act)?)
-    }
-}
 
 struct Attention<B: Backend> {
     q: Linear<B>,
@@ -48,20 +23,20 @@ struct Attention<B: Backend> {
 }
 
 impl<B: FusedOps> Attention<B> {
-    fn load(be: &B, src: &dyn WeightSource, name: &str, cfg: &WanConfig) -> Result<Self> {
+    fn load(vb: &VarBuilder<B>, cfg: &WanConfig) -> Result<Self> {
         let d = cfg.dim;
         let norm = |n: &str| -> Result<Option<B::Tensor>> {
             if cfg.qk_norm {
-                Ok(Some(load(be, src, &format!("{name}.{n}.weight"), &[d])?))
+                Ok(Some(RmsNorm::new(&vb.pp(n), d, cfg.eps as f32)?.w))
             } else {
                 Ok(None)
             }
         };
         Ok(Attention {
-            q: Linear::load(be, src, &format!("{name}.q"), d, d)?,
-            k: Linear::load(be, src, &format!("{name}.k"), d, d)?,
-            v: Linear::load(be, src, &format!("{name}.v"), d, d)?,
-            o: Linear::load(be, src, &format!("{name}.o"), d, d)?,
+            q: Linear::new(&vb.pp("q"), d, d)?,
+            k: Linear::new(&vb.pp("k"), d, d)?,
+            v: Linear::new(&vb.pp("v"), d, d)?,
+            o: Linear::new(&vb.pp("o"), d, d)?,
             norm_q: norm("norm_q")?,
             norm_k: norm("norm_k")?,
         })
@@ -202,7 +177,8 @@ fn expand<B: Backend>(be: &B, v: &B::Tensor, bsz: usize) -> Result<B::Tensor> {
 }
 
 impl<B: FusedOps> WanModel<B> {
-    /// Load every tensor under its original Wan name (`blocks.{i}.self_attn.q.weight`, ...).
+    /// Load every tensor, under its original Wan name (`blocks.{i}.self_attn.q.weight`, ...) or
+    /// diffusers' (detected from the keys, see [`WanKeys::detect`]).
     pub fn load(be: &B, cfg: &WanConfig, src: &dyn WeightSource) -> Result<Self> {
         Self::load_with_progress(be, cfg, src, &mut |_, _| {})
     }
@@ -214,46 +190,51 @@ impl<B: FusedOps> WanModel<B> {
         src: &dyn WeightSource,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Self> {
+        let keys = WanKeys::detect(src);
+        Self::from_builder(&VarBuilder::with_keys(be, src, &keys), cfg, progress)
+    }
+
+    /// Load from a builder at the model's root (keys as in Wan's `WanModel.state_dict()`).
+    pub fn from_builder(
+        vb: &VarBuilder<B>,
+        cfg: &WanConfig,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Self> {
         let d = cfg.dim;
         let p: usize = cfg.patch_size.iter().product();
-        let [pt, ph, pw] = cfg.patch_size;
-        let patch_w = src.load("patch_embedding.weight", &[d, cfg.in_dim, pt, ph, pw])?;
-        let patch = Linear {
-            w: be.upload(&patch_w, &[d, cfg.in_dim * p])?,
-            b: Some(load(be, src, "patch_embedding.bias", &[d])?),
-        };
+        let patch =
+            Linear::from_patch_conv(&vb.pp("patch_embedding"), d, cfg.in_dim, &cfg.patch_size)?;
         let mut blocks = Vec::with_capacity(cfg.num_layers);
         for i in 0..cfg.num_layers {
             progress(i, cfg.num_layers);
-            let n = |s: &str| format!("blocks.{i}.{s}");
+            let vb = vb.pp("blocks").pp(i);
             let norm3 = if cfg.cross_attn_norm {
-                Some((
-                    load(be, src, &n("norm3.weight"), &[d])?,
-                    load(be, src, &n("norm3.bias"), &[d])?,
-                ))
+                let n = LayerNorm::new(&vb.pp("norm3"), d, cfg.eps as f32)?;
+                n.w.zip(n.b)
             } else {
                 None
             };
             blocks.push(Block {
-                self_attn: Attention::load(be, src, &n("self_attn"), cfg)?,
-                cross_attn: Attention::load(be, src, &n("cross_attn"), cfg)?,
+                self_attn: Attention::load(&vb.pp("self_attn"), cfg)?,
+                cross_attn: Attention::load(&vb.pp("cross_attn"), cfg)?,
                 norm3,
-                ffn0: Linear::load(be, src, &n("ffn.0"), cfg.ffn_dim, d)?,
-                ffn2: Linear::load(be, src, &n("ffn.2"), d, cfg.ffn_dim)?,
-                modulation: load(be, src, &n("modulation"), &[1, 6, d])?,
+                ffn0: Linear::new(&vb.pp("ffn").pp(0), cfg.ffn_dim, d)?,
+                ffn2: Linear::new(&vb.pp("ffn").pp(2), d, cfg.ffn_dim)?,
+                modulation: vb.get(&[1, 6, d], "modulation")?,
             });
         }
         progress(cfg.num_layers, cfg.num_layers);
+        let (text, time) = (vb.pp("text_embedding"), vb.pp("time_embedding"));
         Ok(WanModel {
             patch,
-            text0: Linear::load(be, src, "text_embedding.0", d, cfg.text_dim)?,
-            text2: Linear::load(be, src, "text_embedding.2", d, d)?,
-            time0: Linear::load(be, src, "time_embedding.0", d, cfg.freq_dim)?,
-            time2: Linear::load(be, src, "time_embedding.2", d, d)?,
-            time_proj: Linear::load(be, src, "time_projection.1", 6 * d, d)?,
+            text0: Linear::new(&text.pp(0), d, cfg.text_dim)?,
+            text2: Linear::new(&text.pp(2), d, d)?,
+            time0: Linear::new(&time.pp(0), d, cfg.freq_dim)?,
+            time2: Linear::new(&time.pp(2), d, d)?,
+            time_proj: Linear::new(&vb.pp("time_projection").pp(1), 6 * d, d)?,
             blocks,
-            head: Linear::load(be, src, "head.head", cfg.out_dim * p, d)?,
-            head_mod: load(be, src, "head.modulation", &[1, 2, d])?,
+            head: Linear::new(&vb.pp("head").pp("head"), cfg.out_dim * p, d)?,
+            head_mod: vb.pp("head").get(&[1, 2, d], "modulation")?,
             cfg: cfg.clone(),
         })
     }

@@ -1,0 +1,170 @@
+//! Building blocks shared by the model families, each constructed from a [`VarBuilder`] and run
+//! through the backend's ops.
+
+pub mod var_builder;
+
+pub use var_builder::{KeyMap, SameKeys, VarBuilder};
+
+use crate::Result;
+use jenga_tensor::{Act, Backend};
+
+/// `y = x·Wᵀ + b`, weight `[out, in]` (PyTorch layout).
+pub struct Linear<B: Backend> {
+    pub w: B::Tensor,
+    pub b: Option<B::Tensor>,
+}
+
+impl<B: Backend> Linear<B> {
+    /// `weight` `[out, inp]` and `bias` `[out]` under `vb`.
+    pub fn new(vb: &VarBuilder<B>, out: usize, inp: usize) -> Result<Self> {
+        Ok(Linear {
+            w: vb.get(&[out, inp], "weight")?,
+            b: Some(vb.get(&[out], "bias")?),
+        })
+    }
+
+    /// `weight` only.
+    pub fn no_bias(vb: &VarBuilder<B>, out: usize, inp: usize) -> Result<Self> {
+        Ok(Linear {
+            w: vb.get(&[out, inp], "weight")?,
+            b: None,
+        })
+    }
+
+    /// A convolution whose kernel equals its stride (a patch embedding), as a linear over the
+    /// flattened patch: weight stored `[out, inp, k...]`, used as `[out, inp·∏k]`.
+    pub fn from_patch_conv(
+        vb: &VarBuilder<B>,
+        out: usize,
+        inp: usize,
+        k: &[usize],
+    ) -> Result<Self> {
+        let stored: Vec<usize> = [out, inp].iter().chain(k).copied().collect();
+        let flat = inp * k.iter().product::<usize>();
+        Ok(Linear {
+            w: vb.get_as(&stored, "weight", &[out, flat])?,
+            b: Some(vb.get(&[out], "bias")?),
+        })
+    }
+
+    pub fn fwd(&self, be: &B, x: &B::Tensor, act: Act) -> Result<B::Tensor> {
+        Ok(be.linear(x, &self.w, self.b.as_ref(), act)?)
+    }
+}
+
+/// LayerNorm over the last dim, with or without affine `weight`/`bias` `[dim]`.
+pub struct LayerNorm<B: Backend> {
+    pub w: Option<B::Tensor>,
+    pub b: Option<B::Tensor>,
+    pub eps: f32,
+}
+
+impl<B: Backend> LayerNorm<B> {
+    /// Affine: `weight` and `bias` under `vb`.
+    pub fn new(vb: &VarBuilder<B>, dim: usize, eps: f32) -> Result<Self> {
+        Ok(LayerNorm {
+            w: Some(vb.get(&[dim], "weight")?),
+            b: Some(vb.get(&[dim], "bias")?),
+            eps,
+        })
+    }
+
+    /// No parameters.
+    pub fn plain(eps: f32) -> Self {
+        LayerNorm {
+            w: None,
+            b: None,
+            eps,
+        }
+    }
+
+    pub fn fwd(&self, be: &B, x: &B::Tensor) -> Result<B::Tensor> {
+        Ok(be.layer_norm(x, self.w.as_ref(), self.b.as_ref(), self.eps)?)
+    }
+}
+
+/// RMSNorm over the last dim with `weight` `[dim]`.
+pub struct RmsNorm<B: Backend> {
+    pub w: B::Tensor,
+    pub eps: f32,
+}
+
+impl<B: Backend> RmsNorm<B> {
+    pub fn new(vb: &VarBuilder<B>, dim: usize, eps: f32) -> Result<Self> {
+        Ok(RmsNorm {
+            w: vb.get(&[dim], "weight")?,
+            eps,
+        })
+    }
+
+    pub fn fwd(&self, be: &B, x: &B::Tensor) -> Result<B::Tensor> {
+        Ok(be.rms_norm(x, &self.w, self.eps)?)
+    }
+}
+
+/// Token embedding table `weight` `[vocab, dim]`.
+pub struct Embedding<B: Backend> {
+    pub table: B::Tensor,
+}
+
+impl<B: Backend> Embedding<B> {
+    pub fn new(vb: &VarBuilder<B>, vocab: usize, dim: usize) -> Result<Self> {
+        Ok(Embedding {
+            table: vb.get(&[vocab, dim], "weight")?,
+        })
+    }
+
+    /// Rows for `ids` → `[ids.len(), dim]`.
+    pub fn fwd(&self, be: &B, ids: &[u32]) -> Result<B::Tensor> {
+        Ok(be.embedding(&self.table, ids)?)
+    }
+}
+
+/// 3D convolution, `weight` `[out, inp, kt, kh, kw]`, optional `bias` `[out]`.
+pub struct Conv3d<B: Backend> {
+    pub w: B::Tensor,
+    pub b: Option<B::Tensor>,
+    pub stride: [usize; 3],
+    pub padding: [usize; 3],
+    /// Time padding all in front (Wan VAE's `CausalConv3d`).
+    pub causal: bool,
+}
+
+/// Geometry of a [`Conv3d`].
+#[derive(Clone, Copy, Debug)]
+pub struct Conv3dSpec {
+    pub kernel: [usize; 3],
+    pub stride: [usize; 3],
+    pub padding: [usize; 3],
+    pub causal: bool,
+    pub bias: bool,
+}
+
+impl<B: Backend> Conv3d<B> {
+    pub fn new(vb: &VarBuilder<B>, inp: usize, out: usize, spec: Conv3dSpec) -> Result<Self> {
+        let [kt, kh, kw] = spec.kernel;
+        Ok(Conv3d {
+            w: vb.get(&[out, inp, kt, kh, kw], "weight")?,
+            b: if spec.bias {
+                Some(vb.get(&[out], "bias")?)
+            } else {
+                None
+            },
+            stride: spec.stride,
+            padding: spec.padding,
+            causal: spec.causal,
+        })
+    }
+
+    /// x `[B, inp, F, H, W]` → `[B, out, Fo, Ho, Wo]`.
+    pub fn fwd(&self, be: &B, x: &B::Tensor) -> Result<B::Tensor> {
+        Ok(be.conv3d(
+            x,
+            &self.w,
+            self.b.as_ref(),
+            self.stride,
+            self.padding,
+            self.causal,
+        )?)
+    }
+}
