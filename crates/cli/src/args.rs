@@ -46,7 +46,7 @@ pub struct BenchArgs {
 pub enum BenchWhat {
     /// Attention policies side by side on one prompt and seed (dense, jenga, svg, draft):
     /// density, recall, PSNR vs dense, time, speed-up.
-    Policies(crate::bench_policies::PoliciesArgs),
+    Policies(PoliciesArgs),
     /// Whole generations (DiT only) of a Wan-size model, dense vs Jenga presets: wall time,
     /// per-step ms, speed-up, density per stage, mask-building share.
     E2e(E2eArgs),
@@ -408,6 +408,34 @@ pub enum InspectWhat {
         #[arg(long)]
         png: Option<PathBuf>,
     },
+}
+
+/// `jenga bench policies` flags (model and device flags are the global ones).
+#[derive(clap::Args, Debug, Clone)]
+pub struct PoliciesArgs {
+    #[arg(long, default_value = "a red circle moving right on a blue background")]
+    pub prompt: String,
+    #[command(flatten)]
+    pub size: crate::args::VideoSize,
+    /// Denoising steps (default: the model's, 30 for tiny-wan).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Variants compared with dense, comma-separated: a policy name followed by any of
+    /// `generate`'s policy flags, e.g. "draft --draft-sparsity 0.5".
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "jenga --sa-drop-rates 0.7 0.8 --p-remain-rates 0.9,svg,draft"
+    )]
+    pub variants: Vec<String>,
+    /// Measure attention recall on the calls of every N-th step (0 = never).
+    #[arg(long, default_value_t = 5)]
+    pub recall_every: usize,
+    /// Write the table into FILE (replacing its `bench-policies` section, or appending one).
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
 }
 
 #[cfg(test)]

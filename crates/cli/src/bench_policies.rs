@@ -11,7 +11,7 @@
 //! asked for) once more with plans downloaded for the probe, untimed. Before any timing on a
 //! GPU, one dense step and one plan + attention call per variant compile the kernels.
 
-use crate::args::{ModelArgs, RunArgs};
+use crate::args::{ModelArgs, PoliciesArgs, RunArgs};
 use crate::timing::PlanClock;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
@@ -23,36 +23,8 @@ use jenga_pipeline::metrics::{psnr, ssim};
 use jenga_pipeline::probe::Probe;
 use jenga_pipeline::{sample, SampleOutput};
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
-
-/// `jenga bench policies` flags (model and device flags are the global ones).
-#[derive(clap::Args, Debug, Clone)]
-pub struct PoliciesArgs {
-    #[arg(long, default_value = "a red circle moving right on a blue background")]
-    pub prompt: String,
-    #[command(flatten)]
-    pub size: crate::args::VideoSize,
-    /// Denoising steps (default: the model's, 30 for tiny-wan).
-    #[arg(long)]
-    pub steps: Option<usize>,
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Variants compared with dense, comma-separated: a policy name followed by any of
-    /// `generate`'s policy flags, e.g. "draft --draft-sparsity 0.5".
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "jenga --sa-drop-rates 0.7 0.8 --p-remain-rates 0.9,svg,draft"
-    )]
-    pub variants: Vec<String>,
-    /// Measure attention recall on the calls of every N-th step (0 = never).
-    #[arg(long, default_value_t = 5)]
-    pub recall_every: usize,
-    /// Write the table into FILE (replacing its `bench-policies` section, or appending one).
-    #[arg(long, value_name = "FILE")]
-    pub report: Option<PathBuf>,
-}
 
 /// A variant's `generate` flags, parsed by clap exactly as on the command line.
 #[derive(Parser, Debug)]

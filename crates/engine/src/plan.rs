@@ -11,7 +11,7 @@ pub struct Plan {
     pub spec: SampleSpec,
     pub prompt: String,
     pub negative: String,
-    /// `dense`, `jenga`, `svg` or `draft` (`crate::policy::POLICIES`).
+    /// `dense`, `jenga`, `svg` or `draft` (`POLICIES`).
     pub policy: String,
     /// Jenga settings when a preset or Jenga flag was given.
     pub jenga: Option<JengaSettings>,
@@ -169,7 +169,7 @@ pub fn plan(r: &GenerateRequest, src: &Source) -> Result<Plan> {
         None if jenga.is_some() => "jenga".to_string(),
         None => "dense".to_string(),
         Some(p) => {
-            crate::policy::check_name(p)?;
+            check_name(p)?;
             p.to_string()
         }
     };
@@ -216,5 +216,20 @@ pub fn skip_name(s: &SkipRule, computed: usize) -> String {
         SkipRule::TeaCache { threshold, .. } => {
             format!("teacache (threshold {threshold}, computes {computed} steps)")
         }
+    }
+}
+
+/// The policy names `--policy` accepts.
+pub const POLICIES: [&str; 4] = ["dense", "jenga", "svg", "draft"];
+
+/// `--policy NAME` checked before any compute.
+pub fn check_name(name: &str) -> Result<()> {
+    if POLICIES.contains(&name) {
+        Ok(())
+    } else {
+        anyhow::bail!(
+            "--policy {name}: unknown attention policy (expected one of {})",
+            POLICIES.join(", ")
+        )
     }
 }

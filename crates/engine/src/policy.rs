@@ -54,20 +54,7 @@ pub fn jenga(
     JengaPolicy::new(cfg).context("jenga policy")
 }
 
-/// The policy names `--policy` accepts.
-pub const POLICIES: [&str; 4] = ["dense", "jenga", "svg", "draft"];
-
-/// `--policy NAME` checked before any compute.
-pub fn check_name(name: &str) -> Result<()> {
-    if POLICIES.contains(&name) {
-        Ok(())
-    } else {
-        anyhow::bail!(
-            "--policy {name}: unknown attention policy (expected one of {})",
-            POLICIES.join(", ")
-        )
-    }
-}
+pub use crate::plan::{check_name, POLICIES};
 
 impl SvgOptions {
     pub fn config(&self, block: usize, seed: u64) -> Result<SvgConfig> {
