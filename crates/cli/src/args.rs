@@ -338,29 +338,6 @@ pub struct JengaArgs {
     pub peers: crate::policy::PeerArgs,
 }
 
-impl Default for JengaArgs {
-    /// The flags' own defaults (dense attention, no ProRes, no skip), as when none is given.
-    fn default() -> Self {
-        JengaArgs {
-            policy: None,
-            preset: None,
-            sa_drop_rates: None,
-            p_remain_rates: None,
-            res_rate_list: None,
-            step_rate_list: None,
-            scheduler_shift_list: None,
-            interp: "trilinear".into(),
-            skip: None,
-            skip_keep: None,
-            teacache_thresh: None,
-            text_amp_rho: 0.5,
-            curve: "sliced".into(),
-            block: 128,
-            peers: Default::default(),
-        }
-    }
-}
-
 #[derive(Args, Debug)]
 pub struct EvalArgs {
     #[command(flatten)]
@@ -436,21 +413,4 @@ pub struct PoliciesArgs {
     /// Write the table into FILE (replacing its `bench-policies` section, or appending one).
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn jenga_args_default_matches_the_flag_defaults() {
-        let cli = Cli::try_parse_from(["jenga", "generate", "--prompt", "x"]).unwrap();
-        let Command::Generate(g) = cli.command else {
-            panic!("expected generate");
-        };
-        assert_eq!(
-            format!("{:?}", g.run.jenga),
-            format!("{:?}", JengaArgs::default())
-        );
-    }
 }

@@ -34,19 +34,3 @@ pub struct PeerArgs {
     #[arg(long, default_value_t = 1)]
     pub draft_min_blocks: usize,
 }
-
-impl Default for PeerArgs {
-    fn default() -> Self {
-        PeerArgs {
-            svg_sparsity: 0.3,
-            svg_sampled_rows: 64,
-            svg_first_times_fp: 0.2,
-            svg_first_layers_fp: 0.03,
-            draft_sparsity: 0.75,
-            draft_pool: "8x16".into(),
-            draft_dense_layers: 1,
-            draft_dense_timestep: 925.0,
-            draft_min_blocks: 1,
-        }
-    }
-}
