@@ -12,6 +12,20 @@ use jenga_tensor::{
 };
 use std::sync::Arc;
 
+/// The GPU tests' backend: device 0, or `None` without a CUDA driver after printing the
+/// `skipped: no CUDA driver (TEST)` line that `.ci/run` counts (the test's name makes
+/// repeated calls in one test count once).
+pub fn test_backend() -> Option<CudaBackend> {
+    if !crate::cuda_available() {
+        eprintln!(
+            "skipped: no CUDA driver ({})",
+            std::thread::current().name().unwrap_or("?")
+        );
+        return None;
+    }
+    Some(CudaBackend::new(0).expect("a visible device must open"))
+}
+
 /// Relative L2 tolerance for every check.
 pub const TOLERANCE: f64 = 1e-2;
 

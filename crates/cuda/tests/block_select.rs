@@ -5,20 +5,12 @@
 use jenga_carve::jenga::{JengaConfig, JengaPolicy};
 use jenga_carve::{AttentionPolicy, AttnCtx};
 use jenga_cuda::selftest::{rel_l2, Rng};
-use jenga_cuda::{cuda_available, CudaBackend};
+use jenga_cuda::CudaBackend;
 use jenga_tensor::{AttnPlan, Backend, BlockPlan, CpuBackend, CpuTensor, FusedOps, TensorMeta};
 use std::time::Instant;
 
 fn backend() -> Option<CudaBackend> {
-    if !cuda_available() {
-        // counted by .ci/run (the test name makes repeated calls count once)
-        eprintln!(
-            "skipped: no CUDA driver ({})",
-            std::thread::current().name().unwrap_or("?")
-        );
-        return None;
-    }
-    Some(CudaBackend::new(0).expect("a visible device must open"))
+    jenga_cuda::selftest::test_backend()
 }
 
 fn ctx(step: usize, grid: (usize, usize, usize), cond: usize) -> AttnCtx {

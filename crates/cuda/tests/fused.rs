@@ -10,7 +10,7 @@
 //! without a CUDA driver.
 
 use jenga_cuda::selftest::{rel_l2, Rng};
-use jenga_cuda::{cuda_available, CudaBackend, CudaTensor};
+use jenga_cuda::{CudaBackend, CudaTensor};
 use jenga_tensor::{Backend, CpuBackend, CpuTensor, FusedOps, TensorMeta};
 use std::time::Instant;
 
@@ -18,15 +18,7 @@ use std::time::Instant;
 const CPU_TOL: f64 = 1e-2;
 
 fn backend() -> Option<CudaBackend> {
-    if !cuda_available() {
-        // counted by .ci/run (the test name makes repeated calls count once)
-        eprintln!(
-            "skipped: no CUDA driver ({})",
-            std::thread::current().name().unwrap_or("?")
-        );
-        return None;
-    }
-    Some(CudaBackend::new(0).expect("a visible device must open"))
+    jenga_cuda::selftest::test_backend()
 }
 
 /// The same host data on both backends.

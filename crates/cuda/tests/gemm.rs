@@ -7,22 +7,14 @@
 //! (split-K, tile shapes) before that final rounding: tuned vs untuned ≤ 5e-3 as well, and
 //! most elements equal.
 
-use jenga_cuda::{cuda_available, selftest::rel_l2, selftest::Rng, CudaBackend, Epilogue};
+use jenga_cuda::{selftest::rel_l2, selftest::Rng, CudaBackend, Epilogue};
 use jenga_tensor::{Act, Backend, TensorMeta};
 
 const REF_TOL: f64 = 5e-3;
 const PAIR_TOL: f64 = 5e-3;
 
 fn backend() -> Option<CudaBackend> {
-    if !cuda_available() {
-        // counted by .ci/run (the test name makes repeated calls count once)
-        eprintln!(
-            "skipped: no CUDA driver ({})",
-            std::thread::current().name().unwrap_or("?")
-        );
-        return None;
-    }
-    Some(CudaBackend::new(0).expect("a visible device must open"))
+    jenga_cuda::selftest::test_backend()
 }
 
 fn gelu_tanh(x: f64) -> f64 {

@@ -5,15 +5,7 @@ use jenga_cuda::{cuda_available, nvrtc, selftest, CudaBackend};
 use jenga_tensor::{Act, Backend, Error};
 
 fn backend() -> Option<CudaBackend> {
-    if !cuda_available() {
-        // counted by .ci/run (the test name makes repeated calls count once)
-        eprintln!(
-            "skipped: no CUDA driver ({})",
-            std::thread::current().name().unwrap_or("?")
-        );
-        return None;
-    }
-    Some(CudaBackend::new(0).expect("a visible device must open"))
+    jenga_cuda::selftest::test_backend()
 }
 
 #[test]

@@ -7,20 +7,12 @@ use jenga_carve::draft::{DraftConfig, DraftPolicy};
 use jenga_carve::svg::{profile_mass, sample_rows, SvgConfig, SvgGrid, SvgPolicy};
 use jenga_carve::{AttentionPolicy, AttnCtx};
 use jenga_cuda::selftest::Rng;
-use jenga_cuda::{cuda_available, CudaBackend};
+use jenga_cuda::CudaBackend;
 use jenga_tensor::{AttnPlan, Backend, BlockPlan, CpuBackend};
 use std::time::Instant;
 
 fn backend() -> Option<CudaBackend> {
-    if !cuda_available() {
-        // counted by .ci/run (the test name makes repeated calls count once)
-        eprintln!(
-            "skipped: no CUDA driver ({})",
-            std::thread::current().name().unwrap_or("?")
-        );
-        return None;
-    }
-    Some(CudaBackend::new(0).expect("a visible device must open"))
+    jenga_cuda::selftest::test_backend()
 }
 
 fn ctx(step: usize, layer: usize, grid: (usize, usize, usize)) -> AttnCtx {

@@ -1,15 +1,11 @@
 //! The VAE / text-encoder primitives on the GPU against the CPU reference (bf16 storage:
 //! relative L2 ≤ 2e-2). Skips without a CUDA driver.
 
-use jenga_cuda::{cuda_available, selftest::rel_l2, CudaBackend};
+use jenga_cuda::{selftest::rel_l2, CudaBackend};
 use jenga_tensor::{AttnMask, Backend, CpuBackend, DType};
 
 fn backend() -> Option<CudaBackend> {
-    if !cuda_available() {
-        eprintln!("skipping: no CUDA driver");
-        return None;
-    }
-    Some(CudaBackend::new(0).expect("a visible device must open"))
+    jenga_cuda::selftest::test_backend()
 }
 
 fn data(n: usize, s: f32) -> Vec<f32> {

@@ -4,18 +4,11 @@
 //! host `cfg_euler` on the downloaded model output. Skips without a CUDA driver.
 
 use jenga_cuda::selftest::Rng;
-use jenga_cuda::{cuda_available, CudaBackend};
+use jenga_cuda::CudaBackend;
 use jenga_tensor::{cfg_euler, Backend, SolverOps, TensorMeta};
 
 fn backend() -> Option<CudaBackend> {
-    if !cuda_available() {
-        eprintln!(
-            "skipped: no CUDA driver ({})",
-            std::thread::current().name().unwrap_or("?")
-        );
-        return None;
-    }
-    Some(CudaBackend::new(0).expect("a visible device must open"))
+    jenga_cuda::selftest::test_backend()
 }
 
 #[test]
