@@ -16,6 +16,7 @@ from safetensors.torch import save_file
 
 out = pathlib.Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "pth"
 out.mkdir(parents=True, exist_ok=True)
+torch.manual_seed(0)
 g = torch.Generator().manual_seed(0)
 
 
@@ -93,3 +94,25 @@ save_file(ref, str(out / "scaled_fp8_ref.safetensors"))
 noscale = {k: v for k, v in sf.items() if "scale_weight" not in k}
 save_file(noscale, str(out / "fp8_no_scales.safetensors"))
 print("wrote", sorted(p.name for p in out.iterdir()))
+
+# A tiny Wan DiT (original naming, bf16) as one .pth: dim 64, 1 head, 1 block (for
+# crates/models/tests/pth_load.rs; shapes as WanConfig::tensor_shapes lists them).
+d, f, n_in, n_out, t_dim, fr = 64, 128, 4, 4, 32, 32
+shapes = {"patch_embedding.weight": (d, n_in, 1, 2, 2), "patch_embedding.bias": (d,),
+          "text_embedding.0.weight": (d, t_dim), "text_embedding.0.bias": (d,),
+          "text_embedding.2.weight": (d, d), "text_embedding.2.bias": (d,),
+          "time_embedding.0.weight": (d, fr), "time_embedding.0.bias": (d,),
+          "time_embedding.2.weight": (d, d), "time_embedding.2.bias": (d,),
+          "time_projection.1.weight": (6 * d, d), "time_projection.1.bias": (6 * d,)}
+for a in ["self_attn", "cross_attn"]:
+    for l in "qkvo":
+        shapes[f"blocks.0.{a}.{l}.weight"] = (d, d)
+        shapes[f"blocks.0.{a}.{l}.bias"] = (d,)
+    shapes[f"blocks.0.{a}.norm_q.weight"] = (d,)
+    shapes[f"blocks.0.{a}.norm_k.weight"] = (d,)
+shapes.update({"blocks.0.norm3.weight": (d,), "blocks.0.norm3.bias": (d,),
+               "blocks.0.ffn.0.weight": (f, d), "blocks.0.ffn.0.bias": (f,),
+               "blocks.0.ffn.2.weight": (d, f), "blocks.0.ffn.2.bias": (d,),
+               "blocks.0.modulation": (1, 6, d), "head.head.weight": (n_out * 4, d),
+               "head.head.bias": (n_out * 4,), "head.modulation": (1, 2, d)})
+torch.save({k: rnd(*s, dtype=torch.bfloat16) * 0.1 for k, s in shapes.items()}, out / "dit_tiny.pth")
