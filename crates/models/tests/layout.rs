@@ -84,9 +84,7 @@ fn diffusers_tree(d: &Path) {
 fn original_tree(d: &Path) {
     write(
         &d.join("config.json"),
-        &format!(
-            r#"{{"_class_name": "WanModel", "dim": 128, "ffn_dim": 256, "in_dim": 4, "out_dim": 4, "num_heads": 1, "num_layers": 2, "text_dim": 32, "freq_dim": 64}}"#
-        ),
+        r#"{"_class_name": "WanModel", "dim": 128, "ffn_dim": 256, "in_dim": 4, "out_dim": 4, "num_heads": 1, "num_layers": 2, "text_dim": 32, "freq_dim": 64}"#,
     );
     write_dit(&d.join("diffusion_pytorch_model.safetensors"), |n| {
         n.to_string()

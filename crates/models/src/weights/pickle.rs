@@ -225,7 +225,7 @@ impl<'a> Reader<'a> {
         match self.top()? {
             Value::List(l) if !dict => Rc::make_mut(l).extend(items),
             Value::Dict(d) if dict => {
-                if items.len() % 2 != 0 {
+                if !items.len().is_multiple_of(2) {
                     return Err(format!("SETITEMS with an odd count at byte {pos}"));
                 }
                 let d = Rc::make_mut(d);
