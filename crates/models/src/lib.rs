@@ -6,6 +6,7 @@
 pub mod bundle;
 pub mod denoiser;
 pub mod error;
+pub mod layout;
 pub mod nn;
 pub mod text;
 pub mod vae;
@@ -20,6 +21,6 @@ pub use text::{TextEncoder, TextStates, TinySlots, TinyText, TinyTextEncoder, To
 pub use vae::{Frames, Identity, LatentPreview, Vae};
 pub use wan::{Geometry, WanConfig, WanKeys, WanModel};
 pub use weights::{
-    export_bf16, export_f32, parse_dtype, RandomWeights, RawTensor, SafetensorsWeights, TensorData,
-    WeightSource,
+    export_bf16, export_f32, open_weights, parse_dtype, PthWeights, RandomWeights, RawTensor,
+    SafetensorsWeights, TensorData, TensorInfo, WeightSource,
 };

@@ -153,6 +153,7 @@ impl<'a, B: Backend> VarBuilder<'a, B> {
         }
         Ok(match raw.data {
             TensorData::Stored { dtype, bytes } => self.be.upload_raw(bytes, dtype, shape)?,
+            TensorData::Owned { dtype, bytes } => self.be.upload_raw(&bytes, dtype, shape)?,
             TensorData::F32(v) => self.be.upload(&v, shape)?,
         })
     }
