@@ -23,6 +23,7 @@ use crate::nn::{Embedding, KeyMap, Linear, RmsNorm, VarBuilder};
 use crate::{ModelError, Result, WeightSource};
 use jenga_tensor::{Act, Backend};
 use serde_json::Value;
+use std::ops::Deref;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -333,19 +334,39 @@ impl<B: Backend> Umt5Encoder<B> {
     }
 }
 
-/// Prompt → Wan's text context: tokenizer, encoder and the backend it runs on, as one
-/// [`TextEncoder`]. Rows past the prompt are zeros, `text_len` rows in all (Wan's
-/// `text2video.py`: the encoder's output trimmed to the prompt, the DiT pads it with zeros).
-pub struct Umt5Text<B: Backend> {
-    pub be: Arc<B>,
+impl<B: Backend> Umt5Encoder<B> {
+    /// Ids → `[text_len, d_model]` host rows, zeros past the ids (at most `text_len` ids):
+    /// Wan's `text2video.py` trims the encoder's output to the prompt and the DiT pads it
+    /// with zeros.
+    pub fn encode_padded(&self, be: &B, ids: &[u32], text_len: usize) -> Result<TextStates> {
+        let dim = self.cfg.d_model;
+        let ids = &ids[..ids.len().min(text_len)];
+        let h = be.download(&self.forward(be, ids)?)?;
+        let mut states = vec![0f32; text_len * dim];
+        states[..h.len()].copy_from_slice(&h);
+        let mut mask = vec![false; text_len];
+        mask[..ids.len()].iter_mut().for_each(|m| *m = true);
+        Ok(TextStates {
+            states,
+            len: text_len,
+            dim,
+            mask,
+        })
+    }
+}
+
+/// Prompt → Wan's text context: tokenizer, encoder and the backend it runs on (any handle:
+/// `Arc<B>`, `&B`, `Box<B>`), as one [`TextEncoder`] of `text_len` rows.
+pub struct Umt5Text<B: Backend, H: Deref<Target = B> + Send + Sync = Arc<B>> {
+    pub be: H,
     pub tokenizer: Umt5Tokenizer,
     pub model: Umt5Encoder<B>,
 }
 
-impl<B: Backend> Umt5Text<B> {
+impl<B: Backend, H: Deref<Target = B> + Send + Sync> Umt5Text<B, H> {
     /// `tokenizer.json` and the weights of `cfg` from `src`; `text_len` rows (Wan: 512).
     pub fn load(
-        be: Arc<B>,
+        be: H,
         cfg: &Umt5Config,
         src: &dyn WeightSource,
         tokenizer: &Path,
@@ -360,25 +381,14 @@ impl<B: Backend> Umt5Text<B> {
         })
     }
 
-    /// Ids → `[text_len, d_model]` host rows, zeros past the ids (at most `text_len` ids).
+    /// Ids → `[text_len, d_model]` rows, zeros past the ids.
     pub fn encode_ids(&self, ids: &[u32]) -> Result<TextStates> {
-        let (len, dim) = (self.tokenizer.max_len, self.model.cfg.d_model);
-        let ids = &ids[..ids.len().min(len)];
-        let h = self.be.download(&self.model.forward(&self.be, ids)?)?;
-        let mut states = vec![0f32; len * dim];
-        states[..h.len()].copy_from_slice(&h);
-        let mut mask = vec![false; len];
-        mask[..ids.len()].iter_mut().for_each(|m| *m = true);
-        Ok(TextStates {
-            states,
-            len,
-            dim,
-            mask,
-        })
+        self.model
+            .encode_padded(&self.be, ids, self.tokenizer.max_len)
     }
 }
 
-impl<B: Backend> TextEncoder for Umt5Text<B> {
+impl<B: Backend, H: Deref<Target = B> + Send + Sync> TextEncoder for Umt5Text<B, H> {
     fn encode(&self, prompt: &str) -> Result<TextStates> {
         self.encode_ids(&self.tokenizer.encode(prompt)?)
     }
