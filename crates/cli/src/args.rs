@@ -50,6 +50,8 @@ pub enum BenchWhat {
     /// Whole generations (DiT only) of a Wan-size model, dense vs Jenga presets: wall time,
     /// per-step ms, speed-up, density per stage, mask-building share.
     E2e(E2eArgs),
+    /// The umT5 text encoder (Wan2.1's) on random ids, vs transformers in the same run.
+    Text(crate::bench_text::TextArgs),
     /// One DiT forward (batch 1) per size, with GFLOP/s against a square matmul.
     Dit {
         /// Video sizes FRAMESxHEIGHTxWIDTH in model units (tiny-wan: pixels).

@@ -6,7 +6,7 @@
 
 mod attention;
 mod jenga_plans;
-mod reference;
+pub(crate) mod reference;
 
 use crate::args::{BenchArgs, BenchWhat};
 use anyhow::{bail, Context, Result};
@@ -105,6 +105,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         (BenchWhat::E2e(e), _) => {
             return crate::bench_e2e::run(e, &a.model, a.json.as_deref(), &engine)
         }
+        (BenchWhat::Text(t), _) => return crate::bench_text::run(t, a.json.as_deref(), &engine),
     };
     for r in &records {
         if let Some(f) = json.as_mut() {

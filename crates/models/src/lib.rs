@@ -17,7 +17,10 @@ pub use bundle::{config_for_class, Caption, Family, ModelBundle, SampleDefaults}
 pub use denoiser::{Conditioning, Denoiser};
 pub use error::{ModelError, Result};
 pub use nn::{KeyMap, VarBuilder};
-pub use text::{TextEncoder, TextStates, TinySlots, TinyText, TinyTextEncoder, Tokenizer};
+pub use text::{
+    wan_clean, TextEncoder, TextStates, TinySlots, TinyText, TinyTextEncoder, Tokenizer,
+    Umt5Config, Umt5Encoder, Umt5Keys, Umt5Text, Umt5Tokenizer,
+};
 pub use vae::{Frames, Identity, LatentPreview, Vae};
 pub use wan::{Geometry, WanConfig, WanKeys, WanModel};
 pub use weights::{

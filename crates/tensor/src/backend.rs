@@ -350,6 +350,50 @@ pub trait Backend: Send + Sync {
         self.upload(&o, &qs)
     }
 
+    /// Dense softmax attention with a per-head additive score bias and an explicit scale:
+    /// `softmax(scale·q·kᵀ + bias[h])·v`, q `[B, Lq, H, Dh]`, k/v `[B, Lk, H, Dh]`, bias
+    /// `[H, Lq, Lk]` (shared by the batch) → `[B, Lq, H, Dh]`. T5/umT5's relative-position
+    /// self-attention (scale 1: T5 does not scale the scores). The default runs on the host
+    /// ([`reference::attention_biased`], f64 accumulation); it is the CPU backend's
+    /// implementation, and a device backend should override it with a kernel.
+    fn attention_biased(
+        &self,
+        q: &Self::Tensor,
+        k: &Self::Tensor,
+        v: &Self::Tensor,
+        bias: &Self::Tensor,
+        scale: f32,
+    ) -> Result<Self::Tensor> {
+        let (qs, ks) = (q.shape().to_vec(), k.shape().to_vec());
+        if qs.len() != 4
+            || ks.len() != 4
+            || v.shape() != ks.as_slice()
+            || ks[0] != qs[0]
+            || ks[2] != qs[2]
+            || ks[3] != qs[3]
+            || bias.shape() != [qs[2], qs[1], ks[1]]
+        {
+            return Err(crate::Error::shape(
+                "attention_biased",
+                format!(
+                    "q {qs:?}, k {ks:?}, v {:?}, bias {:?} (expected [H, Lq, Lk])",
+                    v.shape(),
+                    bias.shape()
+                ),
+            ));
+        }
+        let o = reference::attention_biased(
+            &self.download(q)?,
+            &self.download(k)?,
+            &self.download(v)?,
+            &self.download(bias)?,
+            &qs,
+            ks[1],
+            scale,
+        )?;
+        self.upload(&o, &qs)
+    }
+
     /// Wait for queued work (for timing); a no-op on the CPU.
     fn synchronize(&self) -> Result<()> {
         Ok(())

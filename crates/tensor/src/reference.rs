@@ -389,3 +389,69 @@ pub fn attention_masked(
     }
     Ok(o)
 }
+
+/// Dense softmax attention with a per-head additive score bias and an explicit scale,
+/// `softmax(scale·q·kᵀ + bias[h])·v` with f64 accumulation: q `[B, Lq, H, Dh]`, k/v
+/// `[B, Lk, H, Dh]`, bias `[H, Lq, Lk]` (shared by the batch). T5's relative-position
+/// attention (scale 1, the bias from the position buckets). Parallel over (batch, head, query).
+pub fn attention_biased(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    bias: &[f32],
+    qs: &[usize],
+    lk: usize,
+    scale: f32,
+) -> Result<Vec<f32>> {
+    use rayon::prelude::*;
+    let (b, lq, h, d) = (qs[0], qs[1], qs[2], qs[3]);
+    if q.len() != b * lq * h * d
+        || k.len() != b * lk * h * d
+        || v.len() != k.len()
+        || bias.len() != h * lq * lk
+    {
+        return Err(Error::shape(
+            "attention_biased",
+            format!(
+                "q {qs:?}, {lk} keys: {} q, {} k, {} v, {} bias values",
+                q.len(),
+                k.len(),
+                v.len(),
+                bias.len()
+            ),
+        ));
+    }
+    let mut o = vec![0f32; q.len()];
+    // One chunk per (batch, query): its H·Dh outputs are contiguous.
+    o.par_chunks_mut(h * d).enumerate().for_each(|(row, out)| {
+        let (bi, i) = (row / lq, row % lq);
+        let mut s = vec![0f64; lk];
+        for hi in 0..h {
+            let qr = &q[((bi * lq + i) * h + hi) * d..][..d];
+            let br = &bias[(hi * lq + i) * lk..][..lk];
+            let mut m = f64::NEG_INFINITY;
+            for (j, sj) in s.iter_mut().enumerate() {
+                let kr = &k[((bi * lk + j) * h + hi) * d..][..d];
+                let dot: f64 = qr.iter().zip(kr).map(|(a, c)| *a as f64 * *c as f64).sum();
+                *sj = dot * scale as f64 + br[j] as f64;
+                m = m.max(*sj);
+            }
+            let mut z = 0.0;
+            for sj in s.iter_mut() {
+                *sj = (*sj - m).exp();
+                z += *sj;
+            }
+            let mut acc = vec![0f64; d];
+            for (j, &p) in s.iter().enumerate() {
+                let vr = &v[((bi * lk + j) * h + hi) * d..][..d];
+                for (a, &vv) in acc.iter_mut().zip(vr) {
+                    *a += p * vv as f64;
+                }
+            }
+            for (dst, a) in out[hi * d..][..d].iter_mut().zip(acc) {
+                *dst = (a / z) as f32;
+            }
+        }
+    });
+    Ok(o)
+}

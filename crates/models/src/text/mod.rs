@@ -1,9 +1,13 @@
 //! Text encoders: prompt → states `[len, dim]` + mask. `tiny`: the embedded model's
-//! word-level encoder (umT5 for the real Wan models is not bundled yet).
+//! word-level encoder; `umt5` + `tokenizer`: Wan2.1's umT5-XXL and its `tokenizer.json`.
 
 pub mod tiny;
+pub mod tokenizer;
+pub mod umt5;
 
 pub use tiny::{TinySlots, TinyTextEncoder, Tokenizer};
+pub use tokenizer::{wan_clean, Umt5Tokenizer};
+pub use umt5::{Umt5Config, Umt5Encoder, Umt5Keys, Umt5Text};
 
 use crate::Result;
 
