@@ -2,7 +2,7 @@
 //! `tools/make_wan_vae_golden.py` (`tests/fixtures/wan_vae/`: a small random VAE saved with
 //! `save_pretrained`, the same weights in the original Wan naming, f32 CPU outputs).
 
-use jenga_models::vae::wan::{Tiling, WanVae, WanVaeConfig, WanVaeKeys};
+use jenga_models::vae::wan::{Tiling, WanVae, WanVaeCodec, WanVaeConfig, WanVaeKeys};
 use jenga_models::{Frames, ModelError, RawTensor, SafetensorsWeights, Vae, WeightSource};
 use jenga_tensor::CpuBackend;
 use std::path::{Path, PathBuf};
@@ -25,7 +25,15 @@ fn config() -> WanVaeConfig {
 }
 
 fn vae(src: &dyn WeightSource) -> WanVae<CpuBackend> {
-    WanVae::load(Arc::new(CpuBackend::new()), src, config()).expect("golden VAE loads")
+    WanVae::load(&CpuBackend::new(), src, config()).expect("golden VAE loads")
+}
+
+/// The [`Vae`] the pipeline sees.
+fn codec(src: &dyn WeightSource) -> WanVaeCodec<CpuBackend> {
+    WanVaeCodec {
+        be: Arc::new(CpuBackend::new()),
+        vae: vae(src),
+    }
 }
 
 /// The golden's tiling (`tiling.json`: tiles of 48 pixels, 32 apart).
@@ -75,8 +83,8 @@ fn check(what: &str, ours: &[f32], theirs: &[f32], tol: f32) {
 fn decode_matches_diffusers() {
     let w = open(&fixtures().join("diffusers/diffusion_pytorch_model.safetensors"));
     let g = open(&fixtures().join("golden_decode.safetensors"));
-    let v = vae(&w);
-    assert!(matches!(v.keys, WanVaeKeys::Diffusers { per_level: 4 }));
+    let v = codec(&w);
+    assert!(matches!(v.vae.keys, WanVaeKeys::Diffusers { per_level: 4 }));
     let (z_norm, shape) = golden(&g, "z_norm");
     let (want, out) = golden(&g, "decoded");
     let t = Instant::now();
@@ -107,7 +115,7 @@ fn original_naming_decodes_the_same() {
     assert_eq!(v.keys, WanVaeKeys::Original);
     let (z, shape) = golden(&g, "z");
     let (want, _) = golden(&g, "decoded");
-    let f = v.decode_raw(&z, shape).expect("decode");
+    let f = v.decode_raw(&CpuBackend::new(), &z, shape).expect("decode");
     check("decode (original naming)", &f.data, &want, 1e-4);
 }
 
@@ -120,7 +128,9 @@ fn tiled_decode_matches_diffusers() {
     let (z, shape) = golden(&g, "z");
     let (want, _) = golden(&g, "decoded_tiled");
     let (plain, _) = golden(&g, "decoded");
-    let f = v.decode_raw(&z, shape).expect("tiled decode");
+    let f = v
+        .decode_raw(&CpuBackend::new(), &z, shape)
+        .expect("tiled decode");
     check("tiled decode", &f.data, &want, 1e-4);
     // The tiles really are blended (else this golden would not test the tiling).
     let diff = f
@@ -136,11 +146,11 @@ fn tiled_decode_matches_diffusers() {
 fn encode_matches_diffusers() {
     let w = open(&fixtures().join("original.safetensors"));
     let g = open(&fixtures().join("golden_encode.safetensors"));
-    let v = vae(&w);
+    let v = codec(&w);
     let (video, shape) = golden(&g, "video");
     let (mean, mshape) = golden(&g, "mean");
     let (norm, _) = golden(&g, "mean_norm");
-    let m = v.encode_raw(&video, shape).expect("encode");
+    let m = v.vae.encode_raw(&v.be, &video, shape).expect("encode");
     assert_eq!(m.shape, mshape);
     check("encode (posterior mean)", &m.data, &mean, 1e-4);
     let frames = Frames { data: video, shape };
@@ -160,7 +170,9 @@ fn tiled_encode_matches_diffusers() {
     v.tiling = Some(tiling());
     let (video, shape) = golden(&g, "video");
     let (want, _) = golden(&g, "mean_tiled");
-    let m = v.encode_raw(&video, shape).expect("tiled encode");
+    let m = v
+        .encode_raw(&CpuBackend::new(), &video, shape)
+        .expect("tiled encode");
     check("tiled encode", &m.data, &want, 1e-4);
 }
 
@@ -197,14 +209,14 @@ fn bad_input_one_clear_error() {
     // A missing tensor names it, in the checkpoint's naming and the original.
     let hidden = "decoder.up_blocks.1.resnets.0.conv_shortcut.weight";
     let src = Without { inner: &w, hidden };
-    let e = WanVae::load(Arc::new(CpuBackend::new()), &src, config())
+    let e = WanVae::load(&CpuBackend::new(), &src, config())
         .err()
         .expect("a missing tensor fails")
         .to_string();
     assert!(e.contains(hidden), "{e}");
     assert!(e.contains("decoder.upsamples.4.shortcut.weight"), "{e}");
 
-    let v = vae(&w);
+    let v = codec(&w);
     // Wrong latent channels.
     let e = v
         .decode(&vec![0.0; 4 * 2 * 8 * 8], [4, 2, 8, 8])

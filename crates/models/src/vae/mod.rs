@@ -14,7 +14,7 @@ pub struct Frames {
 
 pub mod wan;
 
-pub use wan::{WanVae, WanVaeConfig, WanVaeKeys};
+pub use wan::{WanVae, WanVaeCodec, WanVaeConfig, WanVaeKeys};
 
 /// Latent `[C, F, H, W]` (one sample, host f32) → frames.
 pub trait Vae: Send + Sync {

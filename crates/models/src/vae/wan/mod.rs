@@ -349,10 +349,10 @@ impl<B: Backend> Decoder<B> {
     }
 }
 
-/// The Wan VAE on backend `B`: [`Vae`] (the DiT's normalised latents ↔ frames in [-1, 1]) and
-/// the raw `decode_raw`/`encode_raw` (diffusers' `decode`/`encode(...).latent_dist.mode()`).
+/// The Wan VAE's weights on backend `B`: `decode_raw`/`encode_raw` are diffusers'
+/// `decode`/`encode(...).latent_dist.mode()`; [`WanVaeCodec`] is the [`Vae`] (the DiT's
+/// normalised latents ↔ frames in [-1, 1]).
 pub struct WanVae<B: Backend> {
-    be: Arc<B>,
     pub cfg: WanVaeConfig,
     pub keys: WanVaeKeys,
     encoder: Encoder<B>,
@@ -365,17 +365,16 @@ pub struct WanVae<B: Backend> {
 
 impl<B: Backend> WanVae<B> {
     /// Weights from `src` in either naming (detected from the keys).
-    pub fn load(be: Arc<B>, src: &dyn WeightSource, cfg: WanVaeConfig) -> Result<Self> {
+    pub fn load(be: &B, src: &dyn WeightSource, cfg: WanVaeConfig) -> Result<Self> {
         cfg.check().map_err(ModelError::Invalid)?;
         let keys = WanVaeKeys::detect(src, cfg.num_res_blocks);
-        let vb = VarBuilder::with_keys(&*be, src, &keys);
+        let vb = VarBuilder::with_keys(be, src, &keys);
         let z = cfg.z_dim;
         let encoder = Encoder::new(&vb.pp("encoder"), &cfg)?;
         let decoder = Decoder::new(&vb.pp("decoder"), &cfg)?;
         let quant = CausalConv::k1(&vb.pp("conv1"), 2 * z, 2 * z)?;
         let post_quant = CausalConv::k1(&vb.pp("conv2"), z, z)?;
         Ok(WanVae {
-            be,
             cfg,
             keys,
             encoder,
@@ -384,10 +383,6 @@ impl<B: Backend> WanVae<B> {
             post_quant,
             tiling: None,
         })
-    }
-
-    pub fn backend(&self) -> &B {
-        &self.be
     }
 
     fn check_latent(&self, len: usize, [c, f, h, w]: [usize; 4]) -> Result<()> {
@@ -408,7 +403,7 @@ impl<B: Backend> WanVae<B> {
 
     /// Un-normalised latent `[z, F, H, W]` (host) → frames `[3, 1 + 4(F−1), 8H, 8W]`,
     /// clamped to [-1, 1]; tiled when [`WanVae::tiling`] is set and the latent exceeds a tile.
-    pub fn decode_raw(&self, z: &[f32], shape: [usize; 4]) -> Result<HostVideo> {
+    pub fn decode_raw(&self, be: &B, z: &[f32], shape: [usize; 4]) -> Result<HostVideo> {
         self.check_latent(z.len(), shape)?;
         let z = HostVideo {
             data: z.to_vec(),
@@ -417,9 +412,9 @@ impl<B: Backend> WanVae<B> {
         let s = self.cfg.space_factor();
         let mut out = match self.tiling {
             Some(t) if shape[3] > t.min_w / s || shape[2] > t.min_h / s => {
-                self.tiled(&z, t, s, true)?
+                self.tiled(be, &z, t, s, true)?
             }
-            _ => self.decode_tile(&z)?,
+            _ => self.decode_tile(be, &z)?,
         };
         for v in &mut out.data {
             *v = v.clamp(-1.0, 1.0);
@@ -428,8 +423,7 @@ impl<B: Backend> WanVae<B> {
     }
 
     /// One (tile of a) latent through the decoder, a latent frame at a time.
-    fn decode_tile(&self, z: &HostVideo) -> Result<HostVideo> {
-        let be = &*self.be;
+    fn decode_tile(&self, be: &B, z: &HostVideo) -> Result<HostVideo> {
         let [c, f, h, w] = z.shape;
         let zt = be.upload(&z.data, &[1, c, f, h, w])?;
         let mut cache = Cache::default();
@@ -446,7 +440,7 @@ impl<B: Backend> WanVae<B> {
 
     /// Frames `[3, 1 + 4k, H, W]` (host, in [-1, 1]) → the posterior mean `[z, 1 + k, H/8,
     /// W/8]`, un-normalised; tiled when [`WanVae::tiling`] is set and the frames exceed a tile.
-    pub fn encode_raw(&self, x: &[f32], shape: [usize; 4]) -> Result<HostVideo> {
+    pub fn encode_raw(&self, be: &B, x: &[f32], shape: [usize; 4]) -> Result<HostVideo> {
         let [c, f, h, w] = shape;
         let tf = self.cfg.time_factor();
         if c != self.cfg.in_channels || x.len() != c * f * h * w || h == 0 || w == 0 {
@@ -467,17 +461,16 @@ impl<B: Backend> WanVae<B> {
         };
         let moments = match self.tiling {
             Some(t) if w > t.min_w || h > t.min_h => {
-                self.tiled(&v, t, self.cfg.space_factor(), false)?
+                self.tiled(be, &v, t, self.cfg.space_factor(), false)?
             }
-            _ => self.encode_tile(&v)?,
+            _ => self.encode_tile(be, &v)?,
         };
         Ok(moments.crop_channels(self.cfg.z_dim))
     }
 
     /// One (tile of a) video through the encoder and the quant conv: chunks of 1, 4, 4, …
     /// frames → `[2z, 1 + k, h, w]` (mean, then log-variance).
-    fn encode_tile(&self, v: &HostVideo) -> Result<HostVideo> {
-        let be = &*self.be;
+    fn encode_tile(&self, be: &B, v: &HostVideo) -> Result<HostVideo> {
         let [c, f, h, w] = v.shape;
         let tf = self.cfg.time_factor();
         let xt = be.upload(&v.data, &[1, c, f, h, w])?;
@@ -499,7 +492,7 @@ impl<B: Backend> WanVae<B> {
     }
 
     /// diffusers' `tiled_decode` (`decode`: input a latent) or `tiled_encode` (a video).
-    fn tiled(&self, x: &HostVideo, t: Tiling, s: usize, decode: bool) -> Result<HostVideo> {
+    fn tiled(&self, be: &B, x: &HostVideo, t: Tiling, s: usize, decode: bool) -> Result<HostVideo> {
         let [_, _, h, w] = x.shape;
         // Tile geometry in the input's units; blending and keeping in the output's.
         let (in_div, out_div) = if decode { (s, 1) } else { (1, s) };
@@ -516,9 +509,9 @@ impl<B: Backend> WanVae<B> {
             for j in (0..w).step_by(st_w) {
                 let tile = x.crop(i, i + min_h, j, j + min_w);
                 row.push(if decode {
-                    self.decode_tile(&tile)?
+                    self.decode_tile(be, &tile)?
                 } else {
-                    self.encode_tile(&tile)?
+                    self.encode_tile(be, &tile)?
                 });
             }
             rows.push(row);
@@ -562,20 +555,27 @@ fn to_host<B: Backend>(be: &B, y: &B::Tensor) -> Result<HostVideo> {
     })
 }
 
-impl<B: Backend> Vae for WanVae<B> {
+/// A [`WanVae`] with its backend: the [`Vae`] the pipeline decodes through.
+pub struct WanVaeCodec<B: Backend> {
+    pub be: Arc<B>,
+    pub vae: WanVae<B>,
+}
+
+impl<B: Backend> Vae for WanVaeCodec<B> {
     /// The DiT's latent → frames: de-normalised as `WanPipeline` does (`z·std + mean`, from
     /// the config's `latents_mean`/`latents_std`), then decoded.
     fn decode(&self, latent: &[f32], shape: [usize; 4]) -> Result<Frames> {
-        self.check_latent(latent.len(), shape)?;
+        let (be, vae) = (&*self.be, &self.vae);
+        vae.check_latent(latent.len(), shape)?;
         let plane: usize = shape[1..].iter().product();
         let mut z = latent.to_vec();
         for (c, ch) in z.chunks_mut(plane).enumerate() {
-            let (m, s) = (self.cfg.latents_mean[c], self.cfg.latents_std[c]);
+            let (m, s) = (vae.cfg.latents_mean[c], vae.cfg.latents_std[c]);
             for v in ch {
                 *v = *v * s + m;
             }
         }
-        let v = self.decode_raw(&z, shape)?;
+        let v = vae.decode_raw(be, &z, shape)?;
         Ok(Frames {
             data: v.data,
             shape: v.shape,
@@ -585,16 +585,20 @@ impl<B: Backend> Vae for WanVae<B> {
     /// Frames → the normalised posterior mean (`(mean − latents_mean) / latents_std`, as Wan's
     /// image-to-video conditions on it).
     fn encode(&self, frames: &Frames) -> Option<Result<(Vec<f32>, [usize; 4])>> {
-        Some(self.encode_raw(&frames.data, frames.shape).map(|mut v| {
-            let plane: usize = v.shape[1..].iter().product();
-            for (c, ch) in v.data.chunks_mut(plane).enumerate() {
-                let (m, s) = (self.cfg.latents_mean[c], self.cfg.latents_std[c]);
-                for x in ch {
-                    *x = (*x - m) / s;
-                }
-            }
-            (v.data, v.shape)
-        }))
+        let vae = &self.vae;
+        Some(
+            vae.encode_raw(&self.be, &frames.data, frames.shape)
+                .map(|mut v| {
+                    let plane: usize = v.shape[1..].iter().product();
+                    for (c, ch) in v.data.chunks_mut(plane).enumerate() {
+                        let (m, s) = (vae.cfg.latents_mean[c], vae.cfg.latents_std[c]);
+                        for x in ch {
+                            *x = (*x - m) / s;
+                        }
+                    }
+                    (v.data, v.shape)
+                }),
+        )
     }
 
     fn name(&self) -> &'static str {
