@@ -50,6 +50,9 @@ pub enum BenchWhat {
     /// Whole generations (DiT only) of a Wan-size model, dense vs Jenga presets: wall time,
     /// per-step ms, speed-up, density per stage, mask-building share.
     E2e(E2eArgs),
+    /// The Wan2.1 VAE decode (plain and tiled) at a latent size, vs diffusers' AutoencoderKLWan
+    /// in the same run: time, rel-L2, peak memory.
+    Vae(crate::bench_vae::VaeArgs),
     /// One DiT forward (batch 1) per size, with GFLOP/s against a square matmul.
     Dit {
         /// Video sizes FRAMESxHEIGHTxWIDTH in model units (tiny-wan: pixels).

@@ -4,6 +4,7 @@ mod args;
 mod bench;
 mod bench_e2e;
 mod bench_policies;
+mod bench_vae;
 mod eval;
 mod generate;
 mod inspect;

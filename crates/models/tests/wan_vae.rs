@@ -2,7 +2,7 @@
 //! `tools/make_wan_vae_golden.py` (`tests/fixtures/wan_vae/`: a small random VAE saved with
 //! `save_pretrained`, the same weights in the original Wan naming, f32 CPU outputs).
 
-use jenga_models::vae::wan::{Tiling, WanVae, WanVaeCodec, WanVaeConfig, WanVaeKeys};
+use jenga_models::vae::wan::{ConvPath, Tiling, WanVae, WanVaeCodec, WanVaeConfig, WanVaeKeys};
 use jenga_models::{Frames, ModelError, RawTensor, SafetensorsWeights, Vae, WeightSource};
 use jenga_tensor::CpuBackend;
 use std::path::{Path, PathBuf};
@@ -239,4 +239,27 @@ fn bad_input_one_clear_error() {
     std::fs::write(&p, r#"{"is_residual": true, "z_dim": 48}"#).expect("write");
     let e = WanVaeConfig::from_file(&p).expect_err("Wan2.2").to_string();
     assert!(e.contains("config.json") && e.contains("Wan2.2"), "{e}");
+}
+
+/// The device-side conv path (GEMMs over kernel taps, what CUDA runs) on the same goldens.
+#[test]
+fn taps_conv_path_matches_diffusers() {
+    let w = open(&fixtures().join("diffusers/diffusion_pytorch_model.safetensors"));
+    let be = CpuBackend::new();
+    let v = WanVae::load_with(&be, &w, config(), ConvPath::Taps).expect("loads");
+    let g = open(&fixtures().join("golden_decode.safetensors"));
+    let (z, shape) = golden(&g, "z");
+    let (want, _) = golden(&g, "decoded");
+    let t = Instant::now();
+    let f = v.decode_raw(&be, &z, shape).expect("decode");
+    println!(
+        "decode (taps) {:.2} s on the CPU",
+        t.elapsed().as_secs_f64()
+    );
+    check("decode (taps conv)", &f.data, &want, 1e-4);
+    let g = open(&fixtures().join("golden_encode.safetensors"));
+    let (video, vshape) = golden(&g, "video");
+    let (mean, _) = golden(&g, "mean");
+    let m = v.encode_raw(&be, &video, vshape).expect("encode");
+    check("encode (taps conv)", &m.data, &mean, 1e-4);
 }

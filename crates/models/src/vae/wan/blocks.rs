@@ -2,27 +2,13 @@
 //! `WanAttentionBlock`, `WanResample`) and the causal feature cache that lets the video run
 //! chunk by chunk in time. Activations are channels-first `[B, C, F, H, W]`.
 
+use super::conv::{conv3d, zeros_along, ConvPath, Kernel};
 use crate::nn::VarBuilder;
 use crate::Result;
 use jenga_tensor::{Act, AttnPlan, Backend, CpuBackend, TensorMeta};
 
 /// Frames a causal conv keeps from the previous chunk (diffusers' `CACHE_T`).
 const CACHE_T: usize = 2;
-
-/// Every convolution of the VAE goes through here: the one place where a faster path (cuDNN,
-/// or im2col + GEMM on the device) replaces the backend's default (host im2col, then the
-/// backend's GEMM; on the CPU the `gemm` crate).
-pub fn conv3d<B: Backend>(
-    be: &B,
-    x: &B::Tensor,
-    w: &B::Tensor,
-    b: Option<&B::Tensor>,
-    stride: [usize; 3],
-    padding: [usize; 3],
-    causal: bool,
-) -> Result<B::Tensor> {
-    Ok(be.conv3d(x, w, b, stride, padding, causal)?)
-}
 
 /// One cache entry per causal conv, in call order (diffusers' `feat_cache` list).
 pub enum Slot<T> {
@@ -71,60 +57,55 @@ fn last_frames<B: Backend>(be: &B, x: &B::Tensor, n: usize) -> Result<B::Tensor>
     frames(be, x, t - n, n)
 }
 
-/// Zeros shaped as `x` with `dim` of size `len`.
-fn zeros_along<B: Backend>(be: &B, x: &B::Tensor, dim: usize, len: usize) -> Result<B::Tensor> {
-    let mut s = x.shape().to_vec();
-    s[dim] = len;
-    Ok(be.upload(&vec![0f32; s.iter().product()], &s)?)
-}
-
 /// `WanCausalConv3d`: zero padding in space, `2·pad_t` frames in front in time, of which the
 /// previous chunk's cached frames take the place of as many zeros.
 pub struct CausalConv<B: Backend> {
-    w: B::Tensor,
-    b: B::Tensor,
+    k: Kernel<B>,
     stride: [usize; 3],
     pad: [usize; 3],
 }
 
 impl<B: Backend> CausalConv<B> {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         vb: &VarBuilder<B>,
+        path: ConvPath,
         inp: usize,
         out: usize,
         k: [usize; 3],
         stride: [usize; 3],
         pad: [usize; 3],
     ) -> Result<Self> {
+        let w = vb.get(&[out, inp, k[0], k[1], k[2]], "weight")?;
         Ok(CausalConv {
-            w: vb.get(&[out, inp, k[0], k[1], k[2]], "weight")?,
-            b: vb.get(&[out], "bias")?,
+            k: Kernel::new(vb.backend(), w, vb.get(&[out], "bias")?, path)?,
             stride,
             pad,
         })
     }
 
     /// 3x3x3, padding 1 (most of the VAE's convs).
-    pub fn k3(vb: &VarBuilder<B>, inp: usize, out: usize) -> Result<Self> {
-        Self::new(vb, inp, out, [3; 3], [1; 3], [1; 3])
+    pub fn k3(vb: &VarBuilder<B>, path: ConvPath, inp: usize, out: usize) -> Result<Self> {
+        Self::new(vb, path, inp, out, [3; 3], [1; 3], [1; 3])
     }
 
     /// 1x1x1 (shortcuts, quant convs).
-    pub fn k1(vb: &VarBuilder<B>, inp: usize, out: usize) -> Result<Self> {
-        Self::new(vb, inp, out, [1; 3], [1; 3], [0; 3])
+    pub fn k1(vb: &VarBuilder<B>, path: ConvPath, inp: usize, out: usize) -> Result<Self> {
+        Self::new(vb, path, inp, out, [1; 3], [1; 3], [0; 3])
     }
 
     /// A `Conv2d` (weight `[out, in, kh, kw]`) run per frame as a conv3d of time kernel 1.
     pub fn conv2d(
         vb: &VarBuilder<B>,
+        path: ConvPath,
         inp: usize,
         out: usize,
         stride: usize,
         pad: usize,
     ) -> Result<Self> {
+        let w = vb.get_as(&[out, inp, 3, 3], "weight", &[out, inp, 1, 3, 3])?;
         Ok(CausalConv {
-            w: vb.get_as(&[out, inp, 3, 3], "weight", &[out, inp, 1, 3, 3])?,
-            b: vb.get(&[out], "bias")?,
+            k: Kernel::new(vb.backend(), w, vb.get(&[out], "bias")?, path)?,
             stride: [1, stride, stride],
             pad: [0, pad, pad],
         })
@@ -134,7 +115,7 @@ impl<B: Backend> CausalConv<B> {
         let front = 2 * self.pad[0];
         let cached = match cache {
             Some(c) if front > 0 => c,
-            _ => return conv3d(be, x, &self.w, Some(&self.b), self.stride, self.pad, true),
+            _ => return conv3d(be, x, &self.k, self.stride, self.pad, true),
         };
         let n = cached.shape()[2].min(front);
         let c = last_frames(be, cached, n)?;
@@ -145,7 +126,7 @@ impl<B: Backend> CausalConv<B> {
             be.cat(&[&c, x], 2)?
         };
         let pad = [0, self.pad[1], self.pad[2]];
-        conv3d(be, &x, &self.w, Some(&self.b), self.stride, pad, false)
+        conv3d(be, &x, &self.k, self.stride, pad, false)
     }
 
     /// The conv with its cache slot, as every cached call site of the reference does: the
@@ -215,15 +196,15 @@ pub struct ResBlock<B: Backend> {
 }
 
 impl<B: Backend> ResBlock<B> {
-    pub fn new(vb: &VarBuilder<B>, inp: usize, out: usize) -> Result<Self> {
+    pub fn new(vb: &VarBuilder<B>, path: ConvPath, inp: usize, out: usize) -> Result<Self> {
         let r = vb.pp("residual");
         Ok(ResBlock {
             norm1: ChannelRms::new(&r.pp(0), inp, false)?,
-            conv1: CausalConv::k3(&r.pp(2), inp, out)?,
+            conv1: CausalConv::k3(&r.pp(2), path, inp, out)?,
             norm2: ChannelRms::new(&r.pp(3), out, false)?,
-            conv2: CausalConv::k3(&r.pp(6), out, out)?,
+            conv2: CausalConv::k3(&r.pp(6), path, out, out)?,
             shortcut: if inp != out {
-                Some(CausalConv::k1(&vb.pp("shortcut"), inp, out)?)
+                Some(CausalConv::k1(&vb.pp("shortcut"), path, inp, out)?)
             } else {
                 None
             },
@@ -323,15 +304,16 @@ pub struct Resample<B: Backend> {
 
 impl<B: Backend> Resample<B> {
     /// Upsampling: `c` → `c / 2` channels; downsampling keeps `c`.
-    pub fn new(vb: &VarBuilder<B>, c: usize, mode: Mode) -> Result<Self> {
+    pub fn new(vb: &VarBuilder<B>, path: ConvPath, c: usize, mode: Mode) -> Result<Self> {
         let conv = vb.pp("resample").pp(1);
         let tc = vb.pp("time_conv");
         let (conv, time) = match mode {
-            Mode::Up2d => (CausalConv::conv2d(&conv, c, c / 2, 1, 1)?, None),
+            Mode::Up2d => (CausalConv::conv2d(&conv, path, c, c / 2, 1, 1)?, None),
             Mode::Up3d => (
-                CausalConv::conv2d(&conv, c, c / 2, 1, 1)?,
+                CausalConv::conv2d(&conv, path, c, c / 2, 1, 1)?,
                 Some(CausalConv::new(
                     &tc,
+                    path,
                     c,
                     2 * c,
                     [3, 1, 1],
@@ -339,10 +321,18 @@ impl<B: Backend> Resample<B> {
                     [1, 0, 0],
                 )?),
             ),
-            Mode::Down2d => (CausalConv::conv2d(&conv, c, c, 2, 0)?, None),
+            Mode::Down2d => (CausalConv::conv2d(&conv, path, c, c, 2, 0)?, None),
             Mode::Down3d => (
-                CausalConv::conv2d(&conv, c, c, 2, 0)?,
-                Some(CausalConv::new(&tc, c, c, [3, 1, 1], [2, 1, 1], [0; 3])?),
+                CausalConv::conv2d(&conv, path, c, c, 2, 0)?,
+                Some(CausalConv::new(
+                    &tc,
+                    path,
+                    c,
+                    c,
+                    [3, 1, 1],
+                    [2, 1, 1],
+                    [0; 3],
+                )?),
             ),
         };
         Ok(Resample {

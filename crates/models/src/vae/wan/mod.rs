@@ -6,9 +6,11 @@
 //! bounds it at any size. Written once against the [`Backend`] ops.
 
 mod blocks;
+pub mod conv;
 pub mod naming;
 pub mod tiling;
 
+pub use conv::ConvPath;
 pub use naming::WanVaeKeys;
 
 use crate::nn::VarBuilder;
@@ -184,11 +186,11 @@ struct Mid<B: Backend> {
 }
 
 impl<B: Backend> Mid<B> {
-    fn new(vb: &VarBuilder<B>, c: usize) -> Result<Self> {
+    fn new(vb: &VarBuilder<B>, p: ConvPath, c: usize) -> Result<Self> {
         Ok(Mid {
-            res0: ResBlock::new(&vb.pp(0), c, c)?,
+            res0: ResBlock::new(&vb.pp(0), p, c, c)?,
             attn: AttnBlock::new(&vb.pp(1), c)?,
-            res1: ResBlock::new(&vb.pp(2), c, c)?,
+            res1: ResBlock::new(&vb.pp(2), p, c, c)?,
         })
     }
     fn fwd(&self, be: &B, x: &B::Tensor, cache: &mut Cache<B::Tensor>) -> Result<B::Tensor> {
@@ -205,10 +207,10 @@ struct Head<B: Backend> {
 }
 
 impl<B: Backend> Head<B> {
-    fn new(vb: &VarBuilder<B>, inp: usize, out: usize) -> Result<Self> {
+    fn new(vb: &VarBuilder<B>, p: ConvPath, inp: usize, out: usize) -> Result<Self> {
         Ok(Head {
             norm: ChannelRms::new(&vb.pp(0), inp, false)?,
-            conv: CausalConv::k3(&vb.pp(2), inp, out)?,
+            conv: CausalConv::k3(&vb.pp(2), p, inp, out)?,
         })
     }
     fn fwd(&self, be: &B, x: &B::Tensor, cache: &mut Cache<B::Tensor>) -> Result<B::Tensor> {
@@ -225,19 +227,24 @@ struct Encoder<B: Backend> {
 }
 
 impl<B: Backend> Encoder<B> {
-    fn new(vb: &VarBuilder<B>, cfg: &WanVaeConfig) -> Result<Self> {
+    fn new(vb: &VarBuilder<B>, p: ConvPath, cfg: &WanVaeConfig) -> Result<Self> {
         let dims: Vec<usize> = std::iter::once(1)
             .chain(cfg.dim_mult.iter().copied())
             .map(|m| m * cfg.base_dim)
             .collect();
-        let conv_in = CausalConv::k3(&vb.pp("conv1"), cfg.in_channels, dims[0])?;
+        let conv_in = CausalConv::k3(&vb.pp("conv1"), p, cfg.in_channels, dims[0])?;
         let dv = vb.pp("downsamples");
         let mut down = Vec::new();
         let levels = cfg.dim_mult.len();
         for i in 0..levels {
             let (mut inp, out) = (dims[i], dims[i + 1]);
             for _ in 0..cfg.num_res_blocks {
-                down.push(DownLayer::Res(ResBlock::new(&dv.pp(down.len()), inp, out)?));
+                down.push(DownLayer::Res(ResBlock::new(
+                    &dv.pp(down.len()),
+                    p,
+                    inp,
+                    out,
+                )?));
                 inp = out;
             }
             if i + 1 != levels {
@@ -248,6 +255,7 @@ impl<B: Backend> Encoder<B> {
                 };
                 down.push(DownLayer::Resample(Resample::new(
                     &dv.pp(down.len()),
+                    p,
                     out,
                     mode,
                 )?));
@@ -257,8 +265,8 @@ impl<B: Backend> Encoder<B> {
         Ok(Encoder {
             conv_in,
             down,
-            mid: Mid::new(&vb.pp("middle"), top)?,
-            head: Head::new(&vb.pp("head"), top, 2 * cfg.z_dim)?,
+            mid: Mid::new(&vb.pp("middle"), p, top)?,
+            head: Head::new(&vb.pp("head"), p, top, 2 * cfg.z_dim)?,
         })
     }
 
@@ -288,15 +296,15 @@ struct Decoder<B: Backend> {
 }
 
 impl<B: Backend> Decoder<B> {
-    fn new(vb: &VarBuilder<B>, cfg: &WanVaeConfig) -> Result<Self> {
+    fn new(vb: &VarBuilder<B>, p: ConvPath, cfg: &WanVaeConfig) -> Result<Self> {
         let base = cfg.decoder_base_dim.unwrap_or(cfg.base_dim);
         let rev: Vec<usize> = cfg.dim_mult.iter().rev().copied().collect();
         let dims: Vec<usize> = std::iter::once(rev[0])
             .chain(rev.iter().copied())
             .map(|m| m * base)
             .collect();
-        let conv_in = CausalConv::k3(&vb.pp("conv1"), cfg.z_dim, dims[0])?;
-        let mid = Mid::new(&vb.pp("middle"), dims[0])?;
+        let conv_in = CausalConv::k3(&vb.pp("conv1"), p, cfg.z_dim, dims[0])?;
+        let mid = Mid::new(&vb.pp("middle"), p, dims[0])?;
         let uv = vb.pp("upsamples");
         let n = cfg.dim_mult.len();
         let mut flat = 0;
@@ -307,7 +315,7 @@ impl<B: Backend> Decoder<B> {
             let out = dims[i + 1];
             let mut res = Vec::new();
             for _ in 0..cfg.num_res_blocks + 1 {
-                res.push(ResBlock::new(&uv.pp(flat), inp, out)?);
+                res.push(ResBlock::new(&uv.pp(flat), p, inp, out)?);
                 flat += 1;
                 inp = out;
             }
@@ -318,7 +326,7 @@ impl<B: Backend> Decoder<B> {
                 } else {
                     Mode::Up2d
                 };
-                let r = Resample::new(&uv.pp(flat), out, mode)?;
+                let r = Resample::new(&uv.pp(flat), p, out, mode)?;
                 flat += 1;
                 Some(r)
             } else {
@@ -330,7 +338,7 @@ impl<B: Backend> Decoder<B> {
             conv_in,
             mid,
             levels,
-            head: Head::new(&vb.pp("head"), dims[n], cfg.out_channels)?,
+            head: Head::new(&vb.pp("head"), p, dims[n], cfg.out_channels)?,
         })
     }
 
@@ -364,16 +372,27 @@ pub struct WanVae<B: Backend> {
 }
 
 impl<B: Backend> WanVae<B> {
-    /// Weights from `src` in either naming (detected from the keys).
+    /// Weights from `src` in either naming (detected from the keys), convolutions on the
+    /// backend's default path ([`ConvPath::auto`]).
     pub fn load(be: &B, src: &dyn WeightSource, cfg: WanVaeConfig) -> Result<Self> {
+        Self::load_with(be, src, cfg, ConvPath::auto(be))
+    }
+
+    /// [`WanVae::load`] with the convolutions on `path`.
+    pub fn load_with(
+        be: &B,
+        src: &dyn WeightSource,
+        cfg: WanVaeConfig,
+        p: ConvPath,
+    ) -> Result<Self> {
         cfg.check().map_err(ModelError::Invalid)?;
         let keys = WanVaeKeys::detect(src, cfg.num_res_blocks);
         let vb = VarBuilder::with_keys(be, src, &keys);
         let z = cfg.z_dim;
-        let encoder = Encoder::new(&vb.pp("encoder"), &cfg)?;
-        let decoder = Decoder::new(&vb.pp("decoder"), &cfg)?;
-        let quant = CausalConv::k1(&vb.pp("conv1"), 2 * z, 2 * z)?;
-        let post_quant = CausalConv::k1(&vb.pp("conv2"), z, z)?;
+        let encoder = Encoder::new(&vb.pp("encoder"), p, &cfg)?;
+        let decoder = Decoder::new(&vb.pp("decoder"), p, &cfg)?;
+        let quant = CausalConv::k1(&vb.pp("conv1"), p, 2 * z, 2 * z)?;
+        let post_quant = CausalConv::k1(&vb.pp("conv2"), p, z, z)?;
         Ok(WanVae {
             cfg,
             keys,
