@@ -13,9 +13,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use jenga_engine::{Device, Engine, EngineBackend, OnDevice};
 use jenga_models::vae::wan::{ConvPath, Tiling, WanVae, WanVaeConfig};
-use jenga_models::{
-    export_bf16, export_f32, RandomWeights, SafetensorsWeights, WeightSource,
-};
+use jenga_models::{export_bf16, export_f32, RandomWeights, SafetensorsWeights, WeightSource};
 use jenga_tensor::Backend;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -248,11 +246,17 @@ pub fn run(a: &VaeArgs, json: Option<&Path>, engine: &Engine) -> Result<()> {
     if let Some(cmd) = &a.reference {
         let mut tensors: Vec<(String, Vec<usize>, &[f32])> = Vec::new();
         for (name, _, _, fr) in &timed {
-            let key = if name.contains("tiled") { "tiled" } else { "plain" };
+            let key = if name.contains("tiled") {
+                "tiled"
+            } else {
+                "plain"
+            };
             tensors.push((key.into(), vec![1, 3, 1 + 4 * (f - 1), 8 * h, 8 * w], fr));
         }
-        let views: Vec<(&str, Vec<usize>, &[f32])> =
-            tensors.iter().map(|(k, s, d)| (k.as_str(), s.clone(), *d)).collect();
+        let views: Vec<(&str, Vec<usize>, &[f32])> = tensors
+            .iter()
+            .map(|(k, s, d)| (k.as_str(), s.clone(), *d))
+            .collect();
         export_f32(&views, &dir.join("ours.safetensors"))?;
         let mut args = vec![
             "--dir".to_string(),
