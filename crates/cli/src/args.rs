@@ -52,6 +52,9 @@ pub enum BenchWhat {
     E2e(E2eArgs),
     /// The umT5 text encoder (Wan2.1's) on random ids, vs transformers in the same run.
     Text(crate::bench_text::TextArgs),
+    /// The Wan2.1 VAE decode (plain and tiled) at a latent size, vs diffusers' AutoencoderKLWan
+    /// in the same run: time, rel-L2, peak memory.
+    Vae(crate::bench_vae::VaeArgs),
     /// One DiT forward (batch 1) per size, with GFLOP/s against a square matmul.
     Dit {
         /// Video sizes FRAMESxHEIGHTxWIDTH in model units (tiny-wan: pixels).

@@ -4,7 +4,7 @@
 //! repeats) and, with `--reference CMD`, spawns the PyTorch script of `tools/` right after in the
 //! same process tree, parses its JSON lines and prints ours vs theirs.
 
-mod attention;
+pub(crate) mod attention;
 mod jenga_plans;
 pub(crate) mod reference;
 
@@ -102,6 +102,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             return crate::bench_policies::run(p, &a.model, a.json.as_deref(), &engine)
         }
         // Writes its own JSON lines (to the file created above).
+        (BenchWhat::Vae(v), _) => return crate::bench_vae::run(v, a.json.as_deref(), &engine),
         (BenchWhat::E2e(e), _) => {
             return crate::bench_e2e::run(e, &a.model, a.json.as_deref(), &engine)
         }

@@ -5,6 +5,7 @@ mod bench;
 mod bench_e2e;
 mod bench_policies;
 mod bench_text;
+mod bench_vae;
 mod eval;
 mod generate;
 mod inspect;

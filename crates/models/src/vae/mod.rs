@@ -1,6 +1,6 @@
-//! Latent ↔ pixel codecs behind one [`Vae`] trait. Until Wan's VAE lands: [`Identity`] for the
-//! pixel-space tiny model, [`LatentPreview`] (latent channels 0..3 at half scale) for the
-//! latent-space ones.
+//! Latent ↔ pixel codecs behind one [`Vae`] trait: [`WanVae`] (Wan2.1's causal 3D VAE),
+//! [`Identity`] for the pixel-space tiny model, [`LatentPreview`] (latent channels 0..3 at half
+//! scale) for latent-space models without a VAE.
 
 use crate::{ModelError, Result};
 
@@ -11,6 +11,10 @@ pub struct Frames {
     /// `[3, F, H, W]`.
     pub shape: [usize; 4],
 }
+
+pub mod wan;
+
+pub use wan::{WanVae, WanVaeCodec, WanVaeConfig, WanVaeKeys};
 
 /// Latent `[C, F, H, W]` (one sample, host f32) → frames.
 pub trait Vae: Send + Sync {
