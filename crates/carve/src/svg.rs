@@ -3,44 +3,32 @@
 //! spatial positions across frames), chosen online per layer and step by profiling a few
 //! sampled query rows; the first layers and steps run dense.
 //!
-//! Reference: `svg-project/Sparse-VideoGen`, `svg/models/wan/{attention,utils,placement}.py`.
-//! What the reference does, and what this file does with it:
+//! Reference: `svg-project/Sparse-VideoGen` @5ce7b01, `svg/models/wan/{attention,utils,
+//! placement}.py`; `tools/make_svg_golden.py` copies the functions below and
+//! `tests/svg_reference.rs` checks this file against them. What the reference does, and here:
 //!
-//! - **Kernel mask** (`generate_temporal_head_mask_mod`): key `k` is kept for query `q` iff
-//!   `|q − k| ≤ W` or `k < frame_size` (first-frame sink), with
-//!   `W = ⌈L·(1 − √(1 − s'))/128⌉·128` tokens (`sparsity_to_width`, then `round_to_multiple`),
-//!   `s' = (s·L² − 2·L·C)/L²` (C condition tokens, 0 for Wan) and `s` = `--sparsity` — the
-//!   fraction of the video×video attention the band keeps. Spatial heads apply it in frame-major
-//!   order (`(f, p) → f·P + p`); temporal heads apply the *same* mask after the head placement
-//!   to position-major order (`(f, p) → p·F + f`), so they attend to nearby positions in every
-//!   frame (and their "sink" is the first `P/F` positions of every frame — the reference's mask
-//!   applied to the permuted layout, kept as is).
-//! - **Profiling** (`sample_mse`): `num_sampled_rows` = 64 random query rows below
-//!   `sample_mse_max_row` = 10000; the masks it compares are the reference's
-//!   `get_attention_mask` ones — a 128-token block band `|i − j| < 2·P div 128` plus the sink —
-//!   in frame-major (spatial) and position-major (temporal) order. The reference keeps the head
-//!   pattern with the smaller MSE of the sampled rows' attention *outputs*. A plan here is made
-//!   from q and k only (the seam does not pass v), so the criterion is the sampled rows'
-//!   attention-distribution error `‖p − p̃‖₁ = 2·(mass outside the mask)`: the pattern keeping
-//!   more softmax mass wins (ties: spatial, as `argmin` picks the first). That error bounds the
-//!   output error by `max‖v‖`.
+//! - **Profiling** (`sample_mse`, [`SvgPolicy::sample_mse`]): `num_sampled_rows` = 64 random
+//!   query rows below `sample_mse_max_row` = 10000; their exact attention outputs, and their
+//!   outputs under each profiling mask (`get_attention_mask`: a 128-token block band
+//!   `|i − j| < 2·P div 128` plus the first-frame sink, in frame-major order for spatial and
+//!   position-major order for temporal); per (batch, head) the mask with the smaller MSE of
+//!   the outputs wins (`argmin`: spatial on ties). Needs v, so the policy runs the whole call
+//!   ([`AttentionPolicy::attend_hooked`]). Computed with backend ops (the sampled rows'
+//!   attention against all keys, then against each mask's key intervals), MSEs in f64.
+//! - **Head placement** ([`place`], `wan_sparse_head_placement`): temporal heads' q/k/v move to
+//!   position-major order (`(f, p) → p·F + f`, condition tokens stay), spatial heads stay;
+//!   the output goes back the same way (`wan_hidden_states_placement`).
+//! - **Kernel mask** (`generate_temporal_head_mask_mod`), the same for every head in its placed
+//!   layout: key `k` kept for query `q` iff `|q − k| ≤ W` or `k < frame_size`, with
+//!   `W = ⌈L·(1 − √(1 − s'))/128⌉·128` (`sparsity_to_width`, `round_to_multiple`),
+//!   `s' = (s·L² − 2·L·C)/L²` (C condition tokens, 0 for Wan). The plan is its block superset
+//!   ([`pattern_rows`] of [`Pattern::Spatial`]): the blocks flex attention visits, but
+//!   computed whole — flex masks tokens inside the band's edge blocks and the sink's last
+//!   block. That is the one approximation left (`docs/POLICIES.md` has its size).
 //! - **Dense fallback**: layers `< ⌊first_layers_fp·layers⌋` and steps `< ⌊first_times_fp·steps⌋`
 //!   (the reference converts `first_times_fp` to that many steps' timestep threshold).
-//! - **One token order for all heads.** The seam lays out tokens once per grid, so a per-head
-//!   placement cannot be expressed. Tokens stay in frame-major (raster) order, spatial heads get
-//!   the band as is, and a temporal head's mask becomes a strided pattern in frame-major order:
-//!   each query block keeps, in every frame, the key blocks holding positions within `W/F` of
-//!   its own. Plans are **block supersets** of the token masks: a key block is kept iff any
-//!   (query, key) token pair of the two blocks is allowed — the blocks the reference's flex
-//!   attention visits for the spatial band, without its per-token masking inside partial blocks.
-//!   For temporal heads the superset is looser (a 128-token block spans `128/w` rows of one
-//!   frame, so it needs all positions within `W/F` of any of them); on small frames (the tiny
-//!   model: 2 blocks per frame) the temporal plan is dense. `docs/POLICIES.md` has the numbers.
-//! - **On a GPU** ([`PolicyKernels::svg_select`]) the profiling (sampled rows' scores against every
-//!   key, masked softmax masses, the per-head choice) and the plan (each head's candidate rows
-//!   copied into one CSR) run on the device: nothing comes back to the host per call; the plan
-//!   is an [`AttnPlan::Device`] and the density and head counts are read when asked for. Same
-//!   rule and rows as the host path; only the masses' summation order differs (f32 there).
+//! - **Wrappers** (probe, timers) see the plan call through the hook, with the *placed* q/k
+//!   the plan is for, so a recall measured there is the recall of what runs.
 
 use crate::kernels::{PolicyKernels, SvgSelect};
 use crate::policy::{lock, AttentionPolicy, AttnCtx, DensityLog, DensityStats, PlanHook};
