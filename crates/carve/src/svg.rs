@@ -383,9 +383,12 @@ impl SvgGeometry {
     }
 }
 
+/// Half-open key ranges `[start, end)` of a placed layout.
+type KeyIntervals = Vec<(usize, usize)>;
+
 /// Where the sampled rows of one profiling call look: per (pattern, placed query block) the
 /// key intervals of the reference's profiling mask, in that pattern's placed layout.
-fn profile_keys(g: &SvgGrid, pattern: Pattern, q: usize) -> Vec<(usize, usize)> {
+fn profile_keys(g: &SvgGrid, pattern: Pattern, q: usize) -> KeyIntervals {
     let (l, video) = (g.len(), g.video());
     if q >= video {
         return vec![(0, l)];
@@ -558,7 +561,7 @@ impl SvgPolicy {
                 }
             };
             // Rows sharing their key intervals run as one attention call.
-            let mut groups: Vec<(Vec<(usize, usize)>, Vec<u32>)> = Vec::new();
+            let mut groups: Vec<(KeyIntervals, Vec<u32>)> = Vec::new();
             for (ri, &row) in rows.iter().enumerate() {
                 let iv = profile_keys(g, p, row);
                 match groups.iter_mut().find(|(x, _)| *x == iv) {
@@ -703,12 +706,12 @@ pub fn place<B: Backend>(
     let order = placed_order(g, Pattern::Temporal);
     let mut idx = Vec::with_capacity(batch * l * heads);
     for b in 0..batch {
-        for a in 0..l {
+        for (a, &src) in order.iter().enumerate().take(l) {
             for h in 0..heads {
                 let t = match patterns[b * heads + h] {
                     Pattern::Spatial => a,
                     Pattern::Temporal if inverse => g.index(Pattern::Temporal, a),
-                    Pattern::Temporal => order[a] as usize,
+                    Pattern::Temporal => src as usize,
                 };
                 idx.push(((b * l + t) * heads + h) as u32);
             }
