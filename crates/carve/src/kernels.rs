@@ -36,7 +36,9 @@ pub trait PolicyKernels: Backend {
         Ok(None)
     }
 
-    /// Sparse VideoGen's online profiling and plan on the device (see [`SvgSelect`]) for q/k
+    /// Sparse VideoGen's profiling by kept softmax mass and plan on the device (see
+    /// [`SvgSelect`]). No longer called by `SvgPolicy`, which chooses by the MSE of the
+    /// outputs (as the reference) and places heads; kept for its kernel test. For q/k
     /// `[B, L, H, Dh]`: the plan (typically [`AttnPlan::Device`]) and the number of heads that
     /// chose candidate 1 (temporal), left on the device. `Ok(None)`: not supported here; the
     /// caller profiles on the host.

@@ -29,6 +29,6 @@ pub use kernels::{BlockSelect, DraftSelect, PolicyKernels, SvgSelect};
 pub use layout::{Layout, DEFAULT_BLOCK};
 pub use mask::BlockMask;
 pub use picture::{render_mask, render_plan, Gray};
-pub use policy::{AttentionPolicy, AttnCtx, Dense, DensityStats};
+pub use policy::{AttentionPolicy, AttnCtx, Dense, DensityStats, PlanHook};
 pub use schedule::{DropMode, Schedule};
 pub use svg::{Pattern, SvgConfig, SvgPolicy};

@@ -84,6 +84,47 @@ pub trait AttentionPolicy<B: Backend>: Send + Sync {
             None => self.plan(be, q, k, ctx),
         }
     }
+    /// One self-attention call: q/k/v `[B, L, H, Dh]` in token order → output, same shape.
+    /// The default asks for a plan ([`AttentionPolicy::plan_pooled`]) and runs
+    /// [`Backend::attention`]; a policy that needs v or lays tokens out per head (SVG's head
+    /// placement) overrides [`AttentionPolicy::attend_hooked`]. Models call this.
+    fn attend(
+        &self,
+        be: &B,
+        q: &B::Tensor,
+        k: &B::Tensor,
+        v: &B::Tensor,
+        pooled: Option<(&B::Tensor, &B::Tensor)>,
+        ctx: &AttnCtx,
+    ) -> Result<B::Tensor> {
+        self.attend_hooked(be, q, k, v, pooled, ctx, &|_, _, _, _, make| make())
+    }
+    /// [`AttentionPolicy::attend`] with `hook` around the plan call (the wrappers' `on_plan`,
+    /// outermost first). `hook` gets the q/k the plan is for: with a per-head placement,
+    /// the placed ones. A wrapper forwards to its delegate, adding its own `on_plan`.
+    #[allow(clippy::too_many_arguments)] // the call's tensors, its context and the hook
+    fn attend_hooked(
+        &self,
+        be: &B,
+        q: &B::Tensor,
+        k: &B::Tensor,
+        v: &B::Tensor,
+        pooled: Option<(&B::Tensor, &B::Tensor)>,
+        ctx: &AttnCtx,
+        hook: &PlanHook<'_, B>,
+    ) -> Result<B::Tensor> {
+        match self.delegate() {
+            Some(d) => d.attend_hooked(be, q, k, v, pooled, ctx, &|be, q, k, ctx, make| {
+                hook(be, q, k, ctx, &mut || self.on_plan(be, q, k, ctx, make))
+            }),
+            None => {
+                let plan = hook(be, q, k, ctx, &mut || {
+                    self.plan_pooled(be, q, k, pooled, ctx)
+                })?;
+                be.attention(q, k, v, &plan, self.key_bias(ctx))
+            }
+        }
+    }
     /// Optional score bias on condition keys (text-attention amplifier).
     fn key_bias(&self, ctx: &AttnCtx) -> Option<KeyBias> {
         self.delegate().and_then(|d| d.key_bias(ctx))
@@ -95,6 +136,17 @@ pub trait AttentionPolicy<B: Backend>: Send + Sync {
             .unwrap_or_default()
     }
 }
+
+/// What wraps a plan call in [`AttentionPolicy::attend_hooked`]: `(be, q, k, ctx, make)`,
+/// running `make` (the plan) once and returning its plan.
+pub type PlanHook<'h, B> = dyn Fn(
+        &B,
+        &<B as Backend>::Tensor,
+        &<B as Backend>::Tensor,
+        &AttnCtx,
+        &mut dyn FnMut() -> Result<AttnPlan>,
+    ) -> Result<AttnPlan>
+    + 'h;
 
 /// Attention density of one ProRes stage, averaged over the plan calls of that stage.
 #[derive(Clone, Debug, Default, PartialEq)]

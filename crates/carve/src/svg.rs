@@ -3,51 +3,39 @@
 //! spatial positions across frames), chosen online per layer and step by profiling a few
 //! sampled query rows; the first layers and steps run dense.
 //!
-//! Reference: `svg-project/Sparse-VideoGen`, `svg/models/wan/{attention,utils,placement}.py`.
-//! What the reference does, and what this file does with it:
+//! Reference: `svg-project/Sparse-VideoGen` @5ce7b01, `svg/models/wan/{attention,utils,
+//! placement}.py`; `tools/make_svg_golden.py` copies the functions below and
+//! `tests/svg_reference.rs` checks this file against them. What the reference does, and here:
 //!
-//! - **Kernel mask** (`generate_temporal_head_mask_mod`): key `k` is kept for query `q` iff
-//!   `|q − k| ≤ W` or `k < frame_size` (first-frame sink), with
-//!   `W = ⌈L·(1 − √(1 − s'))/128⌉·128` tokens (`sparsity_to_width`, then `round_to_multiple`),
-//!   `s' = (s·L² − 2·L·C)/L²` (C condition tokens, 0 for Wan) and `s` = `--sparsity` — the
-//!   fraction of the video×video attention the band keeps. Spatial heads apply it in frame-major
-//!   order (`(f, p) → f·P + p`); temporal heads apply the *same* mask after the head placement
-//!   to position-major order (`(f, p) → p·F + f`), so they attend to nearby positions in every
-//!   frame (and their "sink" is the first `P/F` positions of every frame — the reference's mask
-//!   applied to the permuted layout, kept as is).
-//! - **Profiling** (`sample_mse`): `num_sampled_rows` = 64 random query rows below
-//!   `sample_mse_max_row` = 10000; the masks it compares are the reference's
-//!   `get_attention_mask` ones — a 128-token block band `|i − j| < 2·P div 128` plus the sink —
-//!   in frame-major (spatial) and position-major (temporal) order. The reference keeps the head
-//!   pattern with the smaller MSE of the sampled rows' attention *outputs*. A plan here is made
-//!   from q and k only (the seam does not pass v), so the criterion is the sampled rows'
-//!   attention-distribution error `‖p − p̃‖₁ = 2·(mass outside the mask)`: the pattern keeping
-//!   more softmax mass wins (ties: spatial, as `argmin` picks the first). That error bounds the
-//!   output error by `max‖v‖`.
+//! - **Profiling** (`sample_mse`, [`SvgPolicy::sample_mse`]): `num_sampled_rows` = 64 random
+//!   query rows below `sample_mse_max_row` = 10000; their exact attention outputs, and their
+//!   outputs under each profiling mask (`get_attention_mask`: a 128-token block band
+//!   `|i − j| < 2·P div 128` plus the first-frame sink, in frame-major order for spatial and
+//!   position-major order for temporal); per (batch, head) the mask with the smaller MSE of
+//!   the outputs wins (`argmin`: spatial on ties). Needs v, so the policy runs the whole call
+//!   ([`AttentionPolicy::attend_hooked`]). Computed with backend ops (the sampled rows'
+//!   attention against all keys, then against each mask's key intervals), MSEs in f64.
+//! - **Head placement** ([`place`], `wan_sparse_head_placement`): temporal heads' q/k/v move to
+//!   position-major order (`(f, p) → p·F + f`, condition tokens stay), spatial heads stay;
+//!   the output goes back the same way (`wan_hidden_states_placement`).
+//! - **Kernel mask** (`generate_temporal_head_mask_mod`), the same for every head in its placed
+//!   layout: key `k` kept for query `q` iff `|q − k| ≤ W` or `k < frame_size`, with
+//!   `W = ⌈L·(1 − √(1 − s'))/128⌉·128` (`sparsity_to_width`, `round_to_multiple`),
+//!   `s' = (s·L² − 2·L·C)/L²` (C condition tokens, 0 for Wan). The plan is its block superset
+//!   ([`pattern_rows`] of [`Pattern::Spatial`]): the blocks flex attention visits, but
+//!   computed whole — flex masks tokens inside the band's edge blocks and the sink's last
+//!   block. That is the one approximation left (`docs/POLICIES.md` has its size).
 //! - **Dense fallback**: layers `< ⌊first_layers_fp·layers⌋` and steps `< ⌊first_times_fp·steps⌋`
 //!   (the reference converts `first_times_fp` to that many steps' timestep threshold).
-//! - **One token order for all heads.** The seam lays out tokens once per grid, so a per-head
-//!   placement cannot be expressed. Tokens stay in frame-major (raster) order, spatial heads get
-//!   the band as is, and a temporal head's mask becomes a strided pattern in frame-major order:
-//!   each query block keeps, in every frame, the key blocks holding positions within `W/F` of
-//!   its own. Plans are **block supersets** of the token masks: a key block is kept iff any
-//!   (query, key) token pair of the two blocks is allowed — the blocks the reference's flex
-//!   attention visits for the spatial band, without its per-token masking inside partial blocks.
-//!   For temporal heads the superset is looser (a 128-token block spans `128/w` rows of one
-//!   frame, so it needs all positions within `W/F` of any of them); on small frames (the tiny
-//!   model: 2 blocks per frame) the temporal plan is dense. `docs/POLICIES.md` has the numbers.
-//! - **On a GPU** ([`PolicyKernels::svg_select`]) the profiling (sampled rows' scores against every
-//!   key, masked softmax masses, the per-head choice) and the plan (each head's candidate rows
-//!   copied into one CSR) run on the device: nothing comes back to the host per call; the plan
-//!   is an [`AttnPlan::Device`] and the density and head counts are read when asked for. Same
-//!   rule and rows as the host path; only the masses' summation order differs (f32 there).
+//! - **Wrappers** (probe, timers) see the plan call through the hook, with the *placed* q/k
+//!   the plan is for, so a recall measured there is the recall of what runs.
 
 use crate::kernels::{PolicyKernels, SvgSelect};
-use crate::policy::{lock, AttentionPolicy, AttnCtx, DensityLog, DensityStats};
-use jenga_tensor::{Act, AttnPlan, Backend, BlockPlan, DeviceCount, Error, Result, TensorMeta};
+use crate::policy::{lock, AttentionPolicy, AttnCtx, DensityLog, DensityStats, PlanHook};
+use jenga_tensor::{AttnPlan, Backend, BlockPlan, Error, Result, TensorMeta};
 use rayon::prelude::*;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+
 use std::sync::{Arc, Mutex};
 
 /// The reference hard-codes 128-token blocks in its profiling masks and band rounding.
@@ -395,18 +383,66 @@ impl SvgGeometry {
     }
 }
 
-/// What SVG reads from the device with a plan's density: heads that chose the temporal
-/// pattern, out of how many.
-type HeadCounts = (Arc<dyn DeviceCount>, u64);
+/// Half-open key ranges `[start, end)` of a placed layout.
+type KeyIntervals = Vec<(usize, usize)>;
 
-/// The SVG policy. Thread-safe; per-grid plan rows are cached.
+/// Where the sampled rows of one profiling call look: per (pattern, placed query block) the
+/// key intervals of the reference's profiling mask, in that pattern's placed layout.
+fn profile_keys(g: &SvgGrid, pattern: Pattern, q: usize) -> KeyIntervals {
+    let (l, video) = (g.len(), g.video());
+    if q >= video {
+        return vec![(0, l)];
+    }
+    let a = g.index(pattern, q);
+    let thres = 2 * g.frame_size / REF_BLOCK;
+    let i = a / REF_BLOCK;
+    let lo = (i + 1).saturating_sub(thres) * REF_BLOCK;
+    let hi = ((i + thres) * REF_BLOCK).min(video);
+    // sink [0, P) ∪ band [lo, hi) ∪ condition keys [video, L), merged
+    let mut iv = vec![(0, g.frame_size.min(video))];
+    if lo < hi {
+        iv.push((lo, hi));
+    }
+    if video < l {
+        iv.push((video, l));
+    }
+    let mut out: Vec<(usize, usize)> = Vec::new();
+    for (s, e) in iv {
+        match out.last_mut() {
+            Some(last) if s <= last.1 => last.1 = last.1.max(e),
+            _ => out.push((s, e)),
+        }
+    }
+    out
+}
+
+/// `order[a]` = frame-major token at placed index `a` of a pattern (identity for spatial).
+pub fn placed_order(g: &SvgGrid, pattern: Pattern) -> Vec<u32> {
+    let mut order = vec![0u32; g.len()];
+    for t in 0..g.len() {
+        order[g.index(pattern, t)] = t as u32;
+    }
+    order
+}
+
+/// The reference's choice from the two masks' MSEs (`argmin`: spatial on ties).
+pub fn choose_mse(mse: [f64; 2]) -> Pattern {
+    if mse[1] < mse[0] {
+        Pattern::Temporal
+    } else {
+        Pattern::Spatial
+    }
+}
+
+/// The SVG policy. Thread-safe; per-grid geometry and plans are cached.
 pub struct SvgPolicy {
     cfg: SvgConfig,
     geometry: Mutex<HashMap<SvgGrid, Arc<SvgGeometry>>>,
-    log: DensityLog<HeadCounts>,
+    /// Band plans for (grid, batch, heads): one plan for every head in its placed layout.
+    plans: Mutex<HashMap<(SvgGrid, usize, usize), Arc<BlockPlan>>>,
+    log: DensityLog,
     /// Heads profiled as spatial / temporal so far.
     chosen: Mutex<[u64; 2]>,
-    device_plans: AtomicBool,
 }
 
 impl SvgPolicy {
@@ -415,35 +451,15 @@ impl SvgPolicy {
         Ok(SvgPolicy {
             cfg,
             geometry: Mutex::new(HashMap::new()),
+            plans: Mutex::new(HashMap::new()),
             log: DensityLog::default(),
             chosen: Mutex::new([0, 0]),
-            device_plans: AtomicBool::new(true),
         })
     }
 
-    /// Whether plans profiled on the device may stay there ([`AttnPlan::Device`], default on).
-    /// Off: they are downloaded ([`PolicyKernels::host_plan`]) and returned as [`AttnPlan::Sparse`]
-    /// (what wrappers that read the plan on the host need).
-    pub fn set_device_plans(&self, on: bool) {
-        self.device_plans.store(on, Ordering::Relaxed);
-    }
-
-    /// Read the device counts of device-built plans into the stats (waits for the device).
-    fn drain_pending(&self) {
-        self.log
-            .drain(|(t, h): HeadCounts| self.count_heads(t.as_ref(), h));
-    }
-
-    fn count_heads(&self, temporal: &dyn DeviceCount, heads: u64) {
-        match temporal.read() {
-            Ok(t) => {
-                let mut c = lock(&self.chosen);
-                c[1] += t.min(heads);
-                c[0] += heads - t.min(heads);
-            }
-            Err(e) => eprintln!("warning: SVG head choices unavailable ({e})"),
-        }
-    }
+    /// Kept for callers of the earlier device-plan switch: SVG's plans are now one band per
+    /// grid (uploaded once), so there is nothing to keep on or bring back from the device.
+    pub fn set_device_plans(&self, _on: bool) {}
 
     /// Seed of a call's row sampling.
     fn call_seed(&self, ctx: &AttnCtx) -> u64 {
@@ -453,8 +469,17 @@ impl SvgPolicy {
             ^ ((ctx.stage as u64) << 56)
     }
 
-    /// What [`PolicyKernels::svg_select`] is asked for a call (same rows, masks and candidates as
-    /// [`SvgPolicy::profile`] and [`SvgGeometry::plan`]).
+    /// The sampled query rows of a call (frame-major token indices).
+    pub fn call_rows(&self, l: usize, ctx: &AttnCtx) -> Vec<usize> {
+        sample_rows(
+            self.call_seed(ctx),
+            self.cfg.num_sampled_rows.min(l),
+            self.cfg.sample_max_row.min(l),
+        )
+    }
+
+    /// What the mass-criterion device kernel (`PolicyKernels::svg_select`) is asked for a
+    /// call. Not used by the policy any more (it chooses by output MSE, which needs v).
     pub fn select_spec(&self, geom: &SvgGeometry, l: usize, ctx: &AttnCtx) -> SvgSelect {
         let g = &geom.grid;
         SvgSelect {
@@ -481,9 +506,21 @@ impl SvgPolicy {
         lock(&self.geometry).entry(grid).or_insert(g).clone()
     }
 
-    /// Heads profiled as (spatial, temporal) so far (reads the counts of device-built plans).
+    /// The plan every head runs in its placed layout: the kernel band + sink
+    /// ([`Pattern::Spatial`] rows), for `batch × heads`.
+    pub fn band_plan(&self, grid: SvgGrid, batch: usize, heads: usize) -> Arc<BlockPlan> {
+        let key = (grid, batch, heads);
+        if let Some(p) = lock(&self.plans).get(&key) {
+            return p.clone();
+        }
+        let geom = self.geometry(grid);
+        let pats = vec![Pattern::Spatial; batch * heads];
+        let p = Arc::new(geom.plan(batch, heads, self.cfg.block, &pats));
+        lock(&self.plans).entry(key).or_insert(p).clone()
+    }
+
+    /// Heads profiled as (spatial, temporal) so far.
     pub fn pattern_counts(&self) -> (u64, u64) {
-        self.drain_pending();
         let c = lock(&self.chosen);
         (c[0], c[1])
     }
@@ -493,45 +530,195 @@ impl SvgPolicy {
         *lock(&self.chosen) = [0, 0];
     }
 
-    /// Per (batch, head) pattern for one call: exact scores of the sampled rows against every
-    /// key, on the device (`rows × L` per head), softmax and mask masses on the host.
+    /// The reference's `sample_mse` for one call: per (batch, head) the MSE of the sampled
+    /// rows' attention outputs under the spatial and the temporal profiling mask against
+    /// their exact outputs, `[b·heads + h] = [spatial, temporal]`. Backend ops only (the
+    /// sampled rows' attention against all keys, then against each mask's key intervals, in
+    /// groups of rows sharing them); the MSEs are summed in f64 on the host.
+    #[allow(clippy::too_many_arguments)] // the call's tensors, its geometry, rows and context
+    pub fn sample_mse<B: Backend>(
+        &self,
+        be: &B,
+        q: &B::Tensor,
+        k: &B::Tensor,
+        v: &B::Tensor,
+        g: &SvgGrid,
+        rows: &[usize],
+    ) -> Result<Vec<[f64; 2]>> {
+        let s = q.shape();
+        let (batch, heads, d) = (s[0], s[2], s[3]);
+        let r = rows.len();
+        let idx: Vec<u32> = rows.iter().map(|&x| x as u32).collect();
+        let qs = be.gather_tokens(q, &idx)?; // [B, R, H, D]
+        let golden = be.download(&be.attention(&qs, k, v, &AttnPlan::Dense, None)?)?;
+        let mut mse = vec![[0f64; 2]; batch * heads];
+        for p in Pattern::ALL {
+            let (kp, vp) = match p {
+                Pattern::Spatial => (k.clone(), v.clone()),
+                Pattern::Temporal => {
+                    let o = placed_order(g, p);
+                    (be.gather_tokens(k, &o)?, be.gather_tokens(v, &o)?)
+                }
+            };
+            // Rows sharing their key intervals run as one attention call.
+            let mut groups: Vec<(KeyIntervals, Vec<u32>)> = Vec::new();
+            for (ri, &row) in rows.iter().enumerate() {
+                let iv = profile_keys(g, p, row);
+                match groups.iter_mut().find(|(x, _)| *x == iv) {
+                    Some((_, m)) => m.push(ri as u32),
+                    None => groups.push((iv, vec![ri as u32])),
+                }
+            }
+            for (iv, members) in groups {
+                let sub = |x: &B::Tensor| -> Result<B::Tensor> {
+                    let parts = iv
+                        .iter()
+                        .map(|&(a, b)| be.narrow(x, 1, a, b - a))
+                        .collect::<Result<Vec<_>>>()?;
+                    if parts.len() == 1 {
+                        return Ok(parts.into_iter().next().expect("one part"));
+                    }
+                    be.cat(&parts.iter().collect::<Vec<_>>(), 1)
+                };
+                let qg = be.gather_tokens(&qs, &members)?;
+                let o = be.download(&be.attention(
+                    &qg,
+                    &sub(&kp)?,
+                    &sub(&vp)?,
+                    &AttnPlan::Dense,
+                    None,
+                )?)?;
+                let n = members.len();
+                for bi in 0..batch {
+                    for (mi, &ri) in members.iter().enumerate() {
+                        for h in 0..heads {
+                            let got = &o[((bi * n + mi) * heads + h) * d..][..d];
+                            let want = &golden[((bi * r + ri as usize) * heads + h) * d..][..d];
+                            let e: f64 = got
+                                .iter()
+                                .zip(want)
+                                .map(|(a, b)| (*a as f64 - *b as f64).powi(2))
+                                .sum();
+                            mse[bi * heads + h][p as usize] += e;
+                        }
+                    }
+                }
+            }
+        }
+        let n = (r * d).max(1) as f64;
+        mse.iter_mut()
+            .for_each(|m| m.iter_mut().for_each(|x| *x /= n));
+        Ok(mse)
+    }
+
+    /// Per (batch, head) pattern for one call: [`SvgPolicy::sample_mse`], then `argmin`.
     pub fn profile<B: Backend>(
         &self,
         be: &B,
         q: &B::Tensor,
         k: &B::Tensor,
+        v: &B::Tensor,
         g: &SvgGrid,
         ctx: &AttnCtx,
     ) -> Result<Vec<Pattern>> {
+        let rows = self.call_rows(g.len(), ctx);
+        Ok(self
+            .sample_mse(be, q, k, v, g, &rows)?
+            .into_iter()
+            .map(choose_mse)
+            .collect())
+    }
+
+    /// The sparse part of a call with the head patterns given (`[b·heads + h]`): placement,
+    /// the band plan (through `hook`, on the placed q/k), attention, placement back.
+    #[allow(clippy::too_many_arguments)] // the call's tensors, geometry, choice, context, hook
+    pub fn attend_patterns<B: PolicyKernels>(
+        &self,
+        be: &B,
+        q: &B::Tensor,
+        k: &B::Tensor,
+        v: &B::Tensor,
+        g: &SvgGrid,
+        patterns: &[Pattern],
+        ctx: &AttnCtx,
+        hook: &PlanHook<'_, B>,
+    ) -> Result<B::Tensor> {
         let s = q.shape();
-        let (batch, l, heads, d) = (s[0], s[1], s[2], s[3]);
-        let seed = self.call_seed(ctx);
-        let rows = sample_rows(
-            seed,
-            self.cfg.num_sampled_rows.min(l),
-            self.cfg.sample_max_row.min(l),
-        );
-        let idx: Vec<u32> = rows.iter().map(|&r| r as u32).collect();
-        let qs = be.download(&be.gather_tokens(q, &idx)?)?; // [B, R, H, D]
-        let r = rows.len();
-        let scale = 1.0 / (d as f32).sqrt();
-        let mut out = Vec::with_capacity(batch * heads);
-        for b in 0..batch {
-            let kb = be.narrow(k, 0, b, 1)?;
+        if patterns.len() != s[0] * s[2] {
+            return Err(Error::invalid(
+                "SvgPolicy::attend_patterns",
+                format!("{} patterns for {}x{} heads", patterns.len(), s[0], s[2]),
+            ));
+        }
+        let plan_for = |q: &B::Tensor, k: &B::Tensor| {
+            hook(be, q, k, ctx, &mut || {
+                let plan = self.band_plan(*g, s[0], s[2]);
+                self.log.record(ctx.stage, Some(plan.density()));
+                Ok(AttnPlan::Sparse(plan))
+            })
+        };
+        if patterns.iter().all(|&p| p == Pattern::Spatial) {
+            let plan = plan_for(q, k)?;
+            return be.attention(q, k, v, &plan, None);
+        }
+        let [qp, kp, vp] = [q, k, v].map(|x| place(be, x, g, patterns, false));
+        let (qp, kp, vp) = (qp?, kp?, vp?);
+        let plan = plan_for(&qp, &kp)?;
+        let o = be.attention(&qp, &kp, &vp, &plan, None)?;
+        place(be, &o, g, patterns, true)
+    }
+
+    fn check(
+        &self,
+        q: &[usize],
+        k: &[usize],
+        v: &[usize],
+        g: &SvgGrid,
+        ctx: &AttnCtx,
+    ) -> Result<()> {
+        if q.len() != 4 || q != k || k != v || q[1] != g.len() {
+            return Err(Error::shape(
+                "SvgPolicy",
+                format!(
+                    "q {q:?} / k {k:?} / v {v:?}, expected equal [B, {}, H, Dh] for grid {:?} + {} condition tokens",
+                    g.len(),
+                    ctx.grid,
+                    ctx.cond_tokens
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The reference's head placement as one row gather of `x` `[B, L, H, Dh]` seen as
+/// `[1, B·L·H, Dh]`: output row `(b, a, h)` is input row `(b, src[h](a), h)`, where `src` is
+/// the placed order of the head's pattern (`inverse` = false) or its inverse (undo).
+pub fn place<B: Backend>(
+    be: &B,
+    x: &B::Tensor,
+    g: &SvgGrid,
+    patterns: &[Pattern],
+    inverse: bool,
+) -> Result<B::Tensor> {
+    let s = x.shape().to_vec();
+    let (batch, l, heads, d) = (s[0], s[1], s[2], s[3]);
+    let order = placed_order(g, Pattern::Temporal);
+    let mut idx = Vec::with_capacity(batch * l * heads);
+    for b in 0..batch {
+        for (a, &src) in order.iter().enumerate().take(l) {
             for h in 0..heads {
-                let kh = be.reshape(&be.narrow(&kb, 2, h, 1)?, &[l, d])?;
-                let mut qh = Vec::with_capacity(r * d);
-                for i in 0..r {
-                    qh.extend_from_slice(&qs[((b * r + i) * heads + h) * d..][..d]);
-                }
-                let qh = be.upload(&qh, &[r, d])?;
-                let mut sc = be.download(&be.linear(&qh, &kh, None, Act::None)?)?;
-                sc.iter_mut().for_each(|v| *v *= scale);
-                out.push(choose(profile_mass(g, &rows, &sc)));
+                let t = match patterns[b * heads + h] {
+                    Pattern::Spatial => a,
+                    Pattern::Temporal if inverse => g.index(Pattern::Temporal, a),
+                    Pattern::Temporal => src as usize,
+                };
+                idx.push(((b * l + t) * heads + h) as u32);
             }
         }
-        Ok(out)
     }
+    let flat = be.reshape(x, &[1, batch * l * heads, d])?;
+    be.reshape(&be.gather_tokens(&flat, &idx)?, &s)
 }
 
 impl<B: PolicyKernels> AttentionPolicy<B> for SvgPolicy {
@@ -542,61 +729,50 @@ impl<B: PolicyKernels> AttentionPolicy<B> for SvgPolicy {
         )
     }
 
-    fn plan(&self, be: &B, q: &B::Tensor, k: &B::Tensor, ctx: &AttnCtx) -> Result<AttnPlan> {
+    /// Without v there is no profiling: the band plan that [`AttentionPolicy::attend`] runs
+    /// on the placed tokens (or `Dense` in the warm-up).
+    fn plan(&self, _be: &B, q: &B::Tensor, k: &B::Tensor, ctx: &AttnCtx) -> Result<AttnPlan> {
         if self.cfg.is_dense(ctx) {
             self.log.record(ctx.stage, None);
             return Ok(AttnPlan::Dense);
         }
         let g = SvgGrid::new(ctx.grid, ctx.cond_tokens);
         let (qs, ks) = (q.shape(), k.shape());
-        if qs.len() != 4 || qs != ks || qs[1] != g.len() {
-            return Err(Error::shape(
-                "SvgPolicy::plan",
-                format!(
-                    "q {qs:?} / k {ks:?}, expected equal [B, {}, H, Dh] for grid {:?} + {} condition tokens",
-                    g.len(),
-                    ctx.grid,
-                    ctx.cond_tokens
-                ),
-            ));
+        self.check(qs, ks, ks, &g, ctx)?;
+        let plan = self.band_plan(g, qs[0], qs[2]);
+        self.log.record(ctx.stage, Some(plan.density()));
+        Ok(AttnPlan::Sparse(plan))
+    }
+
+    /// The reference's call: `sample_mse` on q/k/v, per-head placement (temporal heads to
+    /// position-major order), the band plan on the placed tokens, and the output placed back.
+    fn attend_hooked(
+        &self,
+        be: &B,
+        q: &B::Tensor,
+        k: &B::Tensor,
+        v: &B::Tensor,
+        _pooled: Option<(&B::Tensor, &B::Tensor)>,
+        ctx: &AttnCtx,
+        hook: &PlanHook<'_, B>,
+    ) -> Result<B::Tensor> {
+        if self.cfg.is_dense(ctx) {
+            let plan = hook(be, q, k, ctx, &mut || self.plan(be, q, k, ctx))?;
+            return be.attention(q, k, v, &plan, None);
         }
-        let geom = self.geometry(g);
-        let sel = self.select_spec(&geom, g.len(), ctx);
-        if let Some((plan, temporal)) = be.svg_select(q, k, &sel)? {
-            let heads = (qs[0] * qs[2]) as u64;
-            if let (AttnPlan::Device(dp), true) = (&plan, self.device_plans.load(Ordering::Relaxed))
-            {
-                let count = |(t, h): HeadCounts| self.count_heads(t.as_ref(), h);
-                let nnz = dp.nnz.clone();
-                self.log
-                    .record_device(ctx.stage, nnz, dp.pairs(), (temporal, heads), count);
-                return Ok(plan);
-            }
-            let plan = be.host_plan(&plan)?;
-            let AttnPlan::Sparse(p) = &plan else {
-                return Err(Error::invalid(
-                    "SvgPolicy::plan",
-                    "svg_select gave no block plan",
-                ));
-            };
-            self.log.record(ctx.stage, Some(p.density()));
-            self.count_heads(temporal.as_ref(), heads);
-            return Ok(plan);
-        }
-        let patterns = self.profile(be, q, k, &g, ctx)?;
+        let g = SvgGrid::new(ctx.grid, ctx.cond_tokens);
+        self.check(q.shape(), k.shape(), v.shape(), &g, ctx)?;
+        let patterns = self.profile(be, q, k, v, &g, ctx)?;
         {
             let mut c = lock(&self.chosen);
             for p in &patterns {
                 c[*p as usize] += 1;
             }
         }
-        let plan = geom.plan(qs[0], qs[2], self.cfg.block, &patterns);
-        self.log.record(ctx.stage, Some(plan.density()));
-        Ok(AttnPlan::Sparse(Arc::new(plan)))
+        self.attend_patterns(be, q, k, v, &g, &patterns, ctx, hook)
     }
 
     fn density_stats(&self) -> Vec<DensityStats> {
-        self.drain_pending();
         self.log.stats()
     }
 }
@@ -730,7 +906,8 @@ mod tests {
     }
 
     /// Synthetic heads where one pattern is clearly right: keys that match a query at the same
-    /// position in every frame (temporal) vs. keys that match only inside the query's frame.
+    /// position in every frame (temporal) vs. keys that match only inside the query's frame;
+    /// values that differ per frame and position, so the wrong mask changes the output.
     #[test]
     fn profiling_picks_the_right_pattern() {
         let be = CpuBackend::new();
@@ -739,6 +916,7 @@ mod tests {
         let (l, d) = (g.len(), 128);
         let mut q = vec![0f32; l * 2 * d];
         let mut k = vec![0f32; l * 2 * d];
+        let mut v = vec![0f32; l * 2 * d];
         for t in 0..l {
             let (f, p) = (t / 128, t % 128);
             // head 0: temporal — one axis per position, shared by all frames
@@ -747,14 +925,18 @@ mod tests {
             // head 1: spatial — one axis per frame, shared by all its positions
             q[(t * 2 + 1) * d + f] = 10.0;
             k[(t * 2 + 1) * d + f] = 10.0;
+            for h in 0..2 {
+                v[(t * 2 + h) * d] = f as f32;
+                v[(t * 2 + h) * d + 1] = (p % 7) as f32;
+            }
         }
-        let qt = be.upload(&q, &[1, l, 2, d]).unwrap();
-        let kt = be.upload(&k, &[1, l, 2, d]).unwrap();
+        let up = |x: &[f32]| be.upload(x, &[1, l, 2, d]).unwrap();
+        let (qt, kt, vt) = (up(&q), up(&k), up(&v));
         let pol = SvgPolicy::new(SvgConfig::default()).unwrap();
         let c = ctx(20, 3, grid);
-        let pats = pol.profile(&be, &qt, &kt, &g, &c).unwrap();
+        let pats = pol.profile(&be, &qt, &kt, &vt, &g, &c).unwrap();
         assert_eq!(pats, vec![Pattern::Temporal, Pattern::Spatial]);
-        // And the plan carries the choice per head.
+        // plan() alone (no v): the band every head runs in its placed layout.
         let AttnPlan::Sparse(plan) =
             AttentionPolicy::<CpuBackend>::plan(&pol, &be, &qt, &kt, &c).unwrap()
         else {
@@ -762,11 +944,39 @@ mod tests {
         };
         plan.validate(1, 2, l, l).unwrap();
         let geom = pol.geometry(g);
-        for qb in 0..geom.blocks {
-            assert_eq!(plan.row(0, 0, qb), geom.rows[1][qb].as_slice());
-            assert_eq!(plan.row(0, 1, qb), geom.rows[0][qb].as_slice());
+        for h in 0..2 {
+            for qb in 0..geom.blocks {
+                assert_eq!(plan.row(0, h, qb), geom.rows[0][qb].as_slice());
+            }
         }
-        assert_eq!(pol.pattern_counts(), (1, 1)); // plan() counts, profile() alone does not
+        // attend = placement + band + placement back; counts its choice.
+        let o = AttentionPolicy::<CpuBackend>::attend(&pol, &be, &qt, &kt, &vt, None, &c).unwrap();
+        let want = pol
+            .attend_patterns(&be, &qt, &kt, &vt, &g, &pats, &c, &|_, _, _, _, m| m())
+            .unwrap();
+        assert_eq!(be.download(&o).unwrap(), be.download(&want).unwrap());
+        assert_eq!(pol.pattern_counts(), (1, 1));
+    }
+
+    /// Placement and its inverse are exact inverses, per head.
+    #[test]
+    fn placement_round_trips() {
+        let be = CpuBackend::new();
+        let g = SvgGrid::new((3, 4, 5), 7);
+        let (b, h, d) = (2, 3, 2);
+        let x: Vec<f32> = (0..b * g.len() * h * d).map(|i| i as f32).collect();
+        let t = be.upload(&x, &[b, g.len(), h, d]).unwrap();
+        let pats = [Pattern::Temporal, Pattern::Spatial, Pattern::Temporal].repeat(2);
+        let p = place(&be, &t, &g, &pats, false).unwrap();
+        let back = be
+            .download(&place(&be, &p, &g, &pats, true).unwrap())
+            .unwrap();
+        assert_eq!(back, x);
+        let p = be.download(&p).unwrap();
+        // head 0, placed index 1 = (p 0, f 1) = frame-major token 20; condition tokens stay.
+        assert_eq!(p[h * d], x[(20 * h) * d]);
+        assert_eq!(p[(h + 1) * d], x[(h + 1) * d]); // head 1 untouched
+        assert_eq!(p[(60 * h) * d], x[(60 * h) * d]); // first condition token
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! Wan2.1 DiT (text-to-video), as `wan/modules/model.py`, written against the `Backend` ops.
 //!
-//! The model never sees which attention policy runs: self-attention asks the policy for a
-//! plan (`plan_pooled`, handing it the block means of q/k when the policy asked for them via
-//! `pooled_block`; the backend computes them inside the RoPE pass), and the token order of a
+//! The model never sees which attention policy runs: self-attention hands q/k/v to the policy
+//! (`attend`: a plan and the attention, with the block means of q/k when the policy asked for
+//! them via `pooled_block`; the backend computes them inside the RoPE pass), and the token order of a
 //! stage (Hilbert curve for Jenga) only changes the `Geometry` (the order `patchify` writes
 //! tokens in and which RoPE angles each position gets).
 
@@ -390,8 +390,8 @@ impl<B: FusedOps> WanModel<B> {
         let (q, qhat) = rope(&sa.q, &sa.norm_q)?;
         let (k, khat) = rope(&sa.k, &sa.norm_k)?;
         let v = sa.project(be, &sa.v, &None, &xn, heads, eps)?;
-        let plan = policy.plan_pooled(be, &q, &k, qhat.as_ref().zip(khat.as_ref()), &ctx)?;
-        let o = be.attention(&q, &k, &v, &plan, policy.key_bias(&ctx))?;
+        // The policy runs the call: its plan, or (SVG) its own per-head token placement too.
+        let o = policy.attend(be, &q, &k, &v, qhat.as_ref().zip(khat.as_ref()), &ctx)?;
         // residual, and the cross-attention's input norm in the same pass
         let sa_out = sa.finish(be, &o)?;
         let (x, xn) = match &blk.norm3 {
