@@ -195,8 +195,10 @@ impl JengaSettings {
         Ok(())
     }
 
-    /// Stage plans for a run of `steps`: stage s ends at `int(steps · step_rate[s])`.
-    /// Also checks that every stage gets at least one step and whole patches.
+    /// Stage plans for a run of `steps`: a non-final stage ends after the model call of step
+    /// `int(steps · step_rate[s])` (both official pipelines switch there: 26 + 24 steps at 50,
+    /// 16/10/24 for three stages), the last at `steps`. Also checks that every stage gets at
+    /// least one step and whole patches.
     pub fn stages(
         &self,
         steps: usize,
@@ -214,7 +216,11 @@ impl JengaSettings {
             .zip(&self.scheduler_shift_list)
             .enumerate()
         {
-            let end = ((steps as f64 * sr) as usize).min(steps);
+            let last = i + 1 == self.res_rate_list.len();
+            let end = match last {
+                true => steps,
+                false => ((steps as f64 * sr) as usize + 1).min(steps),
+            };
             if end <= prev {
                 return Err(format!(
                     "--step-rate-list: stage {i} gets no step of {steps} (rates {:?})",
@@ -272,12 +278,16 @@ mod tests {
         let st = s.stages(50, 32, 32, [1, 2, 2]).unwrap();
         assert_eq!(
             st.iter().map(|s| s.end_step).collect::<Vec<_>>(),
-            vec![15, 25, 50]
+            vec![16, 26, 50]
         );
         assert_eq!(
             st.iter().map(|s| s.shift).collect::<Vec<_>>(),
             vec![3.0, 5.0, 7.0]
         );
+        // Turbo's two stages: 26 low-res + 24 full-res steps at 50
+        let t = JengaSettings::preset("turbo", 3.0).unwrap();
+        let st = t.stages(50, 32, 32, [1, 2, 2]).unwrap();
+        assert_eq!((st[0].end_step, st[1].end_step), (26, 50));
         // (drop rate and p per step/stage: `jenga_carve::schedule`, tested there)
     }
 
@@ -303,9 +313,13 @@ mod tests {
             .unwrap_err()
             .contains("--res-rate-list"));
         let mut s = base;
-        s.step_rate_list = vec![0.01, 1.0];
+        s.res_rate_list = vec![0.5, 0.75, 1.0];
+        s.scheduler_shift_list = vec![3.0; 3];
+        s.sa_drop_rates = vec![0.7];
+        s.step_rate_list = vec![0.5, 0.51, 1.0];
+        // both non-final stages end after step int(10·r) = 5: the second gets no step
         assert!(s
-            .stages(30, 32, 32, [1, 2, 2])
+            .stages(10, 32, 32, [1, 2, 2])
             .unwrap_err()
             .contains("no step"));
     }
