@@ -9,7 +9,10 @@ pub mod sampler;
 pub mod schedule;
 pub mod solver;
 
-pub use presets::{JengaSettings, PresetSkip, PRESETS, WAN_P_REMAIN};
+pub use presets::{
+    official_static_schedule, JengaSettings, PresetFamily, PresetSkip, HUNYUAN_STATIC_STEPS,
+    PRESETS, WAN_P_REMAIN,
+};
 pub use sampler::{
     computed_schedule, sample, sample_with_noise, static_skip_schedule, step_plan, Event, Renoise,
     SampleOutput, SampleSpec, SkipRule, StagePlan, StepInfo, Switch, TEACACHE_WAN_1_3B,
