@@ -335,3 +335,44 @@ fn prores_switch_equals_jenga_wan() {
         assert!(max_abs(&ot[steps], &gold[steps * n..]) > 1e-4);
     }
 }
+
+#[test]
+fn equal_resolution_stages_do_not_renoise() {
+    // HunyuanVideo Base's 1.0 → 1.0 at 0.5: only the drop rate changes. With one shift the
+    // run is the single-stage run bit for bit, for both solvers; nothing is re-noised.
+    let g = golden();
+    let model = field(&g);
+    let x0 = load(&g, "x0", &[C, F, H, W]);
+    for solver in [SolverKind::UniPc, SolverKind::Euler] {
+        let mut one = SampleSpec::single(F, H, W, 20, 7.0, 5.0, 0);
+        one.solver = solver;
+        let mut two = one.clone();
+        two.stages = vec![
+            StagePlan {
+                res_rate: 1.0,
+                end_step: 11,
+                shift: 7.0,
+            },
+            StagePlan {
+                res_rate: 1.0,
+                end_step: 20,
+                shift: 7.0,
+            },
+        ];
+        let plan = jenga_pipeline::step_plan(&two, [1, 1, 1]);
+        assert!(plan.iter().all(|s| s.switch.is_none()));
+        assert!(plan[11].stage == 1 && !plan[11].new_grid);
+        let (a, _) = run(&model, &one, vec![x0.clone()]);
+        // a re-noise would draw stage 1's noise: none is given, so drawing it would panic
+        let (b, _) = run(&model, &two, vec![x0.clone()]);
+        let first = (0..a.len()).find(|&i| a[i] != b[i]);
+        assert_eq!(first, None, "{solver:?}: first differing step");
+        // another shift in stage 1 steps on to its grid without a re-noise
+        two.stages[1].shift = 9.0;
+        let (c, seen) = run(&model, &two, vec![x0.clone()]);
+        assert!(a[20] != c[20]);
+        assert_eq!(seen[11], two.grid(1).t[11]);
+        // steps 0..=10 are stage 0's; step 10 already steps to the new grid's σ[11]
+        assert!(a[..11] == c[..11] && a[11] != c[11]);
+    }
+}
