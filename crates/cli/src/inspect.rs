@@ -177,16 +177,21 @@ fn schedule(a: &ScheduleArgs, outer_model: Option<std::path::PathBuf>) -> Result
         (None, Some(dir)) => Family::of(&Source::open(&ModelSource::Dir(dir.clone()))?),
         (None, None) => Family::of(&Source::open(&ModelSource::Embedded)?),
     };
-    let mut req = GenerateRequest::default();
-    req.video = jenga_engine::VideoSize {
-        frames: a.size.frames,
-        height: a.size.height,
-        width: a.size.width,
+    let req = GenerateRequest {
+        video: jenga_engine::VideoSize {
+            frames: a.size.frames,
+            height: a.size.height,
+            width: a.size.width,
+        },
+        sampling: jenga_engine::Sampling {
+            steps: a.steps,
+            shift: a.shift,
+            solver: a.solver.clone(),
+            ..Default::default()
+        },
+        policy: crate::request::policy(&a.jenga),
+        ..Default::default()
     };
-    req.sampling.steps = a.steps;
-    req.sampling.shift = a.shift;
-    req.sampling.solver = a.solver.clone();
-    req.policy = crate::request::policy(&a.jenga);
     let patch = family.patch;
     let plan = plan_for(&req, family)?;
     let policy = jenga_engine::policy::build(&plan, &req.policy, patch)?;
