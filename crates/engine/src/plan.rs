@@ -379,3 +379,65 @@ pub fn check_name(name: &str) -> Result<()> {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn families_take_their_official_defaults_and_flags_win() {
+        let r = GenerateRequest::default();
+        let p = plan_for(&r, Family::wan(false)).unwrap();
+        assert_eq!(p.spec.solver, SolverKind::UniPc);
+        assert_eq!(p.spec.renoise, Renoise::Wan);
+        assert_eq!(
+            (p.spec.steps, p.spec.stages[0].shift, p.spec.guidance),
+            (50, 5.0, 5.0)
+        );
+        assert_eq!((p.spec.frames, p.spec.height, p.spec.width), (21, 60, 104));
+        let h = plan_for(&r, Family::hunyuan()).unwrap();
+        assert_eq!(
+            (h.spec.solver, h.spec.renoise),
+            (SolverKind::Euler, Renoise::Hunyuan)
+        );
+        // an empty negative prompt becomes Wan's with a real text encoder only
+        assert_eq!(p.negative, "");
+        let mut real = Family::wan(true);
+        real.real_text = true;
+        assert_eq!(plan_for(&r, real).unwrap().negative, WAN_NEG_PROMPT);
+        // the preset's shift and guidance, then explicit flags over them
+        let mut t = GenerateRequest::default();
+        t.policy.preset = Some("turbo".into());
+        let tp = plan_for(&t, Family::wan(false)).unwrap();
+        assert_eq!(
+            (tp.spec.stages[0].shift, tp.spec.stages[1].shift),
+            (8.0, 10.0)
+        );
+        assert_eq!(tp.spec.guidance, 6.0);
+        assert_eq!(tp.spec.stages[0].end_step, 26);
+        t.sampling.shift = Some(5.0);
+        t.sampling.guidance = Some(4.0);
+        t.sampling.solver = Some("euler".into());
+        t.policy.prores_renoise = Some("consistent".into());
+        let tf = plan_for(&t, Family::wan(false)).unwrap();
+        assert_eq!(
+            (tf.spec.stages[0].shift, tf.spec.stages[1].shift),
+            (5.0, 7.0)
+        );
+        assert_eq!(tf.spec.guidance, 4.0);
+        assert_eq!(
+            (tf.spec.solver, tf.spec.renoise),
+            (SolverKind::Euler, Renoise::Consistent)
+        );
+        t.policy.prores_renoise = Some("sd3".into());
+        let e = plan_for(&t, Family::wan(false)).err().unwrap().to_string();
+        assert!(e.contains("--prores-renoise sd3"), "{e}");
+        // TeaCache: the official first 5 steps, the checkpoint's polynomial
+        let mut b = GenerateRequest::default();
+        b.policy.preset = Some("base".into());
+        match plan_for(&b, Family::wan(true)).unwrap().spec.skip {
+            SkipRule::TeaCache { ret_steps, .. } => assert_eq!(ret_steps, 5),
+            other => panic!("{other:?}"),
+        }
+    }
+}
