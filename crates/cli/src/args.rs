@@ -210,6 +210,10 @@ pub struct RunArgs {
     /// default: the model's).
     #[arg(long, allow_negative_numbers = true, value_parser = parse_guidance)]
     pub guidance: Option<f32>,
+    /// ODE solver: unipc (Wan's FlowUniPCMultistepScheduler, the Wan default) or euler
+    /// (HunyuanVideo's; tiny-wan's default). Default: the model family's.
+    #[arg(long)]
+    pub solver: Option<String>,
     /// Seed of the initial noise (and of the re-noise at ProRes stage switches): the same
     /// seed, prompt and flags give the same video.
     #[arg(long, default_value_t = 0)]
@@ -297,7 +301,9 @@ pub struct JengaArgs {
     /// else dense. svg = Sparse VideoGen, draft = DraftAttention (docs/POLICIES.md).
     #[arg(long)]
     pub policy: Option<String>,
-    /// base | turbo | flash | 3stage: expands to the flags below (explicit flags override).
+    /// Wan: base | turbo (the official scripts per checkpoint) | turbo-15 | flash-wan |
+    /// 3stage-wan (jenga-rs's own; flash and 3stage are aliases); HunyuanVideo: base | turbo |
+    /// flash | 3stage. Expands to the flags below, shift and guidance (explicit flags override).
     #[arg(long)]
     pub preset: Option<String>,
     /// Attention drop rate per stage (keep ratio k = 1 − drop); with one stage, two values
@@ -316,10 +322,16 @@ pub struct JengaArgs {
     /// ProRes: scheduler shift of each stage.
     #[arg(long, num_args = 1..)]
     pub scheduler_shift_list: Option<Vec<f64>>,
+    /// ProRes re-noise at a resolution switch: wan (x̂0 at the old σ[i], noise at the old
+    /// σ[i+1]), hunyuan (re-shift first, both at the new grid) or consistent (jenga-rs's own:
+    /// x̂0 at the old σ[i], noise at the new σ[i+1]). Default: the model family's.
+    #[arg(long)]
+    pub prores_renoise: Option<String>,
     /// Up-sampling between stages: trilinear (reference code) or area (paper).
     #[arg(long, default_value = "trilinear")]
     pub interp: String,
-    /// Step skipping: none | static (the paper's 23-of-50 schedule) | teacache.
+    /// Step skipping: none | static (jenga-rs's 23-of-50 schedule) | official (HunyuanVideo's
+    /// list, jenga_hyvideo.py) | teacache.
     #[arg(long)]
     pub skip: Option<String>,
     /// Static skip: steps kept out of every 50 [default: the preset's, else 23].
@@ -375,6 +387,10 @@ pub struct InspectArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum InspectWhat {
+    /// What a preset or a set of flags will do, before running it: one tab-separated line per
+    /// step (`step stage grid t sigma computed drop p`), planned as `generate` plans, with no
+    /// weights loaded.
+    Schedule(Box<ScheduleArgs>),
     /// Print the raster index (z·h·w + y·w + x) of each position of a token curve, one per line.
     Curve {
         /// Frames of the token grid (latent frames for Wan).
@@ -390,6 +406,29 @@ pub enum InspectWhat {
         #[arg(long)]
         png: Option<PathBuf>,
     },
+}
+
+#[derive(Args, Debug)]
+pub struct ScheduleArgs {
+    /// wan-1.3b | wan-14b | hunyuan: the family's official defaults (default: the model's).
+    #[arg(long)]
+    pub family: Option<String>,
+    /// Wan model directory (its config only). Default: the embedded tiny-wan.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    #[command(flatten)]
+    pub size: VideoSize,
+    /// Denoising steps (default: the family's).
+    #[arg(long, allow_negative_numbers = true, value_parser = parse_steps)]
+    pub steps: Option<usize>,
+    /// Schedule shift (default: the preset's, else the family's).
+    #[arg(long, allow_negative_numbers = true, value_parser = parse_shift)]
+    pub shift: Option<f64>,
+    /// unipc | euler (default: the family's).
+    #[arg(long)]
+    pub solver: Option<String>,
+    #[command(flatten)]
+    pub jenga: JengaArgs,
 }
 
 /// `jenga bench policies` flags (model and device flags are the global ones).

@@ -337,6 +337,7 @@ fn bench_on<B: EngineBackend>(
                 &v.plan.spec,
                 &v.jenga,
                 cfg.patch_size,
+                v.plan.family.presets,
             )?),
             _ => None,
         };

@@ -1,13 +1,15 @@
 //! `jenga inspect`: what a model is, and what a token curve looks like.
 
-use crate::args::{InspectArgs, InspectWhat};
+use crate::args::{InspectArgs, InspectWhat, ScheduleArgs};
 use anyhow::{Context, Result};
 use jenga_carve::CurveKind;
 use jenga_models::ModelBundle;
 
 pub fn run(a: InspectArgs) -> Result<()> {
-    if let Some(InspectWhat::Curve { t, h, w, kind, png }) = a.what {
-        return curve(t, h, w, &kind, png);
+    match a.what {
+        Some(InspectWhat::Curve { t, h, w, kind, png }) => return curve(t, h, w, &kind, png),
+        Some(InspectWhat::Schedule(s)) => return schedule(&s, a.model),
+        None => {}
     }
     let bundle = match &a.model {
         Some(dir) => ModelBundle::open(dir)?,
@@ -162,3 +164,89 @@ fn curve(t: usize, h: usize, w: usize, kind: &str, png: Option<std::path::PathBu
 }
 
 pub use jenga_engine::{fmt_bytes, fmt_count};
+
+/// `jenga inspect schedule`: the plan `generate` would make (same resolution of flags against
+/// the family's defaults, same policy, same step plan as the sampler), one line per step.
+fn schedule(a: &ScheduleArgs, outer_model: Option<std::path::PathBuf>) -> Result<()> {
+    use jenga_engine::{plan_for, Family, GenerateRequest, ModelSource, Policy, Source};
+    use jenga_pipeline::{step_plan, SkipRule};
+    let model = a.model.clone().or(outer_model);
+    let family = match (&a.family, &model) {
+        (Some(_), Some(_)) => anyhow::bail!("--family and --model cannot be used together"),
+        (Some(f), None) => Family::by_name(f)?,
+        (None, Some(dir)) => Family::of(&Source::open(&ModelSource::Dir(dir.clone()))?),
+        (None, None) => Family::of(&Source::open(&ModelSource::Embedded)?),
+    };
+    let req = GenerateRequest {
+        video: jenga_engine::VideoSize {
+            frames: a.size.frames,
+            height: a.size.height,
+            width: a.size.width,
+        },
+        sampling: jenga_engine::Sampling {
+            steps: a.steps,
+            shift: a.shift,
+            solver: a.solver.clone(),
+            ..Default::default()
+        },
+        policy: crate::request::policy(&a.jenga),
+        ..Default::default()
+    };
+    let patch = family.patch;
+    let plan = plan_for(&req, family)?;
+    let policy = jenga_engine::policy::build(&plan, &req.policy, patch)?;
+    let spec = &plan.spec;
+    let sched = match &policy {
+        Policy::Jenga(p) => Some(p.config().schedule.clone()),
+        _ => None,
+    };
+    let mut text = String::from("step\tstage\tgrid\tt\tsigma\tcomputed\tdrop\tp\n");
+    for (i, st) in step_plan(spec, patch).iter().enumerate() {
+        let (h, w) = spec.stage_size(st.stage, patch);
+        let grid = format!(
+            "{}x{}x{}",
+            spec.frames / patch[0],
+            h / patch[1],
+            w / patch[2]
+        );
+        let computed = match &spec.skip {
+            SkipRule::None => "1",
+            SkipRule::Static(c) => ["0", "1"][(c[i] || st.new_grid) as usize],
+            SkipRule::TeaCache { ret_steps, .. } => {
+                if i < *ret_steps || st.new_grid {
+                    "1"
+                } else {
+                    "tc"
+                }
+            }
+        };
+        let (drop, p) = match &sched {
+            Some(s) => {
+                let d = s.drop_rate(i, spec.steps, st.stage);
+                (if s.is_dense(d) { 0.0 } else { d }, fmt_num(s.p(st.stage)))
+            }
+            None => (0.0, "-".to_string()),
+        };
+        text += &format!(
+            "{i}\t{}\t{grid}\t{}\t{:.6}\t{computed}\t{}\t{p}\n",
+            st.stage,
+            fmt_num(st.t),
+            st.sigma_latent,
+            fmt_num(drop)
+        );
+    }
+    // a closed pipe (`| head`) is not an error
+    use std::io::Write;
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+    Ok(())
+}
+
+/// A number without float noise: integers as such, else up to 4 decimals.
+fn fmt_num(v: f64) -> String {
+    if v.fract() == 0.0 {
+        format!("{v}")
+    } else {
+        let s = format!("{v:.4}");
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    }
+}

@@ -575,4 +575,7 @@ impl SolverOps for CudaBackend {
     ) -> Result<()> {
         self.solver().step(x, out, guidance, dt)
     }
+    fn latent_combine(&self, terms: &[(f32, &CudaLatent)]) -> Result<CudaLatent> {
+        self.solver().combine(terms)
+    }
 }

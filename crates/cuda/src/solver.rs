@@ -5,8 +5,8 @@
 use crate::core::{elems_cfg, CudaTensor, Gpu, KArg};
 use crate::error::{alloc_err, drv};
 use crate::nvrtc;
-use cudarc::driver::{CudaFunction, CudaSlice, DevicePtr};
-use jenga_tensor::{check_step_shapes, Error, Result, TensorMeta};
+use cudarc::driver::{CudaFunction, CudaSlice, DevicePtr, DevicePtrMut};
+use jenga_tensor::{check_combine_shapes, check_step_shapes, Error, Result, TensorMeta};
 use std::sync::OnceLock;
 
 const SOLVER_SRC: &str = concat!(
@@ -15,12 +15,12 @@ const SOLVER_SRC: &str = concat!(
     include_str!("../kernels/solver.cu")
 );
 
-/// The two kernels, compiled on first use.
+/// The three kernels, compiled on first use.
 #[derive(Default)]
-pub(crate) struct SolverKernels(OnceLock<(CudaFunction, CudaFunction)>);
+pub(crate) struct SolverKernels(OnceLock<(CudaFunction, CudaFunction, CudaFunction)>);
 
 impl SolverKernels {
-    fn get(&self, gpu: &Gpu) -> Result<&(CudaFunction, CudaFunction)> {
+    fn get(&self, gpu: &Gpu) -> Result<&(CudaFunction, CudaFunction, CudaFunction)> {
         if let Some(k) = self.0.get() {
             return Ok(k);
         }
@@ -28,6 +28,7 @@ impl SolverKernels {
         let k = (
             nvrtc::function(&m, "latent_to_bf16")?,
             nvrtc::function(&m, "latent_cfg_step")?,
+            nvrtc::function(&m, "latent_combine")?,
         );
         Ok(self.0.get_or_init(|| k))
     }
@@ -39,7 +40,7 @@ pub struct CudaLatent {
     pub(crate) shape: Vec<usize>,
 }
 
-/// The `SolverOps` of `CudaBackend` (which forwards here): the core and the two kernels.
+/// The `SolverOps` of `CudaBackend` (which forwards here): the core and the kernels.
 pub(crate) struct Solver<'a> {
     pub(crate) gpu: &'a Gpu,
     pub(crate) kernels: &'a SolverKernels,
@@ -122,5 +123,53 @@ impl Solver<'_> {
                 KArg::F32(dt),
             ],
         )
+    }
+
+    pub(crate) fn combine(&self, terms: &[(f32, &CudaLatent)]) -> Result<CudaLatent> {
+        let shapes: Vec<&[usize]> = terms.iter().map(|(_, x)| x.shape.as_slice()).collect();
+        check_combine_shapes(&shapes)?;
+        let gpu = self.gpu;
+        let shape = terms[0].1.shape.clone();
+        let n = jenga_tensor::numel(&shape);
+        let buf = gpu
+            .stream
+            .alloc_zeros::<f32>(n.max(1))
+            .map_err(alloc_err(4 * n.max(1)))?;
+        let mut out = CudaLatent { buf, shape };
+        if n == 0 {
+            return Ok(out);
+        }
+        let kernel = &self.kernels.get(gpu)?.2;
+        let mut ptrs = [0u64; 4];
+        let mut coef = [0f32; 4];
+        let mut guards = Vec::with_capacity(terms.len());
+        for (k, (c, x)) in terms.iter().enumerate() {
+            let (p, g) = x.buf.device_ptr(&gpu.stream);
+            ptrs[k] = p;
+            coef[k] = *c;
+            guards.push(g);
+        }
+        let (op, og) = out.buf.device_ptr_mut(&gpu.stream);
+        gpu.launch(
+            kernel,
+            elems_cfg(n, gpu.sm_count),
+            "latent_combine",
+            &[
+                KArg::U64(op),
+                KArg::U64(ptrs[0]),
+                KArg::U64(ptrs[1]),
+                KArg::U64(ptrs[2]),
+                KArg::U64(ptrs[3]),
+                KArg::F32(coef[0]),
+                KArg::F32(coef[1]),
+                KArg::F32(coef[2]),
+                KArg::F32(coef[3]),
+                KArg::I32(terms.len() as i32),
+                KArg::I64(n as i64),
+            ],
+        )?;
+        drop(og);
+        drop(guards);
+        Ok(out)
     }
 }

@@ -221,9 +221,10 @@ pub fn schedule_report(plan: &Plan, computed: usize) -> (Option<String>, Option<
     let spec = &plan.spec;
     let settings = plan.jenga.as_ref().map(|js| {
         format!(
-            "jenga settings: policy {} | sa-drop-rates {:?} p-remain {:?} | res {:?} steps {:?} shifts {:?} | skip {}",
+            "jenga settings: policy {} | sa-drop-rates {:?} p-remain {:?} | res {:?} steps {:?} shifts {:?} | solver {} | prores-renoise {} | skip {} | from {}",
             plan.policy, js.sa_drop_rates, js.p_remain_rates, js.res_rate_list, js.step_rate_list, js.scheduler_shift_list,
-            skip_name(&spec.skip, computed)
+            spec.solver.name(), spec.renoise.name(),
+            skip_name(&spec.skip, computed), js.source
         )
     });
     let warning = (computed < MIN_COMPUTED_STEPS.min(spec.steps)).then(|| {
@@ -267,8 +268,8 @@ impl ModelTask for GenerateTask<'_> {
         }
         let policy: &dyn AttentionPolicy<B> = &p.policy;
         on_event(Progress::Started(format!(
-            "jenga: {} on {} | {}x{}x{} (frames x h x w), {} steps, shift {}, guidance {}, seed {}, policy {}",
-            p.source.name(), be.name(), spec.frames, spec.height, spec.width, spec.steps, spec.stages[0].shift, spec.guidance, spec.seed, policy.name()
+            "jenga: {} on {} | {}x{}x{} (frames x h x w), {} steps {}, shift {}, guidance {}, seed {}, policy {} | defaults: {}",
+            p.source.name(), be.name(), spec.frames, spec.height, spec.width, spec.steps, spec.solver.name(), spec.stages[0].shift, spec.guidance, spec.seed, policy.name(), p.plan.family.source
         )));
 
         let t0 = Instant::now();

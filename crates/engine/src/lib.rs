@@ -18,7 +18,7 @@ pub use engine::{
     prepare, prepare_with, schedule_report, Engine, Generated, ModelCx, ModelTask, Prepared,
     Progress, Timings, MIN_COMPUTED_STEPS,
 };
-pub use plan::{plan, skip_name, Plan};
+pub use plan::{plan, plan_for, skip_name, Family, Plan, WAN_NEG_PROMPT};
 pub use policy::Policy;
 pub use request::{
     DeviceRequest, DraftOptions, GenerateRequest, ModelSource, PolicyOptions, Sampling, SvgOptions,

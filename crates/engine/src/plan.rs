@@ -4,7 +4,117 @@
 use crate::request::{GenerateRequest, PolicyOptions};
 use crate::source::Source;
 use anyhow::{bail, Result};
-use jenga_pipeline::{static_skip_schedule, JengaSettings, PresetSkip, SampleSpec, SkipRule};
+use jenga_pipeline::{
+    official_static_schedule, static_skip_schedule, JengaSettings, PresetFamily, PresetSkip,
+    Renoise, SampleSpec, SkipRule, SolverKind,
+};
+
+/// Wan's default negative prompt (`wan/configs/shared_config.py` `sample_neg_prompt`), used
+/// for an empty negative prompt when the model has a real text encoder (umT5).
+pub const WAN_NEG_PROMPT: &str = "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，JPEG压缩残留，丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，手指融合，静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走";
+
+/// What a model family runs by default (the official configs), and what a plan needs to know
+/// of the model without loading it.
+#[derive(Clone, Debug)]
+pub struct Family {
+    pub presets: PresetFamily,
+    /// `wan-1.3b`, `wan-14b`, `hunyuan`, or the model's own name (tiny-wan).
+    pub name: String,
+    pub patch: [usize; 3],
+    pub steps: usize,
+    pub shift: f64,
+    pub guidance: f32,
+    pub solver: SolverKind,
+    pub renoise: Renoise,
+    /// Default video in model units (latent frames × height × width, or pixels).
+    pub size: (usize, usize, usize),
+    /// Where the defaults come from (printed at start).
+    pub source: &'static str,
+    /// A real text encoder: an empty negative prompt becomes Wan's default one.
+    pub real_text: bool,
+}
+
+impl Family {
+    /// Official Wan2.1 T2V (`generate.py`, `wan/configs`): 50 steps, shift 5, guidance 5,
+    /// UniPC, 81 frames; 480×832 for 1.3B, 720×1280 for 14B (latent stride 4×8×8).
+    pub fn wan(fourteen: bool) -> Family {
+        Family {
+            presets: if fourteen {
+                PresetFamily::Wan14B
+            } else {
+                PresetFamily::Wan1_3B
+            },
+            name: if fourteen { "wan-14b" } else { "wan-1.3b" }.into(),
+            patch: [1, 2, 2],
+            steps: 50,
+            shift: 5.0,
+            guidance: 5.0,
+            solver: SolverKind::UniPc,
+            renoise: Renoise::Wan,
+            size: if fourteen {
+                (21, 90, 160)
+            } else {
+                (21, 60, 104)
+            },
+            source:
+                "official Wan2.1 T2V defaults (generate.py: 50 steps, shift 5, guidance 5, UniPC)",
+            real_text: false,
+        }
+    }
+
+    /// Official HunyuanVideo (`sample_video.py`): 50 steps, flow shift 7, embedded guidance 6,
+    /// Euler, 129 frames at 720×1280 (latent stride 4×8×8). No model of this family loads yet:
+    /// `jenga inspect schedule --family hunyuan` plans with it.
+    pub fn hunyuan() -> Family {
+        Family {
+            presets: PresetFamily::HunyuanVideo,
+            name: "hunyuan".into(),
+            patch: [1, 2, 2],
+            steps: 50,
+            shift: 7.0,
+            guidance: 6.0,
+            solver: SolverKind::Euler,
+            renoise: Renoise::Hunyuan,
+            size: (33, 90, 160),
+            source: "official HunyuanVideo defaults (sample_video.py: 50 steps, flow shift 7, embedded guidance 6, Euler)",
+            real_text: true,
+        }
+    }
+
+    /// `--family wan-1.3b|wan-14b|hunyuan`.
+    pub fn by_name(name: &str) -> Result<Family> {
+        Ok(match name {
+            "wan-1.3b" | "wan2.1-1.3b" => Family::wan(false),
+            "wan-14b" | "wan2.1-14b" => Family::wan(true),
+            "hunyuan" | "hunyuanvideo" => Family::hunyuan(),
+            other => bail!("--family {other}: expected wan-1.3b, wan-14b or hunyuan"),
+        })
+    }
+
+    /// The family of an opened model: Wan-14B by its width (5120), Wan-1.3B otherwise;
+    /// tiny-wan (pixel space) keeps its own config's sampling defaults and Euler, as its golden.
+    pub fn of(src: &Source) -> Family {
+        let cfg = src.config();
+        let mut f = Family::wan(cfg.dim == 5120);
+        f.patch = cfg.patch_size;
+        if let Source::Bundle(b) = src {
+            if src.pixel_space() {
+                f.name = b.name.clone();
+                f.solver = SolverKind::Euler;
+                f.renoise = Renoise::Consistent;
+                f.size = (8, 32, 32);
+                f.source = "the model directory's own defaults (config.json `tiny` section), Euler";
+            }
+            (f.shift, f.guidance, f.steps) =
+                (b.defaults.shift, b.defaults.guidance, b.defaults.steps);
+            if !src.pixel_space() && b.tiny.is_some() {
+                f.source = "the model directory's own defaults (config.json `tiny` section)";
+            }
+            f.real_text = b.text.is_some() && b.tiny.is_none();
+        }
+        f
+    }
+}
 
 /// Resolved generation settings (flags over model defaults), validated before any compute.
 pub struct Plan {
@@ -15,6 +125,8 @@ pub struct Plan {
     pub policy: String,
     /// Jenga settings when a preset or Jenga flag was given.
     pub jenga: Option<JengaSettings>,
+    /// The family the defaults and presets came from.
+    pub family: Family,
 }
 
 impl Plan {
@@ -23,11 +135,12 @@ impl Plan {
     pub fn describe(&self, model: &str) -> String {
         let s = &self.spec;
         format!(
-            "{model} ({}×{}×{}, {} steps, shift {}, guidance {}, seed {}, prompt \"{}\")",
+            "{model} ({}×{}×{}, {} steps {}, shift {}, guidance {}, seed {}, prompt \"{}\")",
             s.frames,
             s.height,
             s.width,
             s.steps,
+            s.solver.name(),
             s.stages[0].shift,
             s.guidance,
             s.seed,
@@ -37,16 +150,24 @@ impl Plan {
 }
 
 /// Preset + explicit flags → settings (explicit flags win). `None` when no Jenga flag is set.
-pub fn resolve_jenga(j: &PolicyOptions, base_shift: f64) -> Result<Option<JengaSettings>> {
+/// `shift`: the user's `--shift`; `base_shift`: the model's default.
+pub fn resolve_jenga(
+    j: &PolicyOptions,
+    family: PresetFamily,
+    shift: Option<f64>,
+    base_shift: f64,
+) -> Result<Option<JengaSettings>> {
     let any_flag = j.sa_drop_rates.is_some()
         || j.p_remain_rates.is_some()
         || j.res_rate_list.is_some()
         || j.step_rate_list.is_some()
         || j.scheduler_shift_list.is_some();
     let mut s = match &j.preset {
-        Some(p) => JengaSettings::preset(p, base_shift).map_err(anyhow::Error::msg)?,
+        Some(p) => {
+            JengaSettings::preset(p, family, shift, base_shift).map_err(anyhow::Error::msg)?
+        }
         None if any_flag || j.policy.as_deref() == Some("jenga") => {
-            JengaSettings::attention_only(base_shift)
+            JengaSettings::attention_only(shift.unwrap_or(base_shift))
         }
         None => return Ok(None),
     };
@@ -60,7 +181,7 @@ pub fn resolve_jenga(j: &PolicyOptions, base_shift: f64) -> Result<Option<JengaS
         s.res_rate_list = v.clone();
         // a user-given stage list without shifts keeps the base shift for every stage
         if j.scheduler_shift_list.is_none() && j.preset.is_none() {
-            s.scheduler_shift_list = vec![base_shift; v.len()];
+            s.scheduler_shift_list = vec![shift.unwrap_or(base_shift); v.len()];
         }
     }
     if let Some(v) = &j.step_rate_list {
@@ -73,17 +194,20 @@ pub fn resolve_jenga(j: &PolicyOptions, base_shift: f64) -> Result<Option<JengaS
     Ok(Some(s))
 }
 
-/// `--skip` (or the preset's) → the sampler's rule.
+/// `--skip` (or the preset's) → the sampler's rule. `stages`: the run's stage plans (jenga-rs's
+/// own static schedule computes the last step of every stage: its x̂0 crosses the switch).
 fn skip_rule(
     j: &PolicyOptions,
     settings: Option<&JengaSettings>,
-    steps: usize,
+    spec: &SampleSpec,
 ) -> Result<SkipRule> {
+    let steps = spec.steps;
     let preset = settings.map_or(PresetSkip::None, |s| s.skip);
     let which = match (&j.skip, preset) {
         (Some(s), _) => s.as_str(),
         (None, PresetSkip::None) => "none",
         (None, PresetSkip::Static { .. }) => "static",
+        (None, PresetSkip::OfficialList) => "official",
         (None, PresetSkip::TeaCache { .. }) => "teacache",
     };
     // Explicit --skip-keep / --teacache-thresh win over the preset's values.
@@ -102,8 +226,13 @@ fn skip_rule(
                 bail!("--skip-keep {keep}: must be in 1..=50");
             }
             let keep = ((keep * steps) as f64 / 50.0).round().max(2.0) as usize;
-            SkipRule::Static(static_skip_schedule(steps, keep.min(steps)))
+            let mut c = static_skip_schedule(steps, keep.min(steps));
+            for st in &spec.stages[..spec.stages.len() - 1] {
+                c[st.end_step - 1] = true;
+            }
+            SkipRule::Static(c)
         }
+        "official" => SkipRule::Static(official_static_schedule(steps)),
         "teacache" => {
             if thresh.is_nan() || thresh < 0.0 {
                 bail!("--teacache-thresh {thresh}: must be non-negative");
@@ -112,15 +241,16 @@ fn skip_rule(
                 threshold: thresh,
                 // the model's own polynomial (`Denoiser::teacache_coefficients`)
                 coefficients: Vec::new(),
-                ret_steps: (steps / 10).max(1),
+                // `--use_ret_step`: the first 5 steps computed (`ret_steps = 5*2` calls)
+                ret_steps: 5,
             }
         }
-        other => bail!("--skip {other}: expected none, static or teacache"),
+        other => bail!("--skip {other}: expected none, static, official or teacache"),
     })
 }
 
+/// A request resolved against an opened model's defaults.
 pub fn plan(r: &GenerateRequest, src: &Source) -> Result<Plan> {
-    let cfg = src.config();
     // Every component a run needs must be there before anything loads.
     if let Source::Bundle(b) = src {
         if b.text.is_none() {
@@ -130,18 +260,13 @@ pub fn plan(r: &GenerateRequest, src: &Source) -> Result<Plan> {
             );
         }
     }
-    let (d_shift, d_guid, d_steps) = match src {
-        Source::Bundle(b) => (b.defaults.shift, b.defaults.guidance, b.defaults.steps),
-        Source::Random { .. } => (5.0, 5.0, 50),
-    };
-    // tiny-wan: 8 frames of 32×32 px — a dense 30-step run takes well under a minute on 2 cores.
-    // Real models: Wan's 81 frames at 480×832 → latent 21×60×104.
-    let (df, dh, dw) = if src.pixel_space() {
-        (8, 32, 32)
-    } else {
-        (21, 60, 104)
-    };
-    let steps = r.sampling.steps.unwrap_or(d_steps);
+    plan_for(r, Family::of(src))
+}
+
+/// A request resolved against a family's defaults (no model needed: `jenga inspect schedule`).
+pub fn plan_for(r: &GenerateRequest, family: Family) -> Result<Plan> {
+    let (df, dh, dw) = family.size;
+    let steps = r.sampling.steps.unwrap_or(family.steps);
     if steps == 0 {
         bail!("--steps must be at least 1");
     }
@@ -150,21 +275,29 @@ pub fn plan(r: &GenerateRequest, src: &Source) -> Result<Plan> {
         r.video.height.unwrap_or(dh),
         r.video.width.unwrap_or(dw),
     );
-    let [pt, ph, pw] = cfg.patch_size;
+    let [pt, ph, pw] = family.patch;
     for (flag, v, p) in [("--frames", f, pt), ("--height", h, ph), ("--width", w, pw)] {
         if v == 0 || v % p != 0 {
             bail!("{flag} {v}: must be a positive multiple of the patch size {p}");
         }
     }
-    let guidance = r.sampling.guidance.unwrap_or(d_guid);
+    if let Some(shift) = r.sampling.shift {
+        if !(shift.is_finite() && shift > 0.0) {
+            bail!("--shift {shift}: must be positive");
+        }
+    }
+    let jenga = resolve_jenga(&r.policy, family.presets, r.sampling.shift, family.shift)?;
+    // explicit flags, then the preset's, then the family's
+    let preset_shift = jenga.as_ref().and_then(|j| j.shift);
+    let shift = r.sampling.shift.or(preset_shift).unwrap_or(family.shift);
+    let guidance = r
+        .sampling
+        .guidance
+        .or(jenga.as_ref().and_then(|j| j.guidance))
+        .unwrap_or(family.guidance);
     if !guidance.is_finite() || guidance < 0.0 {
         bail!("--guidance {guidance}: must be a non-negative number");
     }
-    let shift = r.sampling.shift.unwrap_or(d_shift);
-    if !(shift.is_finite() && shift > 0.0) {
-        bail!("--shift {shift}: must be positive");
-    }
-    let jenga = resolve_jenga(&r.policy, shift)?;
     let policy = match r.policy.policy.as_deref() {
         None if jenga.is_some() => "jenga".to_string(),
         None => "dense".to_string(),
@@ -174,12 +307,20 @@ pub fn plan(r: &GenerateRequest, src: &Source) -> Result<Plan> {
         }
     };
     let mut spec = SampleSpec::single(f, h, w, steps, shift, guidance, r.sampling.seed);
+    spec.solver = match &r.sampling.solver {
+        Some(s) => s.parse().map_err(anyhow::Error::msg)?,
+        None => family.solver,
+    };
+    spec.renoise = match &r.policy.prores_renoise {
+        Some(s) => s.parse().map_err(anyhow::Error::msg)?,
+        None => family.renoise,
+    };
     if let Some(js) = &jenga {
         spec.stages = js
-            .stages(steps, h, w, cfg.patch_size)
+            .stages(steps, h, w, family.patch)
             .map_err(anyhow::Error::msg)?;
     }
-    spec.skip = skip_rule(&r.policy, jenga.as_ref(), steps)?;
+    spec.skip = skip_rule(&r.policy, jenga.as_ref(), &spec)?;
     spec.interp = r
         .policy
         .interp
@@ -199,12 +340,17 @@ pub fn plan(r: &GenerateRequest, src: &Source) -> Result<Plan> {
         }
         _ => {}
     }
+    let negative = match r.sampling.negative_prompt.as_str() {
+        "" if family.real_text => WAN_NEG_PROMPT.to_string(),
+        n => n.to_string(),
+    };
     Ok(Plan {
         spec,
         prompt: r.sampling.prompt.clone(),
-        negative: r.sampling.negative_prompt.clone(),
+        negative,
         policy,
         jenga,
+        family,
     })
 }
 
@@ -231,5 +377,67 @@ pub fn check_name(name: &str) -> Result<()> {
             "--policy {name}: unknown attention policy (expected one of {})",
             POLICIES.join(", ")
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn families_take_their_official_defaults_and_flags_win() {
+        let r = GenerateRequest::default();
+        let p = plan_for(&r, Family::wan(false)).unwrap();
+        assert_eq!(p.spec.solver, SolverKind::UniPc);
+        assert_eq!(p.spec.renoise, Renoise::Wan);
+        assert_eq!(
+            (p.spec.steps, p.spec.stages[0].shift, p.spec.guidance),
+            (50, 5.0, 5.0)
+        );
+        assert_eq!((p.spec.frames, p.spec.height, p.spec.width), (21, 60, 104));
+        let h = plan_for(&r, Family::hunyuan()).unwrap();
+        assert_eq!(
+            (h.spec.solver, h.spec.renoise),
+            (SolverKind::Euler, Renoise::Hunyuan)
+        );
+        // an empty negative prompt becomes Wan's with a real text encoder only
+        assert_eq!(p.negative, "");
+        let mut real = Family::wan(true);
+        real.real_text = true;
+        assert_eq!(plan_for(&r, real).unwrap().negative, WAN_NEG_PROMPT);
+        // the preset's shift and guidance, then explicit flags over them
+        let mut t = GenerateRequest::default();
+        t.policy.preset = Some("turbo".into());
+        let tp = plan_for(&t, Family::wan(false)).unwrap();
+        assert_eq!(
+            (tp.spec.stages[0].shift, tp.spec.stages[1].shift),
+            (8.0, 10.0)
+        );
+        assert_eq!(tp.spec.guidance, 6.0);
+        assert_eq!(tp.spec.stages[0].end_step, 26);
+        t.sampling.shift = Some(5.0);
+        t.sampling.guidance = Some(4.0);
+        t.sampling.solver = Some("euler".into());
+        t.policy.prores_renoise = Some("consistent".into());
+        let tf = plan_for(&t, Family::wan(false)).unwrap();
+        assert_eq!(
+            (tf.spec.stages[0].shift, tf.spec.stages[1].shift),
+            (5.0, 7.0)
+        );
+        assert_eq!(tf.spec.guidance, 4.0);
+        assert_eq!(
+            (tf.spec.solver, tf.spec.renoise),
+            (SolverKind::Euler, Renoise::Consistent)
+        );
+        t.policy.prores_renoise = Some("sd3".into());
+        let e = plan_for(&t, Family::wan(false)).err().unwrap().to_string();
+        assert!(e.contains("--prores-renoise sd3"), "{e}");
+        // TeaCache: the official first 5 steps, the checkpoint's polynomial
+        let mut b = GenerateRequest::default();
+        b.policy.preset = Some("base".into());
+        match plan_for(&b, Family::wan(true)).unwrap().spec.skip {
+            SkipRule::TeaCache { ret_steps, .. } => assert_eq!(ret_steps, 5),
+            other => panic!("{other:?}"),
+        }
     }
 }

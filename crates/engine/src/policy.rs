@@ -9,7 +9,7 @@ use jenga_carve::PolicyKernels;
 use jenga_carve::{
     AttentionPolicy, CurveKind, Dense, DraftConfig, DraftPolicy, DropMode, SvgConfig, SvgPolicy,
 };
-use jenga_pipeline::{JengaSettings, SampleSpec};
+use jenga_pipeline::{JengaSettings, PresetFamily, SampleSpec};
 
 /// The Jenga policy for a resolved run. Drop rates follow the Wan scripts (warm-up ramp, dense
 /// at ≤ 0.25): with one stage and two rates the switch is at the middle step (25 of 50);
@@ -19,6 +19,7 @@ pub fn jenga(
     spec: &SampleSpec,
     j: &PolicyOptions,
     patch: [usize; 3],
+    family: PresetFamily,
 ) -> Result<JengaPolicy> {
     let curve: CurveKind = j
         .curve
@@ -28,6 +29,10 @@ pub fn jenga(
         })?;
     let p = settings.p_remain_rates[0];
     let mut cfg = JengaConfig::wan(&settings.sa_drop_rates, p);
+    if family == PresetFamily::HunyuanVideo {
+        // one rate per stage, no warm-up ramp, dense only at 0
+        cfg.schedule = jenga_carve::Schedule::hunyuan(&settings.sa_drop_rates, p);
+    }
     cfg.curve = curve;
     cfg.block = j.block;
     cfg.schedule.p_remain = settings.p_remain_rates.clone();
@@ -107,18 +112,16 @@ impl DraftOptions {
         if !(0.0..1.0).contains(&s) {
             anyhow::bail!("--draft-sparsity {s}: must be in [0, 1)");
         }
-        let shift = spec.stages.first().map_or(1.0, |s| s.shift);
-        let sig = jenga_pipeline::flow_sigmas(spec.steps, shift);
+        // the first stage's grid (the solver's: UniPC starts at 0.999)
+        let mut sig = spec.grid(0).sigmas;
+        sig.truncate(spec.steps);
         let cfg = DraftConfig {
             pool_h,
             pool_w,
             sparsity: self.draft_sparsity,
             block,
             dense_layers: self.draft_dense_layers,
-            dense_steps: DraftConfig::dense_steps_from_sigmas(
-                &sig[..spec.steps],
-                self.draft_dense_timestep,
-            ),
+            dense_steps: DraftConfig::dense_steps_from_sigmas(&sig, self.draft_dense_timestep),
             min_blocks_per_row: self.draft_min_blocks,
         };
         cfg.validate()
@@ -212,7 +215,13 @@ pub fn build(plan: &Plan, j: &PolicyOptions, patch: [usize; 3]) -> Result<Policy
                 Some(s) => s.clone(),
                 None => JengaSettings::attention_only(plan.spec.stages[0].shift),
             };
-            Policy::Jenga(Box::new(jenga(&settings, &plan.spec, j, patch)?))
+            Policy::Jenga(Box::new(jenga(
+                &settings,
+                &plan.spec,
+                j,
+                patch,
+                plan.family.presets,
+            )?))
         }
         "svg" => Policy::Svg(Box::new(
             SvgPolicy::new(j.svg.config(j.block, plan.spec.seed)?).context("svg policy")?,

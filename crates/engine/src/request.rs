@@ -55,6 +55,8 @@ pub struct Sampling {
     pub shift: Option<f64>,
     pub guidance: Option<f32>,
     pub seed: u64,
+    /// unipc | euler (None: the model family's: UniPC for Wan, Euler for HunyuanVideo).
+    pub solver: Option<String>,
 }
 
 /// Sparse VideoGen settings (the reference scripts' Wan2.1 defaults).
@@ -116,6 +118,8 @@ pub struct PolicyOptions {
     pub res_rate_list: Option<Vec<f64>>,
     pub step_rate_list: Option<Vec<f64>>,
     pub scheduler_shift_list: Option<Vec<f64>>,
+    /// wan | hunyuan | consistent: how a ProRes switch re-noises (None: the family's).
+    pub prores_renoise: Option<String>,
     /// trilinear | area.
     pub interp: String,
     /// none | static | teacache.
@@ -141,6 +145,7 @@ impl Default for PolicyOptions {
             res_rate_list: None,
             step_rate_list: None,
             scheduler_shift_list: None,
+            prores_renoise: None,
             interp: "trilinear".into(),
             skip: None,
             skip_keep: None,

@@ -16,99 +16,293 @@ pub struct JengaSettings {
     pub scheduler_shift_list: Vec<f64>,
     /// Step skipping the preset asks for (an explicit `--skip` wins).
     pub skip: PresetSkip,
+    /// The preset's base shift and guidance (None: the model's); explicit flags win.
+    pub shift: Option<f64>,
+    pub guidance: Option<f32>,
+    /// Where the values come from (printed at start).
+    pub source: String,
 }
 
 /// A preset's step-skip rule.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum PresetSkip {
     None,
-    /// The paper's static schedule: keep this many of every 50 steps.
+    /// jenga-rs's own static schedule: keep this many of every 50 steps
+    /// ([`crate::static_skip_schedule`]), plus the last step of every ProRes stage.
     Static {
         keep_of_50: usize,
     },
-    /// TeaCache with this threshold (the Wan scripts' `--teacache_thresh`).
+    /// The official HunyuanVideo list ([`HUNYUAN_STATIC_STEPS`]).
+    OfficialList,
+    /// TeaCache with this threshold (the Wan scripts' `--teacache_thresh`, `--use_ret_step`).
     TeaCache {
         threshold: f64,
     },
 }
 
-/// The importance cutoff of the official Wan2.1 scripts (the Hunyuan table uses 0.3/0.5).
+/// The steps `jenga_hyvideo.py` (L28, `non_skip_steps`) computes; every other step reuses the
+/// last residual, except step 0 and the first step on a new resolution.
+pub const HUNYUAN_STATIC_STEPS: [usize; 23] = [
+    0, 1, 2, 3, 4, 7, 10, 13, 16, 19, 22, 25, 26, 29, 32, 35, 38, 41, 43, 45, 46, 47, 49,
+];
+
+/// The official static list as a mask over `steps` (indices past the run are dropped, as the
+/// reference's counter never reaches them).
+pub fn official_static_schedule(steps: usize) -> Vec<bool> {
+    let mut c = vec![false; steps];
+    for &i in HUNYUAN_STATIC_STEPS.iter().filter(|&&i| i < steps) {
+        c[i] = true;
+    }
+    c
+}
+
+/// The model family a preset is for (the official scripts differ per checkpoint).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PresetFamily {
+    Wan1_3B,
+    Wan14B,
+    HunyuanVideo,
+}
+
+impl PresetFamily {
+    pub fn name(self) -> &'static str {
+        match self {
+            PresetFamily::Wan1_3B => "wan-1.3b",
+            PresetFamily::Wan14B => "wan-14b",
+            PresetFamily::HunyuanVideo => "hunyuan",
+        }
+    }
+    /// The presets this family takes.
+    pub fn presets(self) -> &'static [&'static str] {
+        match self {
+            PresetFamily::HunyuanVideo => &PRESETS_HUNYUAN,
+            _ => &PRESETS_WAN,
+        }
+    }
+}
+
+/// The importance cutoff of the official Wan2.1-1.3B scripts (the Hunyuan ones use 0.3/0.5).
 pub const WAN_P_REMAIN: f64 = 0.9;
 
-/// Steps computed out of 50 by the ProRes presets on Wan models. The paper replaces TeaCache
-/// by a static schedule with TeaCache-fast's step count ("23 steps, same as TeaCache-fast", on
-/// HunyuanVideo); on Wan2.1-1.3B TeaCache-fast computes 15 of 50 steps, and so does the paper's
-/// Wan Jenga row (Table 2a: 15 NFE, 6.52x). `--skip-keep 23` gives the HunyuanVideo count.
+/// Steps computed out of 50 by jenga-rs's own static schedule on Wan models (`turbo-15`,
+/// `flash-wan`, `3stage-wan`): TeaCache-fast's count on Wan2.1-1.3B, and the paper's Wan Jenga
+/// row (Table 2a: 15 NFE). `--skip-keep 23` gives the HunyuanVideo count.
 pub const WAN_STATIC_KEEP: usize = 15;
 
-pub const PRESETS: [&str; 4] = ["base", "turbo", "flash", "3stage"];
+/// Wan presets: the official `base`, `turbo` (scripts/wan_{1.3B,14B}_jenga_*.sh), and
+/// jenga-rs's own variants (`flash` and `3stage` are aliases of `flash-wan` and `3stage-wan`).
+pub const PRESETS_WAN: [&str; 7] = [
+    "base",
+    "turbo",
+    "turbo-15",
+    "flash-wan",
+    "3stage-wan",
+    "flash",
+    "3stage",
+];
+/// HunyuanVideo presets (scripts/hyvideo_jenga_*.sh).
+pub const PRESETS_HUNYUAN: [&str; 4] = ["base", "turbo", "flash", "3stage"];
+/// Every preset name (for help texts).
+pub const PRESETS: [&str; 7] = [
+    "base",
+    "turbo",
+    "flash",
+    "3stage",
+    "turbo-15",
+    "flash-wan",
+    "3stage-wan",
+];
 
 impl JengaSettings {
-    /// The seed's presets for Wan2.1 models.
+    /// A preset for a model family. `shift`: the user's `--shift` (replaces the preset's base
+    /// shift; the stages keep their offsets), `model_shift`: the model's default (the base of
+    /// jenga-rs's own variants).
     ///
-    /// - `base` is the official Wan script's Base: drop 0.75/0.85 (switch at the middle step),
-    ///   p 0.9, TeaCache 0.15.
-    /// - `turbo`, `flash`, `3stage` take the drop rates, resolutions, step splits and shift
-    ///   offsets of the seed's table (HunyuanVideo, shift 7 9 11 → s, s+2, s+4) with the Wan
-    ///   scripts' p = 0.9 (the table's 0.3/0.5 keep too little of Wan's diffuse attention:
-    ///   docs/JENGA.md), and the paper's static schedule at Wan's TeaCache-fast step count
-    ///   ([`WAN_STATIC_KEEP`] = 15 of every 50 steps).
-    pub fn preset(name: &str, base_shift: f64) -> Result<Self, String> {
-        let s = base_shift;
-        let p = WAN_P_REMAIN;
-        let paper_skip = PresetSkip::Static {
+    /// Official (scripts/*.sh of dvlab-research/Jenga@6905150):
+    /// - Wan-1.3B `base`: drop 0.75/0.85, p 0.9, TeaCache 0.15, shift 8, guidance 6; `turbo`
+    ///   adds the 0.75-resolution ProRes stage (shift 8 → 10).
+    /// - Wan-14B `base`: drop 0.7/0.8, p 0.8; `turbo`: drop 0.5/0.9, p 0.9 + ProRes; both
+    ///   TeaCache 0.15, shift 8, guidance 6.
+    /// - HunyuanVideo `base` (1.0/1.0 at 0.5, drop 0.75/0.85), `turbo` (0.75/1.0, drop
+    ///   0.7/0.8), `flash` (0.75/1.0, drop 0.8/0.95, p 0.5), `3stage` (0.5/0.75/1.0 at 0.3/0.5,
+    ///   drop 0.75/0.85/0.85); p 0.3 unless said, shifts 7 (+2 per resized stage), embedded
+    ///   guidance 6, the static list.
+    ///
+    /// jenga-rs's own (Wan): `turbo-15` (HunyuanVideo's turbo rates at p 0.9 with the 15-of-50
+    /// static schedule), `flash-wan`, `3stage-wan` (HunyuanVideo's flash / 3stage rates at p 0.9,
+    /// same schedule), at the model's shift (+2 per stage).
+    pub fn preset(
+        name: &str,
+        family: PresetFamily,
+        shift: Option<f64>,
+        model_shift: f64,
+    ) -> Result<Self, String> {
+        use PresetFamily::*;
+        let ours = PresetSkip::Static {
             keep_of_50: WAN_STATIC_KEEP,
         };
+        let tea = PresetSkip::TeaCache { threshold: 0.15 };
+        let wan_script = |n: &str| {
+            format!(
+                "official: dvlab-research/Jenga scripts/wan_{}_jenga_{n}.sh",
+                if family == Wan14B { "14B" } else { "1.3B" }
+            )
+        };
+        let hy_script =
+            |n: &str| format!("official: dvlab-research/Jenga scripts/hyvideo_jenga_{n}.sh");
+        let own = |n: &str| format!("jenga-rs's own ({n}: not an official Wan configuration)");
         #[allow(clippy::type_complexity)]
-        let (drop, res, steps, shifts, skip): (
+        let (drop, p, res, steps, offsets, skip, base, guidance, source): (
+            &[f64],
+            f64,
             &[f64],
             &[f64],
             &[f64],
-            Vec<f64>,
             PresetSkip,
-        ) = match name {
-            "base" => (
+            Option<f64>,
+            Option<f32>,
+            String,
+        ) = match (family, name) {
+            (Wan1_3B, "base") => (
                 &[0.75, 0.85],
+                0.9,
                 &[1.0],
                 &[1.0],
-                vec![s],
-                PresetSkip::TeaCache { threshold: 0.15 },
+                &[0.0],
+                tea,
+                Some(8.0),
+                Some(6.0),
+                wan_script("base"),
             ),
-            "turbo" => (
+            (Wan1_3B, "turbo") => (
+                &[0.75, 0.85],
+                0.9,
+                &[0.75, 1.0],
+                &[0.5, 1.0],
+                &[0.0, 2.0],
+                tea,
+                Some(8.0),
+                Some(6.0),
+                wan_script("turbo"),
+            ),
+            (Wan14B, "base") => (
                 &[0.7, 0.8],
+                0.8,
+                &[1.0],
+                &[1.0],
+                &[0.0],
+                tea,
+                Some(8.0),
+                Some(6.0),
+                wan_script("base"),
+            ),
+            (Wan14B, "turbo") => (
+                &[0.5, 0.9],
+                0.9,
                 &[0.75, 1.0],
                 &[0.5, 1.0],
-                vec![s, s + 2.0],
-                paper_skip,
+                &[0.0, 2.0],
+                tea,
+                Some(8.0),
+                Some(6.0),
+                wan_script("turbo"),
             ),
-            "flash" => (
+            (Wan1_3B | Wan14B, "turbo-15") => (
+                &[0.7, 0.8],
+                WAN_P_REMAIN,
+                &[0.75, 1.0],
+                &[0.5, 1.0],
+                &[0.0, 2.0],
+                ours,
+                None,
+                None,
+                own("turbo-15"),
+            ),
+            (Wan1_3B | Wan14B, "flash-wan" | "flash") => (
                 &[0.8, 0.95],
+                WAN_P_REMAIN,
                 &[0.75, 1.0],
                 &[0.5, 1.0],
-                vec![s, s + 2.0],
-                paper_skip,
+                &[0.0, 2.0],
+                ours,
+                None,
+                None,
+                own("flash-wan"),
             ),
-            "3stage" => (
+            (Wan1_3B | Wan14B, "3stage-wan" | "3stage") => (
                 &[0.75, 0.85, 0.85],
+                WAN_P_REMAIN,
                 &[0.5, 0.75, 1.0],
                 &[0.3, 0.5, 1.0],
-                vec![s, s + 2.0, s + 4.0],
-                paper_skip,
+                &[0.0, 2.0, 4.0],
+                ours,
+                None,
+                None,
+                own("3stage-wan"),
             ),
-            other => {
+            (HunyuanVideo, "base") => (
+                &[0.75, 0.85],
+                0.3,
+                &[1.0, 1.0],
+                &[0.5, 1.0],
+                &[0.0, 0.0],
+                PresetSkip::OfficialList,
+                Some(7.0),
+                Some(6.0),
+                hy_script("base"),
+            ),
+            (HunyuanVideo, "turbo") => (
+                &[0.7, 0.8],
+                0.3,
+                &[0.75, 1.0],
+                &[0.5, 1.0],
+                &[0.0, 2.0],
+                PresetSkip::OfficialList,
+                Some(7.0),
+                Some(6.0),
+                hy_script("turbo"),
+            ),
+            (HunyuanVideo, "flash") => (
+                &[0.8, 0.95],
+                0.5,
+                &[0.75, 1.0],
+                &[0.5, 1.0],
+                &[0.0, 2.0],
+                PresetSkip::OfficialList,
+                Some(7.0),
+                Some(6.0),
+                hy_script("flash"),
+            ),
+            (HunyuanVideo, "3stage") => (
+                &[0.75, 0.85, 0.85],
+                0.3,
+                &[0.5, 0.75, 1.0],
+                &[0.3, 0.5, 1.0],
+                &[0.0, 2.0, 4.0],
+                PresetSkip::OfficialList,
+                Some(7.0),
+                Some(6.0),
+                hy_script("3stage"),
+            ),
+            (f, other) => {
                 return Err(format!(
-                    "--preset {other}: unknown (expected one of {})",
-                    PRESETS.join(", ")
+                    "--preset {other}: unknown for {} (expected one of {})",
+                    f.name(),
+                    f.presets().join(", ")
                 ))
             }
         };
+        let s = shift.or(base).unwrap_or(model_shift);
         Ok(JengaSettings {
             sa_drop_rates: drop.to_vec(),
             p_remain_rates: vec![p],
             res_rate_list: res.to_vec(),
             step_rate_list: steps.to_vec(),
-            scheduler_shift_list: shifts,
+            scheduler_shift_list: offsets.iter().map(|o| s + o).collect(),
             skip,
+            shift: base,
+            guidance,
+            source,
         })
     }
 
@@ -121,6 +315,10 @@ impl JengaSettings {
             step_rate_list: vec![1.0],
             scheduler_shift_list: vec![base_shift],
             skip: PresetSkip::None,
+            shift: None,
+            guidance: None,
+            source: "Jenga flags over the Wan scripts' attention defaults (drop 0.75/0.85, p 0.9)"
+                .into(),
         }
     }
 
@@ -195,8 +393,10 @@ impl JengaSettings {
         Ok(())
     }
 
-    /// Stage plans for a run of `steps`: stage s ends at `int(steps · step_rate[s])`.
-    /// Also checks that every stage gets at least one step and whole patches.
+    /// Stage plans for a run of `steps`: a non-final stage ends after the model call of step
+    /// `int(steps · step_rate[s])` (both official pipelines switch there: 26 + 24 steps at 50,
+    /// 16/10/24 for three stages), the last at `steps`. Also checks that every stage gets at
+    /// least one step and whole patches.
     pub fn stages(
         &self,
         steps: usize,
@@ -214,7 +414,11 @@ impl JengaSettings {
             .zip(&self.scheduler_shift_list)
             .enumerate()
         {
-            let end = ((steps as f64 * sr) as usize).min(steps);
+            let last = i + 1 == self.res_rate_list.len();
+            let end = match last {
+                true => steps,
+                false => ((steps as f64 * sr) as usize + 1).min(steps),
+            };
             if end <= prev {
                 return Err(format!(
                     "--step-rate-list: stage {i} gets no step of {steps} (rates {:?})",
@@ -244,46 +448,113 @@ mod tests {
     use super::*;
 
     #[test]
-    fn presets_expand_to_the_seed_values_and_validate() {
-        let t = JengaSettings::preset("turbo", 7.0).unwrap();
-        assert_eq!(t.sa_drop_rates, vec![0.7, 0.8]);
-        assert_eq!(t.res_rate_list, vec![0.75, 1.0]);
-        assert_eq!(t.scheduler_shift_list, vec![7.0, 9.0]);
-        assert_eq!(t.p_remain_rates, vec![WAN_P_REMAIN]);
-        assert_eq!(t.skip, PresetSkip::Static { keep_of_50: 15 });
-        // base is the official Wan script's: p 0.9 with TeaCache 0.15
-        let b = JengaSettings::preset("base", 7.0).unwrap();
+    fn presets_are_the_official_scripts_values() {
+        use PresetFamily::*;
+        let p = |n, f| JengaSettings::preset(n, f, None, 5.0).unwrap();
+        // scripts/wan_1.3B_jenga_{base,turbo}.sh
+        let b = p("base", Wan1_3B);
+        assert_eq!(b.sa_drop_rates, vec![0.75, 0.85]);
+        assert_eq!(b.p_remain_rates, vec![0.9]);
+        assert_eq!((b.shift, b.guidance), (Some(8.0), Some(6.0)));
+        assert_eq!(b.scheduler_shift_list, vec![8.0]);
         assert_eq!(b.skip, PresetSkip::TeaCache { threshold: 0.15 });
-        assert_eq!(
-            (b.sa_drop_rates.as_slice(), b.p_remain_rates[0]),
-            (&[0.75, 0.85][..], 0.9)
+        assert!(
+            b.source.contains("scripts/wan_1.3B_jenga_base.sh"),
+            "{}",
+            b.source
         );
-        for p in PRESETS {
-            JengaSettings::preset(p, 3.0).unwrap().validate().unwrap();
+        let t = p("turbo", Wan1_3B);
+        assert_eq!(t.res_rate_list, vec![0.75, 1.0]);
+        assert_eq!(t.scheduler_shift_list, vec![8.0, 10.0]);
+        assert_eq!(t.sa_drop_rates, vec![0.75, 0.85]);
+        // scripts/wan_14B_jenga_{base,turbo}.sh: their own rates and p
+        let b14 = p("base", Wan14B);
+        assert_eq!(
+            (b14.sa_drop_rates.as_slice(), b14.p_remain_rates[0]),
+            (&[0.7, 0.8][..], 0.8)
+        );
+        assert!(b14.source.contains("wan_14B_jenga_base"));
+        let t14 = p("turbo", Wan14B);
+        assert_eq!(
+            (t14.sa_drop_rates.as_slice(), t14.p_remain_rates[0]),
+            (&[0.5, 0.9][..], 0.9)
+        );
+        // scripts/hyvideo_jenga_*.sh: shifts 7 7 / 7 9 / 7 9 11, the static list
+        let hb = p("base", HunyuanVideo);
+        assert_eq!(hb.res_rate_list, vec![1.0, 1.0]);
+        assert_eq!(hb.scheduler_shift_list, vec![7.0, 7.0]);
+        assert_eq!(hb.p_remain_rates, vec![0.3]);
+        assert_eq!(hb.skip, PresetSkip::OfficialList);
+        assert_eq!(p("flash", HunyuanVideo).p_remain_rates, vec![0.5]);
+        assert_eq!(p("flash", HunyuanVideo).sa_drop_rates, vec![0.8, 0.95]);
+        let h3 = p("3stage", HunyuanVideo);
+        assert_eq!(h3.scheduler_shift_list, vec![7.0, 9.0, 11.0]);
+        assert_eq!(h3.step_rate_list, vec![0.3, 0.5, 1.0]);
+        // --shift replaces the base and keeps the offsets
+        let ts = JengaSettings::preset("turbo", Wan1_3B, Some(5.0), 3.0).unwrap();
+        assert_eq!(ts.scheduler_shift_list, vec![5.0, 7.0]);
+        // ours keep their names, the model's shift and say so
+        let o = JengaSettings::preset("turbo-15", Wan1_3B, None, 3.0).unwrap();
+        assert_eq!(o.sa_drop_rates, vec![0.7, 0.8]);
+        assert_eq!(o.scheduler_shift_list, vec![3.0, 5.0]);
+        assert_eq!(o.skip, PresetSkip::Static { keep_of_50: 15 });
+        assert_eq!((o.shift, o.guidance), (None, None));
+        assert!(o.source.contains("jenga-rs's own"), "{}", o.source);
+        assert_eq!(
+            JengaSettings::preset("flash", Wan1_3B, None, 3.0).unwrap(),
+            JengaSettings::preset("flash-wan", Wan1_3B, None, 3.0).unwrap()
+        );
+        for f in [Wan1_3B, Wan14B, HunyuanVideo] {
+            for n in f.presets() {
+                p(n, f).validate().unwrap();
+            }
         }
-        assert!(JengaSettings::preset("warp", 3.0)
+        assert!(JengaSettings::preset("warp", Wan1_3B, None, 3.0)
             .unwrap_err()
             .contains("--preset warp"));
+        assert!(JengaSettings::preset("turbo-15", HunyuanVideo, None, 3.0).is_err());
+    }
+
+    #[test]
+    fn the_official_static_list_exactly() {
+        let c = official_static_schedule(50);
+        let kept: Vec<usize> = (0..50).filter(|&i| c[i]).collect();
+        assert_eq!(
+            kept,
+            vec![
+                0, 1, 2, 3, 4, 7, 10, 13, 16, 19, 22, 25, 26, 29, 32, 35, 38, 41, 43, 45, 46, 47,
+                49
+            ]
+        );
+        // shorter runs keep the entries they reach
+        assert_eq!(
+            official_static_schedule(6),
+            vec![true, true, true, true, true, false]
+        );
     }
 
     #[test]
     fn stage_plan_arithmetic() {
-        let s = JengaSettings::preset("3stage", 3.0).unwrap();
+        let s = JengaSettings::preset("3stage-wan", PresetFamily::Wan1_3B, None, 3.0).unwrap();
         let st = s.stages(50, 32, 32, [1, 2, 2]).unwrap();
         assert_eq!(
             st.iter().map(|s| s.end_step).collect::<Vec<_>>(),
-            vec![15, 25, 50]
+            vec![16, 26, 50]
         );
         assert_eq!(
             st.iter().map(|s| s.shift).collect::<Vec<_>>(),
             vec![3.0, 5.0, 7.0]
         );
+        // Turbo's two stages: 26 low-res + 24 full-res steps at 50
+        let t = JengaSettings::preset("turbo", PresetFamily::HunyuanVideo, None, 3.0).unwrap();
+        let st = t.stages(50, 32, 32, [1, 2, 2]).unwrap();
+        assert_eq!((st[0].end_step, st[1].end_step), (26, 50));
         // (drop rate and p per step/stage: `jenga_carve::schedule`, tested there)
     }
 
     #[test]
     fn bad_flags_are_rejected_with_the_flag_named() {
-        let base = JengaSettings::preset("turbo", 3.0).unwrap();
+        let base = JengaSettings::preset("turbo-15", PresetFamily::Wan1_3B, None, 3.0).unwrap();
         let mut s = base.clone();
         s.step_rate_list = vec![1.0];
         assert!(s.validate().unwrap_err().contains("same length"));
@@ -303,9 +574,13 @@ mod tests {
             .unwrap_err()
             .contains("--res-rate-list"));
         let mut s = base;
-        s.step_rate_list = vec![0.01, 1.0];
+        s.res_rate_list = vec![0.5, 0.75, 1.0];
+        s.scheduler_shift_list = vec![3.0; 3];
+        s.sa_drop_rates = vec![0.7];
+        s.step_rate_list = vec![0.5, 0.51, 1.0];
+        // both non-final stages end after step int(10·r) = 5: the second gets no step
         assert!(s
-            .stages(30, 32, 32, [1, 2, 2])
+            .stages(10, 32, 32, [1, 2, 2])
             .unwrap_err()
             .contains("no step"));
     }

@@ -1,4 +1,6 @@
-//! Flow-matching sigma schedule with shift (Wan's `FlowMatchEulerDiscreteScheduler` form).
+//! Flow-matching sigma grid with shift: `linspace(1, 0, N + 1)` shifted — Wan's dpm++ grid
+//! (`get_sampling_sigmas`) and HunyuanVideo's `FlowMatchDiscreteScheduler` (Euler) grid. Wan's
+//! UniPC grid starts at 0.999 instead ([`crate::solver::Grid`]).
 
 /// `σ_i = shift·s_i / (1 + (shift − 1)·s_i)`, `s = linspace(1, 0, steps + 1)`: steps + 1 values
 /// from 1 down to 0.

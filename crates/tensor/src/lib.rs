@@ -18,7 +18,10 @@ pub use error::{Error, Result};
 pub use fused::{rms_norm_rope_composed, FusedOps};
 pub use plan::{AttnPlan, BlockPlan, DeviceCount, DevicePlan, PlanGeometry};
 pub use reference::{AttnMask, DType};
-pub use solver::{cfg_euler, check_step_shapes, HostLatent, SolverOps};
+pub use solver::{
+    cfg_euler, check_combine_shapes, check_step_shapes, lin_combine, HostLatent, SolverOps,
+    MAX_COMBINE,
+};
 
 /// Number of elements of a shape.
 pub fn numel(shape: &[usize]) -> usize {

@@ -24,6 +24,46 @@ pub trait SolverOps: Backend {
         guidance: Option<f32>,
         dt: f32,
     ) -> Result<()>;
+    /// `Σ_k c_k · x_k` of 1 to [`MAX_COMBINE`] latents of one shape, as a new latent: the
+    /// multistep solvers' (UniPC) predictor and corrector updates, with host coefficients.
+    /// One term copies a latent.
+    fn latent_combine(&self, terms: &[(f32, &Self::Latent)]) -> Result<Self::Latent>;
+}
+
+/// Most terms one [`SolverOps::latent_combine`] takes (UniPC order 2 needs 4).
+pub const MAX_COMBINE: usize = 4;
+
+/// The check both backends share: 1..=4 terms, all of the first one's shape.
+pub fn check_combine_shapes(shapes: &[&[usize]]) -> Result<()> {
+    if shapes.is_empty() || shapes.len() > MAX_COMBINE {
+        return Err(Error::shape(
+            "latent_combine",
+            format!("{} terms (1 to {MAX_COMBINE})", shapes.len()),
+        ));
+    }
+    if let Some(s) = shapes.iter().find(|s| **s != shapes[0]) {
+        return Err(Error::shape(
+            "latent_combine",
+            format!("latent {s:?} beside {:?}", shapes[0]),
+        ));
+    }
+    Ok(())
+}
+
+/// `out[i] = Σ_k c_k · x_k[i]`, accumulated in f32 in term order (`c_0·x_0`, then `+ c_k·x_k`);
+/// the CUDA kernel does the same arithmetic in the same order.
+pub fn lin_combine(out: &mut [f32], terms: &[(f32, &[f32])]) {
+    const CHUNK: usize = 1 << 15;
+    out.par_chunks_mut(CHUNK).enumerate().for_each(|(j, os)| {
+        let o = j * CHUNK;
+        for (k, a) in os.iter_mut().enumerate() {
+            let mut acc = terms[0].0 * terms[0].1[o + k];
+            for (c, x) in &terms[1..] {
+                acc += c * x[o + k];
+            }
+            *a = acc;
+        }
+    });
 }
 
 /// The shape check both backends share: `out` is `[1 or 2, …latent]`.
@@ -104,6 +144,18 @@ impl SolverOps for CpuBackend {
         cfg_euler(&mut x.data, out.data(), guidance, dt);
         Ok(())
     }
+
+    fn latent_combine(&self, terms: &[(f32, &HostLatent)]) -> Result<HostLatent> {
+        let shapes: Vec<&[usize]> = terms.iter().map(|(_, x)| x.shape.as_slice()).collect();
+        check_combine_shapes(&shapes)?;
+        let mut data = vec![0f32; terms[0].1.data.len()];
+        let t: Vec<(f32, &[f32])> = terms.iter().map(|(c, x)| (*c, x.data.as_slice())).collect();
+        lin_combine(&mut data, &t);
+        Ok(HostLatent {
+            data,
+            shape: terms[0].1.shape.clone(),
+        })
+    }
 }
 
 #[cfg(test)]
@@ -125,5 +177,23 @@ mod tests {
         let one = CpuTensor::new(vec![1.0, -1.0], &[1, 1, 1, 1, 2]).unwrap();
         be.latent_step(&mut x, &one, None, -1.0).unwrap();
         assert_eq!(be.latent_download(&x).unwrap(), vec![2.5, 6.0]);
+    }
+
+    #[test]
+    fn combine_is_the_weighted_sum_and_checks_terms() {
+        let be = CpuBackend::new();
+        let a = be.latent_upload(&[1.0, 2.0], &[1, 1, 1, 2]).unwrap();
+        let b = be.latent_upload(&[10.0, -4.0], &[1, 1, 1, 2]).unwrap();
+        let y = be
+            .latent_combine(&[(2.0, &a), (0.5, &b), (-1.0, &a)])
+            .unwrap();
+        assert_eq!(be.latent_download(&y).unwrap(), vec![6.0, 0.0]);
+        let copy = be.latent_combine(&[(1.0, &b)]).unwrap();
+        assert_eq!(be.latent_download(&copy).unwrap(), vec![10.0, -4.0]);
+        let odd = be.latent_upload(&[1.0, 2.0], &[1, 1, 2, 1]).unwrap();
+        let err = be.latent_combine(&[(1.0, &a), (1.0, &odd)]).unwrap_err();
+        assert!(err.to_string().contains("latent_combine"), "{err}");
+        assert!(be.latent_combine(&[]).is_err());
+        assert!(be.latent_combine(&[(1.0, &a); 5]).is_err());
     }
 }

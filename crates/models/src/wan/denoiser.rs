@@ -17,6 +17,16 @@ pub const TEACACHE_T2V_1_3B: [f64; 5] = [
     -4.99875664e-02,
 ];
 
+/// Wan2.1-T2V-14B TeaCache rescale polynomial (`use_ret_step`), highest power first
+/// (`jenga_wan.py`, as TeaCache4Wan2.1).
+pub const TEACACHE_T2V_14B: [f64; 5] = [
+    -3.03318725e+05,
+    4.90537029e+04,
+    -2.65530556e+03,
+    5.87365115e+01,
+    -3.15583525e-01,
+];
+
 impl<B: FusedOps> Denoiser<B> for WanModel<B> {
     type Stage = Geometry<B>;
     type Step = Embedded<B>;
@@ -95,8 +105,11 @@ impl<B: FusedOps> Denoiser<B> for WanModel<B> {
         Ok(self.time_embed(be, t)?.1)
     }
     fn teacache_coefficients(&self) -> Option<Vec<f64>> {
-        // The published polynomials are per checkpoint; the 1.3B one serves every Wan t2v
-        // size until the official per-checkpoint table lands (issue 14).
-        Some(TEACACHE_T2V_1_3B.to_vec())
+        // Per checkpoint, as the reference picks by '1.3B' / '14B' in the checkpoint path:
+        // here by the width (14B: 5120). Smaller models (tiny-wan) take the 1.3B polynomial.
+        Some(match self.cfg.dim {
+            5120 => TEACACHE_T2V_14B.to_vec(),
+            _ => TEACACHE_T2V_1_3B.to_vec(),
+        })
     }
 }

@@ -6,6 +6,6 @@ pub mod model;
 pub mod naming;
 
 pub use config::WanConfig;
-pub use denoiser::TEACACHE_T2V_1_3B;
+pub use denoiser::{TEACACHE_T2V_14B, TEACACHE_T2V_1_3B};
 pub use model::{rope_tables, timestep_embedding, Embedded, Geometry, WanModel};
 pub use naming::{to_diffusers, WanKeys};
