@@ -8,48 +8,13 @@ use jenga_cuda::CudaBackend;
 use jenga_models::{
     export_bf16, ModelBundle, RandomWeights, SafetensorsWeights, WanConfig, WanModel,
 };
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-struct Counting;
-
-static ARMED: AtomicBool = AtomicBool::new(false);
-static LARGEST: AtomicUsize = AtomicUsize::new(0);
-
-fn note(size: usize) {
-    if ARMED.load(Ordering::Relaxed) {
-        LARGEST.fetch_max(size, Ordering::Relaxed);
-    }
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        note(l.size());
-        System.alloc(l)
-    }
-    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
-        note(l.size());
-        System.alloc_zeroed(l)
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        note(new);
-        System.realloc(p, l, new)
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        System.dealloc(p, l)
-    }
-}
+#[path = "../../models/tests/support/count_alloc.rs"]
+mod count_alloc;
+use count_alloc::{largest_alloc, Counting, Scope};
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
-
-fn largest_alloc(f: impl FnOnce()) -> usize {
-    LARGEST.store(0, Ordering::SeqCst);
-    ARMED.store(true, Ordering::SeqCst);
-    f();
-    ARMED.store(false, Ordering::SeqCst);
-    LARGEST.load(Ordering::SeqCst)
-}
 
 fn largest_tensor(w: &SafetensorsWeights) -> usize {
     w.entries()
@@ -86,7 +51,9 @@ fn cuda_load_allocates_at_most_the_largest_tensor_as_bf16() {
         assert!(w.entries().values().all(|e| e.dtype == "BF16"));
         let limit = largest_tensor(w) * 2;
         let mut model = None;
-        let got = largest_alloc(|| model = Some(WanModel::load(&gpu, cfg, w).unwrap()));
+        let (got, ()) = largest_alloc(Scope::AllThreads, || {
+            model = Some(WanModel::load(&gpu, cfg, w).unwrap())
+        });
         assert_eq!(model.unwrap().num_layers(), cfg.num_layers);
         println!(
             "dim {}: largest host allocation {got} B (largest tensor as bf16 {limit} B, model {} B)",

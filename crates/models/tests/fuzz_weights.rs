@@ -8,49 +8,14 @@
 
 use jenga_models::{PthWeights, SafetensorsWeights, WeightSource};
 use proptest::prelude::*;
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 
-struct Counting;
-static LARGEST: AtomicUsize = AtomicUsize::new(0);
-
-thread_local! {
-    /// Only the reading thread's allocations count (proptest runs the other test beside it).
-    static ARMED: Cell<bool> = const { Cell::new(false) };
-}
-
-fn note(size: usize) {
-    if ARMED.try_with(|a| a.get()).unwrap_or(false) {
-        LARGEST.fetch_max(size, Ordering::Relaxed);
-    }
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        note(l.size());
-        System.alloc(l)
-    }
-    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
-        note(l.size());
-        System.alloc_zeroed(l)
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        note(new);
-        System.realloc(p, l, new)
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        System.dealloc(p, l)
-    }
-}
+#[path = "support/count_alloc.rs"]
+mod count_alloc;
+use count_alloc::{largest_alloc, Counting, Scope};
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
-
-/// One armed reader at a time (the counter is process-wide).
-static SERIAL: Mutex<()> = Mutex::new(());
 
 /// The largest allocation reading a file of `len` bytes may make.
 fn bound(len: usize) -> usize {
@@ -141,20 +106,18 @@ fn read_all(
     bytes: &[u8],
     open: fn(&Path) -> jenga_models::Result<Box<dyn WeightSource>>,
 ) -> usize {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let p: PathBuf = dir.join("mutated");
     std::fs::write(&p, bytes).unwrap();
-    LARGEST.store(0, Ordering::SeqCst);
-    ARMED.with(|a| a.set(true));
-    if let Ok(w) = open(&p) {
-        for n in w.names() {
-            let Some(i) = w.info(&n) else { continue };
-            let _ = w.stored_any(&n).map(|(_, b)| b.len());
-            let _ = w.raw(&n, &i.shape).map(|r| r.shape.len());
+    let (largest, ()) = largest_alloc(Scope::ThisThread, || {
+        if let Ok(w) = open(&p) {
+            for n in w.names() {
+                let Some(i) = w.info(&n) else { continue };
+                let _ = w.stored_any(&n).map(|(_, b)| b.len());
+                let _ = w.raw(&n, &i.shape).map(|r| r.shape.len());
+            }
         }
-    }
-    ARMED.with(|a| a.set(false));
-    LARGEST.load(Ordering::SeqCst)
+    });
+    largest
 }
 
 fn open_pth(p: &Path) -> jenga_models::Result<Box<dyn WeightSource>> {

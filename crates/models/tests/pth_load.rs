@@ -6,37 +6,11 @@
 use jenga_models::layout::config_from_shapes;
 use jenga_models::{PthWeights, TensorData, WanModel, WeightSource};
 use jenga_tensor::CpuBackend;
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-struct Counting;
-static ARMED: AtomicBool = AtomicBool::new(false);
-static LARGEST: AtomicUsize = AtomicUsize::new(0);
-
-fn note(size: usize) {
-    if ARMED.load(Ordering::Relaxed) {
-        LARGEST.fetch_max(size, Ordering::Relaxed);
-    }
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        note(l.size());
-        System.alloc(l)
-    }
-    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
-        note(l.size());
-        System.alloc_zeroed(l)
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        note(new);
-        System.realloc(p, l, new)
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        System.dealloc(p, l)
-    }
-}
+#[path = "support/count_alloc.rs"]
+mod count_alloc;
+use count_alloc::{largest_alloc, Counting, Scope};
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
@@ -74,13 +48,10 @@ fn a_wan_dit_loads_from_a_bf16_pth_tensor_by_tensor() {
         .unwrap()
         * 4;
     let be = CpuBackend::new();
-    LARGEST.store(0, Ordering::SeqCst);
-    ARMED.store(true, Ordering::SeqCst);
-    let model = WanModel::load(&be, &cfg, &w);
-    ARMED.store(false, Ordering::SeqCst);
+    let (got, model) = largest_alloc(Scope::AllThreads, || WanModel::load(&be, &cfg, &w));
     let model = model.unwrap();
     assert_eq!(model.num_layers(), 1);
-    let got = LARGEST.load(Ordering::SeqCst);
+    assert!(got >= largest_f32, "the counter saw only {got} B");
     assert!(
         got <= largest_f32 + (64 << 10),
         "largest host allocation {got} B, largest tensor as f32 {largest_f32} B"
