@@ -189,3 +189,17 @@ fn inspect_schedule_prints_the_official_plans() {
     let (ok, _, err) = jenga(&["inspect", "schedule", "--family", "sd3"]);
     assert!(!ok && err.contains("--family sd3"), "{err}");
 }
+
+#[test]
+fn inspect_a_pipeline_dir_names_the_missing_component() {
+    let t = tempfile::tempdir().unwrap();
+    std::fs::write(t.path().join("model_index.json"), "{}").unwrap();
+    std::fs::create_dir(t.path().join("transformer")).unwrap();
+    let (ok, out, err) = jenga(&["inspect", "--model", t.path().to_str().unwrap()]);
+    assert!(!ok, "{out}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("text_encoder") && err.contains("diffusers"),
+        "{err}"
+    );
+}
