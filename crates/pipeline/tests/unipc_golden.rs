@@ -23,6 +23,8 @@ struct Field {
     coef: [[Vec<f32>; 3]; 2],
     /// Every timestep the model was fed, in order.
     seen_t: std::sync::Mutex<Vec<f64>>,
+    /// The latent entering each step (row 0 of the CFG batch: the model input).
+    traj: std::sync::Mutex<Vec<Vec<f32>>>,
 }
 
 struct Step {
@@ -65,6 +67,8 @@ impl Denoiser<CpuBackend> for Field {
     }
     fn embed(&self, _: &CpuBackend, x: &CpuTensor, t: f64, _: &(), _: &()) -> Result<Step> {
         self.seen_t.lock().unwrap().push(t);
+        let d = x.data();
+        self.traj.lock().unwrap().push(d[..d.len() / 2].to_vec());
         Ok(Step { x: x.clone(), t })
     }
     fn hidden<'a>(&self, step: &'a Step) -> &'a CpuTensor {
@@ -126,6 +130,7 @@ fn field(g: &SafetensorsWeights) -> Field {
             [l("a_u"), l("b_u"), l("c_u")],
         ],
         seen_t: Default::default(),
+        traj: Default::default(),
     }
 }
 
@@ -133,90 +138,16 @@ fn field(g: &SafetensorsWeights) -> Field {
 fn run(model: &Field, spec: &SampleSpec, noises: Vec<Vec<f32>>) -> (Vec<Vec<f32>>, Vec<f64>) {
     let be = CpuBackend::new();
     model.seen_t.lock().unwrap().clear();
-    // the latent entering each step is the model input (row 0 of the CFG batch)
-    let traj = std::sync::Mutex::new(Vec::new());
+    model.traj.lock().unwrap().clear();
     let mut draw = |s: usize, n: usize| -> Result<Vec<f32>> {
         assert_eq!(noises[s].len(), n, "noise of stage {s}");
         Ok(noises[s].clone())
     };
-    let recorder = Recorder {
-        inner: model,
-        traj: &traj,
-    };
-    let out = sample_with_noise(&be, &recorder, &(), spec, &Dense, &mut draw, &mut |_| {}).unwrap();
-    let mut t = traj.into_inner().unwrap();
+    let out = sample_with_noise(&be, model, &(), spec, &Dense, &mut draw, &mut |_| {}).unwrap();
+    let mut t = std::mem::take(&mut *model.traj.lock().unwrap());
     t.push(out.video);
     let seen = model.seen_t.lock().unwrap().clone();
     (t, seen)
-}
-
-/// The field, recording each step's input latent.
-struct Recorder<'a> {
-    inner: &'a Field,
-    traj: &'a std::sync::Mutex<Vec<Vec<f32>>>,
-}
-
-impl Denoiser<CpuBackend> for Recorder<'_> {
-    type Stage = ();
-    type Step = Step;
-    type Cond = ();
-    fn latent_channels(&self) -> usize {
-        C
-    }
-    fn patch(&self) -> [usize; 3] {
-        [1, 1, 1]
-    }
-    fn num_layers(&self) -> usize {
-        1
-    }
-    fn grid(&self, f: usize, h: usize, w: usize) -> Result<(usize, usize, usize)> {
-        Ok((f, h, w))
-    }
-    fn stage(
-        &self,
-        _: &CpuBackend,
-        _: (usize, usize, usize),
-        _: Option<Arc<Vec<u32>>>,
-    ) -> Result<()> {
-        Ok(())
-    }
-    fn stage_tokens(&self, _: &()) -> usize {
-        0
-    }
-    fn condition(&self, _: &CpuBackend, _: &Conditioning<CpuBackend>) -> Result<()> {
-        Ok(())
-    }
-    fn cond_batch(&self, _: &()) -> usize {
-        2
-    }
-    fn embed(&self, be: &CpuBackend, x: &CpuTensor, t: f64, s: &(), c: &()) -> Result<Step> {
-        let d = x.data();
-        self.traj.lock().unwrap().push(d[..d.len() / 2].to_vec());
-        self.inner.embed(be, x, t, s, c)
-    }
-    fn hidden<'a>(&self, step: &'a Step) -> &'a CpuTensor {
-        &step.x
-    }
-    fn blocks(
-        &self,
-        be: &CpuBackend,
-        step: &Step,
-        c: &(),
-        s: &(),
-        p: &dyn AttentionPolicy<CpuBackend>,
-        a: &AttnCtx,
-    ) -> Result<CpuTensor> {
-        self.inner.blocks(be, step, c, s, p, a)
-    }
-    fn head(&self, be: &CpuBackend, h: &CpuTensor, step: &Step, s: &()) -> Result<CpuTensor> {
-        self.inner.head(be, h, step, s)
-    }
-    fn skip_signal(&self, be: &CpuBackend, t: f64) -> Result<CpuTensor> {
-        self.inner.skip_signal(be, t)
-    }
-    fn teacache_coefficients(&self) -> Option<Vec<f64>> {
-        None
-    }
 }
 
 fn max_abs(a: &[f32], b: &[f32]) -> f32 {
