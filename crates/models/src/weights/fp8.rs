@@ -56,15 +56,6 @@ impl WeightSource for Prefixed {
     fn describe(&self) -> String {
         format!("{} (prefix `{}`)", self.inner.describe(), self.prefix)
     }
-    fn param_count(&self) -> Option<usize> {
-        Some(
-            self.names()
-                .iter()
-                .filter_map(|n| self.info(n))
-                .map(|i| i.shape.iter().product::<usize>())
-                .sum(),
-        )
-    }
     fn names(&self) -> Vec<String> {
         self.inner
             .names()
@@ -233,15 +224,6 @@ impl WeightSource for ScaledFp8 {
         format!(
             "{} (scaled fp8, dequantised to bf16)",
             self.inner.describe()
-        )
-    }
-    fn param_count(&self) -> Option<usize> {
-        Some(
-            self.names()
-                .iter()
-                .filter_map(|n| self.info(n))
-                .map(|i| i.shape.iter().product::<usize>())
-                .sum(),
         )
     }
     fn names(&self) -> Vec<String> {

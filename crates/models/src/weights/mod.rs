@@ -52,9 +52,21 @@ pub trait WeightSource: Sync {
     /// Short description for logs ("3 safetensors files in DIR", "random (seed 0)").
     fn describe(&self) -> String;
     /// Total number of parameters stored (every tensor's element count summed), to compare
-    /// with `WanConfig::num_params`; `None` for generated weights (they follow the config).
+    /// with `WanConfig::num_params`; `None` for generated weights (they list no tensors and
+    /// follow the config). The default sums [`WeightSource::info`] over
+    /// [`WeightSource::names`], which wrappers (prefix, fp8) get right by construction.
     fn param_count(&self) -> Option<usize> {
-        None
+        let names = self.names();
+        if names.is_empty() {
+            return None;
+        }
+        Some(
+            names
+                .iter()
+                .filter_map(|n| self.info(n))
+                .map(|i| i.shape.iter().product::<usize>())
+                .sum(),
+        )
     }
     /// Every stored tensor's name, sorted (generated weights: none listed).
     fn names(&self) -> Vec<String> {
