@@ -113,15 +113,17 @@ pub enum BenchWhat {
 /// `--frames/--height/--width`, shared by `generate`, `bench e2e` and `bench policies`.
 #[derive(Args, Debug, Clone, Default)]
 pub struct VideoSize {
-    /// Frames, in the model's units: video frames for the embedded tiny-wan, latent frames for Wan
-    /// configs (21 for 81 frames). Default: the model's size (tiny-wan 8x32x32; Wan 21x60x104,
-    /// i.e. 81 frames 480x832).
+    /// Frames. Checkpoints (with a VAE): video frames, 1 + 4k (default 81); the embedded
+    /// tiny-wan: video frames (default 8); --random-weights (no VAE): latent frames (21 for
+    /// 81 video frames).
     #[arg(long, allow_negative_numbers = true, value_parser = parse_size)]
     pub frames: Option<usize>,
-    /// Height in the model's units (tiny-wan: pixels; Wan: latent rows, 60 for 480 px).
+    /// Height. Checkpoints: pixels, a multiple of 16 (default 480 for 1.3B, 720 for 14B);
+    /// tiny-wan: pixels (32); --random-weights: latent rows (60 for 480 px).
     #[arg(long, allow_negative_numbers = true, value_parser = parse_size)]
     pub height: Option<usize>,
-    /// Width in the model's units (tiny-wan: pixels; Wan: latent columns, 104 for 832 px).
+    /// Width. Checkpoints: pixels, a multiple of 16 (default 832 for 1.3B, 1280 for 14B);
+    /// tiny-wan: pixels (32); --random-weights: latent columns (104 for 832 px).
     #[arg(long, allow_negative_numbers = true, value_parser = parse_size)]
     pub width: Option<usize>,
 }
@@ -170,9 +172,25 @@ pub struct E2eArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {
-    /// Wan model directory (config.json + safetensors). Default: the embedded tiny-wan.
+    /// Model directory: a diffusers Wan2.1 pipeline (model_index.json, transformer/,
+    /// text_encoder/, tokenizer/, vae/, scheduler/), the original Wan2.1 repo (config.json,
+    /// diffusion_pytorch_model*.safetensors, models_t5_umt5-xxl-enc-bf16.pth, Wan2.1_VAE.pth,
+    /// google/umt5-xxl/), or a tiny-wan-style bundle. Default: the embedded tiny-wan.
     #[arg(long, global = true)]
     pub model: Option<PathBuf>,
+    /// Single files as ComfyUI keeps them: the DiT (`model.diffusion_model.` prefix and fp8
+    /// handled); needs --text-encoder, --vae and --tokenizer.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub dit: Option<PathBuf>,
+    /// Single files: the umT5-XXL encoder (.safetensors or .pth; "scaled" fp8 dequantised).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub text_encoder: Option<PathBuf>,
+    /// Single files: the Wan2.1 VAE (.safetensors or .pth).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub vae: Option<PathBuf>,
+    /// Single files: google/umt5-xxl's tokenizer.json (or its folder).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub tokenizer: Option<PathBuf>,
     /// Use seeded random weights for a built-in config instead of a checkpoint
     /// (wan-1.3b, wan-14b, tiny) — for benchmarks; outputs are noise.
     #[arg(long, value_name = "CONFIG", global = true)]
@@ -193,9 +211,11 @@ pub struct RunArgs {
     /// its words per slot); words outside its vocabulary are left out, with a note.
     #[arg(long, short)]
     pub prompt: String,
-    /// Negative prompt (the unconditional branch of classifier-free guidance).
-    #[arg(long, default_value = "")]
-    pub negative_prompt: String,
+    /// Negative prompt (the unconditional branch of classifier-free guidance). Default: Wan's
+    /// own negative prompt for checkpoints with umT5, empty for tiny-wan and random weights;
+    /// `--negative-prompt ""` is an empty one.
+    #[arg(long)]
+    pub negative_prompt: Option<String>,
     #[command(flatten)]
     pub model: ModelArgs,
     #[command(flatten)]
@@ -218,6 +238,11 @@ pub struct RunArgs {
     /// seed, prompt and flags give the same video.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Start from this noise instead of the seeded one: a safetensors file with tensor
+    /// `noise` of the start latent's shape [16, T, H, W] (T = (frames − 1)/4 + 1, H = height/8,
+    /// W = width/8; at the first stage's size under ProRes), to reproduce another engine's run.
+    #[arg(long, value_name = "FILE.safetensors")]
+    pub init_noise: Option<PathBuf>,
     #[command(flatten)]
     pub jenga: JengaArgs,
 }

@@ -221,7 +221,7 @@ fn bench_dit<B: jenga_engine::EngineBackend>(
         cfg.num_params() as f64 / 1e9,
         t0.elapsed().as_secs_f64()
     );
-    let text = src.encode("a red circle moving right on a blue background")?;
+    let text = src.encode(be, &["a red circle moving right on a blue background"])?;
     let ctx = model.embed_text(be, &be.upload(&text, &[1, cfg.text_len, cfg.text_dim])?)?;
     if let Some(dir) = &export {
         let t0 = Instant::now();

@@ -508,6 +508,10 @@ mod tests {
         let m = ModelArgs {
             model: None,
             random_weights: None,
+            dit: None,
+            text_encoder: None,
+            vae: None,
+            tokenizer: None,
             device: "cpu".into(),
             threads: None,
         };

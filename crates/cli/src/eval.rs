@@ -196,13 +196,7 @@ fn eval_on<B: EngineBackend>(
 ) -> Result<(Vec<Row>, Vec<jenga_video::Video>)> {
     let cfg = src.config();
     let g = &e.gen;
-    let ctx = src.text_context(
-        be,
-        model,
-        &g.prompt,
-        &g.negative_prompt,
-        dense.spec.guidance,
-    )?;
+    let ctx = src.text_context(be, model, &g.prompt, &dense.negative, dense.spec.guidance)?;
     eprintln!("eval on {}: dense reference …", be.name());
     let (d_out, d_secs, d_cpu) = run_one(be, model, &ctx, dense, &Dense)?;
     let shape = d_out.shape;

@@ -18,11 +18,12 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     }
     let prep = jenga_engine::prepare(&crate::request::generate(&a.run, a.upscale)?)?;
     let spec = &prep.plan.spec;
+    let (frames, height, width) = prep.plan.out_size;
     jenga_video::check_video_size(
         format,
-        spec.width * prep.upscale as usize,
-        spec.height * prep.upscale as usize,
-        spec.frames,
+        width * prep.upscale as usize,
+        height * prep.upscale as usize,
+        frames,
     )
     .with_context(|| format!("--out {}", a.out.display()))?;
     for note in &prep.notes {
@@ -96,10 +97,10 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     let write = t0.elapsed();
     let t = &out.timings;
     eprintln!(
-        "wrote {} ({} frames, {}x{} px{}) | load {:.2}s, text {:.2}s, DiT {:.2}s ({} of {} steps computed, {:.2}s/step), decode {:.2}s, write {:.2}s",
+        "wrote {} ({} frames, {}x{} px{}) | text {:.2}s, DiT load {:.2}s, DiT {:.2}s ({} of {} steps computed, {:.2}s/step), VAE {:.2}s, write {:.2}s",
         a.out.display(), video.frames, video.width * upscale as usize, video.height * upscale as usize,
         if upscale > 1 { format!(", upscaled x{upscale}") } else { String::new() },
-        t.load.as_secs_f64(), t.text.as_secs_f64(), t.dit.as_secs_f64(), out.computed_steps, out.steps,
+        t.text.as_secs_f64(), t.load.as_secs_f64(), t.dit.as_secs_f64(), out.computed_steps, out.steps,
         t.dit.as_secs_f64() / out.steps as f64, t.decode.as_secs_f64(), write.as_secs_f64()
     );
     if let Some(c) = &out.choices {

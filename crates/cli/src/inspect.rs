@@ -5,16 +5,6 @@ use anyhow::{Context, Result};
 use jenga_carve::CurveKind;
 use jenga_models::ModelBundle;
 
-fn is_pipeline_dir(dir: &std::path::Path) -> bool {
-    [
-        "model_index.json",
-        "Wan2.1_VAE.pth",
-        "models_t5_umt5-xxl-enc-bf16.pth",
-    ]
-    .iter()
-    .any(|f| dir.join(f).is_file())
-}
-
 pub fn run(a: InspectArgs) -> Result<()> {
     match a.what {
         Some(InspectWhat::Curve { t, h, w, kind, png }) => return curve(t, h, w, &kind, png),
@@ -22,7 +12,11 @@ pub fn run(a: InspectArgs) -> Result<()> {
         None => {}
     }
     // A whole pipeline (diffusers or the original Wan repo): describe every component.
-    if let Some(dir) = a.model.as_deref().filter(|d| is_pipeline_dir(d)) {
+    if let Some(dir) = a
+        .model
+        .as_deref()
+        .filter(|d| jenga_models::layout::is_pipeline_dir(d))
+    {
         for line in jenga_models::layout::detect(dir)?.describe() {
             println!("{line}");
         }

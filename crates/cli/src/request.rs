@@ -3,11 +3,33 @@
 use crate::args::{JengaArgs, ModelArgs, RunArgs};
 use anyhow::{bail, Result};
 use jenga_engine::{
-    DeviceRequest, DraftOptions, GenerateRequest, ModelSource, PolicyOptions, Sampling, SvgOptions,
-    VideoSize,
+    DeviceRequest, DraftOptions, GenerateRequest, ModelFiles, ModelSource, PolicyOptions, Sampling,
+    SvgOptions, VideoSize,
 };
 
 pub fn model(m: &ModelArgs) -> Result<ModelSource> {
+    let files = m.dit.is_some() || m.text_encoder.is_some() || m.vae.is_some();
+    if files {
+        if m.model.is_some() || m.random_weights.is_some() {
+            bail!("--dit/--text-encoder/--vae cannot be used with --model or --random-weights");
+        }
+        let need = |p: &Option<std::path::PathBuf>, flag: &str| {
+            p.clone().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{flag} missing: single files need --dit, --text-encoder, --vae and --tokenizer"
+                )
+            })
+        };
+        return Ok(ModelSource::Files(ModelFiles {
+            dit: need(&m.dit, "--dit")?,
+            text_encoder: need(&m.text_encoder, "--text-encoder")?,
+            vae: need(&m.vae, "--vae")?,
+            tokenizer: m.tokenizer.clone(),
+        }));
+    }
+    if m.tokenizer.is_some() {
+        bail!("--tokenizer is for single files (--dit, --text-encoder, --vae); a model directory has its own");
+    }
     Ok(match (&m.model, &m.random_weights) {
         (Some(_), Some(_)) => bail!("--model and --random-weights cannot be used together"),
         (None, Some(name)) => ModelSource::Random(name.clone()),
@@ -73,6 +95,7 @@ pub fn generate(a: &RunArgs, upscale: Option<u32>) -> Result<GenerateRequest> {
             guidance: a.guidance,
             seed: a.seed,
             solver: a.solver.clone(),
+            init_noise: a.init_noise.clone(),
         },
         policy: policy(&a.jenga),
         upscale,

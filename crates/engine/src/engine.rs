@@ -12,8 +12,10 @@ use crate::source::Source;
 use anyhow::{bail, Context, Result};
 use jenga_carve::{AttentionPolicy, DensityStats};
 use jenga_models::WanModel;
+use jenga_models::{SafetensorsWeights, WeightSource};
 use jenga_pipeline::{computed_schedule, sample, Event, SampleOutput, SkipRule};
 use std::any::Any;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -30,6 +32,8 @@ pub struct Prepared {
     pub upscale: u32,
     /// What the prompt will really do (dropped words, wrong slots, empty prompt).
     pub notes: Vec<String>,
+    /// `--init-noise`: the stage-0 start latent, read and checked at prepare time.
+    pub init_noise: Option<Vec<f32>>,
 }
 
 /// Opens the model source, resolves the request against its defaults and builds the policy.
@@ -49,6 +53,10 @@ pub fn prepare_with(request: &GenerateRequest, source: Source) -> Result<Prepare
     };
     let policy = policy::build(&plan, &request.policy, source.config().patch_size)?;
     let notes = source.prompt_notes(&plan.prompt);
+    let init_noise = match &request.sampling.init_noise {
+        Some(path) => Some(read_init_noise(path, source.config().in_dim, &plan)?),
+        None => None,
+    };
     Ok(Prepared {
         request: request.clone(),
         source,
@@ -56,7 +64,43 @@ pub fn prepare_with(request: &GenerateRequest, source: Source) -> Result<Prepare
         policy,
         upscale,
         notes,
+        init_noise,
     })
+}
+
+/// `--init-noise FILE`: tensor `noise` of the stage-0 latent shape `[C, T, H, W]` (a leading
+/// batch of 1 is accepted), any float dtype.
+fn read_init_noise(path: &Path, channels: usize, plan: &Plan) -> Result<Vec<f32>> {
+    let flag = || format!("--init-noise {}", path.display());
+    let w = SafetensorsWeights::open(path).with_context(flag)?;
+    let info = w.info("noise").ok_or_else(|| {
+        anyhow::anyhow!(
+            "{}: no tensor `noise` (it holds {})",
+            flag(),
+            w.names().join(", ")
+        )
+    })?;
+    let spec = &plan.spec;
+    let patch = plan.family.patch;
+    let (h, wd) = spec.stage_size(0, patch);
+    let want = [channels, spec.frames, h, wd];
+    let shape: Vec<usize> = match info.shape.as_slice() {
+        [1, rest @ ..] if rest.len() == 4 => rest.to_vec(),
+        s => s.to_vec(),
+    };
+    if shape != want {
+        bail!(
+            "{}: `noise` has shape {:?}, this run's start latent is {want:?} (channels, latent frames, height, width{})",
+            flag(),
+            info.shape,
+            if spec.stages.len() > 1 { ", at the first ProRes stage's size" } else { "" }
+        );
+    }
+    let x = w.load("noise", &info.shape).with_context(flag)?;
+    if let Some(i) = x.iter().position(|v| !v.is_finite()) {
+        bail!("{}: `noise` has a non-finite value at index {i}", flag());
+    }
+    Ok(x)
 }
 
 /// Progress of a generation, for a front end to show.
@@ -253,6 +297,15 @@ impl ModelTask for GenerateTask<'_> {
         let (p, on_event, be) = (self.p, self.on_event, cx.be);
         let mut t = Timings::default();
         let spec = &p.plan.spec;
+        // The text encoder runs (and is freed) before the DiT loads: umT5-XXL and the 14B DiT
+        // are not resident together.
+        let t0 = Instant::now();
+        let states = p.source.encode(
+            be,
+            &Source::prompts(&p.plan.prompt, &p.plan.negative, spec.guidance),
+        )?;
+        be.synchronize()?;
+        t.text = t0.elapsed();
         let (model, load) = cx.model(&p.request.model, &p.source)?;
         t.load = load;
         let computed = computed_schedule(be, model.as_ref(), spec)?
@@ -267,55 +320,62 @@ impl ModelTask for GenerateTask<'_> {
             on_event(Progress::Settings(s));
         }
         let policy: &dyn AttentionPolicy<B> = &p.policy;
+        let (of, oh, ow) = p.plan.out_size;
         on_event(Progress::Started(format!(
-            "jenga: {} on {} | {}x{}x{} (frames x h x w), {} steps {}, shift {}, guidance {}, seed {}, policy {} | defaults: {}",
-            p.source.name(), be.name(), spec.frames, spec.height, spec.width, spec.steps, spec.solver.name(), spec.stages[0].shift, spec.guidance, spec.seed, policy.name(), p.plan.family.source
+            "jenga: {} on {} | {of}x{oh}x{ow} (frames x h x w{}), {} steps {}, shift {}, guidance {}, seed {}{}, policy {} | defaults: {}",
+            p.source.name(), be.name(),
+            if p.source.has_vae() { format!(" px; latent {}x{}x{}", spec.frames, spec.height, spec.width) } else { String::new() },
+            spec.steps, spec.solver.name(), spec.stages[0].shift, spec.guidance, spec.seed,
+            if p.init_noise.is_some() { " (start noise from --init-noise)" } else { "" },
+            policy.name(), p.plan.family.source
         )));
 
         let t0 = Instant::now();
-        let ctx =
-            p.source
-                .text_context(be, &model, &p.plan.prompt, &p.plan.negative, spec.guidance)?;
+        let ctx = p.source.embed_states(be, &model, &states)?;
         be.synchronize()?;
-        t.text = t0.elapsed();
+        t.text += t0.elapsed();
 
-        let out: SampleOutput =
-            sample(
-                be,
-                model.as_ref(),
-                &ctx,
-                spec,
-                policy,
-                None,
-                &mut |e| match e {
-                    Event::Step {
-                        step,
-                        total,
-                        computed,
-                        ..
-                    } => on_event(Progress::Step {
-                        step,
-                        total,
-                        computed,
-                    }),
-                    Event::StageSwitch {
-                        stage,
-                        height,
-                        width,
-                        tokens,
-                    } => on_event(Progress::StageSwitch {
-                        stage,
-                        height,
-                        width,
-                        tokens,
-                    }),
-                },
-            )?;
+        let out: SampleOutput = sample(
+            be,
+            model.as_ref(),
+            &ctx,
+            spec,
+            policy,
+            p.init_noise.as_deref(),
+            &mut |e| match e {
+                Event::Step {
+                    step,
+                    total,
+                    computed,
+                    ..
+                } => on_event(Progress::Step {
+                    step,
+                    total,
+                    computed,
+                }),
+                Event::StageSwitch {
+                    stage,
+                    height,
+                    width,
+                    tokens,
+                } => on_event(Progress::StageSwitch {
+                    stage,
+                    height,
+                    width,
+                    tokens,
+                }),
+            },
+        )?;
         on_event(Progress::Sampled);
         t.dit = out.dit_time;
 
         let t0 = Instant::now();
-        let video = crate::decode_video(p.source.vae(), &out.video, out.shape, 8)?;
+        let frames = p
+            .source
+            .decode(be, &out.video, out.shape)
+            .context("decoding the latent")?;
+        let video = crate::frames_to_video(&frames, 8);
+        be.synchronize()?;
         t.decode = t0.elapsed();
         Ok(Generated {
             video,

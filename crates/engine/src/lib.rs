@@ -21,10 +21,10 @@ pub use engine::{
 pub use plan::{plan, plan_for, skip_name, Family, Plan, WAN_NEG_PROMPT};
 pub use policy::Policy;
 pub use request::{
-    DeviceRequest, DraftOptions, GenerateRequest, ModelSource, PolicyOptions, Sampling, SvgOptions,
-    VideoSize,
+    DeviceRequest, DraftOptions, GenerateRequest, ModelFiles, ModelSource, PolicyOptions, Sampling,
+    SvgOptions, VideoSize,
 };
-pub use source::{random_config, Source};
+pub use source::{random_config, Checkpoint, Source};
 
 use jenga_models::{Frames, Vae};
 

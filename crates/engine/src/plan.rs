@@ -30,8 +30,11 @@ pub struct Family {
     pub size: (usize, usize, usize),
     /// Where the defaults come from (printed at start).
     pub source: &'static str,
-    /// A real text encoder: an empty negative prompt becomes Wan's default one.
+    /// A real text encoder: no negative prompt given means Wan's default one.
     pub real_text: bool,
+    /// The VAE's stride (frames, height, width) when the model has one: sizes are then given
+    /// in pixels (frames `1 + 4k`) and sampled at `size / stride`.
+    pub vae_stride: Option<[usize; 3]>,
 }
 
 impl Family {
@@ -59,6 +62,7 @@ impl Family {
             source:
                 "official Wan2.1 T2V defaults (generate.py: 50 steps, shift 5, guidance 5, UniPC)",
             real_text: false,
+            vae_stride: None,
         }
     }
 
@@ -78,6 +82,7 @@ impl Family {
             size: (33, 90, 160),
             source: "official HunyuanVideo defaults (sample_video.py: 50 steps, flow shift 7, embedded guidance 6, Euler)",
             real_text: true,
+            vae_stride: None,
         }
     }
 
@@ -97,6 +102,19 @@ impl Family {
         let cfg = src.config();
         let mut f = Family::wan(cfg.dim == 5120);
         f.patch = cfg.patch_size;
+        if let Source::Checkpoint(c) = src {
+            f.real_text = true;
+            f.vae_stride = Some([
+                c.vae.time_factor(),
+                c.vae.space_factor(),
+                c.vae.space_factor(),
+            ]);
+            if let Some(shift) = c.scheduler_shift {
+                // as diffusers does: the pipeline's scheduler config sets the shift
+                f.shift = shift;
+                f.source = "official Wan2.1 T2V defaults (generate.py: 50 steps, guidance 5, UniPC), shift from scheduler/scheduler_config.json";
+            }
+        }
         if let Source::Bundle(b) = src {
             if src.pixel_space() {
                 f.name = b.name.clone();
@@ -127,6 +145,9 @@ pub struct Plan {
     pub jenga: Option<JengaSettings>,
     /// The family the defaults and presets came from.
     pub family: Family,
+    /// The video written (frames, height, width in pixels): the spec's size times the VAE's
+    /// stride (`1 + 4(F − 1)` frames), or the spec's size for models without a VAE.
+    pub out_size: (usize, usize, usize),
 }
 
 impl Plan {
@@ -255,8 +276,8 @@ pub fn plan(r: &GenerateRequest, src: &Source) -> Result<Plan> {
     if let Source::Bundle(b) = src {
         if b.text.is_none() {
             bail!(
-                "{}: no text encoder for this model yet (umT5 is not supported); use the embedded model or --random-weights",
-                b.name
+                "{}: no text encoder: a directory with only the DiT (config.json + safetensors) cannot generate; give the whole checkpoint (a diffusers pipeline directory, or the original Wan repo with {} and {}), single files (--dit, --text-encoder, --vae, --tokenizer), the embedded model or --random-weights",
+                b.name, jenga_models::layout::WAN_T5, jenga_models::layout::WAN_VAE
             );
         }
     }
@@ -265,22 +286,11 @@ pub fn plan(r: &GenerateRequest, src: &Source) -> Result<Plan> {
 
 /// A request resolved against a family's defaults (no model needed: `jenga inspect schedule`).
 pub fn plan_for(r: &GenerateRequest, family: Family) -> Result<Plan> {
-    let (df, dh, dw) = family.size;
     let steps = r.sampling.steps.unwrap_or(family.steps);
     if steps == 0 {
         bail!("--steps must be at least 1");
     }
-    let (f, h, w) = (
-        r.video.frames.unwrap_or(df),
-        r.video.height.unwrap_or(dh),
-        r.video.width.unwrap_or(dw),
-    );
-    let [pt, ph, pw] = family.patch;
-    for (flag, v, p) in [("--frames", f, pt), ("--height", h, ph), ("--width", w, pw)] {
-        if v == 0 || v % p != 0 {
-            bail!("{flag} {v}: must be a positive multiple of the patch size {p}");
-        }
-    }
+    let ((f, h, w), out_size) = video_size(r, &family)?;
     if let Some(shift) = r.sampling.shift {
         if !(shift.is_finite() && shift > 0.0) {
             bail!("--shift {shift}: must be positive");
@@ -340,9 +350,10 @@ pub fn plan_for(r: &GenerateRequest, family: Family) -> Result<Plan> {
         }
         _ => {}
     }
-    let negative = match r.sampling.negative_prompt.as_str() {
-        "" if family.real_text => WAN_NEG_PROMPT.to_string(),
-        n => n.to_string(),
+    let negative = match r.sampling.negative_prompt.as_deref() {
+        None if family.real_text => WAN_NEG_PROMPT.to_string(),
+        None => String::new(),
+        Some(n) => n.to_string(),
     };
     Ok(Plan {
         spec,
@@ -351,7 +362,58 @@ pub fn plan_for(r: &GenerateRequest, family: Family) -> Result<Plan> {
         policy,
         jenga,
         family,
+        out_size,
     })
+}
+
+/// `--frames/--height/--width` (or the family's default) → the sampled size in model units and
+/// the written size in pixels. With a VAE the flags are pixels: frames `1 + 4k`, height and
+/// width multiples of the VAE stride × the patch (16 for Wan).
+fn video_size(
+    r: &GenerateRequest,
+    family: &Family,
+) -> Result<((usize, usize, usize), (usize, usize, usize))> {
+    let (df, dh, dw) = family.size;
+    let [pt, ph, pw] = family.patch;
+    let Some([st, sh, sw]) = family.vae_stride else {
+        let (f, h, w) = (
+            r.video.frames.unwrap_or(df),
+            r.video.height.unwrap_or(dh),
+            r.video.width.unwrap_or(dw),
+        );
+        for (flag, v, p) in [("--frames", f, pt), ("--height", h, ph), ("--width", w, pw)] {
+            if v == 0 || v % p != 0 {
+                bail!("{flag} {v}: must be a positive multiple of the patch size {p}");
+            }
+        }
+        return Ok(((f, h, w), (f, h, w)));
+    };
+    let (pf, phx, pwx) = (
+        r.video.frames.unwrap_or(1 + st * (df - 1)),
+        r.video.height.unwrap_or(dh * sh),
+        r.video.width.unwrap_or(dw * sw),
+    );
+    if pf == 0 || (pf - 1) % st != 0 {
+        bail!(
+            "--frames {pf}: the VAE takes 1 + {st}k frames (e.g. {}, or 81 as Wan)",
+            1 + st * ((pf.max(1) - 1) / st).max(1)
+        );
+    }
+    let f = 1 + (pf - 1) / st;
+    if f % pt != 0 {
+        bail!("--frames {pf}: {f} latent frames are not a multiple of the patch size {pt}");
+    }
+    for (flag, v, s, p) in [("--height", phx, sh, ph), ("--width", pwx, sw, pw)] {
+        if v == 0 || v % (s * p) != 0 {
+            bail!(
+                "--{} {v}: must be a positive multiple of {} (VAE stride {s} × patch {p}), e.g. {}",
+                flag.trim_start_matches("--"),
+                s * p,
+                (v / (s * p)).max(1) * s * p
+            );
+        }
+    }
+    Ok(((f, phx / sh, pwx / sw), (pf, phx, pwx)))
 }
 
 /// The skip rule with the steps it really computes (`computed_schedule`).

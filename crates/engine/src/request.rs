@@ -12,10 +12,24 @@ pub enum ModelSource {
     /// The embedded tiny-wan.
     #[default]
     Embedded,
-    /// A model directory (config.json + safetensors).
+    /// A model directory: a diffusers pipeline, the original Wan repo, or a tiny-wan-style
+    /// bundle (config.json + safetensors + its own text encoder).
     Dir(PathBuf),
+    /// Single files as ComfyUI users keep them (`--dit`, `--text-encoder`, `--vae`,
+    /// `--tokenizer`).
+    Files(ModelFiles),
     /// Seeded random weights for a built-in config: wan-1.3b, wan-14b, tiny.
     Random(String),
+}
+
+/// The component files of [`ModelSource::Files`].
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ModelFiles {
+    pub dit: PathBuf,
+    pub text_encoder: PathBuf,
+    pub vae: PathBuf,
+    /// `tokenizer.json` or its folder (google/umt5-xxl's).
+    pub tokenizer: Option<PathBuf>,
 }
 
 /// `auto | cpu | cuda | cuda:N` and the CPU thread count.
@@ -35,8 +49,9 @@ impl Default for DeviceRequest {
     }
 }
 
-/// Video size in model units (pixels for tiny-wan, latents for Wan checkpoints); None = the
-/// model's default.
+/// Video size; None = the model's default. Pixels for models with a VAE (checkpoints: frames
+/// 4k+1, height and width multiples of 16) and for tiny-wan (pixel space); latent units for
+/// random weights, which have no VAE.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct VideoSize {
@@ -50,13 +65,18 @@ pub struct VideoSize {
 #[serde(default)]
 pub struct Sampling {
     pub prompt: String,
-    pub negative_prompt: String,
+    /// None: the model's default (Wan's negative prompt with a real text encoder, else empty);
+    /// `Some("")` is an empty one.
+    pub negative_prompt: Option<String>,
     pub steps: Option<usize>,
     pub shift: Option<f64>,
     pub guidance: Option<f32>,
     pub seed: u64,
     /// unipc | euler (None: the model family's: UniPC for Wan, Euler for HunyuanVideo).
     pub solver: Option<String>,
+    /// A safetensors file whose tensor `noise` (the stage-0 latent shape `[C, T, H, W]`)
+    /// replaces the seeded start noise, to reproduce a run of another engine exactly.
+    pub init_noise: Option<PathBuf>,
 }
 
 /// Sparse VideoGen settings (the reference scripts' Wan2.1 defaults).

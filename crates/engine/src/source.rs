@@ -1,21 +1,150 @@
-//! Where weights, config and text conditioning come from: a model bundle (a directory or the
-//! embedded tiny-wan) or seeded random weights for a built-in config.
+//! Where weights, config, text conditioning and the VAE come from: a checkpoint in one of the
+//! layouts users have (umT5 + DiT + Wan VAE), a tiny-wan-style bundle (a directory or the
+//! embedded model), or seeded random weights for a built-in config.
 
-use crate::request::ModelSource;
-use anyhow::{bail, Result};
+use crate::request::{ModelFiles, ModelSource};
+use anyhow::{bail, Context, Result};
+use jenga_models::layout::{self, Layout, LayoutKind, SingleFiles};
+use jenga_models::vae::wan::Tiling;
+use jenga_models::vae::{WanVae, WanVaeCodec, WanVaeConfig};
 use jenga_models::{
-    LatentPreview, ModelBundle, RandomWeights, TinySlots, Vae, WanConfig, WanModel, WeightSource,
+    Frames, LatentPreview, ModelBundle, RandomWeights, TextEncoder, TinySlots, Umt5Config,
+    Umt5Text, Vae, WanConfig, WanModel, WeightSource,
 };
-use jenga_tensor::FusedOps;
+use jenga_tensor::{Backend, FusedOps};
+use std::path::Path;
 
 /// Where weights, config and text conditioning come from.
 pub enum Source {
+    /// A whole Wan pipeline: umT5, the DiT and the Wan VAE (diffusers, original, single files).
+    Checkpoint(Box<Checkpoint>),
     Bundle(Box<ModelBundle>),
     Random {
         name: String,
         config: WanConfig,
         weights: RandomWeights,
     },
+}
+
+/// A checkpoint's components, found and checked (nothing loaded yet).
+pub struct Checkpoint {
+    pub name: String,
+    pub layout: Layout,
+    pub text: Umt5Config,
+    pub vae: WanVaeConfig,
+    /// The sampling shift of diffusers' `scheduler/scheduler_config.json` (`flow_shift`).
+    pub scheduler_shift: Option<f64>,
+}
+
+/// Latent area (in latent pixels) above which the VAE decodes in tiles: 480p (60×104) decodes
+/// whole, as `WanPipeline` does; 720p tiles so it fits a 24 GB card.
+const TILE_ABOVE: usize = 60 * 104;
+
+impl Checkpoint {
+    fn open(layout: Layout, name: String) -> Result<Checkpoint> {
+        if layout.dit_config.model_type != "t2v" {
+            bail!(
+                "{}: a `{}` DiT: only text-to-video (t2v) Wan2.1 checkpoints are supported yet",
+                layout.transformer.path.display(),
+                layout.dit_config.model_type
+            );
+        }
+        let te = &layout.text_encoder;
+        let text = match &te.config {
+            Some(c) => Umt5Config::from_hf_file(c)?,
+            None => Umt5Config::from_shapes(te.weights.as_ref(), &te.path)?,
+        };
+        if text.d_model != layout.dit_config.text_dim {
+            bail!(
+                "{}: the text encoder's width {} is not the DiT's text_dim {} ({})",
+                te.path.display(),
+                text.d_model,
+                layout.dit_config.text_dim,
+                layout.transformer.path.display()
+            );
+        }
+        let vae = match &layout.vae.config {
+            Some(c) => WanVaeConfig::from_file(c)?,
+            None => WanVaeConfig::default(),
+        };
+        if vae.z_dim != layout.dit_config.in_dim {
+            bail!(
+                "{}: the VAE's {} latent channels are not the DiT's in_dim {}",
+                layout.vae.path.display(),
+                vae.z_dim,
+                layout.dit_config.in_dim
+            );
+        }
+        let scheduler_shift = match &layout.scheduler_config {
+            Some(p) => scheduler_shift(p)?,
+            None => None,
+        };
+        Ok(Checkpoint {
+            name,
+            layout,
+            text,
+            vae,
+            scheduler_shift,
+        })
+    }
+
+    /// umT5 on `be` (loaded, run, freed: it is not resident while the DiT runs) → host states
+    /// `[text_len, text_dim]` per prompt.
+    fn encode<B: Backend>(&self, be: &B, prompts: &[&str], text_len: usize) -> Result<Vec<f32>> {
+        let te = &self.layout.text_encoder;
+        let enc = Umt5Text::load(
+            be,
+            &self.text,
+            te.weights.as_ref(),
+            &self.layout.tokenizer,
+            text_len,
+        )
+        .with_context(|| format!("loading the text encoder {}", te.path.display()))?;
+        let mut out = Vec::new();
+        for p in prompts {
+            out.extend(enc.encode(p)?.states);
+        }
+        Ok(out)
+    }
+
+    /// Normalised latent `[16, F, H, W]` → frames through the Wan VAE on `be`.
+    fn decode<B: Backend>(&self, be: &B, latent: &[f32], shape: [usize; 4]) -> Result<Frames> {
+        let v = &self.layout.vae;
+        let mut vae = WanVae::load(be, v.weights.as_ref(), self.vae.clone())
+            .with_context(|| format!("loading the VAE {}", v.path.display()))?;
+        if shape[2] * shape[3] > TILE_ABOVE {
+            vae.tiling = Some(Tiling::default());
+        }
+        Ok(WanVaeCodec { be, vae }.decode(latent, shape)?)
+    }
+}
+
+/// diffusers' scheduler config: `flow_shift` (UniPC / DPM++ with flow sigmas) or `shift`
+/// (FlowMatchEulerDiscrete), whichever it has.
+fn scheduler_shift(path: &Path) -> Result<Option<f64>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not valid JSON", path.display()))?;
+    for key in ["flow_shift", "shift"] {
+        match v.get(key) {
+            Some(serde_json::Value::Null) | None => {}
+            Some(x) => match x.as_f64() {
+                Some(s) if s.is_finite() && s > 0.0 => return Ok(Some(s)),
+                _ => bail!(
+                    "{}: `{key}` is {x}, expected a positive number",
+                    path.display()
+                ),
+            },
+        }
+    }
+    Ok(None)
+}
+
+fn dir_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| p.display().to_string())
 }
 
 impl Source {
@@ -29,42 +158,80 @@ impl Source {
                     weights: RandomWeights { seed: 0 },
                 })
             }
+            ModelSource::Dir(dir) if layout::is_pipeline_dir(dir) => {
+                let l = layout::detect(dir)?;
+                let name = format!("{} ({})", dir_name(dir), l.kind.name());
+                Ok(Source::Checkpoint(Box::new(Checkpoint::open(l, name)?)))
+            }
             ModelSource::Dir(dir) => Ok(Source::Bundle(Box::new(ModelBundle::open(dir)?))),
+            ModelSource::Files(f) => {
+                let ModelFiles {
+                    dit,
+                    text_encoder,
+                    vae,
+                    tokenizer,
+                } = f.clone();
+                let l = layout::single_files(&SingleFiles {
+                    dit,
+                    text_encoder,
+                    vae,
+                    tokenizer,
+                })?;
+                let name = format!("{} ({})", dir_name(&f.dit), LayoutKind::SingleFiles.name());
+                Ok(Source::Checkpoint(Box::new(Checkpoint::open(l, name)?)))
+            }
             ModelSource::Embedded => Ok(Source::Bundle(Box::new(ModelBundle::embedded()?))),
         }
     }
     pub fn config(&self) -> &WanConfig {
         match self {
+            Source::Checkpoint(c) => &c.layout.dit_config,
             Source::Bundle(b) => &b.config,
             Source::Random { config, .. } => config,
         }
     }
     pub fn name(&self) -> &str {
         match self {
+            Source::Checkpoint(c) => &c.name,
             Source::Bundle(b) => &b.name,
             Source::Random { name, .. } => name,
         }
     }
     pub fn weights(&self) -> &dyn WeightSource {
         match self {
+            Source::Checkpoint(c) => c.layout.transformer.weights.as_ref(),
             Source::Bundle(b) => &b.weights,
             Source::Random { weights, .. } => weights,
         }
     }
-    /// Text-encoder states `[text_len, text_dim]`; random models get seeded random states.
-    pub fn encode(&self, prompt: &str) -> Result<Vec<f32>> {
+    /// Whether the video is decoded by a real VAE (sizes are then given in pixels and
+    /// converted to latents: the Wan VAE's stride 4×8×8).
+    pub fn has_vae(&self) -> bool {
+        matches!(self, Source::Checkpoint(_))
+    }
+    /// Text-encoder states `[text_len, text_dim]` of each prompt, one after the other (umT5 on
+    /// `be` for checkpoints, the bundle's tiny encoder, seeded random states for random
+    /// models).
+    pub fn encode<B: Backend>(&self, be: &B, prompts: &[&str]) -> Result<Vec<f32>> {
+        let cfg = self.config();
+        let mut out = Vec::with_capacity(prompts.len() * cfg.text_len * cfg.text_dim);
         match self {
-            Source::Bundle(b) => Ok(b.encode_prompt(prompt)?),
-            Source::Random { config, .. } => {
-                let seed = prompt.bytes().fold(1469598103934665603u64, |h, c| {
-                    (h ^ c as u64).wrapping_mul(1099511628211)
-                });
-                Ok(jenga_pipeline::noise(
-                    seed,
-                    config.text_len * config.text_dim,
-                ))
+            Source::Checkpoint(c) => return c.encode(be, prompts, cfg.text_len),
+            Source::Bundle(b) => {
+                for p in prompts {
+                    out.extend(b.encode_prompt(p)?);
+                }
+            }
+            Source::Random { .. } => {
+                for p in prompts {
+                    let seed = p.bytes().fold(1469598103934665603u64, |h, c| {
+                        (h ^ c as u64).wrapping_mul(1099511628211)
+                    });
+                    out.extend(jenga_pipeline::noise(seed, cfg.text_len * cfg.text_dim));
+                }
             }
         }
+        Ok(out)
     }
     /// Notes on what the prompt will really do (embedded model: dropped words, words in the
     /// wrong slot of its caption template, an empty prompt).
@@ -76,22 +243,55 @@ impl Source {
                     _ => Vec::new(),
                 }
             }
-            Source::Random { .. } => Vec::new(),
+            _ => Vec::new(),
         }
     }
     pub fn pixel_space(&self) -> bool {
         matches!(self, Source::Bundle(b) if b.pixel_space)
     }
-    /// Latent → RGB: the bundle's, or the latent preview for random weights.
-    pub fn vae(&self) -> &dyn Vae {
+    /// Latent `[C, F, H, W]` → RGB frames: the Wan VAE on `be` (loaded for the call), the
+    /// bundle's codec, or the latent preview for random weights.
+    pub fn decode<B: Backend>(&self, be: &B, latent: &[f32], shape: [usize; 4]) -> Result<Frames> {
+        Ok(match self {
+            Source::Checkpoint(c) => c.decode(be, latent, shape)?,
+            Source::Bundle(b) => b.vae.decode(latent, shape)?,
+            Source::Random { .. } => LatentPreview.decode(latent, shape)?,
+        })
+    }
+    /// The host-side codec of bundles and random weights, for reports that decode without a
+    /// backend (None for checkpoints: their VAE runs on the device, see [`Source::decode`]).
+    pub fn host_vae(&self) -> Option<&dyn Vae> {
         match self {
-            Source::Bundle(b) => b.vae.as_ref(),
-            Source::Random { .. } => &LatentPreview,
+            Source::Checkpoint(_) => None,
+            Source::Bundle(b) => Some(b.vae.as_ref()),
+            Source::Random { .. } => Some(&LatentPreview),
         }
     }
 
-    /// Embedded text context for sampling: the prompt alone, or with classifier-free guidance
-    /// (`guidance` ≠ 1) prompt and negative prompt as one batch of 2, in the sampler's order.
+    /// Host states of `encode` → the DiT's embedded context: the prompt alone, or (guidance
+    /// ≠ 1) prompt and negative prompt as one batch of 2, in the sampler's order.
+    pub fn embed_states<B: FusedOps>(
+        &self,
+        be: &B,
+        model: &WanModel<B>,
+        states: &[f32],
+    ) -> Result<B::Tensor> {
+        let cfg = self.config();
+        let n = states.len() / (cfg.text_len * cfg.text_dim).max(1);
+        let ctx = be.upload(states, &[n, cfg.text_len, cfg.text_dim])?;
+        Ok(model.embed_text(be, &ctx)?)
+    }
+
+    /// The prompts `encode` takes for a run: the prompt, and the negative one under guidance.
+    pub fn prompts<'a>(prompt: &'a str, negative: &'a str, guidance: f32) -> Vec<&'a str> {
+        if guidance != 1.0 {
+            vec![prompt, negative]
+        } else {
+            vec![prompt]
+        }
+    }
+
+    /// Embedded text context for sampling ([`Source::encode`] then [`Source::embed_states`]).
     pub fn text_context<B: FusedOps>(
         &self,
         be: &B,
@@ -100,15 +300,8 @@ impl Source {
         negative: &str,
         guidance: f32,
     ) -> Result<B::Tensor> {
-        let cfg = self.config();
-        let cond = self.encode(prompt)?;
-        let ctx = if guidance != 1.0 {
-            let uncond = self.encode(negative)?;
-            be.upload(&[cond, uncond].concat(), &[2, cfg.text_len, cfg.text_dim])?
-        } else {
-            be.upload(&cond, &[1, cfg.text_len, cfg.text_dim])?
-        };
-        Ok(model.embed_text(be, &ctx)?)
+        let states = self.encode(be, &Self::prompts(prompt, negative, guidance))?;
+        self.embed_states(be, model, &states)
     }
 }
 

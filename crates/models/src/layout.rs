@@ -155,6 +155,14 @@ fn dit_config(path: &Path) -> Result<WanConfig> {
     Ok(config_for_class(path, &text)?.2)
 }
 
+/// Whether `dir` holds a whole pipeline (diffusers or the original Wan repo) rather than a
+/// DiT alone or a tiny-wan bundle.
+pub fn is_pipeline_dir(dir: &Path) -> bool {
+    ["model_index.json", WAN_VAE, WAN_T5]
+        .iter()
+        .any(|f| dir.join(f).is_file())
+}
+
 /// The layout of model directory `dir`, (a) or (b), found from its files.
 pub fn detect(dir: &Path) -> Result<Layout> {
     if !dir.is_dir() {

@@ -110,6 +110,50 @@ impl Umt5Config {
         })
     }
 
+    /// The geometry from the tensor shapes (checkpoints without a config: the original
+    /// `.pth` and ComfyUI files), in either naming; `file` names the weights in errors.
+    /// umT5-XXL's shapes give [`Umt5Config::xxl`].
+    pub fn from_shapes(src: &dyn WeightSource, file: &Path) -> Result<Self> {
+        let keys = Umt5Keys::detect(src);
+        let shape = |n: &str| {
+            let stored = keys.stored_key(n);
+            src.info(&stored)
+                .map(|i| i.shape)
+                .filter(|s| s.len() == 2)
+                .ok_or_else(|| {
+                    ModelError::Invalid(format!(
+                        "{}: tensor `{stored}` not found or not 2-D: not a umT5 encoder",
+                        file.display()
+                    ))
+                })
+        };
+        let emb = shape("token_embedding.weight")?;
+        let q = shape("blocks.0.attn.q.weight")?;
+        let fc1 = shape("blocks.0.ffn.fc1.weight")?;
+        let bias = shape("blocks.0.pos_embedding.embedding.weight")?;
+        let num_layers = (0..)
+            .take_while(|i| src.contains(&keys.stored_key(&format!("blocks.{i}.attn.q.weight"))))
+            .count();
+        let num_heads = bias[1];
+        if num_heads == 0 || q[0] % num_heads != 0 {
+            return Err(ModelError::Invalid(format!(
+                "{}: attention width {} is not a multiple of the {num_heads} heads of the position bias",
+                file.display(),
+                q[0]
+            )));
+        }
+        Ok(Umt5Config {
+            vocab_size: emb[0],
+            d_model: emb[1],
+            num_heads,
+            d_kv: q[0] / num_heads,
+            d_ff: fc1[0],
+            num_layers,
+            num_buckets: bias[0],
+            ..Umt5Config::xxl()
+        })
+    }
+
     pub fn inner(&self) -> usize {
         self.num_heads * self.d_kv
     }

@@ -19,6 +19,7 @@ use crate::{ModelError, Result, WeightSource};
 use blocks::{AttnBlock, Cache, CausalConv, ChannelRms, Mode, ResBlock, Resample};
 use jenga_tensor::{Act, Backend, TensorMeta};
 use serde::Deserialize;
+use std::ops::Deref;
 use std::path::Path;
 use std::sync::Arc;
 use tiling::{blend_assemble, HostVideo};
@@ -574,13 +575,14 @@ fn to_host<B: Backend>(be: &B, y: &B::Tensor) -> Result<HostVideo> {
     })
 }
 
-/// A [`WanVae`] with its backend: the [`Vae`] the pipeline decodes through.
-pub struct WanVaeCodec<B: Backend> {
-    pub be: Arc<B>,
+/// A [`WanVae`] with its backend (any handle: `Arc<B>`, `&B`): the [`Vae`] the pipeline
+/// decodes through.
+pub struct WanVaeCodec<B: Backend, H: Deref<Target = B> + Send + Sync = Arc<B>> {
+    pub be: H,
     pub vae: WanVae<B>,
 }
 
-impl<B: Backend> Vae for WanVaeCodec<B> {
+impl<B: Backend, H: Deref<Target = B> + Send + Sync> Vae for WanVaeCodec<B, H> {
     /// The DiT's latent → frames: de-normalised as `WanPipeline` does (`z·std + mean`, from
     /// the config's `latents_mean`/`latents_std`), then decoded.
     fn decode(&self, latent: &[f32], shape: [usize; 4]) -> Result<Frames> {
