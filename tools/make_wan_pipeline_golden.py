@@ -15,6 +15,12 @@ Outputs (tests/fixtures/wan_pipeline/):
   init_noise.safetensors   `noise` [16, 3, 8, 8]: the start latent (`--init-noise`)
   golden.safetensors       `frames` [9, 64, 64, 3] in [0, 1] (output_type="np")
   golden.json              prompt, negative prompt, steps, guidance, size
+  original/                the same umT5 and VAE weights as the original Wan repo's files,
+                           written with `torch.save` (models_t5_umt5-xxl-enc-bf16.pth in
+                           Wan's T5 names, f32 here; Wan2.1_VAE.pth in Wan's VAE names), from
+                           tests/fixtures/umt5/wan.safetensors and wan_vae/original.safetensors;
+                           the test builds the rest of that layout (config.json, the DiT in
+                           original names, google/umt5-xxl/) from the pipeline
 
     /work/venv/bin/python tools/make_wan_pipeline_golden.py
 """
@@ -26,7 +32,7 @@ import shutil
 import torch
 from diffusers import (AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline,
                        WanTransformer3DModel)
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from transformers import T5TokenizerFast, UMT5EncoderModel
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures")
@@ -88,6 +94,12 @@ def main():
         json.dump({"prompt": PROMPT, "negative_prompt": NEGATIVE, "steps": STEPS,
                    "guidance": GUIDANCE, "frames": FRAMES, "height": HEIGHT, "width": WIDTH,
                    "flow_shift": 3.0}, f, indent=1)
+    orig = os.path.join(OUT, "original")
+    os.makedirs(orig, exist_ok=True)
+    torch.save(load_file(os.path.join(ROOT, "umt5", "wan.safetensors")),
+               os.path.join(orig, "models_t5_umt5-xxl-enc-bf16.pth"))
+    torch.save(load_file(os.path.join(ROOT, "wan_vae", "original.safetensors")),
+               os.path.join(orig, "Wan2.1_VAE.pth"))
 
 
 if __name__ == "__main__":

@@ -65,7 +65,7 @@ impl Checkpoint {
         }
         let vae = match &layout.vae.config {
             Some(c) => WanVaeConfig::from_file(c)?,
-            None => WanVaeConfig::default(),
+            None => WanVaeConfig::from_shapes(layout.vae.weights.as_ref(), &layout.vae.path)?,
         };
         if vae.z_dim != layout.dit_config.in_dim {
             bail!(

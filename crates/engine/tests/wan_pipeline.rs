@@ -143,3 +143,92 @@ fn negative_prompt_default_is_wans_and_an_explicit_empty_one_is_kept() {
         (21, 60, 104)
     );
 }
+
+/// The same checkpoint as the original Wan repo lays it out: `config.json`, the DiT in Wan's
+/// names, `models_t5_umt5-xxl-enc-bf16.pth` and `Wan2.1_VAE.pth` (written by `torch.save`),
+/// `google/umt5-xxl/tokenizer.json`. Returns the directory and the DiT's tensors.
+fn original_layout(dir: &Path) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    let t = fixture("pipeline/transformer");
+    let (_, _, cfg) = jenga_models::config_for_class(
+        &t.join("config.json"),
+        &std::fs::read_to_string(t.join("config.json")).unwrap(),
+    )
+    .unwrap();
+    let src = SafetensorsWeights::open(&t.join("diffusion_pytorch_model.safetensors")).unwrap();
+    let dit: Vec<(String, Vec<usize>, Vec<f32>)> = cfg
+        .tensor_shapes()
+        .into_iter()
+        .map(|(n, s)| {
+            let v = src.load(&jenga_models::wan::to_diffusers(&n), &s).unwrap();
+            (n, s, v)
+        })
+        .collect();
+    let views: Vec<(&str, Vec<usize>, &[f32])> = dit
+        .iter()
+        .map(|(n, s, d)| (n.as_str(), s.clone(), d.as_slice()))
+        .collect();
+    jenga_models::export_f32(&views, &dir.join("diffusion_pytorch_model.safetensors")).unwrap();
+    std::fs::write(dir.join("config.json"), cfg.to_json()).unwrap();
+    std::fs::create_dir_all(dir.join("google/umt5-xxl")).unwrap();
+    std::fs::copy(
+        fixture("pipeline/tokenizer/tokenizer.json"),
+        dir.join("google/umt5-xxl/tokenizer.json"),
+    )
+    .unwrap();
+    for f in ["models_t5_umt5-xxl-enc-bf16.pth", "Wan2.1_VAE.pth"] {
+        std::fs::copy(fixture("original").join(f), dir.join(f)).unwrap();
+    }
+    dit
+}
+
+fn golden_psnr(r: &GenerateRequest) -> f64 {
+    let engine = Engine::new(&DeviceRequest {
+        device: "cpu".into(),
+        threads: None,
+    })
+    .unwrap();
+    let out = engine.generate(&prepare(r).unwrap(), &mut |_| {}).unwrap();
+    let g = SafetensorsWeights::open(&fixture("golden.safetensors")).unwrap();
+    psnr(&out.video.rgb, &g.load("frames", &[9, 64, 64, 3]).unwrap())
+}
+
+#[test]
+fn the_original_wan_layout_and_comfyui_single_files_give_the_same_video() {
+    let tmp = tempfile::tempdir().unwrap();
+    let orig = tmp.path().join("Wan2.1-T2V-1.3B");
+    std::fs::create_dir_all(&orig).unwrap();
+    let dit = original_layout(&orig);
+    let mut r = request();
+    // no scheduler config in this layout: the shift is the official 5 unless given
+    r.model = ModelSource::Dir(orig.clone());
+    assert_eq!(prepare(&r).unwrap().plan.spec.stages[0].shift, 5.0);
+    r.sampling.shift = Some(3.0);
+    let db = golden_psnr(&r);
+    assert!(db >= 40.0, "original layout: {db:.1} dB");
+
+    // ComfyUI: the DiT under `model.diffusion_model.`, the .pth files as they are
+    let file = tmp.path().join("wan2.1_t2v_1.3B.safetensors");
+    let views: Vec<(String, Vec<usize>, &[f32])> = dit
+        .iter()
+        .map(|(n, s, d)| {
+            (
+                format!("model.diffusion_model.{n}"),
+                s.clone(),
+                d.as_slice(),
+            )
+        })
+        .collect();
+    let views: Vec<(&str, Vec<usize>, &[f32])> = views
+        .iter()
+        .map(|(n, s, d)| (n.as_str(), s.clone(), *d))
+        .collect();
+    jenga_models::export_f32(&views, &file).unwrap();
+    r.model = ModelSource::Files(jenga_engine::ModelFiles {
+        dit: file,
+        text_encoder: orig.join("models_t5_umt5-xxl-enc-bf16.pth"),
+        vae: orig.join("Wan2.1_VAE.pth"),
+        tokenizer: Some(orig.join("google/umt5-xxl")),
+    });
+    let db = golden_psnr(&r);
+    assert!(db >= 40.0, "single files: {db:.1} dB");
+}

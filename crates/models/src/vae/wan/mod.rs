@@ -115,6 +115,34 @@ impl WanVaeConfig {
         Ok(cfg)
     }
 
+    /// Wan2.1's VAE with the widths the weights hold (`base_dim` from the encoder's first
+    /// convolution, `z_dim` from the post-quant convolution), for checkpoints without a config
+    /// (`Wan2.1_VAE.pth`, ComfyUI files: [`WanVaeConfig::default`] for the real weights).
+    pub fn from_shapes(src: &dyn WeightSource, file: &Path) -> Result<Self> {
+        let dim0 = |names: [&str; 2]| {
+            names
+                .iter()
+                .find_map(|n| src.info(n))
+                .and_then(|i| i.shape.first().copied())
+                .ok_or_else(|| {
+                    ModelError::Invalid(format!(
+                        "{}: neither `{}` nor `{}` found: not a Wan2.1 VAE",
+                        file.display(),
+                        names[0],
+                        names[1]
+                    ))
+                })
+        };
+        let cfg = WanVaeConfig {
+            base_dim: dim0(["encoder.conv1.weight", "encoder.conv_in.weight"])?,
+            z_dim: dim0(["conv2.weight", "post_quant_conv.weight"])?,
+            ..WanVaeConfig::default()
+        };
+        cfg.check()
+            .map_err(|d| ModelError::Invalid(format!("{}: {d}", file.display())))?;
+        Ok(cfg)
+    }
+
     /// What this implementation takes (Wan2.1's VAE family), else why not.
     pub fn check(&self) -> std::result::Result<(), String> {
         if self.is_residual || self.patch_size.is_some() {
