@@ -137,6 +137,9 @@ pub struct Timings {
 /// A generated video and what it cost.
 pub struct Generated {
     pub video: jenga_video::Video,
+    /// The DiT's final latent `[C, F, H, W]` (normalised, as the VAE's input), host f32.
+    pub latent: Vec<f32>,
+    pub latent_shape: [usize; 4],
     pub upscale: u32,
     pub timings: Timings,
     pub computed_steps: usize,
@@ -379,6 +382,8 @@ impl ModelTask for GenerateTask<'_> {
         t.decode = t0.elapsed();
         Ok(Generated {
             video,
+            latent: out.video,
+            latent_shape: out.shape,
             upscale: p.upscale,
             timings: t,
             computed_steps: out.computed_steps,

@@ -109,10 +109,15 @@ impl Family {
                 c.vae.space_factor(),
                 c.vae.space_factor(),
             ]);
+            // as diffusers does: the pipeline's scheduler config sets the shift and the grid
             if let Some(shift) = c.scheduler_shift {
-                // as diffusers does: the pipeline's scheduler config sets the shift
                 f.shift = shift;
-                f.source = "official Wan2.1 T2V defaults (generate.py: 50 steps, guidance 5, UniPC), shift from scheduler/scheduler_config.json";
+            }
+            if let Some(solver) = c.scheduler_solver {
+                f.solver = solver;
+            }
+            if c.scheduler_shift.is_some() || c.scheduler_solver.is_some() {
+                f.source = "official Wan2.1 T2V defaults (50 steps, guidance 5), solver and shift from scheduler/scheduler_config.json as WanPipeline (--solver unipc: Wan's own grid)";
             }
         }
         if let Source::Bundle(b) = src {

@@ -11,6 +11,7 @@ use jenga_models::{
     Frames, LatentPreview, ModelBundle, RandomWeights, TextEncoder, TinySlots, Umt5Config,
     Umt5Text, Vae, WanConfig, WanModel, WeightSource,
 };
+use jenga_pipeline::SolverKind;
 use jenga_tensor::{Backend, FusedOps};
 use std::path::Path;
 
@@ -34,6 +35,9 @@ pub struct Checkpoint {
     pub vae: WanVaeConfig,
     /// The sampling shift of diffusers' `scheduler/scheduler_config.json` (`flow_shift`).
     pub scheduler_shift: Option<f64>,
+    /// The solver that config asks for: diffusers' UniPC on its own flow grid
+    /// (`UniPCMultistepScheduler` with `use_flow_sigmas`), as `WanPipeline` runs it.
+    pub scheduler_solver: Option<SolverKind>,
 }
 
 /// Latent area (in latent pixels) above which the VAE decodes in tiles: 480p (60×104) decodes
@@ -75,9 +79,9 @@ impl Checkpoint {
                 layout.dit_config.in_dim
             );
         }
-        let scheduler_shift = match &layout.scheduler_config {
-            Some(p) => scheduler_shift(p)?,
-            None => None,
+        let (scheduler_shift, scheduler_solver) = match &layout.scheduler_config {
+            Some(p) => scheduler(p)?,
+            None => (None, None),
         };
         Ok(Checkpoint {
             name,
@@ -85,6 +89,7 @@ impl Checkpoint {
             text,
             vae,
             scheduler_shift,
+            scheduler_solver,
         })
     }
 
@@ -119,18 +124,21 @@ impl Checkpoint {
     }
 }
 
-/// diffusers' scheduler config: `flow_shift` (UniPC / DPM++ with flow sigmas) or `shift`
-/// (FlowMatchEulerDiscrete), whichever it has.
-fn scheduler_shift(path: &Path) -> Result<Option<f64>> {
+/// diffusers' scheduler config: the shift (`flow_shift` of UniPC / DPM++ with flow sigmas,
+/// or `shift` of FlowMatchEulerDiscrete) and, for `UniPCMultistepScheduler` with flow sigmas,
+/// diffusers' grid. Other schedulers keep the official Wan solver.
+fn scheduler(path: &Path) -> Result<(Option<f64>, Option<SolverKind>)> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let v: serde_json::Value = serde_json::from_str(&text)
         .with_context(|| format!("{}: not valid JSON", path.display()))?;
+    let solver = (v["_class_name"] == "UniPCMultistepScheduler" && v["use_flow_sigmas"] == true)
+        .then_some(SolverKind::UniPcDiffusers);
     for key in ["flow_shift", "shift"] {
         match v.get(key) {
             Some(serde_json::Value::Null) | None => {}
             Some(x) => match x.as_f64() {
-                Some(s) if s.is_finite() && s > 0.0 => return Ok(Some(s)),
+                Some(s) if s.is_finite() && s > 0.0 => return Ok((Some(s), solver)),
                 _ => bail!(
                     "{}: `{key}` is {x}, expected a positive number",
                     path.display()
@@ -138,7 +146,7 @@ fn scheduler_shift(path: &Path) -> Result<Option<f64>> {
             },
         }
     }
-    Ok(None)
+    Ok((None, solver))
 }
 
 fn dir_name(p: &Path) -> String {

@@ -66,8 +66,38 @@ fn ten_unipc_steps_match_diffusers_wan_pipeline() {
     let g = SafetensorsWeights::open(&fixture("golden.safetensors")).unwrap();
     let frames = g.load("frames", &[9, 64, 64, 3]).unwrap();
     let db = psnr(&v.rgb, &frames);
-    eprintln!("PSNR against WanPipeline: {db:.1} dB");
+    let lat = rel_l2(&out.latent, &g.load("latent", &[16, 3, 8, 8]).unwrap());
+    eprintln!("against WanPipeline: frames {db:.1} dB, final latent rel-L2 {lat:.2e}");
     assert!(db >= 40.0, "PSNR {db:.1} dB against WanPipeline");
+    assert!(
+        lat <= 2e-3,
+        "final latent rel-L2 {lat:.2e} against WanPipeline"
+    );
+
+    // the prompt and the guidance matter at this model's widths: either one wrong fails both
+    // checks (a test that passes without the text path is no test of it)
+    for wrong in [
+        GenerateRequest {
+            sampling: jenga_engine::Sampling {
+                guidance: Some(1.0),
+                ..r.sampling.clone()
+            },
+            ..r.clone()
+        },
+        GenerateRequest {
+            sampling: jenga_engine::Sampling {
+                prompt: "Two dogs play".into(),
+                ..r.sampling.clone()
+            },
+            ..r.clone()
+        },
+    ] {
+        let w = engine
+            .generate(&prepare(&wrong).unwrap(), &mut |_| {})
+            .unwrap();
+        let lw = rel_l2(&w.latent, &g.load("latent", &[16, 3, 8, 8]).unwrap());
+        assert!(psnr(&w.video.rgb, &frames) < 38.0 && lw > 0.05, "{lw:.2e}");
+    }
 
     // the seeded noise is not the golden's: the same check must fail without --init-noise
     let mut seeded = r.clone();
@@ -181,6 +211,13 @@ fn original_layout(dir: &Path) -> Vec<(String, Vec<usize>, Vec<f32>)> {
     dit
 }
 
+/// Relative L2 distance of `a` from `b`.
+fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
+    let num: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
+    let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
+    (num / den.max(1e-30)).sqrt()
+}
+
 fn golden_psnr(r: &GenerateRequest) -> f64 {
     let engine = Engine::new(&DeviceRequest {
         device: "cpu".into(),
@@ -199,11 +236,16 @@ fn the_original_wan_layout_and_comfyui_single_files_give_the_same_video() {
     std::fs::create_dir_all(&orig).unwrap();
     let dit = original_layout(&orig);
     let mut r = request();
-    // no scheduler config in this layout: the shift is the official 5 unless given
+    // no scheduler config in this layout: the official shift 5 and Wan's own UniPC grid,
+    // unless told to run as the diffusers golden did
     r.model = ModelSource::Dir(orig.clone());
-    assert_eq!(prepare(&r).unwrap().plan.spec.stages[0].shift, 5.0);
+    let p = prepare(&r).unwrap();
+    assert_eq!(p.plan.spec.stages[0].shift, 5.0);
+    assert_eq!(p.plan.spec.solver, jenga_pipeline::SolverKind::UniPc);
     r.sampling.shift = Some(3.0);
+    r.sampling.solver = Some("unipc-diffusers".into());
     let db = golden_psnr(&r);
+    eprintln!("original layout: {db:.1} dB");
     assert!(db >= 40.0, "original layout: {db:.1} dB");
 
     // ComfyUI: the DiT under `model.diffusion_model.`, the .pth files as they are
@@ -230,5 +272,6 @@ fn the_original_wan_layout_and_comfyui_single_files_give_the_same_video() {
         tokenizer: Some(orig.join("google/umt5-xxl")),
     });
     let db = golden_psnr(&r);
+    eprintln!("single files: {db:.1} dB");
     assert!(db >= 40.0, "single files: {db:.1} dB");
 }

@@ -276,16 +276,26 @@ pub fn single_files(f: &SingleFiles) -> Result<Layout> {
     })
 }
 
-/// A Wan DiT's config from its tensor shapes (original naming; heads of 128 as every Wan2.1).
+/// A Wan DiT's config from its tensor shapes (either naming; heads of 128 as every Wan2.1).
 pub fn config_from_shapes(w: &dyn WeightSource, file: &Path) -> Result<WanConfig> {
+    let diffusers = WanKeys::detect(w) == WanKeys::Diffusers;
+    let key = |n: &str| {
+        if diffusers {
+            crate::wan::to_diffusers(n)
+        } else {
+            n.to_string()
+        }
+    };
     let shape = |n: &str| {
-        w.info(n).map(|i| i.shape).ok_or_else(|| {
+        w.info(&key(n)).map(|i| i.shape).ok_or_else(|| {
             ModelError::Invalid(format!(
-                "{}: tensor `{n}` not found: cannot tell the DiT's config (expected a Wan2.1 DiT in the original naming)",
-                file.display()
+                "{}: tensor `{}` not found: cannot tell the DiT's config (expected a Wan2.1 DiT)",
+                file.display(),
+                key(n)
             ))
         })
     };
+    let has = |n: &str| w.contains(&key(n));
     let dim_of = |s: &[usize], i: usize, n: &str| {
         s.get(i).copied().ok_or_else(|| {
             ModelError::Invalid(format!("{}: tensor `{n}` has shape {s:?}", file.display()))
@@ -301,10 +311,10 @@ pub fn config_from_shapes(w: &dyn WeightSource, file: &Path) -> Result<WanConfig
     let ffn = shape("blocks.0.ffn.0.weight")?;
     let head = shape("head.head.weight")?;
     let num_layers = (0..)
-        .take_while(|i| w.contains(&format!("blocks.{i}.ffn.0.weight")))
+        .take_while(|i| has(&format!("blocks.{i}.ffn.0.weight")))
         .count();
     let cfg = WanConfig {
-        model_type: if w.contains("img_emb.proj.0.weight") {
+        model_type: if has("img_emb.proj.0.weight") {
             "i2v".into()
         } else {
             "t2v".into()
@@ -326,8 +336,8 @@ pub fn config_from_shapes(w: &dyn WeightSource, file: &Path) -> Result<WanConfig
         out_dim: dim_of(&head, 0, "head.head.weight")? / patch.iter().product::<usize>().max(1),
         num_heads: (dim / 128).max(1),
         num_layers,
-        qk_norm: w.contains("blocks.0.self_attn.norm_q.weight"),
-        cross_attn_norm: w.contains("blocks.0.norm3.weight"),
+        qk_norm: has("blocks.0.self_attn.norm_q.weight"),
+        cross_attn_norm: has("blocks.0.norm3.weight"),
         ..WanConfig::wan_1_3b()
     };
     Ok(cfg)

@@ -6,6 +6,10 @@
 //!   the integer-truncated `t = ⌊1000·σ⌋`. Same arithmetic as diffusers'
 //!   `UniPCMultistepScheduler(use_flow_sigmas=True, prediction_type="flow_prediction")` fed that
 //!   grid (`tests/unipc_golden.rs`).
+//! - [`SolverKind::UniPcDiffusers`]: the same solver on diffusers' own default grid, as
+//!   `WanPipeline` runs it from a diffusers checkpoint's `scheduler_config.json`:
+//!   `linspace(1, 1/1000, N + 1)[:-1]` shifted, σ₀ = 1 − 10⁻⁶, `t = ⌊1000·σ⌋` (999, 964, 923, …
+//!   at 10 steps shift 3, where Wan's grid gives 999, 963, 922, …).
 //! - [`SolverKind::Euler`]: HunyuanVideo's `FlowMatchDiscreteScheduler` (and Wan's dpm++ grid):
 //!   `σ = shift(linspace(1, 0, N + 1))`, float `t = 1000·σ`, `x += (σ_{i+1} − σ_i)·v`.
 //!
@@ -23,6 +27,7 @@ use jenga_tensor::{Result, SolverOps};
 pub enum SolverKind {
     Euler,
     UniPc,
+    UniPcDiffusers,
 }
 
 impl SolverKind {
@@ -30,6 +35,7 @@ impl SolverKind {
         match self {
             SolverKind::Euler => "euler",
             SolverKind::UniPc => "unipc",
+            SolverKind::UniPcDiffusers => "unipc-diffusers",
         }
     }
 }
@@ -40,7 +46,10 @@ impl std::str::FromStr for SolverKind {
         match s {
             "euler" => Ok(SolverKind::Euler),
             "unipc" => Ok(SolverKind::UniPc),
-            _ => Err(format!("--solver {s}: expected unipc or euler")),
+            "unipc-diffusers" => Ok(SolverKind::UniPcDiffusers),
+            _ => Err(format!(
+                "--solver {s}: expected unipc, unipc-diffusers or euler"
+            )),
         }
     }
 }
@@ -73,6 +82,23 @@ impl Grid {
                 for i in 0..steps {
                     let s = linspace_at(hi, 0.0, steps + 1, i);
                     let s = shift * s / (1.0 + (shift - 1.0) * s);
+                    t.push((s * 1000.0).trunc());
+                    sigmas.push(s as f32 as f64);
+                }
+                sigmas.push(0.0);
+                Grid { sigmas, t }
+            }
+            SolverKind::UniPcDiffusers => {
+                // scheduling_unipc_multistep.py, use_flow_sigmas: np.linspace(1, 1/1000,
+                // N + 1)[:-1], shifted, σ₀ pulled 1e-6 below 1, timesteps cast to int64.
+                let mut sigmas = Vec::with_capacity(steps + 1);
+                let mut t = Vec::with_capacity(steps);
+                for i in 0..steps {
+                    let s = linspace_at(1.0, 1.0 / 1000.0, steps + 1, i);
+                    let mut s = shift * s / (1.0 + (shift - 1.0) * s);
+                    if i == 0 && (s - 1.0).abs() < 1e-6 {
+                        s -= 1e-6;
+                    }
                     t.push((s * 1000.0).trunc());
                     sigmas.push(s as f32 as f64);
                 }
@@ -119,7 +145,7 @@ impl<L> Solver<L> {
     pub fn new(kind: SolverKind) -> Self {
         match kind {
             SolverKind::Euler => Solver::Euler,
-            SolverKind::UniPc => Solver::UniPc(UniPc::default()),
+            SolverKind::UniPc | SolverKind::UniPcDiffusers => Solver::UniPc(UniPc::default()),
         }
     }
 
@@ -167,6 +193,18 @@ pub fn to_x0<B: SolverOps>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unipc_diffusers_grid_is_wan_pipelines() {
+        // UniPCMultistepScheduler(use_flow_sigmas, flow_shift=3).set_timesteps(10) (0.42.1)
+        let g = Grid::new(SolverKind::UniPcDiffusers, 10, 3.0);
+        let want = [
+            999.0, 964.0, 923.0, 875.0, 818.0, 750.0, 667.0, 563.0, 429.0, 251.0,
+        ];
+        assert_eq!(g.t, want);
+        assert_ne!(Grid::new(SolverKind::UniPc, 10, 3.0).t, want);
+        assert_eq!(g.sigmas[10], 0.0);
+    }
 
     #[test]
     fn unipc_grid_is_wans() {
