@@ -32,11 +32,20 @@ fn pipeline(tmp: &Path) -> PathBuf {
     d
 }
 
+/// `generate` with small defaults; a flag in `extra` replaces the default one.
 fn args<'a>(model: &'a [&'a str], out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut a = vec![
-        "generate", "--prompt", PROMPT, "--quiet", "--device", "cpu", "--steps", "2", "--frames",
-        "5", "--height", "32", "--width", "32", "--out", out,
-    ];
+    let mut a = vec!["generate", "--prompt", PROMPT, "--quiet", "--out", out];
+    for (flag, v) in [
+        ("--device", "cpu"),
+        ("--steps", "2"),
+        ("--frames", "5"),
+        ("--height", "32"),
+        ("--width", "32"),
+    ] {
+        if !extra.contains(&flag) {
+            a.extend([flag, v]);
+        }
+    }
     a.extend_from_slice(model);
     a.extend_from_slice(extra);
     a
@@ -150,6 +159,11 @@ fn broken_original_and_single_file_checkpoints_are_one_clear_line() {
     std::fs::copy(
         orig.join("models_t5_umt5-xxl-enc-bf16.pth"),
         d.join("models_t5_umt5-xxl-enc-bf16.pth"),
+    )
+    .unwrap();
+    std::fs::copy(
+        Path::new(FIXTURE).join("pipeline/transformer/config.json"),
+        d.join("config.json"),
     )
     .unwrap();
     let ds = d.to_str().unwrap().to_string();

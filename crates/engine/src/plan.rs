@@ -401,7 +401,7 @@ fn video_size(
     if pf == 0 || (pf - 1) % st != 0 {
         bail!(
             "--frames {pf}: the VAE takes 1 + {st}k frames (e.g. {}, or 81 as Wan)",
-            1 + st * ((pf.max(1) - 1) / st).max(1)
+            1 + st * ((pf.max(1) - 1 + st / 2) / st).max(1)
         );
     }
     let f = 1 + (pf - 1) / st;
