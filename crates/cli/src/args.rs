@@ -168,6 +168,15 @@ pub struct E2eArgs {
     /// blocks (CUDA only).
     #[arg(long)]
     pub mask_kernels: bool,
+    /// Whole pipelines (`--model DIR` of a checkpoint): run this reference in the same run on
+    /// the same checkpoint and start noise, e.g. `python3 tools/wan_pipeline_reference.py`
+    /// (diffusers `WanPipeline`); reports its time and the PSNR of our frames against its.
+    #[arg(long, value_name = "CMD")]
+    pub reference: Option<String>,
+    /// Whole pipelines: where the start noise and both engines' frames are written (default:
+    /// a temporary directory, removed after the run).
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -46,6 +46,13 @@ pub fn run(
     }
     let key = crate::request::model(&model)?;
     let src = Source::open(&key)?;
+    if src.has_vae() {
+        // a whole checkpoint: text encoder, DiT and VAE, end to end
+        return crate::bench_pipeline::run(e, &key, json_path, engine);
+    }
+    if e.reference.is_some() || e.dir.is_some() {
+        bail!("bench e2e: --reference and --dir are for whole checkpoints (--model DIR of a diffusers pipeline or the original Wan repo, or single files)");
+    }
     let mut variants = Vec::new();
     if !e.skip_dense {
         variants.push(("dense".to_string(), None));
