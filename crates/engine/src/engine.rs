@@ -184,13 +184,25 @@ impl Engine {
 
     /// Refuses a run that would not fit this device (and the host, for the frames).
     pub fn check_memory(&self, p: &Prepared) -> Result<()> {
-        let est = MemEstimate::new(
+        let cuda = self.device.is_cuda();
+        let mut est = MemEstimate::new(
             p.source.config(),
             &p.plan.spec,
-            self.device.is_cuda(),
+            cuda,
             p.plan.policy != "dense",
             p.upscale,
         );
+        if let Source::Checkpoint(c) = &p.source {
+            let spec = &p.plan.spec;
+            est = est.with_pipeline(
+                cuda,
+                c.text.parameters(),
+                c.layout.vae.weights.param_count().unwrap_or(0),
+                c.vae.base_dim,
+                p.plan.out_size,
+                crate::source::vae_tiled(spec.height, spec.width),
+            );
+        }
         memory::check(&est, self.device.memory_free(), memory::host_available())
     }
 

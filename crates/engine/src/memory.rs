@@ -15,6 +15,11 @@ pub struct MemEstimate {
     pub attention: usize,
     /// Latent/pixel vectors on the host and the RGB frames written (upscaled).
     pub frames: usize,
+    /// A checkpoint's text encoder (loaded, run and freed before the DiT loads): 0 otherwise.
+    pub text_encoder: usize,
+    /// A checkpoint's VAE while it decodes (weights and the largest chunk's feature maps,
+    /// next to the DiT's weights): 0 otherwise.
+    pub vae: usize,
 }
 
 impl MemEstimate {
@@ -53,11 +58,44 @@ impl MemEstimate {
             activations,
             attention,
             frames,
+            text_encoder: 0,
+            vae: 0,
         }
     }
 
+    /// Adds a checkpoint's text encoder (`text_params`) and the VAE decoding video frames
+    /// `out` (frames, height, width in pixels; `tiled`: tiles of 256 px): its widest level
+    /// (`base_dim` channels at full resolution) over the 4 frames of one latent chunk, ≈ 8
+    /// such maps live (input, norm, conv, residual, the causal caches), in f32; and the host's
+    /// f32 frames `[3, F, H, W]` next to the u8 video.
+    pub fn with_pipeline(
+        mut self,
+        on_gpu: bool,
+        text_params: usize,
+        vae_params: usize,
+        base_dim: usize,
+        out: (usize, usize, usize),
+        tiled: bool,
+    ) -> Self {
+        let elem = if on_gpu { 2 } else { 4 };
+        self.text_encoder = text_params * elem;
+        let (f, h, w) = out;
+        let (th, tw) = if tiled {
+            (h.min(256), w.min(256))
+        } else {
+            (h, w)
+        };
+        self.vae = vae_params * 4 + 8 * base_dim * 4 * th * tw * 4;
+        self.frames += 3 * f * h * w * 4 + f * h * w * 3;
+        self
+    }
+
+    /// The peak on the device: the text encoder alone, then the DiT sampling, then the DiT's
+    /// weights next to the VAE decoding.
     pub fn device(&self) -> usize {
-        self.weights + self.activations + self.attention
+        (self.weights + self.activations + self.attention)
+            .max(self.text_encoder)
+            .max(self.weights + self.vae)
     }
 }
 
@@ -74,11 +112,16 @@ pub fn check(
         let need = est.device() + if on_host { est.frames } else { 0 };
         if need > free {
             bail!(
-                "this run needs about {} (weights {}, activations {}, attention {}, frames {}) but {what} is {}: lower --frames/--height/--width, or use a larger device",
+                "this run needs about {} (weights {}, activations {}, attention {}{}, frames {}) but {what} is {}: lower --frames/--height/--width, or use a larger device",
                 gib(need),
                 gib(est.weights),
                 gib(est.activations),
                 gib(est.attention),
+                if est.text_encoder + est.vae > 0 {
+                    format!(", text encoder {} (before the DiT), VAE decode {}", gib(est.text_encoder), gib(est.vae))
+                } else {
+                    String::new()
+                },
                 gib(if on_host { est.frames } else { 0 }),
                 gib(free)
             );
@@ -148,5 +191,42 @@ mod tests {
         assert!(check(&gpu, Some((79 << 30, "free GPU memory")), Some(8 << 30)).is_ok());
         let cpu = MemEstimate::new(&cfg, &spec, false, false, 1);
         assert!(check(&cpu, Some((8 << 30, "available RAM")), None).is_err());
+    }
+
+    #[test]
+    fn a_whole_checkpoint_counts_its_text_encoder_and_vae() {
+        let cfg = WanConfig::wan_1_3b();
+        let spec = SampleSpec::single(21, 60, 104, 50, 5.0, 5.0, 0);
+        let umt5 = jenga_models::Umt5Config::xxl().parameters();
+        let dit = MemEstimate::new(&cfg, &spec, true, false, 1);
+        let full = dit
+            .clone()
+            .with_pipeline(true, umt5, 127_000_000, 96, (81, 480, 832), false);
+        // umT5-XXL in bf16 (≈ 11 GB) outweighs the 1.3B DiT's whole sampling peak
+        assert!(
+            full.device() >= umt5 * 2 && full.device() > dit.device(),
+            "{full:?}"
+        );
+        // ... and fits an H100; on a 16 GB laptop's RAM in f32 it does not
+        assert!(check(&full, Some((79 << 30, "free GPU memory")), Some(8 << 30)).is_ok());
+        let cpu = MemEstimate::new(&cfg, &spec, false, false, 1).with_pipeline(
+            false,
+            umt5,
+            127_000_000,
+            96,
+            (81, 480, 832),
+            false,
+        );
+        let e = check(&cpu, Some((16 << 30, "available RAM")), None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("text encoder"), "{e}");
+        // tiles bound the VAE's share at 720p
+        let untiled = dit
+            .clone()
+            .with_pipeline(true, 0, 0, 96, (81, 720, 1280), false)
+            .vae;
+        let tiled = dit.with_pipeline(true, 0, 0, 96, (81, 720, 1280), true).vae;
+        assert!(tiled * 10 < untiled, "{tiled} vs {untiled}");
     }
 }

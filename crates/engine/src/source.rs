@@ -8,8 +8,8 @@ use jenga_models::layout::{self, Layout, LayoutKind, SingleFiles};
 use jenga_models::vae::wan::Tiling;
 use jenga_models::vae::{WanVae, WanVaeCodec, WanVaeConfig};
 use jenga_models::{
-    Frames, LatentPreview, ModelBundle, RandomWeights, TextEncoder, TinySlots, Umt5Config,
-    Umt5Text, Vae, WanConfig, WanModel, WeightSource,
+    Frames, LatentPreview, ModelBundle, RandomWeights, TinySlots, Umt5Config, Umt5Text, Vae,
+    WanConfig, WanModel, WeightSource,
 };
 use jenga_pipeline::SolverKind;
 use jenga_tensor::{Backend, FusedOps};
@@ -43,6 +43,11 @@ pub struct Checkpoint {
 /// Latent area (in latent pixels) above which the VAE decodes in tiles: 480p (60×104) decodes
 /// whole, as `WanPipeline` does; 720p tiles so it fits a 24 GB card.
 const TILE_ABOVE: usize = 60 * 104;
+
+/// Whether a latent of `h × w` decodes in tiles.
+pub fn vae_tiled(h: usize, w: usize) -> bool {
+    h * w > TILE_ABOVE
+}
 
 impl Checkpoint {
     fn open(layout: Layout, name: String) -> Result<Checkpoint> {
@@ -97,19 +102,16 @@ impl Checkpoint {
     /// `[text_len, text_dim]` per prompt.
     fn encode<B: Backend>(&self, be: &B, prompts: &[&str], text_len: usize) -> Result<Vec<f32>> {
         let te = &self.layout.text_encoder;
-        let enc = Umt5Text::load(
+        let states = Umt5Text::<B, &B>::encode_once(
             be,
             &self.text,
             te.weights.as_ref(),
             &self.layout.tokenizer,
             text_len,
+            prompts,
         )
-        .with_context(|| format!("loading the text encoder {}", te.path.display()))?;
-        let mut out = Vec::new();
-        for p in prompts {
-            out.extend(enc.encode(p)?.states);
-        }
-        Ok(out)
+        .with_context(|| format!("text encoder {}", te.path.display()))?;
+        Ok(states.into_iter().flat_map(|s| s.states).collect())
     }
 
     /// Normalised latent `[16, F, H, W]` → frames through the Wan VAE on `be`.
@@ -117,7 +119,7 @@ impl Checkpoint {
         let v = &self.layout.vae;
         let mut vae = WanVae::load(be, v.weights.as_ref(), self.vae.clone())
             .with_context(|| format!("loading the VAE {}", v.path.display()))?;
-        if shape[2] * shape[3] > TILE_ABOVE {
+        if vae_tiled(shape[2], shape[3]) {
             vae.tiling = Some(Tiling::default());
         }
         Ok(WanVaeCodec { be, vae }.decode(latent, shape)?)

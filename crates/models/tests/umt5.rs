@@ -165,6 +165,37 @@ fn hidden_states_match_transformers_in_both_namings() {
 }
 
 #[test]
+fn an_encoder_loaded_for_its_prompts_ids_only_gives_the_same_states() {
+    let g = Golden::open();
+    let be = CpuBackend::new();
+    let cfg = g.cfg();
+    for file in [
+        "hf/model.safetensors",
+        "hf_bf16/model.safetensors",
+        "wan.safetensors",
+    ] {
+        let src = open(file);
+        let ids: Vec<Vec<u32>> = (0..g.prompts().len())
+            .map(|i| g.ids(&format!("ids_{i}")))
+            .collect();
+        let all: Vec<u32> = ids.iter().flatten().copied().collect();
+        let whole = Umt5Encoder::load(&be, &cfg, &src).unwrap();
+        let rows = Umt5Encoder::load_rows(&be, &cfg, &src, &all).unwrap();
+        for i in &ids {
+            let a = be.download(&whole.forward(&be, i).unwrap()).unwrap();
+            let b = be.download(&rows.forward(&be, i).unwrap()).unwrap();
+            assert_eq!(a, b, "{file}");
+        }
+        // an id whose row was not loaded is an error, not a wrong row
+        let missing = (0..cfg.vocab_size as u32)
+            .find(|i| !all.contains(i))
+            .unwrap();
+        let e = rows.forward(&be, &[missing]).err().unwrap().to_string();
+        assert!(e.contains("not loaded"), "{e}");
+    }
+}
+
+#[test]
 fn bf16_checkpoint_matches_transformers_in_bf16() {
     let g = Golden::open();
     let be = CpuBackend::new();

@@ -158,6 +158,58 @@ impl<'a, B: Backend> VarBuilder<'a, B> {
         })
     }
 
+    /// Rows `rows` of the 2-D tensor `name` stored as `[n, dim]`, uploaded as `[rows.len(),
+    /// dim]` in the stored dtype (a vocabulary table of which a run needs a few rows).
+    pub fn get_rows(
+        &self,
+        n: usize,
+        dim: usize,
+        name: impl Display,
+        rows: &[u32],
+    ) -> Result<B::Tensor> {
+        let skey = self.stored_key(name);
+        let raw = self.src.raw(&skey, &[n, dim])?;
+        if raw.shape != [n, dim] {
+            return Err(ModelError::Shape {
+                name: skey.clone(),
+                path: self.src.file_of(&skey).unwrap_or_default(),
+                got: raw.shape,
+                expected: vec![n, dim],
+            });
+        }
+        if let Some(&bad) = rows.iter().find(|&&r| r as usize >= n) {
+            return Err(ModelError::Invalid(format!(
+                "row {bad} of `{skey}` requested, it has {n}"
+            )));
+        }
+        let gather = |bytes: &[u8], esize: usize| -> Vec<u8> {
+            let row = dim * esize;
+            rows.iter()
+                .flat_map(|&r| &bytes[r as usize * row..(r as usize + 1) * row])
+                .copied()
+                .collect()
+        };
+        let shape = [rows.len(), dim];
+        Ok(match raw.data {
+            TensorData::Stored { dtype, bytes } => {
+                self.be
+                    .upload_raw(&gather(bytes, dtype.size()), dtype, &shape)?
+            }
+            TensorData::Owned { dtype, bytes } => {
+                self.be
+                    .upload_raw(&gather(&bytes, dtype.size()), dtype, &shape)?
+            }
+            TensorData::F32(v) => {
+                let x: Vec<f32> = rows
+                    .iter()
+                    .flat_map(|&r| &v[r as usize * dim..(r as usize + 1) * dim])
+                    .copied()
+                    .collect();
+                self.be.upload(&x, &shape)?
+            }
+        })
+    }
+
     /// The tensor `name` as host f32 values (small host-side models, e.g. a tiny text encoder).
     pub fn get_host(&self, shape: &[usize], name: impl Display) -> Result<Vec<f32>> {
         let key = self.stored_key(name);
