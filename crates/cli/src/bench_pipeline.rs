@@ -187,15 +187,13 @@ pub fn run(
     Ok(())
 }
 
+/// The reference's wall time (ms), the PSNR of our frames against its frames, its other fields.
+type Theirs = (f64, Option<f64>, serde_json::Map<String, serde_json::Value>);
+
 /// Runs the reference on the dense request; returns its wall time (ms), the PSNR of our frames
 /// against its frames and its other fields (peak memory, text time), or None when it was
 /// skipped (the reason is printed).
-fn reference(
-    cmd: &str,
-    dir: &Path,
-    p: &Prepared,
-    cuda: bool,
-) -> Result<Option<(f64, Option<f64>, serde_json::Map<String, serde_json::Value>)>> {
+fn reference(cmd: &str, dir: &Path, p: &Prepared, cuda: bool) -> Result<Option<Theirs>> {
     let model = match &p.request.model {
         ModelSource::Dir(d) => d.clone(),
         _ => {

@@ -1,6 +1,6 @@
 //! `jenga bench vae`: the Wan2.1 VAE decode (and, with `--tiled`, the tiled decode) at a
 //! latent size (default 21x60x104: 81 frames 480x832), on seeded random weights with the real
-//! architecture (or a given `--vae` checkpoint), against diffusers' `AutoencoderKLWan` in the
+//! architecture (or a given `--weights` checkpoint), against diffusers' `AutoencoderKLWan` in the
 //! same run (`--reference "python3 tools/bench_wan_vae.py"`): time, rel-L2 of the frames,
 //! peak memory on both sides.
 //!
@@ -37,7 +37,7 @@ pub struct VaeArgs {
     pub repeats: usize,
     /// A VAE checkpoint (diffusers `vae/` directory or a safetensors file, either naming);
     /// default: seeded random weights of the Wan2.1 VAE's architecture.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long = "weights", value_name = "PATH")]
     pub vae: Option<PathBuf>,
     /// Where weights, inputs and our frames are written for the reference (default: a
     /// temporary directory, removed after).

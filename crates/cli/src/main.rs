@@ -89,3 +89,14 @@ mod tests {
         assert_eq!(one_line(&e), "writing a.gif: disk full");
     }
 }
+
+#[cfg(test)]
+mod cli_shape {
+    /// clap's own consistency check (unique names, also across `global` flags and each
+    /// subcommand's own; release builds skip it at run time).
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        crate::args::Cli::command().debug_assert();
+    }
+}

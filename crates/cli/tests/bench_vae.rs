@@ -18,7 +18,7 @@ fn bench_vae_cpu_writes_json_lines() {
         "vae",
         "--device",
         "cpu",
-        "--vae",
+        "--weights",
         VAE,
         "--latent",
         "2x8x8",
@@ -47,7 +47,16 @@ fn bench_vae_bad_flags() {
     assert!(!ok);
     assert!(err.contains("--latent") && err.contains("0x8x8"), "{err}");
     let (ok, _, err) = jenga(&[
-        "bench", "vae", "--device", "cpu", "--vae", VAE, "--latent", "1x4x4", "--conv", "fast",
+        "bench",
+        "vae",
+        "--device",
+        "cpu",
+        "--weights",
+        VAE,
+        "--latent",
+        "1x4x4",
+        "--conv",
+        "fast",
     ]);
     assert!(!ok);
     assert!(err.contains("--conv fast"), "{err}");

@@ -371,13 +371,13 @@ pub fn plan_for(r: &GenerateRequest, family: Family) -> Result<Plan> {
     })
 }
 
+/// Frames, height, width.
+type Size3 = (usize, usize, usize);
+
 /// `--frames/--height/--width` (or the family's default) → the sampled size in model units and
 /// the written size in pixels. With a VAE the flags are pixels: frames `1 + 4k`, height and
 /// width multiples of the VAE stride × the patch (16 for Wan).
-fn video_size(
-    r: &GenerateRequest,
-    family: &Family,
-) -> Result<((usize, usize, usize), (usize, usize, usize))> {
+fn video_size(r: &GenerateRequest, family: &Family) -> Result<(Size3, Size3)> {
     let (df, dh, dw) = family.size;
     let [pt, ph, pw] = family.patch;
     let Some([st, sh, sw]) = family.vae_stride else {
