@@ -319,6 +319,15 @@ pub fn config_from_shapes(w: &dyn WeightSource, file: &Path) -> Result<WanConfig
         } else {
             "t2v".into()
         },
+        image_dim: if has("img_emb.proj.0.weight") {
+            Some(dim_of(
+                &shape("img_emb.proj.0.weight")?,
+                0,
+                "img_emb.proj.0.weight",
+            )?)
+        } else {
+            None
+        },
         patch_size: patch,
         in_dim: dim_of(&pe, 1, "patch_embedding.weight")?,
         dim,

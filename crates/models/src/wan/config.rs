@@ -30,7 +30,16 @@ pub struct WanConfig {
     pub cross_attn_norm: bool,
     #[serde(default = "default_eps")]
     pub eps: f64,
+    /// Image-to-video (`model_type: i2v`): the width of the CLIP features the image embedder
+    /// takes (1280, ViT-H/14; the original configs leave it implicit). None for t2v.
+    #[serde(default)]
+    pub image_dim: Option<usize>,
 }
+
+/// The CLIP ViT-H/14 width of Wan2.1's image features.
+pub const WAN_IMAGE_DIM: usize = 1280;
+/// Image tokens of Wan2.1 I2V's cross-attention context (CLIP's 257), before the text.
+pub const WAN_IMAGE_TOKENS: usize = 257;
 
 fn default_model_type() -> String {
     "t2v".into()
@@ -67,19 +76,27 @@ impl WanConfig {
     }
 
     pub fn from_json(text: &str) -> std::result::Result<Self, String> {
-        let cfg: WanConfig = serde_json::from_str(text).map_err(|e| match e.classify() {
+        let mut cfg: WanConfig = serde_json::from_str(text).map_err(|e| match e.classify() {
             serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
                 format!("not valid JSON ({e})")
             }
             _ => e.to_string(),
         })?;
+        if cfg.model_type == "i2v" && cfg.image_dim.is_none() {
+            cfg.image_dim = Some(WAN_IMAGE_DIM);
+        }
         cfg.validate()?;
         Ok(cfg)
     }
 
+    /// Image-to-video: the DiT takes CLIP features and the conditioning latent.
+    pub fn is_i2v(&self) -> bool {
+        self.model_type == "i2v"
+    }
+
     /// A diffusers `WanTransformer3DModel` config (`num_attention_heads` × `attention_head_dim`,
     /// `in_channels`, `out_channels`, `qk_norm: "rms_norm_across_heads"`, ...) as a [`WanConfig`].
-    /// Image conditioning (`image_dim`, `added_kv_proj_dim`: I2V) is not supported.
+    /// Image conditioning (`image_dim` + `added_kv_proj_dim` = the width) is Wan2.1 I2V.
     pub fn from_diffusers_json(text: &str) -> std::result::Result<Self, String> {
         #[derive(Deserialize)]
         struct Diffusers {
@@ -112,9 +129,16 @@ impl WanConfig {
             }
             _ => e.to_string(),
         })?;
-        if c.image_dim.is_some() || c.added_kv_proj_dim.is_some() {
-            return Err("image conditioning (image_dim / added_kv_proj_dim: I2V) is not supported (only t2v)".into());
-        }
+        let dim = c.num_attention_heads * c.attention_head_dim;
+        let i2v = match (c.image_dim, c.added_kv_proj_dim) {
+            (None, None) => false,
+            (Some(_), Some(k)) if k == dim => true,
+            (i, k) => {
+                return Err(format!(
+                    "image conditioning with image_dim {i:?} and added_kv_proj_dim {k:?}: Wan2.1 I2V has both, added_kv_proj_dim = the width {dim}"
+                ))
+            }
+        };
         if let Some(n) = c
             .qk_norm
             .as_deref()
@@ -125,7 +149,11 @@ impl WanConfig {
             ));
         }
         let cfg = WanConfig {
-            model_type: default_model_type(),
+            model_type: if i2v {
+                "i2v".into()
+            } else {
+                default_model_type()
+            },
             patch_size: c.patch_size,
             text_len: default_text_len(),
             in_dim: c.in_channels,
@@ -139,17 +167,23 @@ impl WanConfig {
             qk_norm: c.qk_norm.is_some(),
             cross_attn_norm: c.cross_attn_norm,
             eps: c.eps,
+            image_dim: c.image_dim,
         };
         cfg.validate()?;
         Ok(cfg)
     }
 
     fn validate(&self) -> std::result::Result<(), String> {
-        if self.model_type != "t2v" {
-            return Err(format!(
-                "model_type `{}` is not supported (only t2v)",
-                self.model_type
-            ));
+        match (self.model_type.as_str(), self.image_dim) {
+            ("t2v", None) => {}
+            ("t2v", Some(_)) => return Err("image_dim is for model_type i2v".into()),
+            ("i2v", Some(w)) if w > 0 => {}
+            ("i2v", _) => return Err("model_type i2v needs a positive image_dim".into()),
+            (m, _) => {
+                return Err(format!(
+                    "model_type `{m}` is not supported (t2v or i2v; Wan2.1 FLF2V / VACE are not)"
+                ))
+            }
         }
         if self.num_heads == 0 || !self.dim.is_multiple_of(self.num_heads) {
             return Err(format!(
@@ -250,6 +284,25 @@ impl WanConfig {
             v.push((format!("blocks.{i}.ffn.2.bias"), vec![d]));
             v.push((format!("blocks.{i}.modulation"), vec![1, 6, d]));
         }
+        if let Some(w) = self.image_dim {
+            for i in 0..self.num_layers {
+                for l in ["k_img", "v_img"] {
+                    v.push((format!("blocks.{i}.cross_attn.{l}.weight"), vec![d, d]));
+                    v.push((format!("blocks.{i}.cross_attn.{l}.bias"), vec![d]));
+                }
+                if self.qk_norm {
+                    v.push((format!("blocks.{i}.cross_attn.norm_k_img.weight"), vec![d]));
+                }
+            }
+            v.push(("img_emb.proj.0.weight".into(), vec![w]));
+            v.push(("img_emb.proj.0.bias".into(), vec![w]));
+            v.push(("img_emb.proj.1.weight".into(), vec![w, w]));
+            v.push(("img_emb.proj.1.bias".into(), vec![w]));
+            v.push(("img_emb.proj.3.weight".into(), vec![d, w]));
+            v.push(("img_emb.proj.3.bias".into(), vec![d]));
+            v.push(("img_emb.proj.4.weight".into(), vec![d]));
+            v.push(("img_emb.proj.4.bias".into(), vec![d]));
+        }
         v.push(("head.head.weight".into(), vec![self.out_dim * p, d]));
         v.push(("head.head.bias".into(), vec![self.out_dim * p]));
         v.push(("head.modulation".into(), vec![1, 2, d]));
@@ -264,6 +317,7 @@ impl WanConfig {
             "freq_dim": self.freq_dim, "text_dim": self.text_dim, "out_dim": self.out_dim,
             "num_heads": self.num_heads, "num_layers": self.num_layers, "window_size": [-1, -1],
             "qk_norm": self.qk_norm, "cross_attn_norm": self.cross_attn_norm, "eps": self.eps,
+            "image_dim": self.image_dim,
         })
         .to_string()
     }

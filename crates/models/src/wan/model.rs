@@ -67,9 +67,26 @@ impl<B: FusedOps> Attention<B> {
     }
 }
 
+/// Image-to-video: the cross-attention's extra keys/values over the CLIP tokens.
+struct ImageKv<B: Backend> {
+    k: Linear<B>,
+    v: Linear<B>,
+    norm_k: Option<B::Tensor>,
+}
+
+/// Image-to-video: CLIP features `[B, 257, image_dim]` → context rows `[B, 257, D]`
+/// (`MLPProj`: LayerNorm, Linear, exact GELU, Linear, LayerNorm).
+struct ImageEmbed<B: Backend> {
+    norm0: LayerNorm<B>,
+    fc1: Linear<B>,
+    fc3: Linear<B>,
+    norm4: LayerNorm<B>,
+}
+
 struct Block<B: Backend> {
     self_attn: Attention<B>,
     cross_attn: Attention<B>,
+    image_kv: Option<ImageKv<B>>,
     norm3: Option<(B::Tensor, B::Tensor)>,
     ffn0: Linear<B>,
     ffn2: Linear<B>,
@@ -116,6 +133,25 @@ pub struct WanModel<B: Backend> {
     head: Linear<B>,
     /// `[1, 2, D]`: shift, scale.
     head_mod: B::Tensor,
+    image_embed: Option<ImageEmbed<B>>,
+}
+
+/// `x·Φ(x)` (exact GELU, torch's `nn.GELU()`), with an erf of |error| < 1.2e-7
+/// (Numerical Recipes' `erfc` Chebyshev fit).
+fn gelu_exact(x: f32) -> f32 {
+    let z = (x as f64 / std::f64::consts::SQRT_2).abs();
+    let t = 1.0 / (1.0 + 0.5 * z);
+    let poly = -z * z - 1.26551223
+        + t * (1.00002368
+            + t * (0.37409196
+                + t * (0.09678418
+                    + t * (-0.18628806
+                        + t * (0.27886807
+                            + t * (-1.13520398
+                                + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277))))))));
+    let erfc = t * poly.exp();
+    let erf = if x >= 0.0 { 1.0 - erfc } else { erfc - 1.0 };
+    (0.5 * x as f64 * (1.0 + erf)) as f32
 }
 
 /// Sinusoidal timestep embedding in f64, `[cos, sin]` order (Wan's `sinusoidal_embedding_1d`).
@@ -214,9 +250,23 @@ impl<B: FusedOps> WanModel<B> {
             } else {
                 None
             };
+            let ca = vb.pp("cross_attn");
+            let image_kv = match cfg.image_dim {
+                Some(_) => Some(ImageKv {
+                    k: Linear::new(&ca.pp("k_img"), d, d)?,
+                    v: Linear::new(&ca.pp("v_img"), d, d)?,
+                    norm_k: if cfg.qk_norm {
+                        Some(RmsNorm::new(&ca.pp("norm_k_img"), d, cfg.eps as f32)?.w)
+                    } else {
+                        None
+                    },
+                }),
+                None => None,
+            };
             blocks.push(Block {
                 self_attn: Attention::load(&vb.pp("self_attn"), cfg)?,
-                cross_attn: Attention::load(&vb.pp("cross_attn"), cfg)?,
+                cross_attn: Attention::load(&ca, cfg)?,
+                image_kv,
                 norm3,
                 ffn0: Linear::new(&vb.pp("ffn").pp(0), cfg.ffn_dim, d)?,
                 ffn2: Linear::new(&vb.pp("ffn").pp(2), d, cfg.ffn_dim)?,
@@ -225,7 +275,21 @@ impl<B: FusedOps> WanModel<B> {
         }
         progress(cfg.num_layers, cfg.num_layers);
         let (text, time) = (vb.pp("text_embedding"), vb.pp("time_embedding"));
+        let image_embed = match cfg.image_dim {
+            Some(w) => {
+                let p = vb.pp("img_emb").pp("proj");
+                // nn.LayerNorm's default eps
+                Some(ImageEmbed {
+                    norm0: LayerNorm::new(&p.pp(0), w, 1e-5)?,
+                    fc1: Linear::new(&p.pp(1), w, w)?,
+                    fc3: Linear::new(&p.pp(3), d, w)?,
+                    norm4: LayerNorm::new(&p.pp(4), d, 1e-5)?,
+                })
+            }
+            None => None,
+        };
         Ok(WanModel {
+            image_embed,
             patch,
             text0: Linear::new(&text.pp(0), d, cfg.text_dim)?,
             text2: Linear::new(&text.pp(2), d, d)?,
@@ -285,6 +349,43 @@ impl<B: FusedOps> WanModel<B> {
             cos: be.upload(&cos, &[l, dh / 2])?,
             sin: be.upload(&sin, &[l, dh / 2])?,
         })
+    }
+
+    /// Image-to-video: CLIP features `[B, 257, image_dim]` → image context rows `[B, 257, D]`.
+    /// The exact GELU runs on the host (once per generation, 257 × image_dim values: the op
+    /// vocabulary has the tanh one only).
+    pub fn embed_image(&self, be: &B, clip: &B::Tensor) -> Result<B::Tensor> {
+        let Some(m) = &self.image_embed else {
+            return Err(ModelError::Invalid(
+                "image features given to a text-to-video DiT".into(),
+            ));
+        };
+        let h = m.fc1.fwd(be, &m.norm0.fwd(be, clip)?, Act::None)?;
+        let shape = h.shape().to_vec();
+        let g: Vec<f32> = be.download(&h)?.into_iter().map(gelu_exact).collect();
+        let h = be.upload(&g, &shape)?;
+        m.norm4.fwd(be, &m.fc3.fwd(be, &h, Act::None)?)
+    }
+
+    /// The cross-attention context: text rows, after the image rows for image-to-video
+    /// (`[B, 257 + text_len, D]`, as Wan concatenates them).
+    pub fn embed_context(
+        &self,
+        be: &B,
+        text: &B::Tensor,
+        clip: Option<&B::Tensor>,
+    ) -> Result<B::Tensor> {
+        let t = self.embed_text(be, text)?;
+        match (clip, &self.image_embed) {
+            (Some(c), Some(_)) => Ok(be.cat(&[&self.embed_image(be, c)?, &t], 1)?),
+            (None, None) => Ok(t),
+            (None, Some(_)) => Err(ModelError::Invalid(
+                "an image-to-video DiT needs the image's CLIP features".into(),
+            )),
+            (Some(_), None) => Err(ModelError::Invalid(
+                "image features given to a text-to-video DiT".into(),
+            )),
+        }
     }
 
     /// Text encoder states `[B, text_len, text_dim]` → context `[B, text_len, D]`.
@@ -403,12 +504,38 @@ impl<B: FusedOps> WanModel<B> {
                 (x.clone(), x)
             }
         };
-        // cross-attention on the text context (dense: 16–512 keys)
+        // cross-attention on the text context (dense: 16–512 keys); image-to-video also
+        // attends to the image rows in front of it with its own keys/values, and adds the two
         let ca = &blk.cross_attn;
         let q = ca.project(be, &ca.q, &ca.norm_q, &xn, heads, eps)?;
-        let k = ca.project(be, &ca.k, &ca.norm_k, context, heads, eps)?;
-        let v = ca.project(be, &ca.v, &None, context, heads, eps)?;
-        let o = be.attention(&q, &k, &v, &AttnPlan::Dense, None)?;
+        let (text, image) = match &blk.image_kv {
+            Some(_) => {
+                let n = context.shape()[1];
+                let n_img = n
+                    .checked_sub(self.cfg.text_len)
+                    .filter(|&m| m > 0)
+                    .ok_or_else(|| {
+                        ModelError::Invalid(format!(
+                        "image-to-video context of {n} rows: expected image rows + {} text rows",
+                        self.cfg.text_len
+                    ))
+                    })?;
+                (
+                    be.narrow(context, 1, n_img, n - n_img)?,
+                    Some(be.narrow(context, 1, 0, n_img)?),
+                )
+            }
+            None => (context.clone(), None),
+        };
+        let k = ca.project(be, &ca.k, &ca.norm_k, &text, heads, eps)?;
+        let v = ca.project(be, &ca.v, &None, &text, heads, eps)?;
+        let mut o = be.attention(&q, &k, &v, &AttnPlan::Dense, None)?;
+        if let (Some(ikv), Some(img)) = (&blk.image_kv, &image) {
+            let k = ca.project(be, &ikv.k, &ikv.norm_k, img, heads, eps)?;
+            let v = ca.project(be, &ikv.v, &None, img, heads, eps)?;
+            let oi = be.attention(&q, &k, &v, &AttnPlan::Dense, None)?;
+            o = be.add_gated(&o, &oi, None)?;
+        }
         // residual, and the feed-forward's modulated norm in the same pass
         let (x, xn) =
             be.add_gated_norm_modulate(&x, &ca.finish(be, &o)?, None, &m[3], &m[4], eps)?;
