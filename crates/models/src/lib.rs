@@ -6,6 +6,7 @@
 pub mod bundle;
 pub mod denoiser;
 pub mod error;
+pub mod image;
 pub mod layout;
 pub mod nn;
 pub mod text;
@@ -16,6 +17,7 @@ pub mod weights;
 pub use bundle::{config_for_class, Caption, Family, ModelBundle, SampleDefaults};
 pub use denoiser::{Conditioning, Denoiser};
 pub use error::{ModelError, Result};
+pub use image::{ClipVision, ClipVisionConfig};
 pub use nn::{KeyMap, VarBuilder};
 pub use text::{
     wan_clean, TextEncoder, TextStates, TinySlots, TinyText, TinyTextEncoder, Tokenizer,

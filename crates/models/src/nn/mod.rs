@@ -6,7 +6,7 @@ pub mod var_builder;
 pub use var_builder::{KeyMap, SameKeys, VarBuilder};
 
 use crate::Result;
-use jenga_tensor::{Act, Backend};
+use jenga_tensor::{Act, Backend, TensorMeta};
 
 /// `y = x·Wᵀ + b`, weight `[out, in]` (PyTorch layout).
 pub struct Linear<B: Backend> {
@@ -196,5 +196,52 @@ impl<B: Backend> Conv3d<B> {
             self.padding,
             self.causal,
         )?)
+    }
+}
+
+/// `x·Φ(x)` (exact GELU, torch's `nn.GELU()`), with an erf of |error| < 1.2e-7
+/// (Numerical Recipes' `erfc` Chebyshev fit).
+pub fn gelu_exact(x: f32) -> f32 {
+    let z = (x as f64 / std::f64::consts::SQRT_2).abs();
+    let t = 1.0 / (1.0 + 0.5 * z);
+    let poly = -z * z - 1.26551223
+        + t * (1.00002368
+            + t * (0.37409196
+                + t * (0.09678418
+                    + t * (-0.18628806
+                        + t * (0.27886807
+                            + t * (-1.13520398
+                                + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277))))))));
+    let erfc = t * poly.exp();
+    let erf = if x >= 0.0 { 1.0 - erfc } else { erfc - 1.0 };
+    (0.5 * x as f64 * (1.0 + erf)) as f32
+}
+
+/// Exact GELU of a device tensor through the host: for small once-per-run activations (the
+/// op vocabulary has the tanh GELU only).
+pub fn gelu_exact_host<B: Backend>(be: &B, x: &B::Tensor) -> Result<B::Tensor> {
+    let shape = x.shape().to_vec();
+    let g: Vec<f32> = be.download(x)?.into_iter().map(gelu_exact).collect();
+    Ok(be.upload(&g, &shape)?)
+}
+
+#[cfg(test)]
+mod gelu_tests {
+    #[test]
+    fn exact_gelu_matches_erf_values() {
+        // torch.nn.functional.gelu(torch.tensor([-3., -1., -0.5, 0., 0.5, 1., 3.]), approximate='none')
+        let want = [
+            -0.0040502,
+            -0.15865526,
+            -0.15426877,
+            0.0,
+            0.34573123,
+            0.8413447,
+            2.9959497,
+        ];
+        for (x, w) in [-3.0f32, -1.0, -0.5, 0.0, 0.5, 1.0, 3.0].iter().zip(want) {
+            let g = super::gelu_exact(*x);
+            assert!((g - w).abs() < 1e-6, "gelu({x}) = {g}, want {w}");
+        }
     }
 }

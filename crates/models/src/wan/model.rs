@@ -136,24 +136,6 @@ pub struct WanModel<B: Backend> {
     image_embed: Option<ImageEmbed<B>>,
 }
 
-/// `x·Φ(x)` (exact GELU, torch's `nn.GELU()`), with an erf of |error| < 1.2e-7
-/// (Numerical Recipes' `erfc` Chebyshev fit).
-fn gelu_exact(x: f32) -> f32 {
-    let z = (x as f64 / std::f64::consts::SQRT_2).abs();
-    let t = 1.0 / (1.0 + 0.5 * z);
-    let poly = -z * z - 1.26551223
-        + t * (1.00002368
-            + t * (0.37409196
-                + t * (0.09678418
-                    + t * (-0.18628806
-                        + t * (0.27886807
-                            + t * (-1.13520398
-                                + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277))))))));
-    let erfc = t * poly.exp();
-    let erf = if x >= 0.0 { 1.0 - erfc } else { erfc - 1.0 };
-    (0.5 * x as f64 * (1.0 + erf)) as f32
-}
-
 /// Sinusoidal timestep embedding in f64, `[cos, sin]` order (Wan's `sinusoidal_embedding_1d`).
 pub fn timestep_embedding(t: f64, dim: usize) -> Vec<f32> {
     let half = dim / 2;
@@ -361,9 +343,7 @@ impl<B: FusedOps> WanModel<B> {
             ));
         };
         let h = m.fc1.fwd(be, &m.norm0.fwd(be, clip)?, Act::None)?;
-        let shape = h.shape().to_vec();
-        let g: Vec<f32> = be.download(&h)?.into_iter().map(gelu_exact).collect();
-        let h = be.upload(&g, &shape)?;
+        let h = crate::nn::gelu_exact_host(be, &h)?;
         m.norm4.fwd(be, &m.fc3.fwd(be, &h, Act::None)?)
     }
 
