@@ -91,3 +91,59 @@ fn i2v_forward_matches_diffusers_in_both_namings() {
         assert!(e.contains("CLIP"), "{e}");
     }
 }
+
+#[test]
+fn the_i2v_denoiser_concatenates_its_condition_at_the_input() {
+    use jenga_models::wan::{i2v_condition, WanI2v};
+    use jenga_models::Denoiser;
+    let cfg_path = fixture("transformer/config.json");
+    let (_, _, cfg) =
+        config_for_class(&cfg_path, &std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    let g = SafetensorsWeights::open(&fixture("golden.safetensors")).unwrap();
+    let be = CpuBackend::new();
+    let w = SafetensorsWeights::open(&fixture("wan.safetensors")).unwrap();
+    let model = WanModel::load(&be, &cfg, &w).unwrap();
+    let x = g.load("x", &[1, 36, 3, 8, 8]).unwrap();
+    let n = 3 * 8 * 8;
+    // the golden's input is [noise 16 | y 20]: the wrapper takes the noise and y apart
+    let noise = be.upload(&x[..16 * n], &[1, 16, 3, 8, 8]).unwrap();
+    let y = be.upload(&x[16 * n..], &[1, 20, 3, 8, 8]).unwrap();
+    let d = WanI2v { model: &model, y };
+    let text = be
+        .upload(&g.load("text", &[1, 512, 64]).unwrap(), &[1, 512, 64])
+        .unwrap();
+    let clip = be
+        .upload(&g.load("clip", &[1, 257, 48]).unwrap(), &[1, 257, 48])
+        .unwrap();
+    let ctx = model.embed_context(&be, &text, Some(&clip)).unwrap();
+    let t = g.load("t", &[1]).unwrap()[0] as f64;
+    let geom = d.stage(&be, (3, 4, 4), None).unwrap();
+    let a = AttnCtx {
+        step: 0,
+        num_steps: 1,
+        layer: 0,
+        num_layers: 2,
+        stage: 0,
+        grid: (3, 4, 4),
+        cond_tokens: 0,
+    };
+    let step = d.embed(&be, &noise, t, &geom, &ctx).unwrap();
+    let h = d.blocks(&be, &step, &ctx, &geom, &Dense, &a).unwrap();
+    let v = be
+        .download(&d.head(&be, &h, &step, &geom).unwrap())
+        .unwrap();
+    let e = rel_l2(&v, &g.load("v", &[1, 16, 3, 8, 8]).unwrap());
+    assert!(e <= 1e-4, "rel-L2 {e:.2e}");
+    assert_eq!(d.latent_channels(), 16);
+
+    // the mask: 1 on every mask channel of the first latent frame, 0 after; the latent after it
+    let lat: Vec<f32> = (0..16 * n).map(|i| i as f32).collect();
+    let c = i2v_condition(&lat, [16, 3, 8, 8]).unwrap();
+    assert_eq!(c.len(), 20 * n);
+    for m in 0..4 {
+        let ch = &c[m * n..(m + 1) * n];
+        assert!(ch[..64].iter().all(|&v| v == 1.0) && ch[64..].iter().all(|&v| v == 0.0));
+    }
+    assert_eq!(&c[4 * n..], &lat[..]);
+    assert!(i2v_condition(&lat[1..], [16, 3, 8, 8]).is_err());
+}
