@@ -76,16 +76,7 @@ pub fn run(
             plan50: p50,
         });
     }
-    let mut out = match json_path {
-        Some(p) => Some(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(p)
-                .with_context(|| format!("--json {}", p.display()))?,
-        ),
-        None => None,
-    };
+    let mut out = crate::bench_e2e::open_json(json_path)?;
     if let Some(r) = runs.first() {
         let spec = &r.plan.spec;
         let cfg = src.config();
@@ -123,6 +114,18 @@ pub fn run(
         }
     }
     Ok(())
+}
+
+/// `--json FILE` opened for appending (None without the flag).
+pub(crate) fn open_json(path: Option<&Path>) -> Result<Option<std::fs::File>> {
+    path.map(|p| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .with_context(|| format!("--json {}", p.display()))
+    })
+    .transpose()
 }
 
 struct Variant {

@@ -112,16 +112,7 @@ pub fn run(
             preps.push((name.clone(), p));
         }
     }
-    let mut out = match json_path {
-        Some(p) => Some(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(p)
-                .with_context(|| format!("--json {}", p.display()))?,
-        ),
-        None => None,
-    };
+    let mut out = crate::bench_e2e::open_json(json_path)?;
     let (f, h, w) = preps[0].1.plan.out_size;
     println!(
         "bench e2e: {} on {}, {f}x{h}x{w} (frames x h x w), {} steps, whole pipeline (text, DiT, VAE)",
