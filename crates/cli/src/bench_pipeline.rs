@@ -142,15 +142,9 @@ pub fn run(
         match &dense_frames {
             None if p.request.policy.preset.is_none() => {
                 if let Some(cmd) = &e.reference {
-                    export_f32(
-                        &[(
-                            "frames",
-                            vec![g.video.frames, g.video.height, g.video.width, 3],
-                            &frames,
-                        )],
-                        &dir.join("ours.safetensors"),
-                    )?;
-                    let theirs = reference(cmd, &dir, p, engine.device().is_cuda())?;
+                    let shape = [g.video.frames, g.video.height, g.video.width, 3];
+                    let theirs =
+                        reference(cmd, &dir, p, engine.device().is_cuda(), &g.video.rgb, shape)?;
                     if let Some((ms, psnr, extra)) = theirs {
                         let m = line.as_object_mut().expect("object");
                         m.insert("reference".into(), json!("diffusers WanPipeline"));
@@ -184,7 +178,15 @@ type Theirs = (f64, Option<f64>, serde_json::Map<String, serde_json::Value>);
 /// Runs the reference on the dense request; returns its wall time (ms), the PSNR of our frames
 /// against its frames and its other fields (peak memory, text time), or None when it was
 /// skipped (the reason is printed).
-fn reference(cmd: &str, dir: &Path, p: &Prepared, cuda: bool) -> Result<Option<Theirs>> {
+/// `ours`: our dense frames (u8, `shape` = [F, H, W, 3]), compared in memory.
+fn reference(
+    cmd: &str,
+    dir: &Path,
+    p: &Prepared,
+    cuda: bool,
+    ours: &[u8],
+    shape: [usize; 4],
+) -> Result<Option<Theirs>> {
     let model = match &p.request.model {
         ModelSource::Dir(d) => d.clone(),
         _ => {
@@ -225,14 +227,9 @@ fn reference(cmd: &str, dir: &Path, p: &Prepared, cuda: bool) -> Result<Option<T
     };
     let theirs = SafetensorsWeights::open(&dir.join("reference.safetensors"))
         .context("reading the reference's frames")?;
-    let ours = SafetensorsWeights::open(&dir.join("ours.safetensors"))?;
-    let shape = ours.info("frames").map(|i| i.shape).unwrap_or_default();
-    let psnr = match (theirs.load("frames", &shape), ours.load("frames", &shape)) {
-        (Ok(t), Ok(o)) => {
-            let o8: Vec<u8> = o.iter().map(|v| (v * 255.0).round() as u8).collect();
-            psnr_u8(&o8, &t)
-        }
-        (Err(err), _) | (_, Err(err)) => {
+    let psnr = match theirs.load("frames", &shape) {
+        Ok(t) => psnr_u8(ours, &t),
+        Err(err) => {
             println!("reference frames not comparable: {err}");
             None
         }
