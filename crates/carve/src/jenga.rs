@@ -6,6 +6,9 @@
 //! Text-attention amplifier ([`TextAmp`]): in the first, low-resolution ProRes stage, video
 //! queries get `β = −ρ·ln(N_s/N_S)` added to their scores on condition keys, so that low-res
 //! tokens lean on the prompt instead of their (relatively larger) spatial neighbourhood.
+//! Only video-query rows are biased: condition (text) query rows attend without it, as in the
+//! reference, which adds it in its sparse kernel to video-query rows × condition keys
+//! ([`KeyBias`] `from_key = to_query =` the video token count).
 //! The reference code adds `text_amp = −log2(√(N_s/N_S))·scale_txt_amp` to scores that its
 //! kernel keeps in the exp2 domain (q is pre-scaled by log2 e); converted to natural-log
 //! logits that is exactly `−½·ln(N_s/N_S)·scale_txt_amp`, i.e. the paper's formula with
@@ -383,8 +386,13 @@ impl<B: PolicyKernels> AttentionPolicy<B> for JengaPolicy {
             return None;
         }
         let beta = self.cfg.text_amp.bias(ctx.stage);
-        (beta != 0.0).then(|| KeyBias {
-            from_key: ctx.grid.0 * ctx.grid.1 * ctx.grid.2,
+        // Video queries × condition keys: the condition tokens follow the (curve-ordered)
+        // video tokens, so both bounds are the video token count. Condition-query rows get no
+        // bias (the reference amplifies the video-query rows of its sparse call only).
+        let video = ctx.grid.0 * ctx.grid.1 * ctx.grid.2;
+        (beta != 0.0).then_some(KeyBias {
+            from_key: video,
+            to_query: video,
             bias: beta as f32,
         })
     }
@@ -571,7 +579,7 @@ mod tests {
         let hy = JengaPolicy::new(JengaConfig::hunyuan(&[0.7, 0.8], 0.3, &[0.5625, 1.0])).unwrap();
         let pol: &dyn AttentionPolicy<CpuBackend> = &hy;
         let kb = pol.key_bias(&ctx(3, 0, (2, 6, 8), 20)).unwrap();
-        assert_eq!(kb.from_key, 96);
+        assert_eq!((kb.from_key, kb.to_query), (96, 96));
         assert!((kb.bias - 0.287_682_07).abs() < 1e-6);
         assert!(pol.key_bias(&ctx(30, 1, (2, 8, 8), 20)).is_none());
         let wan = JengaPolicy::new(JengaConfig::wan(&[0.75, 0.85], 0.9)).unwrap();

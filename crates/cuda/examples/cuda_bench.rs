@@ -216,8 +216,10 @@ fn attention_bench(be: &CudaBackend) -> Result<()> {
     let density = plan.density();
     let kept_flops = plan_flops(&plan, m, dh);
     let sparse = AttnPlan::Sparse(plan.clone());
+    // Joint-attention layout: the last 512 tokens are the condition; video rows are biased.
     let bias = Some(jenga_tensor::KeyBias {
         from_key: m - 512,
+        to_query: m - 512,
         bias: 1.0,
     });
     let mut errs = Vec::new();

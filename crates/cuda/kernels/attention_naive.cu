@@ -2,6 +2,7 @@
 // 32 (lane j scores key j), online softmax in the exp2 domain, f32 everywhere. Any Dh <= 128.
 // Dense (row_ptr == null) or block-sparse over a CSR plan: every warp of a CTA sits in the same
 // query block, so the CTA walks one key-block list and the tile loads stay block-uniform.
+// Key bias: query rows < bias_to get bias_log2 (log2 domain) on keys >= bias_from.
 
 #define TK 32
 #define WARPS 8
@@ -12,7 +13,7 @@ attn_naive_bf16(const bf16* __restrict__ q, const bf16* __restrict__ k,
                 const bf16* __restrict__ v, bf16* __restrict__ o, int lq, int lk, int h, int dh,
                 float scale_log2, const unsigned* __restrict__ row_ptr,
                 const unsigned* __restrict__ col_idx, int block, int q_blocks, int chunks,
-                int bias_from, float bias_log2) {
+                int bias_from, float bias_log2, int bias_to) {
     extern __shared__ float smem[];
     const int ld = dh + 1;  // padding: lane j reads row j, stride ld avoids bank conflicts
     float* sk = smem;
@@ -79,7 +80,7 @@ attn_naive_bf16(const bf16* __restrict__ q, const bf16* __restrict__ k,
                 const float* kr = sk + lane * ld;
                 const float* qr = sq + warp * dh;
                 for (int d = 0; d < dh; ++d) s += qr[d] * kr[d];
-                if (t0 + lane >= bias_from) s += bias_log2;
+                if (t0 + lane >= bias_from && qi < bias_to) s += bias_log2;
             }
             float m_new = fmaxf(m, warp_max(s));
             float corr = m == -INFINITY ? 0.0f : exp2f(m - m_new);

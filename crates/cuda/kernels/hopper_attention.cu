@@ -30,8 +30,8 @@
 // first within each head (order built on the host, or by hb_device_work_order for plans built on
 // the device). Dense: the last round's query tiles are cut into key
 // ranges (split-key tail, merged by the CTA that finishes a tile's last range). Key bias: keys
-// >= bias_from get bias_log2 added (log2 domain). Partial tiles are masked; rows past lq are
-// computed on zeros and not stored.
+// >= bias_from of query rows < bias_to get bias_log2 added (log2 domain). Partial tiles are
+// masked; rows past lq are computed on zeros and not stored.
 
 #define HB_M 128          // query rows per work item
 #define HB_D 128          // head dim
@@ -498,8 +498,9 @@ __device__ __forceinline__ void hw_consumer(unsigned sq, unsigned skv, unsigned 
                                             const unsigned* __restrict__ row_ptr,
                                             const unsigned* __restrict__ col_idx, int block,
                                             int q_blocks, int bias_from, float bias_log2,
-                                            const unsigned* __restrict__ order, int subs,
-                                            int qtiles, int tail_from, int splits, int chunk,
+                                            int bias_to, const unsigned* __restrict__ order,
+                                            int subs, int qtiles, int tail_from, int splits,
+                                            int chunk,
                                             float* __restrict__ part_buf,
                                             unsigned* __restrict__ counter) {
     const unsigned qfull = bars + 8 * (2 * ST), qempty = qfull + 8, slot = qfull + 16;
@@ -589,7 +590,10 @@ __device__ __forceinline__ void hw_consumer(unsigned sq, unsigned skv, unsigned 
 
             const int kt = cur.kt, k_end = cur.k_end;
             float mx0 = -INFINITY, mx1 = -INFINITY;
-            const bool plain = kt + BN <= k_end && kt + BN <= bias_from;
+            // Plain: whole tile in range, and before the biased keys or none of the item's
+            // rows biased (item-uniform, so no divergence).
+            const bool plain =
+                kt + BN <= k_end && (kt + BN <= bias_from || item.q_start >= bias_to);
             if (plain) {
 #pragma unroll
                 for (int j = 0; j < BN / 8; ++j) {
@@ -599,16 +603,23 @@ __device__ __forceinline__ void hw_consumer(unsigned sq, unsigned skv, unsigned 
                 mx0 *= scale_log2;
                 mx1 *= scale_log2;
             } else {
+                // This thread's rows (as in the epilogue): r0 = q_start + wg*64 + wl*16 + g holds
+                // s[4j], s[4j+1]; r0 + 8 holds s[4j+2], s[4j+3]. Rows >= bias_to: no bias.
+                const int r0 = item.q_start + wg * 64 + wl * 16 + g;
+                const float add0 = r0 < bias_to ? bias_log2 : 0.0f;
+                const float add1 = r0 + 8 < bias_to ? bias_log2 : 0.0f;
 #pragma unroll
                 for (int j = 0; j < BN / 8; ++j) {
 #pragma unroll
                     for (int c = 0; c < 2; ++c) {
                         const int key = kt + j * 8 + 2 * t + c;
-                        const float add = key >= bias_from ? bias_log2 : 0.0f;
+                        const bool biased = key >= bias_from;
                         const bool ok = key < k_end;
-                        s[4 * j + c] = ok ? fmaf(s[4 * j + c], scale_log2, add) : -INFINITY;
+                        s[4 * j + c] =
+                            ok ? fmaf(s[4 * j + c], scale_log2, biased ? add0 : 0.0f) : -INFINITY;
                         s[4 * j + 2 + c] =
-                            ok ? fmaf(s[4 * j + 2 + c], scale_log2, add) : -INFINITY;
+                            ok ? fmaf(s[4 * j + 2 + c], scale_log2, biased ? add1 : 0.0f)
+                               : -INFINITY;
                         mx0 = fmaxf(mx0, s[4 * j + c]);
                         mx1 = fmaxf(mx1, s[4 * j + 2 + c]);
                     }
@@ -755,9 +766,9 @@ __device__ __forceinline__ void hw_kernel(const HbTmap* tq, const HbTmap* tk, co
                                           float scale_log2, const unsigned* __restrict__ row_ptr,
                                           const unsigned* __restrict__ col_idx, int block,
                                           int q_blocks, int bias_from, float bias_log2,
-                                          const unsigned* __restrict__ order, int subs, int items,
-                                          int qtiles, int tail_from, int splits, int chunk,
-                                          float* __restrict__ part_buf,
+                                          int bias_to, const unsigned* __restrict__ order,
+                                          int subs, int items, int qtiles, int tail_from,
+                                          int splits, int chunk, float* __restrict__ part_buf,
                                           unsigned* __restrict__ counter, int l2hint) {
     extern __shared__ __align__(1024) unsigned char hw_smem[];
     const unsigned base = (hb_smem_u32(hw_smem) + 1023u) & ~1023u;
@@ -790,8 +801,8 @@ __device__ __forceinline__ void hw_kernel(const HbTmap* tq, const HbTmap* tk, co
     } else {
         asm volatile("setmaxnreg.inc.sync.aligned.u32 240;\n" ::: "memory");
         hw_consumer<BN, ST, TAU>(sq, skv, bars, o, lq, lk, h, scale_log2, row_ptr, col_idx,
-                                 block, q_blocks, bias_from, bias_log2, order, subs, qtiles,
-                                 tail_from, splits, chunk, part_buf, counter);
+                                 block, q_blocks, bias_from, bias_log2, bias_to, order, subs,
+                                 qtiles, tail_from, splits, chunk, part_buf, counter);
     }
 }
 
@@ -803,12 +814,13 @@ __device__ __forceinline__ void hw_kernel(const HbTmap* tq, const HbTmap* tk, co
              const __grid_constant__ HbTmap tv, bf16* __restrict__ o, int lq, int lk, int h,     \
              float scale_log2, const unsigned* __restrict__ row_ptr,                             \
              const unsigned* __restrict__ col_idx, int block, int q_blocks, int bias_from,       \
-             float bias_log2, const unsigned* __restrict__ order, int subs, int items,           \
-             int qtiles, int tail_from, int splits, int chunk, float* __restrict__ part_buf,     \
-             unsigned* __restrict__ counter, int l2hint) {                                        \
+             float bias_log2, int bias_to, const unsigned* __restrict__ order, int subs,         \
+             int items, int qtiles, int tail_from, int splits, int chunk,                        \
+             float* __restrict__ part_buf, unsigned* __restrict__ counter, int l2hint) {          \
         hw_kernel<BN, ST, TAU>(&tq, &tk, &tv, o, lq, lk, h, scale_log2, row_ptr, col_idx,         \
-                               block, q_blocks, bias_from, bias_log2, order, subs, items, qtiles, \
-                               tail_from, splits, chunk, part_buf, counter, l2hint);              \
+                               block, q_blocks, bias_from, bias_log2, bias_to, order, subs,       \
+                               items, qtiles, tail_from, splits, chunk, part_buf, counter,        \
+                               l2hint);                                                           \
     }
 HW_ENTRY(attn_hopper_ws_d128_n128, 128, 3, 8)
 HW_ENTRY(attn_hopper_ws_d128_n176, 176, 2, 0)

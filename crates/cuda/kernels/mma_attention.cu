@@ -3,7 +3,8 @@
 // streams 64-key tiles of K and V through shared memory, online softmax in the exp2 domain.
 // Dense, or block-sparse over a CSR plan whose block is a multiple of 64 (the CTA then lies in
 // one query block). Head dim 64 or 128. This is the portable fast path; the Hopper kernels in
-// crate::attention, when present, take precedence.
+// crate::attention, when present, take precedence. Key bias: query rows < bias_to get
+// bias_log2 (log2 domain) added on keys >= bias_from.
 
 #define BM 64
 #define BN 64
@@ -48,7 +49,8 @@ __device__ __forceinline__ void attn_mma(const bf16* __restrict__ q, const bf16*
                                          int lq, int lk, int h, float scale_log2,
                                          const unsigned* __restrict__ row_ptr,
                                          const unsigned* __restrict__ col_idx, int block,
-                                         int q_blocks, int bias_from, float bias_log2) {
+                                         int q_blocks, int bias_from, float bias_log2,
+                                         int bias_to) {
     constexpr int LDS = D + 8;  // padded row (elements): conflict-free fragment loads
     __shared__ __align__(16) bf16 sk[BN * LDS];
     __shared__ __align__(16) bf16 sv[BN * LDS];
@@ -58,6 +60,9 @@ __device__ __forceinline__ void attn_mma(const bf16* __restrict__ q, const bf16*
     const int hh = blockIdx.y, b = blockIdx.z;
     const int q0 = blockIdx.x * BM + warp * 16;  // this warp's first query row
     const long long rs = (long long)h * D;       // token stride (elements)
+    // Key bias of this thread's rows q0 + g and q0 + g + 8 (0 for rows at or past bias_to).
+    const float badd0 = q0 + g < bias_to ? bias_log2 : 0.0f;
+    const float badd1 = q0 + g + 8 < bias_to ? bias_log2 : 0.0f;
 
     // Q fragments (A operand, row-major 16 x D), straight from global memory.
     unsigned qa[D / 16][4];
@@ -130,10 +135,11 @@ __device__ __forceinline__ void attn_mma(const bf16* __restrict__ q, const bf16*
 #pragma unroll
                 for (int c = 0; c < 2; ++c) {
                     const int key = kt + j * 8 + 2 * t + c;
-                    const float add = key >= bias_from ? bias_log2 : 0.0f;
+                    const bool biased = key >= bias_from;
                     const bool ok = key < k_end;
-                    s[j][c] = ok ? s[j][c] * scale_log2 + add : -INFINITY;
-                    s[j][2 + c] = ok ? s[j][2 + c] * scale_log2 + add : -INFINITY;
+                    s[j][c] = ok ? s[j][c] * scale_log2 + (biased ? badd0 : 0.0f) : -INFINITY;
+                    s[j][2 + c] =
+                        ok ? s[j][2 + c] * scale_log2 + (biased ? badd1 : 0.0f) : -INFINITY;
                     mx0 = fmaxf(mx0, s[j][c]);
                     mx1 = fmaxf(mx1, s[j][2 + c]);
                 }
@@ -207,16 +213,16 @@ __device__ __forceinline__ void attn_mma(const bf16* __restrict__ q, const bf16*
     const bf16 *__restrict__ q, const bf16 *__restrict__ k, const bf16 *__restrict__ v,     \
         bf16 *__restrict__ o, int lq, int lk, int h, float scale_log2,                     \
         const unsigned *__restrict__ row_ptr, const unsigned *__restrict__ col_idx, int block, \
-        int q_blocks, int bias_from, float bias_log2
+        int q_blocks, int bias_from, float bias_log2, int bias_to
 
 extern "C" __global__ void __launch_bounds__(NWARPS * 32) attn_mma_d64(ATTN_MMA_ARGS) {
     attn_mma<64>(q, k, v, o, lq, lk, h, scale_log2, row_ptr, col_idx, block, q_blocks, bias_from,
-                 bias_log2);
+                 bias_log2, bias_to);
 }
 
 extern "C" __global__ void __launch_bounds__(NWARPS * 32) attn_mma_d128(ATTN_MMA_ARGS) {
     attn_mma<128>(q, k, v, o, lq, lk, h, scale_log2, row_ptr, col_idx, block, q_blocks,
-                  bias_from, bias_log2);
+                  bias_from, bias_log2, bias_to);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -293,7 +299,8 @@ __device__ __forceinline__ void attn_mma2(const bf16* __restrict__ q, const bf16
                                           int lq, int lk, int h, float scale_log2,
                                           const unsigned* __restrict__ row_ptr,
                                           const unsigned* __restrict__ col_idx, int block,
-                                          int q_blocks, int bias_from, float bias_log2) {
+                                          int q_blocks, int bias_from, float bias_log2,
+                                          int bias_to) {
     constexpr int LDS = D + 8;
     constexpr int STAGE = 2 * BN * LDS;  // K then V, elements
     extern __shared__ __align__(16) unsigned char dyn_smem[];
@@ -304,6 +311,9 @@ __device__ __forceinline__ void attn_mma2(const bf16* __restrict__ q, const bf16
     const int hh = blockIdx.y, b = blockIdx.z;
     const int q0 = blockIdx.x * BM2 + warp * 16;
     const long long rs = (long long)h * D;
+    // Key bias of this thread's rows q0 + g and q0 + g + 8 (0 for rows at or past bias_to).
+    const float badd0 = q0 + g < bias_to ? bias_log2 : 0.0f;
+    const float badd1 = q0 + g + 8 < bias_to ? bias_log2 : 0.0f;
     const long long kv_base = (long long)b * lk * rs + (long long)hh * D;
 
     unsigned e0 = 0, e1 = 1;
@@ -372,8 +382,9 @@ __device__ __forceinline__ void attn_mma2(const bf16* __restrict__ q, const bf16
             }
         }
         float mx0 = -INFINITY, mx1 = -INFINITY;
-        if (kt + BN <= k_end && kt + BN <= bias_from) {
-            // Whole tile in range and before the biased keys: scale only (the common case).
+        if (kt + BN <= k_end && (kt + BN <= bias_from || (int)blockIdx.x * BM2 >= bias_to)) {
+            // Whole tile in range, and before the biased keys or all of the CTA's rows
+            // unbiased: scale only (the common case).
 #pragma unroll
             for (int j = 0; j < BN / 8; ++j) {
 #pragma unroll
@@ -387,10 +398,11 @@ __device__ __forceinline__ void attn_mma2(const bf16* __restrict__ q, const bf16
 #pragma unroll
                 for (int c = 0; c < 2; ++c) {
                     const int key = kt + j * 8 + 2 * t + c;
-                    const float add = key >= bias_from ? bias_log2 : 0.0f;
+                    const bool biased = key >= bias_from;
                     const bool ok = key < k_end;
-                    s[j][c] = ok ? s[j][c] * scale_log2 + add : -INFINITY;
-                    s[j][2 + c] = ok ? s[j][2 + c] * scale_log2 + add : -INFINITY;
+                    s[j][c] = ok ? s[j][c] * scale_log2 + (biased ? badd0 : 0.0f) : -INFINITY;
+                    s[j][2 + c] =
+                        ok ? s[j][2 + c] * scale_log2 + (biased ? badd1 : 0.0f) : -INFINITY;
                     mx0 = fmaxf(mx0, s[j][c]);
                     mx1 = fmaxf(mx1, s[j][2 + c]);
                 }
@@ -467,10 +479,10 @@ __device__ __forceinline__ void attn_mma2(const bf16* __restrict__ q, const bf16
 
 extern "C" __global__ void __launch_bounds__(NWARPS2 * 32) attn_mma2_d64(ATTN_MMA_ARGS) {
     attn_mma2<64>(q, k, v, o, lq, lk, h, scale_log2, row_ptr, col_idx, block, q_blocks,
-                  bias_from, bias_log2);
+                  bias_from, bias_log2, bias_to);
 }
 
 extern "C" __global__ void __launch_bounds__(NWARPS2 * 32) attn_mma2_d128(ATTN_MMA_ARGS) {
     attn_mma2<128>(q, k, v, o, lq, lk, h, scale_log2, row_ptr, col_idx, block, q_blocks,
-                   bias_from, bias_log2);
+                   bias_from, bias_log2, bias_to);
 }

@@ -500,10 +500,7 @@ impl Hopper<'_> {
         let stream = self.stream();
         let log2e = std::f32::consts::LOG2_E;
         let scale_log2 = log2e / (dh as f32).sqrt();
-        let (bias_from, bias_log2) = match bias {
-            Some(kb) => (kb.from_key.min(i32::MAX as usize) as i32, kb.bias * log2e),
-            None => (i32::MAX, 0.0f32),
-        };
+        let (bias_from, bias_to, bias_log2) = kernel_bias(bias);
         // Keeps the host-built work list alive until the launch is queued (stream-ordered frees).
         let mut order_buf: Option<Arc<CudaSlice<u32>>> = None;
         // A device-built plan's work list, written on the stream just before the launch.
@@ -649,6 +646,7 @@ impl Hopper<'_> {
                 .arg(&qb_i)
                 .arg(&bias_from)
                 .arg(&bias_log2)
+                .arg(&bias_to)
                 .arg(&order_ptr)
                 .arg(&subs_i)
                 .arg(&items_i)
@@ -668,9 +666,42 @@ impl Hopper<'_> {
     }
 }
 
+/// The attention kernels' key-bias arguments `(bias_from, bias_to, bias_log2)`: keys `>=
+/// bias_from` of query rows `< bias_to` (row and key indices in the sequence order of q and k)
+/// get `bias_log2` added to their exp2-domain scores. No bias: no key (`i32::MAX`) and no row.
+pub(crate) fn kernel_bias(bias: Option<KeyBias>) -> (i32, i32, f32) {
+    let clamp = |x: usize| x.min(i32::MAX as usize) as i32;
+    match bias {
+        Some(kb) => (
+            clamp(kb.from_key),
+            clamp(kb.to_query),
+            kb.bias * std::f32::consts::LOG2_E,
+        ),
+        None => (i32::MAX, 0, 0.0),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kernel_bias_clamps_and_converts() {
+        assert_eq!(kernel_bias(None), (i32::MAX, 0, 0.0));
+        let kb = KeyBias {
+            from_key: 96,
+            to_query: 96,
+            bias: 2.0,
+        };
+        let (from, to, b) = kernel_bias(Some(kb));
+        assert_eq!((from, to), (96, 96));
+        assert!((b - 2.0 * std::f32::consts::LOG2_E).abs() < 1e-6);
+        let every = KeyBias {
+            to_query: usize::MAX,
+            ..kb
+        };
+        assert_eq!(kernel_bias(Some(every)).1, i32::MAX);
+    }
 
     #[test]
     fn work_order_is_a_permutation_heavy_rows_first_heads_in_order() {

@@ -7,12 +7,15 @@
 //! the Hopper kernel is not built (anything but sm_90). Dense cases run with both dense kernels
 //! (176-key tiles, the default, and 128-key tiles). Device-built plans (`PlanRef::Device`:
 //! geometry and device CSR only) get the same work order as host plans, built on the device.
+//! Key-bias cases bias query rows `< to_query` only (inside a 128-row item): those rows are
+//! also checked against the reference biased on every row, the rows after them against the
+//! reference without a bias.
 
 use jenga_cuda::{
     cuda_available, hopper_attention_note, selftest::rel_l2, selftest::Rng, sparse_work_order,
     CudaBackend, CudaTensor, PlanRef,
 };
-use jenga_tensor::{Backend, BlockPlan, KeyBias};
+use jenga_tensor::{Backend, BlockPlan, KeyBias, TensorMeta};
 use std::sync::Arc;
 
 const TOL: f64 = 1e-2;
@@ -82,6 +85,7 @@ fn run_case(be: &CudaBackend, rng: &mut Rng, c: &Case) -> f64 {
     let v = rand(be, rng, &[c.b, c.lk, c.h, dh], 1.0);
     let bias = c.bias.then_some(KeyBias {
         from_key: c.lk * 2 / 3,
+        to_query: c.lq * 3 / 5,
         bias: 1.25,
     });
     let plan = c
@@ -106,7 +110,65 @@ fn run_case(be: &CudaBackend, rng: &mut Rng, c: &Case) -> f64 {
     let err = rel_l2(&g, &w);
     eprintln!("{:<44} rel L2 {err:.2e}", c.name);
     assert!(err <= TOL, "{}: rel L2 {err:.3e} > {TOL}", c.name);
+    if let Some(kb) = bias {
+        check_bias_rows(be, c.name, &g, [&q, &k, &v], pd, kb, true);
+    }
     err
+}
+
+/// A biased call's output `got` (bias on query rows `< kb.to_query` only), row range by row
+/// range: rows `< to_query` against the reference kernel biased on every row, rows `>=
+/// to_query` against the reference kernel without a bias. Neither reference call depends on
+/// how the reference kernel treats `to_query`, so a kernel that biases the condition rows (or
+/// none) fails here even if the reference kernel does the same. `matters`: also require the
+/// bias to change the rows `>= to_query` (else this check would prove nothing).
+fn check_bias_rows(
+    be: &CudaBackend,
+    name: &str,
+    got: &[f32],
+    t: [&CudaTensor; 3],
+    pd: PlanRef<'_>,
+    kb: KeyBias,
+    matters: bool,
+) {
+    let s = t[0].shape();
+    let (b, lq, row) = (s[0], s[1], s[2] * s[3]);
+    assert!(
+        kb.to_query > 0 && kb.to_query < lq,
+        "{name}: to_query {} should split the {lq} rows",
+        kb.to_query
+    );
+    let every = KeyBias {
+        to_query: usize::MAX,
+        ..kb
+    };
+    let naive = |bias| {
+        let o = be.attention_naive(t[0], t[1], t[2], pd, bias).unwrap();
+        be.download(&o).unwrap()
+    };
+    let (all, none) = (naive(Some(every)), naive(None));
+    let rows = |x: &[f32], r: std::ops::Range<usize>| -> Vec<f32> {
+        (0..b)
+            .flat_map(|bi| &x[(bi * lq + r.start) * row..(bi * lq + r.end) * row])
+            .copied()
+            .collect()
+    };
+    let (video, cond) = (0..kb.to_query, kb.to_query..lq);
+    let ev = rel_l2(&rows(got, video.clone()), &rows(&all, video));
+    let ec = rel_l2(&rows(got, cond.clone()), &rows(&none, cond.clone()));
+    eprintln!(
+        "{:<44} rows < {}: rel L2 {ev:.2e} vs biased, rows >= it: {ec:.2e} vs unbiased",
+        name, kb.to_query
+    );
+    assert!(ev <= TOL, "{name}: biased rows: rel L2 {ev:.3e} > {TOL}");
+    assert!(ec <= TOL, "{name}: unbiased rows: rel L2 {ec:.3e} > {TOL}");
+    if matters {
+        let d = rel_l2(&rows(&all, cond.clone()), &rows(&none, cond));
+        assert!(
+            d > 5.0 * TOL,
+            "{name}: the bias changes rows >= to_query by {d:.2e} only"
+        );
+    }
 }
 
 #[test]
@@ -247,6 +309,9 @@ fn check(
     let err = rel_l2(&g, &w);
     eprintln!("{name:<60} rel L2 {err:.2e}");
     assert!(err <= TOL, "{name}: rel L2 {err:.3e} > {TOL}");
+    if let Some(kb) = bias {
+        check_bias_rows(be, name, &g, t, pd, kb, false);
+    }
     err
 }
 
@@ -294,6 +359,7 @@ fn hopper_matches_reference_on_large_logits() {
                 .map(|(block, p)| Arc::new(random_plan(&mut rng, b, h, block, l, l, p)));
             let bias = c.bias.then_some(KeyBias {
                 from_key: l * 2 / 3,
+                to_query: l * 3 / 5,
                 bias: 4.0,
             });
             let v = rand(&be, &mut rng, &[b, l, h, dh], 1.0);

@@ -84,6 +84,7 @@ pub fn recall(
             for r in 0..rows {
                 let i = r * lq / rows;
                 let qi = &q[((bi * lq + i) * h + hi) * d..][..d];
+                let row_bias = bias.filter(|kb| kb.on_row(i));
                 let mut m = f64::NEG_INFINITY;
                 for (j, sj) in s.iter_mut().enumerate() {
                     let kj = &k[((bi * lk + j) * h + hi) * d..][..d];
@@ -93,7 +94,7 @@ pub fn recall(
                         .map(|(a, b)| *a as f64 * *b as f64)
                         .sum::<f64>()
                         * scale;
-                    if let Some(kb) = bias {
+                    if let Some(kb) = row_bias {
                         if j >= kb.from_key {
                             v += kb.bias as f64;
                         }

@@ -18,12 +18,26 @@ pub enum Act {
     Silu,
 }
 
-/// Additive bias on attention scores for keys at or after `from_key` (the Jenga text-attention
-/// amplifier: video queries × condition keys). Applied to the scaled logits.
+/// Additive bias on attention scores of query rows before `to_query` on keys at or after
+/// `from_key` (the Jenga text-attention amplifier: video queries × condition keys, with the
+/// condition tokens after the video tokens). Applied to the scaled logits.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct KeyBias {
+    /// First biased key: keys `>= from_key` (in the sequence order the attention op sees) get
+    /// `bias`.
     pub from_key: usize,
+    /// End of the biased query rows: rows `< to_query` get the bias, rows at or beyond it get
+    /// none (the condition-query rows of the Jenga amplifier). `usize::MAX`: every row.
+    pub to_query: usize,
     pub bias: f32,
+}
+
+impl KeyBias {
+    /// Whether query row `i` gets the bias.
+    #[inline]
+    pub fn on_row(&self, i: usize) -> bool {
+        i < self.to_query
+    }
 }
 
 pub trait TensorMeta {

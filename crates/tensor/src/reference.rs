@@ -320,8 +320,9 @@ pub enum AttnMask {
     KeyPadding(Vec<usize>),
 }
 
-/// Dense softmax attention with a mask (and an optional key bias), f64 accumulation: q
-/// `[B, Lq, H, Dh]`, k/v `[B, Lk, H, Dh]`. A query row with no visible key gives zeros.
+/// Dense softmax attention with a mask (and an optional key bias, on query rows `<
+/// to_query` only), f64 accumulation: q `[B, Lq, H, Dh]`, k/v `[B, Lk, H, Dh]`. A query row
+/// with no visible key gives zeros.
 pub fn attention_masked(
     q: &[f32],
     k: &[f32],
@@ -355,6 +356,7 @@ pub fn attention_masked(
                     continue;
                 }
                 let qr = &q[((bi * lq + i) * h + hi) * d..][..d];
+                let row_bias = bias.filter(|kb| kb.on_row(i));
                 let mut m = f64::NEG_INFINITY;
                 for (j, sj) in s.iter_mut().enumerate().take(visible) {
                     let kr = &k[((bi * lk + j) * h + hi) * d..][..d];
@@ -364,7 +366,7 @@ pub fn attention_masked(
                         .map(|(a, c)| *a as f64 * *c as f64)
                         .sum::<f64>()
                         * scale;
-                    if let Some(kb) = bias {
+                    if let Some(kb) = row_bias {
                         if j >= kb.from_key {
                             dot += kb.bias as f64;
                         }

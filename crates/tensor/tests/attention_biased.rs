@@ -49,6 +49,37 @@ fn key_bias_and_scale_match_dense_attention() {
     let ours = be.attention_biased(&q, &k, &v, &bias, scale).unwrap();
     let kb = KeyBias {
         from_key: 4,
+        to_query: usize::MAX,
+        bias: 0.7,
+    };
+    let want = be
+        .attention(&q, &k, &v, &AttnPlan::Dense, Some(kb))
+        .unwrap();
+    let err = max_abs(&be.download(&ours).unwrap(), &be.download(&want).unwrap());
+    assert!(err < 1e-5, "max abs {err}");
+}
+
+#[test]
+fn key_bias_reaches_only_query_rows_before_to_query() {
+    let be = CpuBackend::new();
+    let [q, k, v] = qkv(&be);
+    let scale = 1.0 / (D as f32).sqrt();
+    // bias 0.7 on keys ≥ 4 for queries < 3 only (the amplifier: video rows × condition keys)
+    let bias: Vec<f32> = (0..H * LQ * LK)
+        .map(|i| {
+            let (qi, j) = ((i / LK) % LQ, i % LK);
+            if qi < 3 && j >= 4 {
+                0.7
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let bias = be.upload(&bias, &[H, LQ, LK]).unwrap();
+    let ours = be.attention_biased(&q, &k, &v, &bias, scale).unwrap();
+    let kb = KeyBias {
+        from_key: 4,
+        to_query: 3,
         bias: 0.7,
     };
     let want = be

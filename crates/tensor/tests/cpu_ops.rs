@@ -46,7 +46,7 @@ fn naive_attention(
                         .sum::<f64>()
                         * scale;
                     if let Some(kb) = bias {
-                        if j >= kb.from_key {
+                        if i < kb.to_query && j >= kb.from_key {
                             dot += kb.bias as f64;
                         }
                     }
@@ -185,6 +185,13 @@ fn attention_dense_matches_naive_with_bias_and_ragged_lengths() {
         None,
         Some(KeyBias {
             from_key: 650,
+            to_query: usize::MAX,
+            bias: 1.5,
+        }),
+        // Biased rows end inside the second 128-row query tile.
+        Some(KeyBias {
+            from_key: 650,
+            to_query: 170,
             bias: 1.5,
         }),
     ] {

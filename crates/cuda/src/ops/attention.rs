@@ -3,7 +3,7 @@
 //! portable tensor-core kernels (`kernels/mma_attention.cu`), then the reference kernel
 //! (`kernels/attention_naive.cu`), each answering `Ok(None)` for calls it does not cover.
 
-use crate::attention::{AttentionKernels, Hopper, PlanRef};
+use crate::attention::{kernel_bias, AttentionKernels, Hopper, PlanRef};
 use crate::core::{vec8, CudaTensor, DevicePlanBufs, Gpu, KArg};
 use crate::nvrtc;
 use cudarc::driver::{CudaFunction, LaunchConfig};
@@ -240,10 +240,7 @@ impl Attn<'_> {
             return Ok(Some(out));
         }
         let log2e = std::f32::consts::LOG2_E;
-        let (bias_from, bias_log2) = match bias {
-            Some(kb) => (kb.from_key.min(i32::MAX as usize) as i32, kb.bias * log2e),
-            None => (i32::MAX, 0.0),
-        };
+        let (bias_from, bias_to, bias_log2) = kernel_bias(bias);
         let (row_ptr, col_idx, g) = plan.kernel_args(&self.stream);
         let (block, q_blocks) = (g.block, g.q_blocks);
         let cfg = LaunchConfig {
@@ -270,6 +267,7 @@ impl Attn<'_> {
                 KArg::I32(q_blocks as i32),
                 KArg::I32(bias_from),
                 KArg::F32(bias_log2),
+                KArg::I32(bias_to),
             ],
         )?;
         Ok(Some(out))
@@ -324,10 +322,7 @@ impl Attn<'_> {
         }
         let log2e = std::f32::consts::LOG2_E;
         let scale_log2 = log2e / (dh as f32).sqrt();
-        let (bias_from, bias_log2) = match bias {
-            Some(kb) => (kb.from_key.min(i32::MAX as usize) as i32, kb.bias * log2e),
-            None => (i32::MAX, 0.0),
-        };
+        let (bias_from, bias_to, bias_log2) = kernel_bias(bias);
         let (row_ptr, col_idx, g) = plan.kernel_args(&self.stream);
         let (block, q_blocks) = (g.block, g.q_blocks);
         let (chunks, grid_x) = match plan {
@@ -364,6 +359,7 @@ impl Attn<'_> {
                 KArg::I32(chunks as i32),
                 KArg::I32(bias_from),
                 KArg::F32(bias_log2),
+                KArg::I32(bias_to),
             ],
         )?;
         Ok(out)

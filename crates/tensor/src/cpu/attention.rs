@@ -100,7 +100,7 @@ pub(super) fn attention(
                     let sr = &mut s[r * n..(r + 1) * n];
                     // Plain slice loops so each pass vectorises.
                     sr.iter_mut().for_each(|x| *x *= scale);
-                    if let Some(kb) = bias {
+                    if let Some(kb) = bias.filter(|kb| kb.on_row(q0 + r)) {
                         let from = kb.from_key.saturating_sub(k0).min(n);
                         sr[from..].iter_mut().for_each(|x| *x += kb.bias);
                     }
