@@ -200,6 +200,10 @@ pub struct ModelArgs {
     /// Single files: google/umt5-xxl's tokenizer.json (or its folder).
     #[arg(long, global = true, value_name = "PATH")]
     pub tokenizer: Option<PathBuf>,
+    /// Single files, image-to-video: the CLIP ViT-H/14 image encoder (ComfyUI's
+    /// clip_vision_h.safetensors, transformers or Wan key names).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub clip_vision: Option<PathBuf>,
     /// Use seeded random weights for a built-in config instead of a checkpoint
     /// (wan-1.3b, wan-14b, tiny) — for benchmarks; outputs are noise.
     #[arg(long, value_name = "CONFIG", global = true)]
@@ -252,6 +256,11 @@ pub struct RunArgs {
     /// W = width/8; at the first stage's size under ProRes), to reproduce another engine's run.
     #[arg(long, value_name = "FILE.safetensors")]
     pub init_noise: Option<PathBuf>,
+    /// Image-to-video (a Wan2.1 I2V checkpoint): the first frame, PNG, JPEG or WebP. The video
+    /// takes the image's aspect ratio at the area --height x --width (default 720x1280, or
+    /// 480x832 for a checkpoint named 480P), rounded down to multiples of 16.
+    #[arg(long, value_name = "FILE")]
+    pub image: Option<PathBuf>,
     #[command(flatten)]
     pub jenga: JengaArgs,
 }

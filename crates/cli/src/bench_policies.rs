@@ -512,6 +512,7 @@ mod tests {
             text_encoder: None,
             vae: None,
             tokenizer: None,
+            clip_vision: None,
             device: "cpu".into(),
             threads: None,
         };

@@ -97,10 +97,12 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     let write = t0.elapsed();
     let t = &out.timings;
     eprintln!(
-        "wrote {} ({} frames, {}x{} px{}) | text {:.2}s, load {:.2}s, DiT {:.2}s ({} of {} steps computed, {:.2}s/step), VAE {:.2}s, write {:.2}s",
+        "wrote {} ({} frames, {}x{} px{}) | text {:.2}s{}, load {:.2}s, DiT {:.2}s ({} of {} steps computed, {:.2}s/step), VAE {:.2}s, write {:.2}s",
         a.out.display(), video.frames, video.width * upscale as usize, video.height * upscale as usize,
         if upscale > 1 { format!(", upscaled x{upscale}") } else { String::new() },
-        t.text.as_secs_f64(), t.load.as_secs_f64(), t.dit.as_secs_f64(), out.computed_steps, out.steps,
+        t.text.as_secs_f64(),
+        if prep.image.is_some() { format!(", image {:.2}s", t.image.as_secs_f64()) } else { String::new() },
+        t.load.as_secs_f64(), t.dit.as_secs_f64(), out.computed_steps, out.steps,
         t.dit.as_secs_f64() / out.steps as f64, t.decode.as_secs_f64(), write.as_secs_f64()
     );
     if let Some(c) = &out.choices {

@@ -25,10 +25,14 @@ pub fn model(m: &ModelArgs) -> Result<ModelSource> {
             text_encoder: need(&m.text_encoder, "--text-encoder")?,
             vae: need(&m.vae, "--vae")?,
             tokenizer: m.tokenizer.clone(),
+            clip_vision: m.clip_vision.clone(),
         }));
     }
     if m.tokenizer.is_some() {
         bail!("--tokenizer is for single files (--dit, --text-encoder, --vae); a model directory has its own");
+    }
+    if m.clip_vision.is_some() {
+        bail!("--clip-vision is for single files (--dit, --text-encoder, --vae); a model directory has its own image encoder");
     }
     Ok(match (&m.model, &m.random_weights) {
         (Some(_), Some(_)) => bail!("--model and --random-weights cannot be used together"),
@@ -96,6 +100,7 @@ pub fn generate(a: &RunArgs, upscale: Option<u32>) -> Result<GenerateRequest> {
             seed: a.seed,
             solver: a.solver.clone(),
             init_noise: a.init_noise.clone(),
+            image: a.image.clone(),
         },
         policy: policy(&a.jenga),
         upscale,

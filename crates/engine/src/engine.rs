@@ -5,13 +5,15 @@
 
 use crate::device::{self, Device, EngineBackend, OnDevice};
 use crate::memory::{self, MemEstimate};
-use crate::plan::{plan, skip_name, Plan};
+use crate::plan::{plan_with_image, skip_name, Plan};
 use crate::policy::{self, Policy};
 use crate::request::{DeviceRequest, GenerateRequest, ModelSource};
 use crate::source::Source;
 use anyhow::{bail, Context, Result};
 use jenga_carve::{AttentionPolicy, DensityStats};
-use jenga_models::WanModel;
+use jenga_models::image::Rgb8;
+use jenga_models::wan::WanI2v;
+use jenga_models::{Conditioning, Denoiser, WanModel};
 use jenga_models::{SafetensorsWeights, WeightSource};
 use jenga_pipeline::{computed_schedule, sample, Event, SampleOutput, SkipRule};
 use std::any::Any;
@@ -34,6 +36,8 @@ pub struct Prepared {
     pub notes: Vec<String>,
     /// `--init-noise`: the stage-0 start latent, read and checked at prepare time.
     pub init_noise: Option<Vec<f32>>,
+    /// `--image`: the first frame of an image-to-video run, read at prepare time.
+    pub image: Option<Rgb8>,
 }
 
 /// Opens the model source, resolves the request against its defaults and builds the policy.
@@ -44,7 +48,15 @@ pub fn prepare(request: &GenerateRequest) -> Result<Prepared> {
 
 /// As `prepare`, with a source already open (runs that share one: eval, benches).
 pub fn prepare_with(request: &GenerateRequest, source: Source) -> Result<Prepared> {
-    let plan = plan(request, &source)?;
+    let image = match &request.sampling.image {
+        Some(p) if source.config().is_i2v() => Some(crate::image::read_image(p)?),
+        _ => None,
+    };
+    let plan = plan_with_image(
+        request,
+        &source,
+        image.as_ref().map(|i| (i.height, i.width)),
+    )?;
     let upscale = match request.upscale {
         Some(u) if !(1..=32).contains(&u) => bail!("--upscale {u}: must be in 1..=32"),
         Some(u) => u,
@@ -54,7 +66,7 @@ pub fn prepare_with(request: &GenerateRequest, source: Source) -> Result<Prepare
     let policy = policy::build(&plan, &request.policy, source.config().patch_size)?;
     let notes = source.prompt_notes(&plan.prompt);
     let init_noise = match &request.sampling.init_noise {
-        Some(path) => Some(read_init_noise(path, source.config().in_dim, &plan)?),
+        Some(path) => Some(read_init_noise(path, source.config().out_dim, &plan)?),
         None => None,
     };
     Ok(Prepared {
@@ -65,6 +77,7 @@ pub fn prepare_with(request: &GenerateRequest, source: Source) -> Result<Prepare
         upscale,
         notes,
         init_noise,
+        image,
     })
 }
 
@@ -130,6 +143,8 @@ pub enum Progress {
 pub struct Timings {
     pub load: Duration,
     pub text: Duration,
+    /// Image-to-video: the CLIP image encoder and the VAE encode of the first frame.
+    pub image: Duration,
     pub dit: Duration,
     pub decode: Duration,
 }
@@ -321,6 +336,21 @@ impl ModelTask for GenerateTask<'_> {
         )?;
         be.synchronize()?;
         t.text = t0.elapsed();
+        // Image-to-video: CLIP and the VAE encoder run (and are freed) before the DiT loads.
+        let t0 = Instant::now();
+        let image = match (&p.source, &p.image) {
+            (Source::Checkpoint(c), Some(img)) => {
+                let patch = p.plan.family.patch;
+                let mut sizes: Vec<(usize, usize)> = (0..spec.stages.len())
+                    .map(|i| spec.stage_size(i, patch))
+                    .collect();
+                sizes.dedup();
+                Some(c.image_condition(be, img, p.plan.out_size.0, &sizes)?)
+            }
+            _ => None,
+        };
+        be.synchronize()?;
+        t.image = t0.elapsed();
         let (model, load) = cx.model(&p.request.model, &p.source)?;
         t.load = load;
         let computed = computed_schedule(be, model.as_ref(), spec)?
@@ -346,41 +376,66 @@ impl ModelTask for GenerateTask<'_> {
         )));
 
         let t0 = Instant::now();
-        let ctx = p.source.embed_states(be, &model, &states)?;
+        let i2v = match image {
+            Some(crate::image::ImageCondition { clip, latents: ys }) => {
+                let cfg = p.source.config();
+                let n = states.len() / (cfg.text_len * cfg.text_dim).max(1);
+                let ys = ys
+                    .iter()
+                    .map(|(y, s)| be.upload(y, &[1, s[0], s[1], s[2], s[3]]))
+                    .collect::<jenga_tensor::Result<Vec<_>>>()?;
+                let hidden = cfg.image_dim.unwrap_or(0);
+                let tokens = clip.len() / hidden.max(1);
+                let d = WanI2v {
+                    model: model.as_ref(),
+                    ys,
+                };
+                let cond = Conditioning::Image {
+                    states: be.upload(&states, &[n, cfg.text_len, cfg.text_dim])?,
+                    image: be.upload(&clip.repeat(n), &[n, tokens, hidden])?,
+                    latent: d.ys[0].clone(),
+                };
+                let ctx = d.condition(be, &cond)?;
+                Some((d, ctx))
+            }
+            None => None,
+        };
+        let ctx = match &i2v {
+            Some(_) => None,
+            None => Some(p.source.embed_states(be, &model, &states)?),
+        };
         be.synchronize()?;
         t.text += t0.elapsed();
 
-        let out: SampleOutput = sample(
-            be,
-            model.as_ref(),
-            &ctx,
-            spec,
-            policy,
-            p.init_noise.as_deref(),
-            &mut |e| match e {
-                Event::Step {
-                    step,
-                    total,
-                    computed,
-                    ..
-                } => on_event(Progress::Step {
-                    step,
-                    total,
-                    computed,
-                }),
-                Event::StageSwitch {
-                    stage,
-                    height,
-                    width,
-                    tokens,
-                } => on_event(Progress::StageSwitch {
-                    stage,
-                    height,
-                    width,
-                    tokens,
-                }),
-            },
-        )?;
+        let mut on_sample = |e: Event| match e {
+            Event::Step {
+                step,
+                total,
+                computed,
+                ..
+            } => on_event(Progress::Step {
+                step,
+                total,
+                computed,
+            }),
+            Event::StageSwitch {
+                stage,
+                height,
+                width,
+                tokens,
+            } => on_event(Progress::StageSwitch {
+                stage,
+                height,
+                width,
+                tokens,
+            }),
+        };
+        let noise = p.init_noise.as_deref();
+        let out: SampleOutput = match (&i2v, &ctx) {
+            (Some((d, c)), _) => sample(be, d, c, spec, policy, noise, &mut on_sample)?,
+            (None, Some(c)) => sample(be, model.as_ref(), c, spec, policy, noise, &mut on_sample)?,
+            (None, None) => bail!("no conditioning was built"),
+        };
         on_event(Progress::Sampled);
         t.dit = out.dit_time;
 

@@ -35,6 +35,11 @@ pub struct Family {
     /// The VAE's stride (frames, height, width) when the model has one: sizes are then given
     /// in pixels (frames `1 + 4k`) and sampled at `size / stride`.
     pub vae_stride: Option<[usize; 3]>,
+    /// Image-to-video: the video's size follows the image's aspect ratio at the requested
+    /// area (`--height × --width`, default `size`'s), and ProRes is off unless asked for.
+    pub i2v: bool,
+    /// The shift at the 480p area (480 × 832), where `generate.py` lowers it for I2V (3).
+    pub shift_480p: Option<f64>,
 }
 
 impl Family {
@@ -63,7 +68,26 @@ impl Family {
                 "official Wan2.1 T2V defaults (generate.py: 50 steps, shift 5, guidance 5, UniPC)",
             real_text: false,
             vae_stride: None,
+            i2v: false,
+            shift_480p: None,
         }
+    }
+
+    /// Official Wan2.1 I2V-14B (`generate.py`, `image2video.py`): 40 steps, shift 5 (3 at the
+    /// 480p area), guidance 5, UniPC, 81 frames at 720×1280's area (480×832's for a `480P`
+    /// checkpoint, by its name), the size following the image's aspect.
+    pub fn wan_i2v(area_480p: bool) -> Family {
+        let mut f = Family::wan(true);
+        f.steps = 40;
+        f.i2v = true;
+        f.shift_480p = Some(3.0);
+        f.size = if area_480p {
+            (21, 60, 104)
+        } else {
+            (21, 90, 160)
+        };
+        f.source = "official Wan2.1 I2V defaults (generate.py: 40 steps, shift 5 or 3 at 480p, guidance 5, UniPC; ProRes off)";
+        f
     }
 
     /// Official HunyuanVideo (`sample_video.py`): 50 steps, flow shift 7, embedded guidance 6,
@@ -83,6 +107,8 @@ impl Family {
             source: "official HunyuanVideo defaults (sample_video.py: 50 steps, flow shift 7, embedded guidance 6, Euler)",
             real_text: true,
             vae_stride: None,
+            i2v: false,
+            shift_480p: None,
         }
     }
 
@@ -100,7 +126,11 @@ impl Family {
     /// tiny-wan (pixel space) keeps its own config's sampling defaults and Euler, as its golden.
     pub fn of(src: &Source) -> Family {
         let cfg = src.config();
-        let mut f = Family::wan(cfg.dim == 5120);
+        let mut f = if cfg.is_i2v() {
+            Family::wan_i2v(src.name().contains("480"))
+        } else {
+            Family::wan(cfg.dim == 5120)
+        };
         f.patch = cfg.patch_size;
         if let Source::Checkpoint(c) = src {
             f.real_text = true;
@@ -116,7 +146,14 @@ impl Family {
             if let Some(solver) = c.scheduler_solver {
                 f.solver = solver;
             }
-            if c.scheduler_shift.is_some() || c.scheduler_solver.is_some() {
+            if c.scheduler_shift.is_some() {
+                // the directory's shift holds at every size
+                f.shift_480p = None;
+            }
+            if c.layout.kind == jenga_models::layout::LayoutKind::Diffusers && f.i2v {
+                f.steps = 50;
+                f.source = "diffusers WanImageToVideoPipeline defaults (50 steps, guidance 5), solver and shift from scheduler/scheduler_config.json (--solver unipc: Wan's own grid); ProRes off";
+            } else if c.scheduler_shift.is_some() || c.scheduler_solver.is_some() {
                 f.source = "official Wan2.1 T2V defaults (50 steps, guidance 5), solver and shift from scheduler/scheduler_config.json as WanPipeline (--solver unipc: Wan's own grid)";
             }
         }
@@ -277,6 +314,32 @@ fn skip_rule(
 
 /// A request resolved against an opened model's defaults.
 pub fn plan(r: &GenerateRequest, src: &Source) -> Result<Plan> {
+    plan_with_image(r, src, None)
+}
+
+/// As [`plan`], with the `--image` of an image-to-video run (height, width in pixels).
+pub fn plan_with_image(
+    r: &GenerateRequest,
+    src: &Source,
+    image_hw: Option<(usize, usize)>,
+) -> Result<Plan> {
+    let i2v = src.config().is_i2v();
+    match (i2v, &r.sampling.image, image_hw) {
+        (true, None, _) => bail!(
+            "{}: an image-to-video model: give the first frame with --image FILE",
+            src.name()
+        ),
+        (true, Some(p), None) => bail!(
+            "--image {}: not read (internal: plan without the image's size)",
+            p.display()
+        ),
+        (false, Some(p), _) => bail!(
+            "--image {}: {} is a text-to-video model; image-to-video needs a Wan2.1 I2V checkpoint",
+            p.display(),
+            src.name()
+        ),
+        _ => {}
+    }
     // Every component a run needs must be there before anything loads.
     if let Source::Bundle(b) = src {
         if b.text.is_none() {
@@ -286,22 +349,52 @@ pub fn plan(r: &GenerateRequest, src: &Source) -> Result<Plan> {
             );
         }
     }
-    plan_for(r, Family::of(src))
+    plan_sized(r, Family::of(src), image_hw)
 }
 
 /// A request resolved against a family's defaults (no model needed: `jenga inspect schedule`).
 pub fn plan_for(r: &GenerateRequest, family: Family) -> Result<Plan> {
+    plan_sized(r, family, None)
+}
+
+fn plan_sized(
+    r: &GenerateRequest,
+    mut family: Family,
+    image_hw: Option<(usize, usize)>,
+) -> Result<Plan> {
     let steps = r.sampling.steps.unwrap_or(family.steps);
     if steps == 0 {
         bail!("--steps must be at least 1");
     }
-    let ((f, h, w), out_size) = video_size(r, &family)?;
+    let ((f, h, w), out_size) = video_size(r, &family, image_hw)?;
+    if let Some(s) = family.shift_480p {
+        if out_size.1 * out_size.2 <= 480 * 832 {
+            family.shift = s;
+        }
+    }
     if let Some(shift) = r.sampling.shift {
         if !(shift.is_finite() && shift > 0.0) {
             bail!("--shift {shift}: must be positive");
         }
     }
-    let jenga = resolve_jenga(&r.policy, family.presets, r.sampling.shift, family.shift)?;
+    let mut jenga = resolve_jenga(&r.policy, family.presets, r.sampling.shift, family.shift)?;
+    if let Some(js) = jenga.as_mut().filter(|_| family.i2v) {
+        // Jenga's I2V runs carve attention at the full size (no ProRes) with the I2V
+        // sampling defaults; --res-rate-list still turns ProRes on.
+        if r.policy.res_rate_list.is_none() {
+            js.res_rate_list = vec![1.0];
+            js.step_rate_list = vec![1.0];
+            js.scheduler_shift_list = vec![r.sampling.shift.unwrap_or(family.shift)];
+        }
+        if r.sampling.shift.is_none() && r.policy.scheduler_shift_list.is_none() {
+            js.shift = None;
+        }
+        js.guidance = None;
+        js.source = format!(
+            "{} (image-to-video: no ProRes, I2V shift and guidance)",
+            js.source
+        );
+    }
     // explicit flags, then the preset's, then the family's
     let preset_shift = jenga.as_ref().and_then(|j| j.shift);
     let shift = r.sampling.shift.or(preset_shift).unwrap_or(family.shift);
@@ -377,7 +470,11 @@ type Size3 = (usize, usize, usize);
 /// `--frames/--height/--width` (or the family's default) → the sampled size in model units and
 /// the written size in pixels. With a VAE the flags are pixels: frames `1 + 4k`, height and
 /// width multiples of the VAE stride × the patch (16 for Wan).
-fn video_size(r: &GenerateRequest, family: &Family) -> Result<(Size3, Size3)> {
+fn video_size(
+    r: &GenerateRequest,
+    family: &Family,
+    image_hw: Option<(usize, usize)>,
+) -> Result<(Size3, Size3)> {
     let (df, dh, dw) = family.size;
     let [pt, ph, pw] = family.patch;
     let Some([st, sh, sw]) = family.vae_stride else {
@@ -407,6 +504,12 @@ fn video_size(r: &GenerateRequest, family: &Family) -> Result<(Size3, Size3)> {
     let f = 1 + (pf - 1) / st;
     if f % pt != 0 {
         bail!("--frames {pf}: {f} latent frames are not a multiple of the patch size {pt}");
+    }
+    if let Some((ih, iw)) = image_hw {
+        // image-to-video: the requested area at the image's aspect (diffusers' Wan I2V rounding)
+        let (h, w) = jenga_models::image::preprocess::size_for_aspect(ih, iw, phx * pwx, sh * ph)
+            .map_err(|e| anyhow::anyhow!("--image: {e}"))?;
+        return Ok(((f, h / sh, w / sw), (pf, h, w)));
     }
     for (flag, v, s, p) in [("--height", phx, sh, ph), ("--width", pwx, sw, pw)] {
         if v == 0 || v % (s * p) != 0 {

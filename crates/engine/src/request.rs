@@ -30,6 +30,9 @@ pub struct ModelFiles {
     pub vae: PathBuf,
     /// `tokenizer.json` or its folder (google/umt5-xxl's).
     pub tokenizer: Option<PathBuf>,
+    /// The CLIP vision tower of image-to-video (ComfyUI's `clip_vision_h.safetensors`).
+    #[serde(default)]
+    pub clip_vision: Option<PathBuf>,
 }
 
 /// `auto | cpu | cuda | cuda:N` and the CPU thread count.
@@ -77,6 +80,9 @@ pub struct Sampling {
     /// A safetensors file whose tensor `noise` (the stage-0 latent shape `[C, T, H, W]`)
     /// replaces the seeded start noise, to reproduce a run of another engine exactly.
     pub init_noise: Option<PathBuf>,
+    /// Image-to-video: the first frame (PNG, JPEG or WebP). The video's size follows its
+    /// aspect ratio at the requested (or default) area.
+    pub image: Option<PathBuf>,
 }
 
 /// Sparse VideoGen settings (the reference scripts' Wan2.1 defaults).

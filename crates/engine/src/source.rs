@@ -2,8 +2,10 @@
 //! layouts users have (umT5 + DiT + Wan VAE), a tiny-wan-style bundle (a directory or the
 //! embedded model), or seeded random weights for a built-in config.
 
+use crate::image::ImageEncoder;
 use crate::request::{ModelFiles, ModelSource};
 use anyhow::{bail, Context, Result};
+use jenga_models::image::{Preprocess, Rgb8};
 use jenga_models::layout::{self, Layout, LayoutKind, SingleFiles};
 use jenga_models::vae::wan::Tiling;
 use jenga_models::vae::{WanVae, WanVaeCodec, WanVaeConfig};
@@ -38,6 +40,9 @@ pub struct Checkpoint {
     /// The solver that config asks for: diffusers' UniPC on its own flow grid
     /// (`UniPCMultistepScheduler` with `use_flow_sigmas`), as `WanPipeline` runs it.
     pub scheduler_solver: Option<SolverKind>,
+    /// Image-to-video checkpoints: the CLIP image encoder (its weights are
+    /// `layout.image_encoder`).
+    pub image: Option<ImageEncoder>,
 }
 
 /// Latent area (in latent pixels) above which the VAE decodes in tiles: 480p (60×104) decodes
@@ -51,13 +56,42 @@ pub fn vae_tiled(h: usize, w: usize) -> bool {
 
 impl Checkpoint {
     fn open(layout: Layout, name: String) -> Result<Checkpoint> {
-        if layout.dit_config.model_type != "t2v" {
+        let image = if layout.dit_config.is_i2v() {
+            let Some(c) = &layout.image_encoder else {
+                bail!(
+                    "{}: an image-to-video DiT, and no image encoder: {}",
+                    layout.transformer.path.display(),
+                    match layout.kind {
+                        LayoutKind::Diffusers => "expected an `image_encoder/` folder (CLIPVisionModel) beside `transformer/`".to_string(),
+                        LayoutKind::OriginalWan => format!("expected {} beside the DiT", layout::WAN_CLIP),
+                        LayoutKind::SingleFiles => "pass --clip-vision FILE (e.g. ComfyUI's clip_vision_h.safetensors)".to_string(),
+                    }
+                );
+            };
+            let how = match layout.kind {
+                LayoutKind::Diffusers => Preprocess::Diffusers,
+                _ => Preprocess::Wan,
+            };
+            let enc = ImageEncoder::open(c, how)
+                .with_context(|| format!("image encoder {}", c.path.display()))?;
+            let want = layout.dit_config.image_dim.unwrap_or(0);
+            if enc.cfg.hidden != want {
+                bail!(
+                    "{}: the image encoder's width {} is not the DiT's image_dim {want}",
+                    c.path.display(),
+                    enc.cfg.hidden
+                );
+            }
+            Some(enc)
+        } else if layout.dit_config.model_type != "t2v" {
             bail!(
-                "{}: a `{}` DiT: only text-to-video (t2v) Wan2.1 checkpoints are supported yet",
+                "{}: a `{}` DiT: only Wan2.1 text-to-video (t2v) and image-to-video (i2v) checkpoints are supported",
                 layout.transformer.path.display(),
                 layout.dit_config.model_type
             );
-        }
+        } else {
+            None
+        };
         let te = &layout.text_encoder;
         let text = match &te.config {
             Some(c) => Umt5Config::from_hf_file(c)?,
@@ -76,12 +110,19 @@ impl Checkpoint {
             Some(c) => WanVaeConfig::from_file(c)?,
             None => WanVaeConfig::from_shapes(layout.vae.weights.as_ref(), &layout.vae.path)?,
         };
-        if vae.z_dim != layout.dit_config.in_dim {
+        // image-to-video: noise, the 4 mask channels and the encoded first frame
+        let want_in = if image.is_some() {
+            2 * vae.z_dim + 4
+        } else {
+            vae.z_dim
+        };
+        if want_in != layout.dit_config.in_dim || vae.z_dim != layout.dit_config.out_dim {
             bail!(
-                "{}: the VAE's {} latent channels are not the DiT's in_dim {}",
+                "{}: the VAE's {} latent channels do not fit the DiT's in_dim {} / out_dim {}",
                 layout.vae.path.display(),
                 vae.z_dim,
-                layout.dit_config.in_dim
+                layout.dit_config.in_dim,
+                layout.dit_config.out_dim
             );
         }
         let (scheduler_shift, scheduler_solver) = match &layout.scheduler_config {
@@ -95,6 +136,7 @@ impl Checkpoint {
             vae,
             scheduler_shift,
             scheduler_solver,
+            image,
         })
     }
 
@@ -112,6 +154,49 @@ impl Checkpoint {
         )
         .with_context(|| format!("text encoder {}", te.path.display()))?;
         Ok(states.into_iter().flat_map(|s| s.states).collect())
+    }
+
+    /// Image-to-video: the CLIP states `[tokens, hidden]` of `img` and the conditioning latent
+    /// `[20, T, h, w]` of each latent size in `sizes` (ProRes stages), host.
+    pub fn image_condition<B: Backend>(
+        &self,
+        be: &B,
+        img: &Rgb8,
+        frames: usize,
+        sizes: &[(usize, usize)],
+    ) -> Result<crate::image::ImageCondition> {
+        let (Some(enc), Some(c)) = (&self.image, &self.layout.image_encoder) else {
+            bail!("{}: not an image-to-video checkpoint", self.name);
+        };
+        let states = enc
+            .states(be, c.weights.as_ref(), img)
+            .with_context(|| format!("image encoder {}", c.path.display()))?;
+        let s = self.vae.space_factor();
+        let mut ys = Vec::new();
+        for &(h, w) in sizes {
+            ys.push(
+                crate::image::condition_latent(
+                    be,
+                    self.layout.vae.weights.as_ref(),
+                    &self.vae,
+                    vae_tiled(h, w),
+                    img,
+                    enc.preprocess,
+                    frames,
+                    (h * s, w * s),
+                )
+                .with_context(|| {
+                    format!(
+                        "encoding --image with the VAE {}",
+                        self.layout.vae.path.display()
+                    )
+                })?,
+            );
+        }
+        Ok(crate::image::ImageCondition {
+            clip: states,
+            latents: ys,
+        })
     }
 
     /// Normalised latent `[16, F, H, W]` → frames through the Wan VAE on `be`.
@@ -180,12 +265,14 @@ impl Source {
                     text_encoder,
                     vae,
                     tokenizer,
+                    clip_vision,
                 } = f.clone();
                 let l = layout::single_files(&SingleFiles {
                     dit,
                     text_encoder,
                     vae,
                     tokenizer,
+                    clip_vision,
                 })?;
                 let name = format!("{} ({})", dir_name(&f.dit), LayoutKind::SingleFiles.name());
                 Ok(Source::Checkpoint(Box::new(Checkpoint::open(l, name)?)))

@@ -3,9 +3,12 @@
 //! tools/make_wan_pipeline_golden.py), 10 UniPC steps under guidance from the same start
 //! latent (`--init-noise`): our frames against diffusers' frames, in PSNR.
 
-use jenga_engine::{prepare, DeviceRequest, Engine, GenerateRequest, ModelSource};
+use jenga_engine::{prepare, GenerateRequest, ModelSource};
 use jenga_models::{SafetensorsWeights, WeightSource};
 use std::path::{Path, PathBuf};
+
+mod support;
+use support::{cpu_engine, psnr, rel_l2};
 
 fn fixture(p: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -31,20 +34,6 @@ fn request() -> GenerateRequest {
     r
 }
 
-fn psnr(ours: &[u8], reference: &[f32]) -> f64 {
-    assert_eq!(ours.len(), reference.len());
-    let mse: f64 = ours
-        .iter()
-        .zip(reference)
-        .map(|(&a, &b)| {
-            let d = a as f64 - (b as f64 * 255.0);
-            d * d
-        })
-        .sum::<f64>()
-        / ours.len() as f64;
-    10.0 * (255.0f64 * 255.0 / mse.max(1e-12)).log10()
-}
-
 #[test]
 fn ten_unipc_steps_match_diffusers_wan_pipeline() {
     let r = request();
@@ -55,11 +44,7 @@ fn ten_unipc_steps_match_diffusers_wan_pipeline() {
         (p.plan.spec.frames, p.plan.spec.height, p.plan.spec.width),
         (3, 8, 8)
     );
-    let engine = Engine::new(&DeviceRequest {
-        device: "cpu".into(),
-        threads: None,
-    })
-    .unwrap();
+    let engine = cpu_engine();
     let out = engine.generate(&p, &mut |_| {}).unwrap();
     let v = &out.video;
     assert_eq!((v.frames, v.height, v.width), (9, 64, 64));
@@ -211,19 +196,8 @@ fn original_layout(dir: &Path) -> Vec<(String, Vec<usize>, Vec<f32>)> {
     dit
 }
 
-/// Relative L2 distance of `a` from `b`.
-fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
-    let num: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
-    let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
-    (num / den.max(1e-30)).sqrt()
-}
-
 fn golden_psnr(r: &GenerateRequest) -> f64 {
-    let engine = Engine::new(&DeviceRequest {
-        device: "cpu".into(),
-        threads: None,
-    })
-    .unwrap();
+    let engine = cpu_engine();
     let out = engine.generate(&prepare(r).unwrap(), &mut |_| {}).unwrap();
     let g = SafetensorsWeights::open(&fixture("golden.safetensors")).unwrap();
     psnr(&out.video.rgb, &g.load("frames", &[9, 64, 64, 3]).unwrap())
@@ -270,6 +244,7 @@ fn the_original_wan_layout_and_comfyui_single_files_give_the_same_video() {
         text_encoder: orig.join("models_t5_umt5-xxl-enc-bf16.pth"),
         vae: orig.join("Wan2.1_VAE.pth"),
         tokenizer: Some(orig.join("google/umt5-xxl")),
+        clip_vision: None,
     });
     let db = golden_psnr(&r);
     eprintln!("single files: {db:.1} dB");

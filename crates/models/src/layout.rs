@@ -50,6 +50,9 @@ pub struct Layout {
     pub vae: Component,
     /// diffusers' `scheduler/scheduler_config.json` (its `shift` is the sampling shift).
     pub scheduler_config: Option<PathBuf>,
+    /// The CLIP vision tower of image-to-video checkpoints (diffusers `image_encoder/`, Wan's
+    /// [`WAN_CLIP`], ComfyUI's `clip_vision_h.safetensors` by `--clip-vision`), where present.
+    pub image_encoder: Option<Component>,
 }
 
 /// The files of layout (c).
@@ -60,11 +63,15 @@ pub struct SingleFiles {
     pub vae: PathBuf,
     /// A `tokenizer.json` or a directory holding one (ComfyUI keeps none next to the weights).
     pub tokenizer: Option<PathBuf>,
+    /// The CLIP vision tower (image-to-video), e.g. ComfyUI's `clip_vision_h.safetensors`.
+    pub clip_vision: Option<PathBuf>,
 }
 
 pub const WAN_T5: &str = "models_t5_umt5-xxl-enc-bf16.pth";
 pub const WAN_VAE: &str = "Wan2.1_VAE.pth";
 pub const WAN_TOKENIZER: &str = "google/umt5-xxl";
+/// The original I2V repo's image encoder (open-clip XLM-RoBERTa-large ViT-H/14; `visual.` keys).
+pub const WAN_CLIP: &str = "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth";
 /// The key prefix of ComfyUI's DiT files.
 pub const COMFY_PREFIX: &str = "model.diffusion_model.";
 
@@ -131,6 +138,10 @@ fn vae_naming(w: &dyn WeightSource) -> &'static str {
     } else {
         "original"
     }
+}
+
+fn clip_naming(w: &dyn WeightSource) -> &'static str {
+    crate::image::clip::naming(w)
 }
 
 fn component(
@@ -205,8 +216,21 @@ fn diffusers(dir: &Path) -> Result<Layout> {
     )?;
     let tokenizer = tokenizer_json(k, &tok)?;
     let dit_config = dit_config(&t_cfg)?;
+    let image_encoder = match dir.join("image_encoder") {
+        ie if ie.is_dir() => {
+            let cfg = need(k, ie.join("config.json"), "the image encoder config")?;
+            Some(component(
+                ie.clone(),
+                open_weights(&ie)?,
+                clip_naming,
+                Some(cfg),
+            ))
+        }
+        _ => None,
+    };
     Ok(Layout {
         kind: k,
+        image_encoder,
         transformer: component(t.clone(), open_weights(&t)?, dit_naming, Some(t_cfg)),
         dit_config,
         text_encoder: component(te.clone(), open_weights(&te)?, text_naming, Some(te_cfg)),
@@ -224,8 +248,13 @@ fn original(dir: &Path) -> Result<Layout> {
     let tok = need(k, dir.join(WAN_TOKENIZER), "the tokenizer folder")?;
     let tokenizer = tokenizer_json(k, &tok)?;
     let dit_config = dit_config(&cfg)?;
+    let image_encoder = match dir.join(WAN_CLIP) {
+        c if c.is_file() => Some(component(c.clone(), open_weights(&c)?, clip_naming, None)),
+        _ => None,
+    };
     Ok(Layout {
         kind: k,
+        image_encoder,
         transformer: component(dir.into(), open_weights(dir)?, dit_naming, Some(cfg)),
         dit_config,
         text_encoder: component(t5.clone(), open_weights(&t5)?, text_naming, None),
@@ -255,8 +284,21 @@ pub fn single_files(f: &SingleFiles) -> Result<Layout> {
     };
     let dit_w = adapt(open_weights(&dit)?, COMFY_PREFIX)?;
     let dit_config = config_from_shapes(dit_w.as_ref(), &dit)?;
+    let image_encoder = match &f.clip_vision {
+        Some(p) => {
+            let p = need(k, p.clone(), "the image encoder (--clip-vision)")?;
+            Some(component(
+                p.clone(),
+                adapt(open_weights(&p)?, "")?,
+                clip_naming,
+                None,
+            ))
+        }
+        None => None,
+    };
     Ok(Layout {
         kind: k,
+        image_encoder,
         transformer: component(dit, dit_w, dit_naming, None),
         dit_config,
         text_encoder: component(
@@ -379,6 +421,9 @@ impl Layout {
             format!("tokenizer: {}", self.tokenizer.display()),
             line("vae", &self.vae),
         ];
+        if let Some(c) = &self.image_encoder {
+            out.push(line("image encoder", c));
+        }
         if let Some(s) = &self.scheduler_config {
             out.push(format!("scheduler config: {}", s.display()));
         }

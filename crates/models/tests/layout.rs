@@ -209,6 +209,7 @@ fn comfyui_single_files_strip_the_prefix_and_dequantise_scaled_fp8() {
         text_encoder: fixture("scaled_fp8.safetensors"),
         vae: vae.clone(),
         tokenizer: Some(d.join("umt5")),
+        clip_vision: None,
     };
     let l = layout::single_files(&files).unwrap();
     assert_eq!(l.kind, LayoutKind::SingleFiles);

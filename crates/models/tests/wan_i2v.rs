@@ -108,7 +108,10 @@ fn the_i2v_denoiser_concatenates_its_condition_at_the_input() {
     // the golden's input is [noise 16 | y 20]: the wrapper takes the noise and y apart
     let noise = be.upload(&x[..16 * n], &[1, 16, 3, 8, 8]).unwrap();
     let y = be.upload(&x[16 * n..], &[1, 20, 3, 8, 8]).unwrap();
-    let d = WanI2v { model: &model, y };
+    let d = WanI2v {
+        model: &model,
+        ys: vec![y],
+    };
     let text = be
         .upload(&g.load("text", &[1, 512, 64]).unwrap(), &[1, 512, 64])
         .unwrap();

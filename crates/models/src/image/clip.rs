@@ -82,6 +82,50 @@ impl ClipVisionConfig {
         Ok(cfg)
     }
 
+    /// The config of a checkpoint without one (Wan's `.pth`, ComfyUI's `clip_vision_h`), from
+    /// its tensor shapes; heads of 80 as open-clip's ViT-H/14 (the only head width Wan uses).
+    pub fn from_shapes(src: &dyn WeightSource, file: &Path) -> Result<Self> {
+        let keys = clip_keys(src);
+        let shape = |k: &str| -> Result<Vec<usize>> {
+            let sk = keys.stored_key(k);
+            src.info(&sk)
+                .map(|i| i.shape)
+                .ok_or_else(|| ModelError::Config {
+                    path: file.into(),
+                    detail: format!("no tensor `{sk}`: not a CLIP vision tower"),
+                })
+        };
+        let pe = shape("embeddings.patch_embedding.weight")?;
+        let pos: usize = shape("embeddings.position_embedding.weight")?
+            .iter()
+            .product();
+        let fc1 = shape("encoder.layers.0.mlp.fc1.weight")?;
+        let (hidden, patch) = (pe[0], *pe.last().unwrap_or(&0));
+        let mut layers = 0;
+        while src.contains(&keys.stored_key(&format!("encoder.layers.{layers}.layer_norm1.weight")))
+        {
+            layers += 1;
+        }
+        let grid = ((pos / hidden.max(1)).saturating_sub(1) as f64).sqrt() as usize;
+        if pe.len() != 4 || hidden % 80 != 0 || grid * grid + 1 != pos / hidden.max(1) {
+            return Err(ModelError::Config {
+                path: file.into(),
+                detail: format!(
+                    "patch embedding {pe:?} and {pos} position values: not an open-clip ViT-H/14-style tower"
+                ),
+            });
+        }
+        Ok(ClipVisionConfig {
+            hidden,
+            intermediate: fc1[0],
+            layers,
+            heads: hidden / 80,
+            patch,
+            image: grid * patch,
+            eps: 1e-5,
+        })
+    }
+
     /// Tokens: the class token and one per patch (257 for ViT-H/14 at 224 px).
     pub fn tokens(&self) -> usize {
         1 + (self.image / self.patch).pow(2)
@@ -89,25 +133,77 @@ impl ClipVisionConfig {
 }
 
 /// transformers' names, with or without the `vision_model.` prefix (older `save_pretrained`,
-/// diffusers' Wan I2V, ComfyUI) — found from the keys.
-struct ClipKeys {
-    prefix: &'static str,
+/// diffusers' Wan I2V, ComfyUI), or Wan's own (`visual.` of the open-clip XLM-RoBERTa CLIP
+/// `.pth`: `cls_embedding`, `transformer.{i}.attn.to_qkv`, `mlp.0`…) — found from the keys.
+#[derive(Clone, Copy, PartialEq)]
+enum ClipKeys {
+    Transformers { prefix: &'static str },
+    Wan,
 }
 
 impl KeyMap for ClipKeys {
     fn stored_key(&self, key: &str) -> String {
-        format!("{}{key}", self.prefix)
+        match self {
+            ClipKeys::Transformers { prefix } => format!("{prefix}{key}"),
+            ClipKeys::Wan => {
+                let k = key
+                    .replace("embeddings.class_embedding", "cls_embedding")
+                    .replace("embeddings.position_embedding.weight", "pos_embedding")
+                    .replace("embeddings.patch_embedding", "patch_embedding")
+                    .replace("pre_layrnorm", "pre_norm")
+                    .replace("encoder.layers.", "transformer.")
+                    .replace("layer_norm1", "norm1")
+                    .replace("layer_norm2", "norm2")
+                    .replace("self_attn.qkv", "attn.to_qkv")
+                    .replace("self_attn.out_proj", "attn.proj")
+                    .replace("mlp.fc1", "mlp.0")
+                    .replace("mlp.fc2", "mlp.2");
+                format!("visual.{k}")
+            }
+        }
     }
     fn naming(&self) -> &'static str {
-        "transformers"
+        match self {
+            ClipKeys::Transformers { .. } => "transformers",
+            ClipKeys::Wan => "wan",
+        }
     }
+    fn loose_shape(&self, _stored_key: &str) -> bool {
+        // Wan stores the class token `[1, 1, D]` and the positions `[1, 257, D]`
+        *self == ClipKeys::Wan
+    }
+}
+
+/// The key naming of a CLIP tower's weights: `transformers` or `wan`.
+pub fn naming(src: &dyn WeightSource) -> &'static str {
+    clip_keys(src).naming()
+}
+
+fn clip_keys(src: &dyn WeightSource) -> ClipKeys {
+    if src.contains("visual.cls_embedding") {
+        ClipKeys::Wan
+    } else if src.contains("vision_model.embeddings.class_embedding") {
+        ClipKeys::Transformers {
+            prefix: "vision_model.",
+        }
+    } else {
+        ClipKeys::Transformers { prefix: "" }
+    }
+}
+
+/// The attention input projection: transformers' three linears, or Wan's fused `to_qkv`.
+enum Qkv<B: Backend> {
+    Split {
+        q: Linear<B>,
+        k: Linear<B>,
+        v: Linear<B>,
+    },
+    Fused(Linear<B>),
 }
 
 struct Layer<B: Backend> {
     ln1: LayerNorm<B>,
-    q: Linear<B>,
-    k: Linear<B>,
-    v: Linear<B>,
+    qkv: Qkv<B>,
     o: Linear<B>,
     ln2: LayerNorm<B>,
     fc1: Linear<B>,
@@ -128,12 +224,7 @@ impl<B: Backend> ClipVision<B> {
     /// The first `cfg.layers − 1` blocks are all the penultimate states need; the last block
     /// (and `post_layernorm`) are not loaded.
     pub fn load(be: &B, cfg: &ClipVisionConfig, src: &dyn WeightSource) -> Result<Self> {
-        let prefix = if src.contains("vision_model.embeddings.class_embedding") {
-            "vision_model."
-        } else {
-            ""
-        };
-        let keys = ClipKeys { prefix };
+        let keys = clip_keys(src);
         let vb = VarBuilder::with_keys(be, src, &keys);
         let (d, f, p) = (cfg.hidden, cfg.intermediate, cfg.patch);
         let emb = vb.pp("embeddings");
@@ -148,18 +239,29 @@ impl<B: Backend> ClipVision<B> {
             let (a, m) = (l.pp("self_attn"), l.pp("mlp"));
             layers.push(Layer {
                 ln1: LayerNorm::new(&l.pp("layer_norm1"), d, cfg.eps)?,
-                q: Linear::new(&a.pp("q_proj"), d, d)?,
-                k: Linear::new(&a.pp("k_proj"), d, d)?,
-                v: Linear::new(&a.pp("v_proj"), d, d)?,
+                qkv: if keys == ClipKeys::Wan {
+                    Qkv::Fused(Linear::new(&a.pp("qkv"), 3 * d, d)?)
+                } else {
+                    Qkv::Split {
+                        q: Linear::new(&a.pp("q_proj"), d, d)?,
+                        k: Linear::new(&a.pp("k_proj"), d, d)?,
+                        v: Linear::new(&a.pp("v_proj"), d, d)?,
+                    }
+                },
                 o: Linear::new(&a.pp("out_proj"), d, d)?,
                 ln2: LayerNorm::new(&l.pp("layer_norm2"), d, cfg.eps)?,
                 fc1: Linear::new(&m.pp("fc1"), f, d)?,
                 fc2: Linear::new(&m.pp("fc2"), d, f)?,
             });
         }
+        let class_shape = if keys == ClipKeys::Wan {
+            vec![1, 1, d]
+        } else {
+            vec![d]
+        };
         Ok(ClipVision {
             patch,
-            class: emb.get_host(&[d], "class_embedding")?,
+            class: emb.get_host(&class_shape, "class_embedding")?,
             pos: emb
                 .pp("position_embedding")
                 .get(&[cfg.tokens(), d], "weight")?,
@@ -206,9 +308,22 @@ impl<B: Backend> ClipVision<B> {
         for l in &self.layers {
             let xn = l.ln1.fwd(be, &x)?;
             let split = |t: B::Tensor| be.reshape(&t, &[1, n, h, d / h]);
-            let q = split(l.q.fwd(be, &xn, Act::None)?)?;
-            let k = split(l.k.fwd(be, &xn, Act::None)?)?;
-            let v = split(l.v.fwd(be, &xn, Act::None)?)?;
+            let (q, k, v) = match &l.qkv {
+                Qkv::Split { q, k, v } => (
+                    q.fwd(be, &xn, Act::None)?,
+                    k.fwd(be, &xn, Act::None)?,
+                    v.fwd(be, &xn, Act::None)?,
+                ),
+                Qkv::Fused(f) => {
+                    let t = f.fwd(be, &xn, Act::None)?;
+                    (
+                        be.narrow(&t, 2, 0, d)?,
+                        be.narrow(&t, 2, d, d)?,
+                        be.narrow(&t, 2, 2 * d, d)?,
+                    )
+                }
+            };
+            let (q, k, v) = (split(q)?, split(k)?, split(v)?);
             let o = be.attention(&q, &k, &v, &AttnPlan::Dense, None)?;
             let o = l.o.fwd(be, &be.reshape(&o, &[1, n, d])?, Act::None)?;
             x = be.add_gated(&x, &o, None)?;

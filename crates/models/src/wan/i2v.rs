@@ -32,25 +32,31 @@ pub fn i2v_condition(latent: &[f32], shape: [usize; 4]) -> Result<Vec<f32>> {
     Ok(y)
 }
 
-/// A Wan2.1 I2V DiT with the run's conditioning latent `y` `[1, 20, T, h, w]` on the device.
+/// A Wan2.1 I2V DiT with the run's conditioning latents `y` `[1, 20, T, h, w]` on the device,
+/// one per latent size the run samples at (ProRes stages: the image encoded at each size).
 pub struct WanI2v<'m, B: FusedOps> {
     pub model: &'m WanModel<B>,
-    pub y: B::Tensor,
+    pub ys: Vec<B::Tensor>,
 }
 
 impl<B: FusedOps> WanI2v<'_, B> {
-    /// `y` for a batch of `n` (the CFG batch shares one image).
+    /// `y` of the latent's size for a batch of `n` (the CFG batch shares one image).
     fn y_for(&self, be: &B, n: usize, x: &B::Tensor) -> Result<B::Tensor> {
-        let (xs, ys) = (x.shape(), self.y.shape());
-        if xs[2..] != ys[2..] {
+        let xs = x.shape();
+        let Some(y) = self.ys.iter().find(|y| y.shape()[2..] == xs[2..]) else {
             return Err(ModelError::Invalid(format!(
-                "image-to-video conditioning latent {ys:?} does not fit the latent {xs:?} (ProRes stages at another size are not supported for image-to-video)"
+                "no image-to-video conditioning latent of the latent's size {:?} (have {:?})",
+                &xs[2..],
+                self.ys
+                    .iter()
+                    .map(|y| y.shape()[2..].to_vec())
+                    .collect::<Vec<_>>()
             )));
-        }
+        };
         if n == 1 {
-            return Ok(self.y.clone());
+            return Ok(y.clone());
         }
-        let parts: Vec<&B::Tensor> = std::iter::repeat_n(&self.y, n).collect();
+        let parts: Vec<&B::Tensor> = std::iter::repeat_n(y, n).collect();
         Ok(be.cat(&parts, 0)?)
     }
 }
