@@ -52,6 +52,9 @@ pub enum BenchWhat {
     E2e(E2eArgs),
     /// The umT5 text encoder (Wan2.1's) on random ids, vs transformers in the same run.
     Text(crate::bench_text::TextArgs),
+    /// Wan2.1 image-to-video components: CLIP ViT-H states and one i2v DiT forward, vs
+    /// transformers / diffusers on the same weights in the same run.
+    I2v(crate::bench_i2v::I2vArgs),
     /// The Wan2.1 VAE decode (plain and tiled) at a latent size, vs diffusers' AutoencoderKLWan
     /// in the same run: time, rel-L2, peak memory.
     Vae(crate::bench_vae::VaeArgs),

@@ -107,6 +107,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             return crate::bench_e2e::run(e, &a.model, a.json.as_deref(), &engine)
         }
         (BenchWhat::Text(t), _) => return crate::bench_text::run(t, a.json.as_deref(), &engine),
+        (BenchWhat::I2v(t), _) => return crate::bench_i2v::run(t, a.json.as_deref(), &engine),
     };
     for r in &records {
         if let Some(f) = json.as_mut() {

@@ -3,6 +3,7 @@
 mod args;
 mod bench;
 mod bench_e2e;
+mod bench_i2v;
 mod bench_pipeline;
 mod bench_policies;
 mod bench_text;
