@@ -144,6 +144,35 @@ fn broken_checkpoints_are_one_clear_line() {
         e.contains("--init-noise") && e.contains("[16, 3, 8, 8]") && e.contains("[16, 2, 4, 4]"),
         "{e}"
     );
+
+    // --image: for a text-to-video checkpoint, unreadable, not an image
+    let img = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/fixtures/wan_i2v_pipeline/image.png"
+    );
+    let e = fails(&args(&["--model", w], o, &["--image", img]), &out);
+    assert!(e.contains("--image") && e.contains("text-to-video"), "{e}");
+    let bad = tmp.path().join("photo.jpg");
+    std::fs::write(&bad, "not a jpeg").unwrap();
+    let i2v = tmp.path().join("Wan2.1-I2V-tiny-Diffusers");
+    copy_tree(
+        &Path::new(FIXTURE).join("../wan_i2v_pipeline/pipeline"),
+        &i2v,
+    );
+    for sub in ["text_encoder", "vae"] {
+        copy_tree(&whole.join(sub), &i2v.join(sub));
+    }
+    let i2 = i2v.to_str().unwrap();
+    let e = fails(
+        &args(&["--model", i2], o, &["--image", bad.to_str().unwrap()]),
+        &out,
+    );
+    assert!(
+        e.contains("photo.jpg") && e.contains("not a PNG, JPEG or WebP"),
+        "{e}"
+    );
+    let e = fails(&args(&["--model", i2], o, &[]), &out);
+    assert!(e.contains("--image FILE"), "{e}");
 }
 
 #[test]

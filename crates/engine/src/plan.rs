@@ -384,7 +384,10 @@ fn plan_sized(
         if r.policy.res_rate_list.is_none() {
             js.res_rate_list = vec![1.0];
             js.step_rate_list = vec![1.0];
-            js.scheduler_shift_list = vec![r.sampling.shift.unwrap_or(family.shift)];
+        }
+        if r.policy.scheduler_shift_list.is_none() {
+            js.scheduler_shift_list =
+                vec![r.sampling.shift.unwrap_or(family.shift); js.res_rate_list.len()];
         }
         if r.sampling.shift.is_none() && r.policy.scheduler_shift_list.is_none() {
             js.shift = None;

@@ -226,6 +226,11 @@ fn the_original_layout_and_single_files_follow_wans_preprocessing() {
     assert_eq!(p.plan.spec.guidance, 5.0);
     // a 480P checkpoint by its name: the 480x832 area at the image's 5:8 aspect
     assert_eq!(p.plan.out_size, (5, 496, 784));
+    // ProRes when asked for, at the I2V shift
+    d.policy.res_rate_list = Some(vec![0.5, 1.0]);
+    let p = prepare(&d).unwrap();
+    let shifts: Vec<f64> = p.plan.spec.stages.iter().map(|s| s.shift).collect();
+    assert_eq!(shifts, [3.0, 3.0]);
     r.sampling.shift = Some(3.0);
     r.sampling.solver = Some("unipc-diffusers".into());
     let (db, lat) = against(&r, "wan");
