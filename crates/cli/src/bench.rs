@@ -131,7 +131,7 @@ pub fn parse_size(s: &str) -> Result<(usize, usize, usize)> {
 }
 
 /// Median of `n` timed runs of `f` after one warm-up, in ms (synchronize + wall clock).
-fn time_ms<B: jenga_engine::EngineBackend>(
+pub(crate) fn time_ms<B: jenga_engine::EngineBackend>(
     be: &B,
     n: usize,
     mut f: impl FnMut() -> Result<()>,

@@ -57,20 +57,6 @@ pub fn run(a: &I2vArgs, json: Option<&Path>, engine: &Engine) -> Result<()> {
     Ok(())
 }
 
-fn median_ms<B: EngineBackend>(be: &B, n: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
-    f()?;
-    be.synchronize()?;
-    let mut v = Vec::new();
-    for _ in 0..n.max(1) {
-        let t = Instant::now();
-        f()?;
-        be.synchronize()?;
-        v.push(t.elapsed().as_secs_f64() * 1e3);
-    }
-    v.sort_by(|x, y| x.total_cmp(y));
-    Ok(v[v.len() / 2])
-}
-
 fn record(name: &str, ms: f64, dev: &str, load_s: f64) -> Record {
     let mut extra = serde_json::Map::new();
     extra.insert("load_s".into(), serde_json::json!(load_s));
@@ -114,7 +100,7 @@ fn bench<B: EngineBackend>(be: &B, a: &I2vArgs, dev_kind: &str) -> Result<Vec<Re
     let s = ccfg.image;
     let px = jenga_pipeline::noise(a.seed + 1, 3 * s * s);
     let mut states = None;
-    let ms = median_ms(be, a.repeats, || {
+    let ms = crate::bench::time_ms(be, a.repeats, || {
         states = Some(clip.penultimate(be, &px)?);
         Ok(())
     })?;
@@ -175,7 +161,7 @@ fn bench<B: EngineBackend>(be: &B, a: &I2vArgs, dev_kind: &str) -> Result<Vec<Re
         Ok(d.head(be, &hid, &emb, &geom)?)
     };
     let mut v = None;
-    let ms = median_ms(be, a.repeats, || {
+    let ms = crate::bench::time_ms(be, a.repeats, || {
         v = Some(forward()?);
         Ok(())
     })?;

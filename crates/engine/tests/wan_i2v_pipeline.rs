@@ -171,26 +171,8 @@ fn five_steps_match_diffusers_wan_image_to_video_pipeline() {
 /// The original I2V repo's files: `config.json`, the DiT in Wan's names, the umT5 and VAE
 /// `.pth` (the T2V golden's, the same weights), the tokenizer, and the CLIP `.pth`.
 fn original_layout(dir: &Path) -> PathBuf {
-    let t = fixture("pipeline/transformer");
-    let text = std::fs::read_to_string(t.join("config.json")).unwrap();
-    let (_, _, cfg) = jenga_models::config_for_class(&t.join("config.json"), &text).unwrap();
-    assert!(cfg.is_i2v());
-    let src = SafetensorsWeights::open(&t.join("diffusion_pytorch_model.safetensors")).unwrap();
-    let dit: Vec<(String, Vec<usize>, Vec<f32>)> = cfg
-        .tensor_shapes()
-        .into_iter()
-        .map(|(n, s)| {
-            let v = src.load(&jenga_models::wan::to_diffusers(&n), &s).unwrap();
-            (n, s, v)
-        })
-        .collect();
-    let views: Vec<(&str, Vec<usize>, &[f32])> = dit
-        .iter()
-        .map(|(n, s, d)| (n.as_str(), s.clone(), d.as_slice()))
-        .collect();
+    support::original_dit(&fixture("pipeline/transformer"), dir);
     let file = dir.join("diffusion_pytorch_model.safetensors");
-    jenga_models::export_f32(&views, &file).unwrap();
-    std::fs::write(dir.join("config.json"), cfg.to_json()).unwrap();
     std::fs::create_dir_all(dir.join("google/umt5-xxl")).unwrap();
     std::fs::copy(
         fixture("pipeline/tokenizer/tokenizer.json"),

@@ -163,27 +163,7 @@ fn negative_prompt_default_is_wans_and_an_explicit_empty_one_is_kept() {
 /// names, `models_t5_umt5-xxl-enc-bf16.pth` and `Wan2.1_VAE.pth` (written by `torch.save`),
 /// `google/umt5-xxl/tokenizer.json`. Returns the directory and the DiT's tensors.
 fn original_layout(dir: &Path) -> Vec<(String, Vec<usize>, Vec<f32>)> {
-    let t = fixture("pipeline/transformer");
-    let (_, _, cfg) = jenga_models::config_for_class(
-        &t.join("config.json"),
-        &std::fs::read_to_string(t.join("config.json")).unwrap(),
-    )
-    .unwrap();
-    let src = SafetensorsWeights::open(&t.join("diffusion_pytorch_model.safetensors")).unwrap();
-    let dit: Vec<(String, Vec<usize>, Vec<f32>)> = cfg
-        .tensor_shapes()
-        .into_iter()
-        .map(|(n, s)| {
-            let v = src.load(&jenga_models::wan::to_diffusers(&n), &s).unwrap();
-            (n, s, v)
-        })
-        .collect();
-    let views: Vec<(&str, Vec<usize>, &[f32])> = dit
-        .iter()
-        .map(|(n, s, d)| (n.as_str(), s.clone(), d.as_slice()))
-        .collect();
-    jenga_models::export_f32(&views, &dir.join("diffusion_pytorch_model.safetensors")).unwrap();
-    std::fs::write(dir.join("config.json"), cfg.to_json()).unwrap();
+    let dit = support::original_dit(&fixture("pipeline/transformer"), dir);
     std::fs::create_dir_all(dir.join("google/umt5-xxl")).unwrap();
     std::fs::copy(
         fixture("pipeline/tokenizer/tokenizer.json"),

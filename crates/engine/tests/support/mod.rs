@@ -33,3 +33,33 @@ pub fn cpu_engine() -> Engine {
     })
     .unwrap()
 }
+
+/// A diffusers `transformer/` directory rewritten as the original Wan repo keeps it: the DiT
+/// in Wan's names (`dir/diffusion_pytorch_model.safetensors`, f32) and `dir/config.json`.
+/// Returns the tensors (Wan names).
+pub fn original_dit(
+    transformer: &std::path::Path,
+    dir: &std::path::Path,
+) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    use jenga_models::{SafetensorsWeights, WeightSource};
+    let cfg_path = transformer.join("config.json");
+    let text = std::fs::read_to_string(&cfg_path).unwrap();
+    let (_, _, cfg) = jenga_models::config_for_class(&cfg_path, &text).unwrap();
+    let src =
+        SafetensorsWeights::open(&transformer.join("diffusion_pytorch_model.safetensors")).unwrap();
+    let dit: Vec<(String, Vec<usize>, Vec<f32>)> = cfg
+        .tensor_shapes()
+        .into_iter()
+        .map(|(n, s)| {
+            let v = src.load(&jenga_models::wan::to_diffusers(&n), &s).unwrap();
+            (n, s, v)
+        })
+        .collect();
+    let views: Vec<(&str, Vec<usize>, &[f32])> = dit
+        .iter()
+        .map(|(n, s, d)| (n.as_str(), s.clone(), d.as_slice()))
+        .collect();
+    jenga_models::export_f32(&views, &dir.join("diffusion_pytorch_model.safetensors")).unwrap();
+    std::fs::write(dir.join("config.json"), cfg.to_json()).unwrap();
+    dit
+}
