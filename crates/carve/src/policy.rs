@@ -26,6 +26,22 @@ pub struct AttnCtx {
     pub cond_tokens: usize,
 }
 
+impl AttnCtx {
+    /// One forward outside a run (benches, goldens): step 0 of 1, the first layer and stage,
+    /// no condition tokens in self-attention.
+    pub fn one_forward(grid: (usize, usize, usize), num_layers: usize) -> AttnCtx {
+        AttnCtx {
+            step: 0,
+            num_steps: 1,
+            layer: 0,
+            num_layers,
+            stage: 0,
+            grid,
+            cond_tokens: 0,
+        }
+    }
+}
+
 pub trait AttentionPolicy<B: Backend>: Send + Sync {
     /// For wrappers (a policy picked at run time, a timer, a probe): the policy that every
     /// method not overridden forwards to, with the plan calls passing through

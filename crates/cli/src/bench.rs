@@ -263,15 +263,7 @@ fn bench_dit<B: jenga_engine::EngineBackend>(
                 &[1, cfg.in_dim, f, h, w],
             )
             .with_context(what)?;
-        let actx = AttnCtx {
-            step: 0,
-            num_steps: 1,
-            layer: 0,
-            num_layers: cfg.num_layers,
-            stage: 0,
-            grid,
-            cond_tokens: 0,
-        };
+        let actx = AttnCtx::one_forward(grid, cfg.num_layers);
         if let (Some(dir), true) = (&export, s == &sizes[0]) {
             let v = model
                 .forward(be, &x, 500.0, &ctx, &geom, &Dense, &actx)

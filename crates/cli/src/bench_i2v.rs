@@ -15,7 +15,7 @@ use jenga_carve::{AttnCtx, Dense};
 use jenga_engine::{Device, Engine, EngineBackend};
 use jenga_models::image::{ClipVision, ClipVisionConfig};
 use jenga_models::wan::WanI2v;
-use jenga_models::{config_for_class, export_f32, open_weights, Conditioning, Denoiser, WanModel};
+use jenga_models::{config_for_class, open_weights, Conditioning, Denoiser, WanModel};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -145,15 +145,7 @@ fn bench<B: EngineBackend>(be: &B, a: &I2vArgs, dev_kind: &str) -> Result<Vec<Re
     let grid = d.grid(f, h, w)?;
     let geom = d.stage(be, grid, None)?;
     let x = be.upload(&lat, &[1, cfg.out_dim, f, h, w])?;
-    let actx = AttnCtx {
-        step: 0,
-        num_steps: 1,
-        layer: 0,
-        num_layers: cfg.num_layers,
-        stage: 0,
-        grid,
-        cond_tokens: 0,
-    };
+    let actx = AttnCtx::one_forward(grid, cfg.num_layers);
     let t = 500.0;
     let forward = || -> Result<_> {
         let emb = d.embed(be, &x, t, &geom, &cond)?;
@@ -183,29 +175,24 @@ fn bench<B: EngineBackend>(be: &B, a: &I2vArgs, dev_kind: &str) -> Result<Vec<Re
     drop(model);
 
     if let Some(cmd) = &a.reference {
-        let dir = std::env::temp_dir().join(format!("jenga-bench-i2v-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).with_context(|| dir.display().to_string())?;
-        let file = dir.join("io.safetensors");
-        let views: Vec<_> = io
+        let lines = reference::run_with_files(cmd, "i2v", &[("io.safetensors", &io)], |dir| {
+            let file = dir.join("io.safetensors").display().to_string();
+            let weights = a.weights.display().to_string();
+            let repeats = a.repeats.to_string();
+            [
+                "--dir",
+                &weights,
+                "--io",
+                &file,
+                "--device",
+                dev_kind,
+                "--repeats",
+                &repeats,
+            ]
             .iter()
-            .map(|(k, s, v)| (k.as_str(), s.clone(), v.as_slice()))
-            .collect();
-        export_f32(&views, &file)?;
-        let args: Vec<String> = [
-            "--dir",
-            &a.weights.display().to_string(),
-            "--io",
-            &file.display().to_string(),
-            "--device",
-            dev_kind,
-            "--repeats",
-            &a.repeats.to_string(),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        let lines = reference::run(cmd, &args);
-        let _ = std::fs::remove_dir_all(&dir);
+            .map(|s| s.to_string())
+            .collect()
+        })?;
         for l in lines.unwrap_or_default() {
             let Some(r) = out
                 .iter_mut()

@@ -11,7 +11,7 @@ use crate::bench::{reference, Record};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use jenga_engine::{Device, Engine, EngineBackend};
-use jenga_models::{export_f32, SafetensorsWeights, Umt5Config, Umt5Encoder};
+use jenga_models::{SafetensorsWeights, Umt5Config, Umt5Encoder};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -134,38 +134,33 @@ fn bench<B: EngineBackend>(be: &B, a: &TextArgs, dev_kind: &str) -> Result<Vec<R
         });
     }
     if let Some(cmd) = &a.reference {
-        let dir = std::env::temp_dir().join(format!("jenga-bench-text-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).with_context(|| dir.display().to_string())?;
-        let (inp, our) = (dir.join("inputs.safetensors"), dir.join("ours.safetensors"));
-        let shapes: Vec<Vec<usize>> = inputs.iter().map(|(_, v)| vec![v.len()]).collect();
-        let t: Vec<_> = inputs
-            .iter()
-            .zip(&shapes)
-            .map(|((k, v), s)| (k.as_str(), s.clone(), v.as_slice()))
+        let inputs: Vec<reference::Tensor> = inputs
+            .into_iter()
+            .map(|(k, v)| (k, vec![v.len()], v))
             .collect();
-        export_f32(&t, &inp)?;
-        let t: Vec<_> = ours
+        let files = [
+            ("inputs.safetensors", inputs.as_slice()),
+            ("ours.safetensors", ours.as_slice()),
+        ];
+        let lines = reference::run_with_files(cmd, "text", &files, |dir| {
+            let path = |f: &str| dir.join(f).display().to_string();
+            let (weights, repeats) = (a.weights.display().to_string(), a.repeats.to_string());
+            [
+                "--dir",
+                &weights,
+                "--inputs",
+                &path("inputs.safetensors"),
+                "--ours",
+                &path("ours.safetensors"),
+                "--device",
+                dev_kind,
+                "--repeats",
+                &repeats,
+            ]
             .iter()
-            .map(|(k, s, v)| (k.as_str(), s.clone(), v.as_slice()))
-            .collect();
-        export_f32(&t, &our)?;
-        let args: Vec<String> = [
-            "--dir",
-            &a.weights.display().to_string(),
-            "--inputs",
-            &inp.display().to_string(),
-            "--ours",
-            &our.display().to_string(),
-            "--device",
-            dev_kind,
-            "--repeats",
-            &a.repeats.to_string(),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        let lines = reference::run(cmd, &args);
-        let _ = std::fs::remove_dir_all(&dir);
+            .map(|s| s.to_string())
+            .collect()
+        })?;
         if let Some(lines) = lines {
             pair(&mut out, &lines);
         }

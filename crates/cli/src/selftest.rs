@@ -39,15 +39,7 @@ pub fn run(device: &str) -> Result<()> {
     let (f, h, w) = (8, 32, 32);
     let x = jenga_pipeline::noise(7, 3 * f * h * w);
     let grid = gm.grid(f, h, w)?;
-    let actx = AttnCtx {
-        step: 0,
-        num_steps: 1,
-        layer: 0,
-        num_layers: 6,
-        stage: 0,
-        grid,
-        cond_tokens: 0,
-    };
+    let actx = AttnCtx::one_forward(grid, 6);
     fn fwd<B: jenga_engine::EngineBackend>(
         be: &B,
         m: &WanModel<B>,

@@ -293,15 +293,7 @@ fn bench_dit_export_writes_what_the_reference_reads() {
     let c = model
         .embed_text(&be, &be.upload(&ctx, &[1, 16, 64]).unwrap())
         .unwrap();
-    let actx = AttnCtx {
-        step: 0,
-        num_steps: 1,
-        layer: 0,
-        num_layers: cfg.num_layers,
-        stage: 0,
-        grid,
-        cond_tokens: 0,
-    };
+    let actx = AttnCtx::one_forward(grid, cfg.num_layers);
     let xt = be.upload(&x, &[1, 3, 2, 8, 8]).unwrap();
     let want = be
         .download(

@@ -549,15 +549,7 @@ fn model_bench(be: &CudaBackend) -> std::result::Result<(), Box<dyn std::error::
         &rng.normal_vec(cfg.in_dim * f * hh * ww, 1.0),
         &[1, cfg.in_dim, f, hh, ww],
     )?;
-    let actx = AttnCtx {
-        step: 0,
-        num_steps: 1,
-        layer: 0,
-        num_layers: model.num_layers(),
-        stage: 0,
-        grid,
-        cond_tokens: 0,
-    };
+    let actx = AttnCtx::one_forward(grid, model.num_layers());
     let cap = Capture {
         layers: vec![0, 14, 29],
         got: Mutex::new(Vec::new()),

@@ -17,15 +17,7 @@ fn velocity<B: FusedOps>(be: &B, bundle: &ModelBundle, x: &[f32], text: &[f32]) 
         .unwrap();
     let grid = (8, 16, 16);
     let geom = model.geometry(be, grid, None).unwrap();
-    let actx = AttnCtx {
-        step: 0,
-        num_steps: 1,
-        layer: 0,
-        num_layers: model.num_layers(),
-        stage: 0,
-        grid,
-        cond_tokens: 0,
-    };
+    let actx = AttnCtx::one_forward(grid, model.num_layers());
     let xt = be.upload(x, &[1, cfg.in_dim, 8, 32, 32]).unwrap();
     let v = model
         .forward(be, &xt, 500.0, &ctx, &geom, &Dense, &actx)

@@ -12,12 +12,9 @@ fn fixture(p: &str) -> PathBuf {
         .join(p)
 }
 
-fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    let n: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
-    let d: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
-    (n / d).sqrt()
-}
+#[path = "support/rel_l2.rs"]
+mod rel_l2;
+use rel_l2::rel_l2;
 
 #[test]
 fn penultimate_states_match_transformers() {

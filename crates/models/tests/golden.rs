@@ -36,15 +36,7 @@ fn max_abs(a: &[f32], b: &[f32]) -> f32 {
 }
 
 fn actx(layers: usize) -> AttnCtx {
-    AttnCtx {
-        step: 0,
-        num_steps: 1,
-        layer: 0,
-        num_layers: layers,
-        stage: 0,
-        grid: (8, 16, 16),
-        cond_tokens: 0,
-    }
+    AttnCtx::one_forward((8, 16, 16), layers)
 }
 
 #[test]

@@ -56,15 +56,7 @@ fn forward(cfg: &WanConfig, w: &dyn WeightSource) -> Vec<f32> {
     let model = WanModel::load(&be, cfg, w).unwrap();
     let grid = (2, 4, 4);
     let geom = model.geometry(&be, grid, None).unwrap();
-    let actx = AttnCtx {
-        step: 0,
-        num_steps: 1,
-        layer: 0,
-        num_layers: model.num_layers(),
-        stage: 0,
-        grid,
-        cond_tokens: 0,
-    };
+    let actx = AttnCtx::one_forward(grid, model.num_layers());
     let text: Vec<f32> = (0..cfg.text_len * cfg.text_dim)
         .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
         .collect();

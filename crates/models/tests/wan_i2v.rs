@@ -14,12 +14,9 @@ fn fixture(p: &str) -> PathBuf {
         .join(p)
 }
 
-fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    let n: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
-    let d: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
-    (n / d).sqrt()
-}
+#[path = "support/rel_l2.rs"]
+mod rel_l2;
+use rel_l2::rel_l2;
 
 #[test]
 fn i2v_forward_matches_diffusers_in_both_namings() {
@@ -55,15 +52,7 @@ fn i2v_forward_matches_diffusers_in_both_namings() {
         assert!(e <= 1e-5, "{file}: image embedding rel-L2 {e:.2e}");
         let ctx = model.embed_context(&be, &text, Some(&clip)).unwrap();
         let geom = model.geometry(&be, (3, 4, 4), None).unwrap();
-        let a = AttnCtx {
-            step: 0,
-            num_steps: 1,
-            layer: 0,
-            num_layers: 2,
-            stage: 0,
-            grid: (3, 4, 4),
-            cond_tokens: 0,
-        };
+        let a = AttnCtx::one_forward((3, 4, 4), 2);
         let v = be
             .download(&model.forward(&be, &x, t, &ctx, &geom, &Dense, &a).unwrap())
             .unwrap();
@@ -121,15 +110,7 @@ fn the_i2v_denoiser_concatenates_its_condition_at_the_input() {
     let ctx = model.embed_context(&be, &text, Some(&clip)).unwrap();
     let t = g.load("t", &[1]).unwrap()[0] as f64;
     let geom = d.stage(&be, (3, 4, 4), None).unwrap();
-    let a = AttnCtx {
-        step: 0,
-        num_steps: 1,
-        layer: 0,
-        num_layers: 2,
-        stage: 0,
-        grid: (3, 4, 4),
-        cond_tokens: 0,
-    };
+    let a = AttnCtx::one_forward((3, 4, 4), 2);
     let step = d.embed(&be, &noise, t, &geom, &ctx).unwrap();
     let h = d.blocks(&be, &step, &ctx, &geom, &Dense, &a).unwrap();
     let v = be

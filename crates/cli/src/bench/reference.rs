@@ -1,5 +1,7 @@
 //! Spawning a reference script (`--reference CMD`) in the same run and reading its JSON lines.
 
+use anyhow::{Context, Result};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
@@ -73,6 +75,32 @@ pub fn run(cmd: &str, args: &[String]) -> Option<Vec<serde_json::Value>> {
         t0.elapsed().as_secs_f64()
     );
     Some(lines)
+}
+
+/// A named tensor for a reference script: name, shape, values.
+pub type Tensor = (String, Vec<usize>, Vec<f32>);
+
+/// [`run`] with tensors handed over in files: each `(file name, tensors)` is written (f32
+/// safetensors) to a temporary directory, `args` gets that directory and builds the flags, and
+/// the directory is removed after the reference ran.
+pub fn run_with_files(
+    cmd: &str,
+    tag: &str,
+    files: &[(&str, &[Tensor])],
+    args: impl FnOnce(&Path) -> Vec<String>,
+) -> Result<Option<Vec<serde_json::Value>>> {
+    let dir = std::env::temp_dir().join(format!("jenga-bench-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| dir.display().to_string())?;
+    for (name, tensors) in files {
+        let views: Vec<_> = tensors
+            .iter()
+            .map(|(k, s, v)| (k.as_str(), s.clone(), v.as_slice()))
+            .collect();
+        jenga_models::export_f32(&views, &dir.join(name))?;
+    }
+    let lines = run(cmd, &args(&dir));
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(lines)
 }
 
 #[cfg(test)]
