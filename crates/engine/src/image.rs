@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use jenga_models::image::preprocess::{clip_pixels, vae_pixels};
 use jenga_models::image::{ClipVision, ClipVisionConfig, Preprocess, Rgb8};
 use jenga_models::layout::Component;
-use jenga_models::vae::{WanVae, WanVaeCodec, WanVaeConfig};
+use jenga_models::vae::WanVaeCodec;
 use jenga_models::wan::i2v_condition;
 use jenga_models::{Frames, Vae, WeightSource};
 use jenga_tensor::Backend;
@@ -87,11 +87,9 @@ impl ImageEncoder {
 /// The conditioning latent `[20, T, h, w]` (host) for a video of `frames` × `height` ×
 /// `width` pixels: the image resized to the video size, then `frames − 1` zero frames,
 /// through the VAE's encoder (normalised mean), the mask channels in front.
-#[allow(clippy::too_many_arguments)]
+/// `vae` is loaded once by the caller for every stage size; `tiled` sets its tiling.
 pub fn condition_latent<B: Backend>(
-    be: &B,
-    vae_weights: &dyn WeightSource,
-    vae_cfg: &WanVaeConfig,
+    vae: &mut WanVaeCodec<B, &B>,
     tiled: bool,
     img: &Rgb8,
     preprocess: Preprocess,
@@ -105,12 +103,8 @@ pub fn condition_latent<B: Backend>(
         data[c * frames * plane..c * frames * plane + plane]
             .copy_from_slice(&first[c * plane..(c + 1) * plane]);
     }
-    let mut vae = WanVae::load(be, vae_weights, vae_cfg.clone())?;
-    if tiled {
-        vae.tiling = Some(jenga_models::vae::wan::Tiling::default());
-    }
-    let codec = WanVaeCodec { be, vae };
-    let (z, shape) = codec
+    vae.vae.tiling = tiled.then(jenga_models::vae::wan::Tiling::default);
+    let (z, shape) = vae
         .encode(&Frames {
             data,
             shape: [3, frames, height, width],

@@ -313,7 +313,14 @@ fn skip_rule(
 }
 
 /// A request resolved against an opened model's defaults.
+/// Runs that sample with the text-to-video denoiser (eval, benches) take no image.
 pub fn plan(r: &GenerateRequest, src: &Source) -> Result<Plan> {
+    if src.config().is_i2v() {
+        bail!(
+            "{}: an image-to-video model: only `jenga generate --image FILE` runs it (eval and the benches take text-to-video models)",
+            src.name()
+        );
+    }
     plan_with_image(r, src, None)
 }
 
@@ -329,10 +336,7 @@ pub fn plan_with_image(
             "{}: an image-to-video model: give the first frame with --image FILE",
             src.name()
         ),
-        (true, Some(p), None) => bail!(
-            "--image {}: not read (internal: plan without the image's size)",
-            p.display()
-        ),
+        (true, Some(p), None) => bail!("--image {}: its size was not read", p.display()),
         (false, Some(p), _) => bail!(
             "--image {}: {} is a text-to-video model; image-to-video needs a Wan2.1 I2V checkpoint",
             p.display(),

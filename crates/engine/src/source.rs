@@ -172,25 +172,24 @@ impl Checkpoint {
             .states(be, c.weights.as_ref(), img)
             .with_context(|| format!("image encoder {}", c.path.display()))?;
         let s = self.vae.space_factor();
+        let v = &self.layout.vae;
+        let what = || format!("encoding --image with the VAE {}", v.path.display());
+        let mut vae = WanVaeCodec {
+            be,
+            vae: WanVae::load(be, v.weights.as_ref(), self.vae.clone()).with_context(what)?,
+        };
         let mut ys = Vec::new();
         for &(h, w) in sizes {
             ys.push(
                 crate::image::condition_latent(
-                    be,
-                    self.layout.vae.weights.as_ref(),
-                    &self.vae,
+                    &mut vae,
                     vae_tiled(h, w),
                     img,
                     enc.preprocess,
                     frames,
                     (h * s, w * s),
                 )
-                .with_context(|| {
-                    format!(
-                        "encoding --image with the VAE {}",
-                        self.layout.vae.path.display()
-                    )
-                })?,
+                .with_context(what)?,
             );
         }
         Ok(crate::image::ImageCondition {

@@ -7,7 +7,7 @@
 use jenga_engine::image::{condition_latent, read_image, ImageEncoder};
 use jenga_engine::{prepare, GenerateRequest, ModelFiles, ModelSource};
 use jenga_models::image::{ClipVisionConfig, Preprocess};
-use jenga_models::vae::WanVaeConfig;
+use jenga_models::vae::{WanVae, WanVaeCodec, WanVaeConfig};
 use jenga_models::{open_weights, SafetensorsWeights, WeightSource};
 use jenga_tensor::CpuBackend;
 use std::path::{Path, PathBuf};
@@ -125,12 +125,15 @@ fn clip_states_and_the_conditioning_latent_match_both_references() {
     let vae_dir = t2v_fixture("pipeline/vae");
     let vcfg = WanVaeConfig::from_file(&vae_dir.join("config.json")).unwrap();
     let vw = open_weights(&vae_dir).unwrap();
+    let mut vae = WanVaeCodec {
+        be: &be,
+        vae: WanVae::load(&be, vw.as_ref(), vcfg).unwrap(),
+    };
     for (how, which) in [
         (Preprocess::Diffusers, "diffusers"),
         (Preprocess::Wan, "wan"),
     ] {
-        let (y, shape) =
-            condition_latent(&be, vw.as_ref(), &vcfg, false, &img, how, 5, (48, 64)).unwrap();
+        let (y, shape) = condition_latent(&mut vae, false, &img, how, 5, (48, 64)).unwrap();
         assert_eq!(shape, [20, 2, 6, 8]);
         let e = rel_l2(&y, &golden(&format!("{which}.y"), &[20, 2, 6, 8]));
         eprintln!("conditioning latent ({which}): rel-L2 {e:.2e}");
@@ -268,6 +271,11 @@ fn bad_images_are_one_clear_error_before_anything_loads() {
     r.sampling.image = Some(write(400, 100));
     let e = err(&r);
     assert!(e.contains("4.00:1") && e.contains("3:1"), "{e}");
+    // eval and the benches (the text-to-video sampling path) refuse an I2V model clearly
+    r.sampling.image = Some(fixture("image.png"));
+    let src = jenga_engine::Source::open(&r.model).unwrap();
+    let e = format!("{:#}", jenga_engine::plan::plan(&r, &src).err().unwrap());
+    assert!(e.contains("only `jenga generate --image FILE`"), "{e}");
     // no image for an image-to-video model; an image for a text-to-video one
     r.sampling.image = None;
     assert!(err(&r).contains("--image FILE"));
