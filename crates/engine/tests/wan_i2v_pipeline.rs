@@ -174,20 +174,10 @@ fn five_steps_match_diffusers_wan_image_to_video_pipeline() {
 /// The original I2V repo's files: `config.json`, the DiT in Wan's names, the umT5 and VAE
 /// `.pth` (the T2V golden's, the same weights), the tokenizer, and the CLIP `.pth`.
 fn original_layout(dir: &Path) -> PathBuf {
-    support::original_dit(&fixture("pipeline/transformer"), dir);
-    let file = dir.join("diffusion_pytorch_model.safetensors");
-    std::fs::create_dir_all(dir.join("google/umt5-xxl")).unwrap();
-    std::fs::copy(
-        fixture("pipeline/tokenizer/tokenizer.json"),
-        dir.join("google/umt5-xxl/tokenizer.json"),
-    )
-    .unwrap();
-    for f in ["models_t5_umt5-xxl-enc-bf16.pth", "Wan2.1_VAE.pth"] {
-        std::fs::copy(t2v_fixture("original").join(f), dir.join(f)).unwrap();
-    }
+    support::original_layout(&fixture("pipeline/transformer"), dir);
     let clip = jenga_models::layout::WAN_CLIP;
     std::fs::copy(fixture("original").join(clip), dir.join(clip)).unwrap();
-    file
+    dir.join("diffusion_pytorch_model.safetensors")
 }
 
 #[test]

@@ -163,17 +163,7 @@ fn negative_prompt_default_is_wans_and_an_explicit_empty_one_is_kept() {
 /// names, `models_t5_umt5-xxl-enc-bf16.pth` and `Wan2.1_VAE.pth` (written by `torch.save`),
 /// `google/umt5-xxl/tokenizer.json`. Returns the directory and the DiT's tensors.
 fn original_layout(dir: &Path) -> Vec<(String, Vec<usize>, Vec<f32>)> {
-    let dit = support::original_dit(&fixture("pipeline/transformer"), dir);
-    std::fs::create_dir_all(dir.join("google/umt5-xxl")).unwrap();
-    std::fs::copy(
-        fixture("pipeline/tokenizer/tokenizer.json"),
-        dir.join("google/umt5-xxl/tokenizer.json"),
-    )
-    .unwrap();
-    for f in ["models_t5_umt5-xxl-enc-bf16.pth", "Wan2.1_VAE.pth"] {
-        std::fs::copy(fixture("original").join(f), dir.join(f)).unwrap();
-    }
-    dit
+    support::original_layout(&fixture("pipeline/transformer"), dir)
 }
 
 fn golden_psnr(r: &GenerateRequest) -> f64 {

@@ -34,10 +34,12 @@ pub fn cpu_engine() -> Engine {
     .unwrap()
 }
 
-/// A diffusers `transformer/` directory rewritten as the original Wan repo keeps it: the DiT
-/// in Wan's names (`dir/diffusion_pytorch_model.safetensors`, f32) and `dir/config.json`.
-/// Returns the tensors (Wan names).
-pub fn original_dit(
+/// The original Wan repo's layout in `dir` for the DiT of a diffusers `transformer/`
+/// directory: the DiT in Wan's names (`diffusion_pytorch_model.safetensors`, f32),
+/// `config.json`, and the T2V golden's `models_t5_umt5-xxl-enc-bf16.pth`, `Wan2.1_VAE.pth`
+/// (written by `torch.save`) and `google/umt5-xxl/tokenizer.json`, the umT5 and VAE every
+/// pipeline golden shares. Returns the DiT's tensors (Wan names).
+pub fn original_layout(
     transformer: &std::path::Path,
     dir: &std::path::Path,
 ) -> Vec<(String, Vec<usize>, Vec<f32>)> {
@@ -61,5 +63,16 @@ pub fn original_dit(
         .collect();
     jenga_models::export_f32(&views, &dir.join("diffusion_pytorch_model.safetensors")).unwrap();
     std::fs::write(dir.join("config.json"), cfg.to_json()).unwrap();
+    let t2v =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/wan_pipeline");
+    std::fs::create_dir_all(dir.join("google/umt5-xxl")).unwrap();
+    std::fs::copy(
+        t2v.join("pipeline/tokenizer/tokenizer.json"),
+        dir.join("google/umt5-xxl/tokenizer.json"),
+    )
+    .unwrap();
+    for f in ["models_t5_umt5-xxl-enc-bf16.pth", "Wan2.1_VAE.pth"] {
+        std::fs::copy(t2v.join("original").join(f), dir.join(f)).unwrap();
+    }
     dit
 }
