@@ -139,7 +139,6 @@ fn bench<B: EngineBackend>(be: &B, a: &I2vArgs, dev_kind: &str) -> Result<Vec<Re
         &Conditioning::Image {
             states: be.upload(&ctx, &[1, cfg.text_len, cfg.text_dim])?,
             image: be.upload(&states, &[1, ccfg.tokens(), ccfg.hidden])?,
-            latent: d.ys[0].clone(),
         },
     )?;
     let grid = d.grid(f, h, w)?;

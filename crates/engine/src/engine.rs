@@ -375,38 +375,6 @@ impl ModelTask for GenerateTask<'_> {
             policy.name(), p.plan.family.source
         )));
 
-        let t0 = Instant::now();
-        let i2v = match image {
-            Some(crate::image::ImageCondition { clip, latents: ys }) => {
-                let cfg = p.source.config();
-                let n = states.len() / (cfg.text_len * cfg.text_dim).max(1);
-                let ys = ys
-                    .iter()
-                    .map(|(y, s)| be.upload(y, &[1, s[0], s[1], s[2], s[3]]))
-                    .collect::<jenga_tensor::Result<Vec<_>>>()?;
-                let hidden = cfg.image_dim.unwrap_or(0);
-                let tokens = clip.len() / hidden.max(1);
-                let d = WanI2v {
-                    model: model.as_ref(),
-                    ys,
-                };
-                let cond = Conditioning::Image {
-                    states: be.upload(&states, &[n, cfg.text_len, cfg.text_dim])?,
-                    image: be.upload(&clip.repeat(n), &[n, tokens, hidden])?,
-                    latent: d.ys[0].clone(),
-                };
-                let ctx = d.condition(be, &cond)?;
-                Some((d, ctx))
-            }
-            None => None,
-        };
-        let ctx = match &i2v {
-            Some(_) => None,
-            None => Some(p.source.embed_states(be, &model, &states)?),
-        };
-        be.synchronize()?;
-        t.text += t0.elapsed();
-
         let mut on_sample = |e: Event| match e {
             Event::Step {
                 step,
@@ -431,10 +399,45 @@ impl ModelTask for GenerateTask<'_> {
             }),
         };
         let noise = p.init_noise.as_deref();
-        let out: SampleOutput = match (&i2v, &ctx) {
-            (Some((d, c)), _) => sample(be, d, c, spec, policy, noise, &mut on_sample)?,
-            (None, Some(c)) => sample(be, model.as_ref(), c, spec, policy, noise, &mut on_sample)?,
-            (None, None) => bail!("no conditioning was built"),
+        // the embedded context (and the CLIP rows) count as text time
+        let t0 = Instant::now();
+        let out: SampleOutput = match image {
+            Some(crate::image::ImageCondition { clip, latents }) => {
+                let cfg = p.source.config();
+                let n = states.len() / (cfg.text_len * cfg.text_dim).max(1);
+                let ys = latents
+                    .iter()
+                    .map(|(y, s)| be.upload(y, &[1, s[0], s[1], s[2], s[3]]))
+                    .collect::<jenga_tensor::Result<Vec<_>>>()?;
+                let hidden = cfg.image_dim.unwrap_or(0);
+                let tokens = clip.len() / hidden.max(1);
+                let d = WanI2v {
+                    model: model.as_ref(),
+                    ys,
+                };
+                let cond = Conditioning::Image {
+                    states: be.upload(&states, &[n, cfg.text_len, cfg.text_dim])?,
+                    image: be.upload(&clip.repeat(n), &[n, tokens, hidden])?,
+                };
+                let ctx = d.condition(be, &cond)?;
+                be.synchronize()?;
+                t.text += t0.elapsed();
+                sample(be, &d, &ctx, spec, policy, noise, &mut on_sample)?
+            }
+            None => {
+                let ctx = p.source.embed_states(be, &model, &states)?;
+                be.synchronize()?;
+                t.text += t0.elapsed();
+                sample(
+                    be,
+                    model.as_ref(),
+                    &ctx,
+                    spec,
+                    policy,
+                    noise,
+                    &mut on_sample,
+                )?
+            }
         };
         on_event(Progress::Sampled);
         t.dit = out.dit_time;

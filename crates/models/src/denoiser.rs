@@ -22,13 +22,10 @@ pub enum Conditioning<B: Backend> {
         pooled: B::Tensor,
         guidance: Option<f32>,
     },
-    /// Image-to-video (Wan I2V): text states, image-encoder states and the conditioning
-    /// latent (mask + encoded first frame) concatenated to the noise at the input.
-    Image {
-        states: B::Tensor,
-        image: B::Tensor,
-        latent: B::Tensor,
-    },
+    /// Image-to-video (Wan I2V): text states and image-encoder states for the
+    /// cross-attention. The conditioning latent (mask + encoded first frame) concatenated to
+    /// the noise at the input belongs to the denoiser (`WanI2v::ys`, one per stage size).
+    Image { states: B::Tensor, image: B::Tensor },
 }
 
 pub trait Denoiser<B: FusedOps>: Send + Sync {

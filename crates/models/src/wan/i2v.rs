@@ -92,7 +92,7 @@ impl<B: FusedOps> Denoiser<B> for WanI2v<'_, B> {
     }
     fn condition(&self, be: &B, c: &Conditioning<B>) -> Result<B::Tensor> {
         match c {
-            Conditioning::Image { states, image, .. } => {
+            Conditioning::Image { states, image } => {
                 self.model.embed_context(be, states, Some(image))
             }
             _ => Err(ModelError::Invalid(
