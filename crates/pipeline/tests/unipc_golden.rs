@@ -109,10 +109,15 @@ impl Denoiser<CpuBackend> for Field {
 }
 
 fn golden() -> SafetensorsWeights {
+    golden_file("unipc.safetensors")
+}
+
+fn golden_file(file: &str) -> SafetensorsWeights {
     let p = PathBuf::from(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../tests/fixtures/unipc/unipc.safetensors"
-    ));
+        "/../../tests/fixtures/unipc"
+    ))
+    .join(file);
     SafetensorsWeights::open(&p)
         .unwrap_or_else(|e| panic!("golden {} unreadable: {e:?}", p.display()))
 }
@@ -202,69 +207,131 @@ fn unipc_trajectories_equal_wan_and_diffusers() {
     }
 }
 
+/// One ProRes case against its golden `gold` (`NAME.x0`, `NAME.noiseK`, `NAME.traj`,
+/// `NAME.t`): the timesteps fed and the whole trajectory to 1e-5, and `other` (another
+/// re-noise convention) away from it, so the check sees the convention.
+#[allow(clippy::too_many_arguments)]
+fn check_prores(
+    model: &Field,
+    gold: &SafetensorsWeights,
+    name: &str,
+    solver: SolverKind,
+    renoise: Renoise,
+    other: Renoise,
+    shifts: &[f64],
+    ends: &[usize],
+    res: &[f64],
+    reference: &str,
+) {
+    let steps = 50;
+    let n = C * F * H * W;
+    let guidance = load(&golden(), "guidance", &[1])[0];
+    let mut spec = SampleSpec::single(F, H, W, steps, shifts[0], guidance, 0);
+    spec.solver = solver;
+    spec.renoise = renoise;
+    spec.stages = (0..shifts.len())
+        .map(|s| StagePlan {
+            res_rate: res[s],
+            end_step: ends[s],
+            shift: shifts[s],
+        })
+        .collect();
+    let sizes: Vec<[usize; 4]> = res
+        .iter()
+        .map(|r| [C, F, (H as f64 * r) as usize, (W as f64 * r) as usize])
+        .collect();
+    let noises = || {
+        let mut v = vec![load(gold, &format!("{name}.x0"), &sizes[0])];
+        for (k, &sz) in sizes.iter().enumerate().skip(1) {
+            v.push(load(gold, &format!("{name}.noise{k}"), &sz[..]));
+        }
+        v
+    };
+    let (traj, seen) = run(model, &spec, noises());
+    // the references compute their timesteps in f32 (Hunyuan's linspace and shift are not
+    // integers): equal to 3 f32 ulps at 1000 (seen: 1.1e-4 at step 15)
+    let t_gold = load(gold, &format!("{name}.t"), &[steps]);
+    assert_eq!(seen.len(), steps);
+    for (i, (&a, &b)) in seen.iter().zip(&t_gold).enumerate() {
+        assert!(
+            (a - b as f64).abs() <= 4e-4,
+            "{name}: step {i} fed t {a}, reference {b}"
+        );
+    }
+    let want = load(gold, &format!("{name}.traj"), &[steps + 1, n]);
+    let mut err = 0.0f32;
+    for (i, x) in traj.iter().enumerate() {
+        err = err.max(max_abs(x, &want[i * n..][..x.len()]));
+    }
+    println!("{name} vs {reference}: trajectory max abs {err:.2e}");
+    assert!(err <= 1e-5, "{name}: max abs {err}");
+    let mut o = spec.clone();
+    o.renoise = other;
+    let (ot, _) = run(model, &o, noises());
+    assert!(max_abs(&ot[steps], &want[steps * n..]) > 1e-4);
+}
+
 #[test]
 fn prores_switch_equals_jenga_wan() {
     let g = golden();
     let model = field(&g);
-    let guidance = load(&g, "guidance", &[1])[0];
-    let n = C * F * H * W;
-    for (name, shifts, ends, res) in [
-        (
-            "prores2_n50",
-            vec![8.0, 10.0],
-            vec![26, 50],
-            vec![0.75, 1.0],
-        ),
-        (
-            "prores3_n50",
-            vec![5.0, 7.0, 9.0],
-            vec![16, 26, 50],
-            vec![0.5, 0.75, 1.0],
-        ),
-    ] {
-        let steps = 50;
-        let mut spec = SampleSpec::single(F, H, W, steps, shifts[0], guidance, 0);
-        spec.solver = SolverKind::UniPc;
-        spec.renoise = Renoise::Wan;
-        spec.stages = (0..shifts.len())
-            .map(|s| StagePlan {
-                res_rate: res[s],
-                end_step: ends[s],
-                shift: shifts[s],
-            })
-            .collect();
-        let sizes: Vec<[usize; 4]> = res
-            .iter()
-            .map(|r| [C, F, (H as f64 * r) as usize, (W as f64 * r) as usize])
-            .collect();
-        let mut noises = vec![load(&g, &format!("{name}.x0"), &sizes[0])];
-        for (k, &sz) in sizes.iter().enumerate().skip(1) {
-            noises.push(load(&g, &format!("{name}.noise{k}"), &sz[..]));
-        }
-        let (traj, seen) = run(&model, &spec, noises);
-        let t_gold = load(&g, &format!("{name}.t"), &[steps]);
-        assert_eq!(
-            seen,
-            t_gold.iter().map(|&t| t as f64).collect::<Vec<_>>(),
-            "{name}: timesteps fed to the model"
-        );
-        let gold = load(&g, &format!("{name}.traj"), &[steps + 1, n]);
-        let mut err = 0.0f32;
-        for (i, x) in traj.iter().enumerate() {
-            err = err.max(max_abs(x, &gold[i * n..][..x.len()]));
-        }
-        println!("{name} vs Jenga-Wan: trajectory max abs {err:.2e}");
-        assert!(err <= 1e-5, "{name}: max abs {err}");
-        // our own re-noise convention gives another trajectory
-        let mut ours = spec.clone();
-        ours.renoise = Renoise::Consistent;
-        let mut noises = vec![load(&g, &format!("{name}.x0"), &sizes[0])];
-        for (k, &sz) in sizes.iter().enumerate().skip(1) {
-            noises.push(load(&g, &format!("{name}.noise{k}"), &sz[..]));
-        }
-        let (ot, _) = run(&model, &ours, noises);
-        assert!(max_abs(&ot[steps], &gold[steps * n..]) > 1e-4);
-    }
+    check_prores(
+        &model,
+        &g,
+        "prores2_n50",
+        SolverKind::UniPc,
+        Renoise::Wan,
+        Renoise::Consistent,
+        &[8.0, 10.0],
+        &[26, 50],
+        &[0.75, 1.0],
+        "Jenga-Wan",
+    );
+    check_prores(
+        &model,
+        &g,
+        "prores3_n50",
+        SolverKind::UniPc,
+        Renoise::Wan,
+        Renoise::Consistent,
+        &[5.0, 7.0, 9.0],
+        &[16, 26, 50],
+        &[0.5, 0.75, 1.0],
+        "Jenga-Wan",
+    );
+}
+
+/// The official HunyuanVideo switch (`tools/make_hunyuan_prores_golden.py`: Jenga's
+/// `pipeline_hunyuan_video_prores.py` loop with its `FlowMatchDiscreteScheduler`): re-shift
+/// first, x̂0 and re-noise on the new grid, Euler.
+#[test]
+fn prores_switch_equals_jenga_hunyuan() {
+    let model = field(&golden());
+    let g = golden_file("hunyuan.safetensors");
+    check_prores(
+        &model,
+        &g,
+        "hy_prores2_n50",
+        SolverKind::Euler,
+        Renoise::Hunyuan,
+        Renoise::Wan,
+        &[7.0, 9.0],
+        &[26, 50],
+        &[0.75, 1.0],
+        "Jenga-HunyuanVideo",
+    );
+    check_prores(
+        &model,
+        &g,
+        "hy_prores3_n50",
+        SolverKind::Euler,
+        Renoise::Hunyuan,
+        Renoise::Wan,
+        &[7.0, 9.0, 11.0],
+        &[16, 26, 50],
+        &[0.5, 0.75, 1.0],
+        "Jenga-HunyuanVideo",
+    );
 }
 
 #[test]
