@@ -5,6 +5,7 @@
 //! query-block) CSR list of key blocks built by an attention policy (crate `jenga-carve`).
 
 mod backend;
+pub mod comm;
 pub mod cpu;
 mod error;
 mod fused;
@@ -13,6 +14,7 @@ pub mod reference;
 mod solver;
 
 pub use backend::{check_order, Act, Backend, KeyBias, TensorMeta};
+pub use comm::{run_local, AbortOnDrop, Communicator, LocalComm};
 pub use cpu::{CpuBackend, CpuTensor};
 pub use error::{Error, Result};
 pub use fused::{rms_norm_rope_composed, FusedOps};
