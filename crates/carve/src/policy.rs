@@ -141,6 +141,11 @@ pub trait AttentionPolicy<B: Backend>: Send + Sync {
             }
         }
     }
+    /// Whether this policy lays tokens out per head inside its call (SVG's temporal heads),
+    /// so its plans are not in the shared token order (a ring cannot cut them by rows).
+    fn per_head_order(&self) -> bool {
+        self.delegate().is_some_and(|d| d.per_head_order())
+    }
     /// Optional score bias on condition keys (text-attention amplifier).
     fn key_bias(&self, ctx: &AttnCtx) -> Option<KeyBias> {
         self.delegate().and_then(|d| d.key_bias(ctx))

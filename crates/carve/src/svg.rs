@@ -744,6 +744,10 @@ impl<B: PolicyKernels> AttentionPolicy<B> for SvgPolicy {
         Ok(AttnPlan::Sparse(plan))
     }
 
+    fn per_head_order(&self) -> bool {
+        true
+    }
+
     /// The reference's call: `sample_mse` on q/k/v, per-head placement (temporal heads to
     /// position-major order), the band plan on the placed tokens, and the output placed back.
     fn attend_hooked(

@@ -4,9 +4,9 @@
 //! residual is what a skipped step reuses), `head` (back to the latent). The model never sees
 //! which attention policy runs (it asks the policy it is handed), nor the solver.
 
-use crate::Result;
+use crate::{ModelError, Result};
 use jenga_carve::{AttentionPolicy, AttnCtx};
-use jenga_tensor::{Backend, FusedOps};
+use jenga_tensor::{Backend, FusedOps, TensorMeta};
 use std::sync::Arc;
 
 /// What a generation is conditioned on, as the model family takes it.
@@ -26,6 +26,51 @@ pub enum Conditioning<B: Backend> {
     /// cross-attention. The conditioning latent (mask + encoded first frame) concatenated to
     /// the noise at the input belongs to the denoiser (`WanI2v::ys`, one per stage size).
     Image { states: B::Tensor, image: B::Tensor },
+}
+
+impl<B: Backend> Conditioning<B> {
+    /// Batch rows `start..start + n` of every per-row tensor (CFG parallelism: the
+    /// conditional and unconditional rows go to different ranks).
+    pub fn rows(&self, be: &B, start: usize, n: usize) -> Result<Conditioning<B>> {
+        let cut = |t: &B::Tensor| -> Result<B::Tensor> {
+            if t.shape().first().is_none_or(|&b| start + n > b) {
+                return Err(ModelError::Invalid(format!(
+                    "conditioning rows {start}..{} of a batch shaped {:?}",
+                    start + n,
+                    t.shape()
+                )));
+            }
+            Ok(be.narrow(t, 0, start, n)?)
+        };
+        Ok(match self {
+            Conditioning::Text { states } => Conditioning::Text {
+                states: cut(states)?,
+            },
+            Conditioning::JointText {
+                states,
+                lens,
+                pooled,
+                guidance,
+            } => Conditioning::JointText {
+                states: cut(states)?,
+                lens: lens
+                    .get(start..start + n)
+                    .ok_or_else(|| ModelError::Invalid("text lengths per row".into()))?
+                    .to_vec(),
+                pooled: cut(pooled)?,
+                guidance: *guidance,
+            },
+            // the image states are one row shared by both halves
+            Conditioning::Image { states, image } => Conditioning::Image {
+                states: cut(states)?,
+                image: if image.shape()[0] == 1 {
+                    image.clone()
+                } else {
+                    cut(image)?
+                },
+            },
+        })
+    }
 }
 
 pub trait Denoiser<B: FusedOps>: Send + Sync {
@@ -48,6 +93,20 @@ pub trait Denoiser<B: FusedOps>: Send + Sync {
         grid: (usize, usize, usize),
         order: Option<Arc<Vec<u32>>>,
     ) -> Result<Self::Stage>;
+    /// [`Denoiser::stage`] for a rank that holds only the video tokens `tokens` (positions in
+    /// the stage's order) under sequence parallelism: `embed` then yields those tokens and
+    /// [`Denoiser::head_tokens`] their outputs. Families without it refuse.
+    fn stage_shard(
+        &self,
+        _be: &B,
+        _grid: (usize, usize, usize),
+        _order: Option<Arc<Vec<u32>>>,
+        _tokens: std::ops::Range<usize>,
+    ) -> Result<Self::Stage> {
+        Err(ModelError::Invalid(
+            "this model family does not run sequence-parallel".into(),
+        ))
+    }
     fn stage_tokens(&self, stage: &Self::Stage) -> usize;
     /// Tokens of conditioning that self-attention sees beside the video (joint attention).
     fn cond_tokens(&self, _cond: &Self::Cond) -> usize {
@@ -85,6 +144,25 @@ pub trait Denoiser<B: FusedOps>: Send + Sync {
         step: &Self::Step,
         stage: &Self::Stage,
     ) -> Result<B::Tensor>;
+    /// The head per token: hidden `[batch, tokens, D]` → `[batch, tokens, out]` in the
+    /// stage's order, for the tokens the stage holds (sequence parallelism gathers these).
+    fn head_tokens(
+        &self,
+        _be: &B,
+        _hidden: &B::Tensor,
+        _step: &Self::Step,
+        _stage: &Self::Stage,
+    ) -> Result<B::Tensor> {
+        Err(ModelError::Invalid(
+            "this model family does not run sequence-parallel".into(),
+        ))
+    }
+    /// Head outputs of every token of the stage `[batch, L, out]` → the model output.
+    fn unpatchify(&self, _be: &B, _tokens: &B::Tensor, _stage: &Self::Stage) -> Result<B::Tensor> {
+        Err(ModelError::Invalid(
+            "this model family does not run sequence-parallel".into(),
+        ))
+    }
     /// TeaCache's signal at time `t`: the modulated-input proxy whose relative change between
     /// steps decides a recompute (Wan: the time projection `e0`).
     fn skip_signal(&self, be: &B, t: f64) -> Result<B::Tensor>;

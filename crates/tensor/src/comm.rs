@@ -152,9 +152,12 @@ struct State {
     aborted: Option<String>,
 }
 
+/// A host copy of one part: values and shape.
+type HostPart = Option<(Vec<f32>, Vec<usize>)>;
+
 /// One collective in flight: `parts[src][dst]`, who has deposited and who has collected.
 struct Round {
-    parts: Vec<Vec<Option<(Vec<f32>, Vec<usize>)>>>,
+    parts: Vec<Vec<HostPart>>,
     deposited: usize,
     collected: usize,
 }
@@ -182,8 +185,8 @@ impl LocalComm {
     fn meet(
         &self,
         op: &'static str,
-        mine: Vec<Option<(Vec<f32>, Vec<usize>)>>,
-    ) -> Result<Vec<Option<(Vec<f32>, Vec<usize>)>>> {
+        mine: Vec<HostPart>,
+    ) -> Result<Vec<HostPart>> {
         let n = self.shared.world;
         let seq = {
             let mut s = self.seq.lock().unwrap_or_else(|e| e.into_inner());
@@ -359,14 +362,15 @@ impl<B: Backend> Communicator<B> for LocalComm {
 /// Run `f(rank, comm)` on `world` threads with a [`LocalComm`] group, each rank guarded by
 /// [`AbortOnDrop`]. Returns every rank's result, or the first failure (by rank) naming it;
 /// the others, released by the abort, are not reported on their own.
-pub fn run_local<B, T, F>(world: usize, timeout: Duration, f: F) -> Result<Vec<T>>
+pub fn run_local<B, T, E, F>(world: usize, timeout: Duration, f: F) -> Result<Vec<T>>
 where
     B: Backend,
     T: Send,
-    F: Fn(usize, &LocalComm) -> Result<T> + Sync,
+    E: std::fmt::Display + Send,
+    F: Fn(usize, &LocalComm) -> std::result::Result<T, E> + Sync,
 {
     let comms = LocalComm::group(world, timeout);
-    let results: Vec<std::thread::Result<Result<T>>> = std::thread::scope(|s| {
+    let results: Vec<std::thread::Result<std::result::Result<T, E>>> = std::thread::scope(|s| {
         let handles: Vec<_> = comms
             .iter()
             .map(|c| {
@@ -423,7 +427,7 @@ mod tests {
     #[test]
     fn all_to_all_delivers_each_part_to_its_rank_with_uneven_sizes() {
         let be = CpuBackend::new();
-        let out = run_local::<CpuBackend, _, _>(3, T, |r, c| {
+        let out = run_local::<CpuBackend, _, Error, _>(3, T, |r, c| {
             // rank r sends (r + 1) values to each peer j, valued 10r + j
             let send: Vec<_> = (0..3)
                 .map(|j| be.upload(&vec![(10 * r + j) as f32; r + 1], &[r + 1]))
@@ -445,7 +449,7 @@ mod tests {
     #[test]
     fn gather_reduce_and_broadcast_agree_on_every_rank() {
         let be = CpuBackend::new();
-        let out = run_local::<CpuBackend, _, _>(4, T, |r, c| {
+        let out = run_local::<CpuBackend, _, Error, _>(4, T, |r, c| {
             let x = be.upload(&[r as f32, 1.0], &[2])?;
             // groups {0, 2} and {1, 3} gather at the same time
             let group = if r % 2 == 0 { [0, 2] } else { [1, 3] };
@@ -478,7 +482,7 @@ mod tests {
     fn a_failing_rank_releases_the_others_and_is_named() {
         let be = CpuBackend::new();
         let t0 = Instant::now();
-        let err = run_local::<CpuBackend, (), _>(3, Duration::from_secs(60), |r, c| {
+        let err = run_local::<CpuBackend, (), Error, _>(3, Duration::from_secs(60), |r, c| {
             if r == 1 {
                 return Err(Error::invalid("load", "weights missing on rank 1"));
             }
@@ -498,7 +502,7 @@ mod tests {
     #[test]
     fn a_rank_that_never_comes_times_out_instead_of_hanging() {
         let be = CpuBackend::new();
-        let err = run_local::<CpuBackend, (), _>(2, Duration::from_millis(300), |r, c| {
+        let err = run_local::<CpuBackend, (), Error, _>(2, Duration::from_millis(300), |r, c| {
             if r == 0 {
                 let x = be.upload(&[1.0], &[1])?;
                 Communicator::<CpuBackend>::all_reduce_sum(c, &be, &x)?;

@@ -194,6 +194,36 @@ impl BlockPlan {
         }
     }
 
+    /// Query blocks `start..start + n` of every (batch, head): the plan of those query rows
+    /// against the same keys (sequence parallelism computes a rank's own rows of a plan made
+    /// for the whole sequence).
+    pub fn query_rows(&self, start: usize, n: usize) -> Result<BlockPlan> {
+        if start + n > self.q_blocks {
+            return Err(Error::invalid(
+                "BlockPlan::query_rows",
+                format!("query blocks {start}..{} of {}", start + n, self.q_blocks),
+            ));
+        }
+        let mut row_ptr = Vec::with_capacity(self.batch * self.heads * n + 1);
+        let mut col_idx = Vec::new();
+        row_ptr.push(0u32);
+        for bh in 0..self.batch * self.heads {
+            for qb in start..start + n {
+                let r = bh * self.q_blocks + qb;
+                col_idx.extend_from_slice(
+                    &self.col_idx[self.row_ptr[r] as usize..self.row_ptr[r + 1] as usize],
+                );
+                row_ptr.push(col_idx.len() as u32);
+            }
+        }
+        Ok(BlockPlan {
+            q_blocks: n,
+            row_ptr,
+            col_idx,
+            ..*self
+        })
+    }
+
     /// Kept key blocks of one row.
     pub fn row(&self, b: usize, h: usize, qb: usize) -> &[u32] {
         let r = (b * self.heads + h) * self.q_blocks + qb;
@@ -283,5 +313,23 @@ mod tests {
         };
         assert_eq!(dev.geometry(), g);
         assert_eq!(dev.density().unwrap(), host.density());
+    }
+
+    #[test]
+    fn query_rows_keep_each_heads_rows_in_order() {
+        // 1 batch, 2 heads, 3 query blocks, 3 key blocks; row (h, qb) keeps key block (h + qb) % 3
+        let mask: Vec<bool> = (0..2 * 3)
+            .flat_map(|r| (0..3).map(move |k| k == (r / 3 + r % 3) % 3))
+            .collect();
+        let p = BlockPlan::from_mask(1, 2, 16, 3, 3, &mask).unwrap();
+        let s = p.query_rows(1, 2).unwrap();
+        assert_eq!((s.q_blocks, s.k_blocks), (2, 3));
+        s.validate(1, 2, 32, 48).unwrap();
+        for h in 0..2 {
+            for qb in 0..2 {
+                assert_eq!(s.row(0, h, qb), p.row(0, h, qb + 1));
+            }
+        }
+        assert!(p.query_rows(2, 2).is_err());
     }
 }

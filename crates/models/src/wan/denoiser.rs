@@ -53,6 +53,15 @@ impl<B: FusedOps> Denoiser<B> for WanModel<B> {
     ) -> Result<Geometry<B>> {
         self.geometry(be, grid, order)
     }
+    fn stage_shard(
+        &self,
+        be: &B,
+        grid: (usize, usize, usize),
+        order: Option<Arc<Vec<u32>>>,
+        tokens: std::ops::Range<usize>,
+    ) -> Result<Geometry<B>> {
+        self.geometry_shard(be, grid, order, Some(tokens))
+    }
     fn stage_tokens(&self, stage: &Geometry<B>) -> usize {
         stage.tokens()
     }
@@ -100,6 +109,18 @@ impl<B: FusedOps> Denoiser<B> for WanModel<B> {
         stage: &Geometry<B>,
     ) -> Result<B::Tensor> {
         WanModel::head(self, be, hidden, step, stage)
+    }
+    fn head_tokens(
+        &self,
+        be: &B,
+        hidden: &B::Tensor,
+        step: &Embedded<B>,
+        _stage: &Geometry<B>,
+    ) -> Result<B::Tensor> {
+        WanModel::head_tokens(self, be, hidden, step)
+    }
+    fn unpatchify(&self, be: &B, tokens: &B::Tensor, stage: &Geometry<B>) -> Result<B::Tensor> {
+        WanModel::unpatchify(self, be, tokens, stage)
     }
     fn skip_signal(&self, be: &B, t: f64) -> Result<B::Tensor> {
         Ok(self.time_embed(be, t)?.1)

@@ -87,6 +87,15 @@ impl<B: FusedOps> Denoiser<B> for WanI2v<'_, B> {
     ) -> Result<Geometry<B>> {
         self.model.geometry(be, grid, order)
     }
+    fn stage_shard(
+        &self,
+        be: &B,
+        grid: (usize, usize, usize),
+        order: Option<Arc<Vec<u32>>>,
+        tokens: std::ops::Range<usize>,
+    ) -> Result<Geometry<B>> {
+        self.model.geometry_shard(be, grid, order, Some(tokens))
+    }
     fn stage_tokens(&self, stage: &Geometry<B>) -> usize {
         stage.tokens()
     }
@@ -137,6 +146,18 @@ impl<B: FusedOps> Denoiser<B> for WanI2v<'_, B> {
         stage: &Geometry<B>,
     ) -> Result<B::Tensor> {
         self.model.head(be, hidden, step, stage)
+    }
+    fn head_tokens(
+        &self,
+        be: &B,
+        hidden: &B::Tensor,
+        step: &Embedded<B>,
+        _stage: &Geometry<B>,
+    ) -> Result<B::Tensor> {
+        self.model.head_tokens(be, hidden, step)
+    }
+    fn unpatchify(&self, be: &B, tokens: &B::Tensor, stage: &Geometry<B>) -> Result<B::Tensor> {
+        self.model.unpatchify(be, tokens, stage)
     }
     fn skip_signal(&self, be: &B, t: f64) -> Result<B::Tensor> {
         Ok(self.model.time_embed(be, t)?.1)

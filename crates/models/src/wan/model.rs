@@ -100,13 +100,21 @@ pub struct Geometry<B: Backend> {
     pub grid: (usize, usize, usize),
     /// `order[k]` = raster index of the k-th token; `None` = raster order.
     pub order: Option<Arc<Vec<u32>>>,
+    /// Sequence parallelism: the tokens (positions in `order`) this rank holds; `None` = all.
+    pub shard: Option<std::ops::Range<usize>>,
+    /// RoPE tables of the tokens held, in order.
     cos: B::Tensor,
     sin: B::Tensor,
 }
 
 impl<B: Backend> Geometry<B> {
+    /// Tokens of the whole stage (all ranks).
     pub fn tokens(&self) -> usize {
         self.grid.0 * self.grid.1 * self.grid.2
+    }
+    /// Tokens this rank holds.
+    pub fn local_tokens(&self) -> usize {
+        self.shard.as_ref().map_or(self.tokens(), |r| r.len())
     }
 }
 
@@ -314,7 +322,26 @@ impl<B: FusedOps> WanModel<B> {
         grid: (usize, usize, usize),
         order: Option<Arc<Vec<u32>>>,
     ) -> Result<Geometry<B>> {
+        self.geometry_shard(be, grid, order, None)
+    }
+
+    /// [`WanModel::geometry`] for a rank holding only the tokens `shard` (positions in the
+    /// stage's order) under sequence parallelism.
+    pub fn geometry_shard(
+        &self,
+        be: &B,
+        grid: (usize, usize, usize),
+        order: Option<Arc<Vec<u32>>>,
+        shard: Option<std::ops::Range<usize>>,
+    ) -> Result<Geometry<B>> {
         let l = grid.0 * grid.1 * grid.2;
+        if let Some(r) = &shard {
+            if r.is_empty() || r.end > l {
+                return Err(ModelError::Invalid(format!(
+                    "token shard {r:?} of a stage of {l} tokens"
+                )));
+            }
+        }
         if let Some(o) = &order {
             if o.len() != l {
                 return Err(ModelError::Invalid(format!(
@@ -324,12 +351,19 @@ impl<B: FusedOps> WanModel<B> {
             }
         }
         let dh = self.cfg.head_dim();
-        let (cos, sin) = rope_tables(grid, order.as_deref().map(|v| v.as_slice()), dh);
+        let (mut cos, mut sin) = rope_tables(grid, order.as_deref().map(|v| v.as_slice()), dh);
+        let rows = shard.clone().unwrap_or(0..l);
+        let h = dh / 2;
+        if rows.len() != l {
+            cos = cos[rows.start * h..rows.end * h].to_vec();
+            sin = sin[rows.start * h..rows.end * h].to_vec();
+        }
         Ok(Geometry {
             grid,
             order,
-            cos: be.upload(&cos, &[l, dh / 2])?,
-            sin: be.upload(&sin, &[l, dh / 2])?,
+            cos: be.upload(&cos, &[rows.len(), h])?,
+            sin: be.upload(&sin, &[rows.len(), h])?,
+            shard,
         })
     }
 
@@ -404,11 +438,15 @@ impl<B: FusedOps> WanModel<B> {
         }
         let bsz = s[0];
         // Tokens leave patchify already in the stage's order: no gather pass of their own.
-        let tokens = be.patchify(
+        let mut tokens = be.patchify(
             x,
             self.cfg.patch_size,
             geom.order.as_deref().map(|o| o.as_slice()),
         )?;
+        if let Some(r) = &geom.shard {
+            // this rank embeds and carries only its share of the sequence
+            tokens = be.narrow(&tokens, 1, r.start, r.len())?;
+        }
         let h = self.patch.fwd(be, &tokens, Act::None)?;
         let (e, e0) = self.time_embed(be, t)?;
         let d = self.cfg.dim;
@@ -551,6 +589,17 @@ impl<B: FusedOps> WanModel<B> {
         emb: &Embedded<B>,
         geom: &Geometry<B>,
     ) -> Result<B::Tensor> {
+        if geom.shard.is_some() {
+            return Err(ModelError::Invalid(
+                "the head of a token shard gives tokens: gather them, then unpatchify".into(),
+            ));
+        }
+        let y = self.head_tokens(be, x, emb)?;
+        self.unpatchify(be, &y, geom)
+    }
+
+    /// The output head per token: hidden `[B, L, D]` → `[B, L, C·pt·ph·pw]` (any token range).
+    pub fn head_tokens(&self, be: &B, x: &B::Tensor, emb: &Embedded<B>) -> Result<B::Tensor> {
         let d = self.cfg.dim;
         let bsz = emb.e.shape()[0];
         // head.modulation rows (shift, scale) + e, per sample
@@ -560,9 +609,13 @@ impl<B: FusedOps> WanModel<B> {
         };
         let (shift, scale) = (row(0)?, row(1)?);
         let xn = be.norm_modulate(x, &shift, &scale, self.cfg.eps as f32)?;
-        let y = self.head.fwd(be, &xn, Act::None)?;
+        self.head.fwd(be, &xn, Act::None)
+    }
+
+    /// Per-token head outputs of the whole stage `[B, L, C·p]` (token order) → `[B, C, F, H, W]`.
+    pub fn unpatchify(&self, be: &B, y: &B::Tensor, geom: &Geometry<B>) -> Result<B::Tensor> {
         let order = geom.order.as_deref().map(|o| o.as_slice());
-        Ok(be.unpatchify(&y, geom.grid, self.cfg.patch_size, self.cfg.out_dim, order)?)
+        Ok(be.unpatchify(y, geom.grid, self.cfg.patch_size, self.cfg.out_dim, order)?)
     }
 
     /// Full forward: velocity for video `x` `[B, C, F, H, W]` at time `t` (σ·1000).
