@@ -266,6 +266,46 @@ pub struct RunArgs {
     pub image: Option<PathBuf>,
     #[command(flatten)]
     pub jenga: JengaArgs,
+    #[command(flatten)]
+    pub parallel: ParallelArgs,
+}
+
+/// Several ranks per video: sequence parallelism (Ulysses, ring) and CFG parallelism.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ParallelArgs {
+    /// GPUs per video on this host: one process per GPU, NCCL between them (CUDA only). The
+    /// layout comes from --ulysses/--ring/--cfg-parallel, or is chosen from the count.
+    #[arg(long, value_parser = parse_ranks)]
+    pub gpus: Option<usize>,
+    /// Ranks as threads of this one process: the parallel path on the CPU, for checking it
+    /// (no speed-up: the threads share the cores).
+    #[arg(long, value_parser = parse_ranks, conflicts_with = "gpus")]
+    pub ranks: Option<usize>,
+    /// Ulysses degree: ranks that trade tokens for heads around each attention (must divide
+    /// the heads: 12 for Wan-1.3B, 40 for Wan-14B).
+    #[arg(long, value_parser = parse_ranks)]
+    pub ulysses: Option<usize>,
+    /// Ring degree: ranks that gather keys and values (for what --ulysses cannot divide).
+    #[arg(long, value_parser = parse_ranks)]
+    pub ring: Option<usize>,
+    /// The conditional and unconditional rows of guidance on different ranks (default: on
+    /// when the rank count is even and guidance is on; `--cfg-parallel false` turns it off).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub cfg_parallel: Option<bool>,
+    /// Hosts of a multi-host run; every host runs the same command with its own
+    /// --node-rank, and --master naming host 0.
+    #[arg(long, default_value_t = 1, value_parser = parse_ranks)]
+    pub nodes: usize,
+    /// This host's index, 0..nodes.
+    #[arg(long, default_value_t = 0)]
+    pub node_rank: usize,
+    /// Host 0's ADDR:PORT, where the other hosts fetch the NCCL id (multi-host only).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub master: Option<std::net::SocketAddr>,
+}
+
+fn parse_ranks(s: &str) -> Result<usize, String> {
+    parse_int_in(s, 1, 4096).map(|v| v as usize)
 }
 
 #[derive(Args, Debug, Clone)]

@@ -1,10 +1,10 @@
 //! Flags → the engine's request types (the only place the cli's clap types are read).
 
-use crate::args::{JengaArgs, ModelArgs, RunArgs};
+use crate::args::{JengaArgs, ModelArgs, ParallelArgs, RunArgs};
 use anyhow::{bail, Result};
 use jenga_engine::{
-    DeviceRequest, DraftOptions, GenerateRequest, ModelFiles, ModelSource, PolicyOptions, Sampling,
-    SvgOptions, VideoSize,
+    DeviceRequest, DraftOptions, GenerateRequest, ModelFiles, ModelSource, ParallelOptions,
+    PolicyOptions, Sampling, SvgOptions, VideoSize,
 };
 
 pub fn model(m: &ModelArgs) -> Result<ModelSource> {
@@ -104,7 +104,17 @@ pub fn generate(a: &RunArgs, upscale: Option<u32>) -> Result<GenerateRequest> {
         },
         policy: policy(&a.jenga),
         upscale,
+        parallel: parallel(&a.parallel),
     })
+}
+
+pub fn parallel(p: &ParallelArgs) -> ParallelOptions {
+    ParallelOptions {
+        ranks: p.ranks.unwrap_or(0).max(p.gpus.unwrap_or(0) * p.nodes),
+        ulysses: p.ulysses,
+        ring: p.ring,
+        cfg_parallel: p.cfg_parallel,
+    }
 }
 
 #[cfg(test)]

@@ -1,14 +1,33 @@
 //! The device, chosen once: `auto | cpu | cuda | cuda:N` → a backend, and the one place where
 //! work generic over the backend is dispatched to the concrete CPU or CUDA type.
 
+use crate::parallel::RankSetup;
 use anyhow::{bail, Context, Result};
 use jenga_carve::PolicyKernels;
 use jenga_cuda::CudaBackend;
-use jenga_tensor::{CpuBackend, FusedOps, SolverOps};
+use jenga_tensor::{Communicator, CpuBackend, FusedOps, SolverOps};
 
-/// What the engine needs of a backend: the op vocabulary and the policy kernels.
-pub trait EngineBackend: PolicyKernels + FusedOps + SolverOps + 'static {}
-impl<B: PolicyKernels + FusedOps + SolverOps + 'static> EngineBackend for B {}
+/// What the engine needs of a backend: the op vocabulary, the policy kernels, and the
+/// collectives of a multi-process run.
+pub trait EngineBackend: PolicyKernels + FusedOps + SolverOps + 'static {
+    /// This process's communicator in a multi-process run (NCCL between GPUs).
+    fn process_comm(&self, rank: &RankSetup) -> Result<Box<dyn Communicator<Self>>>;
+}
+
+impl EngineBackend for CpuBackend {
+    fn process_comm(&self, _rank: &RankSetup) -> Result<Box<dyn Communicator<Self>>> {
+        bail!("one process per rank needs --device cuda (NCCL); on the CPU, --ranks N runs the ranks as threads")
+    }
+}
+
+impl EngineBackend for CudaBackend {
+    fn process_comm(&self, r: &RankSetup) -> Result<Box<dyn Communicator<Self>>> {
+        let id = jenga_cuda::NcclId::from_hex(&r.nccl_id).context("JENGA_NCCL_ID")?;
+        let comm = jenga_cuda::NcclComm::new(self, r.rank, r.world, &id)
+            .with_context(|| format!("NCCL init, rank {} of {}", r.rank, r.world))?;
+        Ok(Box::new(comm))
+    }
+}
 
 /// Work generic over the backend, run by `Device::run` on whichever backend was chosen.
 pub trait OnDevice {

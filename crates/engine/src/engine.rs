@@ -5,6 +5,7 @@
 
 use crate::device::{self, Device, EngineBackend, OnDevice};
 use crate::memory::{self, MemEstimate};
+use crate::parallel::RankSetup;
 use crate::plan::{plan_with_image, skip_name, Plan};
 use crate::policy::{self, Policy};
 use crate::request::{DeviceRequest, GenerateRequest, ModelSource};
@@ -15,6 +16,7 @@ use jenga_models::image::Rgb8;
 use jenga_models::wan::WanI2v;
 use jenga_models::{Conditioning, Denoiser, WanModel};
 use jenga_models::{SafetensorsWeights, WeightSource};
+use jenga_parallel::ParallelLayout;
 use jenga_pipeline::{computed_schedule, sample, Event, SampleOutput, SkipRule};
 use std::any::Any;
 use std::path::Path;
@@ -38,6 +40,9 @@ pub struct Prepared {
     pub init_noise: Option<Vec<f32>>,
     /// `--image`: the first frame of an image-to-video run, read at prepare time.
     pub image: Option<Rgb8>,
+    /// Several ranks per video (`--gpus`/`--ranks`): the layout, checked against the model,
+    /// the guidance, the policy and every stage's tokens.
+    pub parallel: Option<ParallelLayout>,
 }
 
 /// Opens the model source, resolves the request against its defaults and builds the policy.
@@ -69,6 +74,15 @@ pub fn prepare_with(request: &GenerateRequest, source: Source) -> Result<Prepare
         Some(path) => Some(read_init_noise(path, source.config().out_dim, &plan)?),
         None => None,
     };
+    let cfg = source.config();
+    let parallel = crate::parallel::resolve(
+        &request.parallel,
+        cfg.num_heads,
+        if plan.spec.guidance > 1.0 { 2 } else { 1 },
+        AttentionPolicy::<jenga_tensor::CpuBackend>::per_head_order(&policy),
+        &crate::parallel::stage_tokens(&plan.spec, cfg.patch_size),
+        cfg.is_i2v(),
+    )?;
     Ok(Prepared {
         request: request.clone(),
         source,
@@ -78,6 +92,7 @@ pub fn prepare_with(request: &GenerateRequest, source: Source) -> Result<Prepare
         notes,
         init_noise,
         image,
+        parallel,
     })
 }
 
@@ -175,6 +190,8 @@ pub struct Engine {
     device: Device,
     notes: Vec<String>,
     cache: Mutex<Option<Cached>>,
+    /// This process's rank of a multi-process run (`Engine::with_rank`).
+    rank: Option<RankSetup>,
 }
 
 impl Engine {
@@ -185,7 +202,21 @@ impl Engine {
             device,
             notes,
             cache: Mutex::new(None),
+            rank: None,
         })
+    }
+
+    /// This engine as one rank of a multi-process run: its generations take part in the
+    /// run's collectives (NCCL), and only rank 0 encodes the text and decodes the video
+    /// (the others return no frames).
+    pub fn with_rank(mut self, rank: RankSetup) -> Engine {
+        self.rank = Some(rank);
+        self
+    }
+
+    /// This process's rank of a multi-process run, if it is one.
+    pub fn rank(&self) -> Option<&RankSetup> {
+        self.rank.as_ref()
     }
 
     pub fn device(&self) -> &Device {
@@ -330,10 +361,27 @@ impl ModelTask for GenerateTask<'_> {
         // The text encoder runs (and is freed) before the DiT loads: umT5-XXL and the 14B DiT
         // are not resident together.
         let t0 = Instant::now();
-        let states = p.source.encode(
-            be,
-            &Source::prompts(&p.plan.prompt, &p.plan.negative, spec.guidance),
-        )?;
+        let prompts = Source::prompts(&p.plan.prompt, &p.plan.negative, spec.guidance);
+        // A multi-process run: the collectives first (every rank meets there), then rank 0's
+        // text states go to every rank.
+        let procs = match (&cx.engine.rank, p.parallel) {
+            (Some(r), Some(layout)) => Some((be.process_comm(r)?, layout)),
+            (Some(_), None) => bail!("a rank of a multi-process run without a parallel layout"),
+            _ => None,
+        };
+        let states = match &procs {
+            Some((comm, _)) => {
+                let cfg = p.source.config();
+                let len = prompts.len() * cfg.text_len * cfg.text_dim;
+                let mine = if comm.rank() == 0 {
+                    p.source.encode(be, &prompts)?
+                } else {
+                    vec![0.0; len]
+                };
+                crate::parallel::broadcast_states(be, comm.as_ref(), mine, len)?
+            }
+            None => p.source.encode(be, &prompts)?,
+        };
         be.synchronize()?;
         t.text = t0.elapsed();
         // Image-to-video: CLIP and the VAE encoder run (and are freed) before the DiT loads.
@@ -399,6 +447,7 @@ impl ModelTask for GenerateTask<'_> {
             }),
         };
         let noise = p.init_noise.as_deref();
+        let mut rank0_policy: Option<Policy> = None;
         // the embedded context (and the CLIP rows) count as text time
         let t0 = Instant::now();
         let out: SampleOutput = match image {
@@ -424,32 +473,71 @@ impl ModelTask for GenerateTask<'_> {
                 t.text += t0.elapsed();
                 sample(be, &d, &ctx, spec, policy, noise, &mut on_sample)?
             }
-            None => {
-                let ctx = p.source.embed_states(be, &model, &states)?;
-                be.synchronize()?;
-                t.text += t0.elapsed();
-                sample(
-                    be,
-                    model.as_ref(),
-                    &ctx,
-                    spec,
-                    policy,
-                    noise,
-                    &mut on_sample,
-                )?
-            }
+            None => match p.parallel {
+                None => {
+                    let ctx = p.source.embed_states(be, &model, &states)?;
+                    be.synchronize()?;
+                    t.text += t0.elapsed();
+                    sample(
+                        be,
+                        model.as_ref(),
+                        &ctx,
+                        spec,
+                        policy,
+                        noise,
+                        &mut on_sample,
+                    )?
+                }
+                Some(layout) => {
+                    let run = crate::parallel::RankRun {
+                        be,
+                        model: model.as_ref(),
+                        states: &states,
+                        spec,
+                        noise,
+                        layout,
+                    };
+                    match &procs {
+                        Some((comm, _)) => run.process(comm.as_ref(), policy, &mut on_sample)?,
+                        None => {
+                            let patch = p.source.config().patch_size;
+                            let make = || policy::build(&p.plan, &p.request.policy, patch);
+                            let (out, rank0) = run.threads(&make, &mut on_sample)?;
+                            rank0_policy = Some(rank0);
+                            out
+                        }
+                    }
+                }
+            },
         };
         on_event(Progress::Sampled);
         t.dit = out.dit_time;
 
         let t0 = Instant::now();
-        let frames = p
-            .source
-            .decode(be, &out.video, out.shape)
-            .context("decoding the latent")?;
-        let video = crate::frames_to_video(&frames, 8);
+        // the VAE runs on rank 0; the other ranks of a multi-process run end here
+        let worker = procs.as_ref().is_some_and(|(c, _)| c.rank() != 0);
+        let video = if worker {
+            jenga_video::Video {
+                frames: 0,
+                height: 0,
+                width: 0,
+                rgb: Vec::new(),
+                fps: 8,
+            }
+        } else {
+            let frames = p
+                .source
+                .decode(be, &out.video, out.shape)
+                .context("decoding the latent")?;
+            crate::frames_to_video(&frames, 8)
+        };
         be.synchronize()?;
         t.decode = t0.elapsed();
+        // the threads' rank 0 policy holds what rank 0 chose and measured
+        let stats_policy: &dyn AttentionPolicy<B> = match &rank0_policy {
+            Some(p) => p,
+            None => policy,
+        };
         Ok(Generated {
             video,
             latent: out.video,
@@ -458,8 +546,10 @@ impl ModelTask for GenerateTask<'_> {
             timings: t,
             computed_steps: out.computed_steps,
             steps: spec.steps,
-            density: policy.density_stats(),
-            choices: p.policy.choices(),
+            density: stats_policy.density_stats(),
+            choices: rank0_policy
+                .as_ref()
+                .map_or_else(|| p.policy.choices(), |r| r.choices()),
         })
     }
 }

@@ -9,6 +9,7 @@ pub mod device;
 pub mod engine;
 pub mod image;
 pub mod memory;
+pub mod parallel;
 pub mod plan;
 pub mod policy;
 pub mod request;
@@ -19,11 +20,12 @@ pub use engine::{
     prepare, prepare_with, schedule_report, Engine, Generated, ModelCx, ModelTask, Prepared,
     Progress, Timings, MIN_COMPUTED_STEPS,
 };
+pub use parallel::RankSetup;
 pub use plan::{plan, plan_for, skip_name, Family, Plan, WAN_NEG_PROMPT};
 pub use policy::Policy;
 pub use request::{
-    DeviceRequest, DraftOptions, GenerateRequest, ModelFiles, ModelSource, PolicyOptions, Sampling,
-    SvgOptions, VideoSize,
+    DeviceRequest, DraftOptions, GenerateRequest, ModelFiles, ModelSource, ParallelOptions,
+    PolicyOptions, Sampling, SvgOptions, VideoSize,
 };
 pub use source::{random_config, Checkpoint, Source};
 

@@ -196,6 +196,23 @@ pub struct GenerateRequest {
     /// Integer upscale of the frames the front end will write (None: tiny-wan's 32 px to
     /// 256 px, else 1); counted in the memory estimate.
     pub upscale: Option<u32>,
+    /// Several ranks per video.
+    pub parallel: ParallelOptions,
+}
+
+/// Several ranks for one video: `--gpus N` (one process per GPU, NCCL) or `--ranks N`
+/// (threads of one process, the CPU), with the layout as `--ulysses`, `--ring`,
+/// `--cfg-parallel` (all None: chosen from the count, the heads and the guidance).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ParallelOptions {
+    /// Ranks per video; 0 or 1 = one device.
+    pub ranks: usize,
+    pub ulysses: Option<usize>,
+    pub ring: Option<usize>,
+    /// The two guidance rows on different ranks (None: when the count is even and guidance
+    /// is on).
+    pub cfg_parallel: Option<bool>,
 }
 
 #[cfg(test)]
