@@ -11,6 +11,7 @@ mod bench_vae;
 mod eval;
 mod generate;
 mod inspect;
+mod launch;
 mod policy;
 mod request;
 mod selftest;

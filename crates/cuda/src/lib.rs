@@ -25,6 +25,7 @@ mod core;
 pub mod device;
 mod error;
 mod gemm;
+mod nccl;
 pub mod nvrtc;
 mod op_times;
 mod ops;
@@ -37,6 +38,7 @@ pub use attention::{hopper_attention_note, sparse_work_order, PlanRef, HOPPER_TI
 pub use backend::CudaBackend;
 pub use device::{cuda_available, device_count};
 pub use gemm::{Epilogue, GemmShape, GemmTune};
+pub use nccl::{NcclComm, NcclId};
 pub use op_times::OpTime;
 pub use ops::attention::AttnPath;
 pub use selftest::selftest;
