@@ -180,6 +180,11 @@ pub struct E2eArgs {
     /// a temporary directory, removed after the run).
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
+    /// Whole pipelines: also run dense as one rank of the parallel path (NCCL with one rank
+    /// on CUDA, one thread rank on the CPU) and report its cost and whether its frames are
+    /// bit-for-bit the plain run's.
+    #[arg(long)]
+    pub one_rank: bool,
 }
 
 #[derive(Args, Debug, Clone)]

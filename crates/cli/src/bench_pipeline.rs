@@ -77,6 +77,9 @@ pub fn run(
     if !e.skip_dense {
         variants.push(("dense".into(), None));
     }
+    if e.one_rank && e.skip_dense {
+        bail!("bench e2e: --one-rank is compared with dense: drop --skip-dense");
+    }
     for p in e.presets.iter().filter(|p| !p.is_empty()) {
         if p.contains('@') {
             bail!("--presets {p}: NAME@P is for the DiT-only bench (--random-weights)");
@@ -108,6 +111,10 @@ pub fn run(
             )?;
             r.sampling.init_noise = Some(noise_path.clone());
             preps.push((name.clone(), prepare(&r)?));
+            if e.one_rank {
+                r.parallel.ranks = 1;
+                preps.push(("dense-1rank".into(), prepare(&r)?));
+            }
         } else {
             preps.push((name.clone(), p));
         }
@@ -121,11 +128,24 @@ pub fn run(
         e.steps
     );
     let mut dense_frames: Option<Vec<f32>> = None;
+    let mut dense_out: Option<(Vec<u8>, Vec<f32>)> = None;
+    let mut dense_wall = 0.0;
     let mut lines = Vec::new();
     for (name, p) in &preps {
         engine.check_memory(p)?;
+        // the one-rank variant: NCCL with a world of one on CUDA (its id made here)
+        let rank = match (p.parallel.is_some(), engine.device().is_cuda()) {
+            (true, true) => Some(jenga_engine::RankSetup {
+                rank: 0,
+                world: 1,
+                nccl_id: jenga_cuda::NcclId::new()
+                    .map_err(|e| anyhow::anyhow!("--one-rank: {e}"))?
+                    .to_hex(),
+            }),
+            _ => None,
+        };
         let t0 = Instant::now();
-        let g = engine.generate(p, &mut |_| {})?;
+        let g = engine.generate_as(p, rank, &mut |_| {})?;
         let wall = t0.elapsed().as_secs_f64() * 1e3;
         let t = &g.timings;
         let frames: Vec<f32> = g.video.rgb.iter().map(|&v| v as f32 / 255.0).collect();
@@ -139,6 +159,20 @@ pub fn run(
             "computed_steps": g.computed_steps,
             "device": engine.device().name(),
         });
+        if p.parallel.is_some() {
+            let (frames0, latent0) = dense_out.as_ref().expect("dense runs first");
+            let m = line.as_object_mut().expect("object");
+            m.insert("parallel".into(), json!("1 rank"));
+            m.insert("bitwise_equal_to_dense".into(), json!(&g.video.rgb == frames0 && &g.latent == latent0));
+            m.insert("ratio_vs_dense".into(), json!(wall / dense_wall));
+            println!("{line}");
+            lines.push(line);
+            continue;
+        }
+        if p.request.policy.preset.is_none() {
+            dense_out = Some((g.video.rgb.clone(), g.latent.clone()));
+            dense_wall = wall;
+        }
         match &dense_frames {
             None if p.request.policy.preset.is_none() => {
                 if let Some(cmd) = &e.reference {

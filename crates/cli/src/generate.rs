@@ -1,11 +1,16 @@
 //! `jenga generate`: prompt → video file. The engine does the work; this prints and writes.
 
 use crate::args::GenerateArgs;
-use anyhow::{bail, Context, Result};
+use crate::launch::{self, RankEnv};
+use anyhow::{anyhow, bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use jenga_engine::{Engine, Progress};
+use jenga_engine::{Engine, Progress, RankSetup};
 
-pub fn run(a: GenerateArgs) -> Result<()> {
+pub fn run(mut a: GenerateArgs) -> Result<()> {
+    // A rank started by the launcher below: one GPU, rank 0 speaks and writes.
+    let rank = RankEnv::from_env().transpose().map_err(|e| anyhow!(e))?;
+    let worker = rank.as_ref().is_some_and(|r| r.rank != 0);
+    a.quiet |= worker;
     // Everything a user can get wrong is checked before the model loads.
     let format =
         jenga_video::check_output(&a.out).with_context(|| format!("--out {}", a.out.display()))?;
@@ -26,14 +31,68 @@ pub fn run(a: GenerateArgs) -> Result<()> {
         frames,
     )
     .with_context(|| format!("--out {}", a.out.display()))?;
-    for note in &prep.notes {
+    for note in prep.notes.iter().filter(|_| !worker) {
         eprintln!("note: {note}");
     }
-    if matches!(prep.plan.policy.as_str(), "svg" | "draft") {
+    if !worker && matches!(prep.plan.policy.as_str(), "svg" | "draft") {
         eprintln!("{} settings: {}", prep.plan.policy, prep.policy.settings());
     }
-    let engine = Engine::new(&crate::request::device(&a.run.model))?;
-    for note in engine.notes() {
+    let par = &a.run.parallel;
+    if let (None, Some(gpus)) = (&rank, par.gpus) {
+        // Every flag and the layout are checked above; now one process per GPU (one GPU
+        // alone too: the NCCL path, to measure what it costs).
+        if prep.parallel.is_none() {
+            bail!("--gpus {gpus}: no parallel layout");
+        }
+        if a.run.model.device == "cpu" {
+            bail!("--gpus needs --device cuda (or auto); on the CPU use --ranks N");
+        }
+        if par.node_rank >= par.nodes {
+            bail!("--node-rank {} of --nodes {}", par.node_rank, par.nodes);
+        }
+        if !jenga_cuda::cuda_available() {
+            bail!("--gpus {gpus}: no CUDA driver found (libcuda could not be loaded); on the CPU use --ranks N");
+        }
+        let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+        eprintln!(
+            "jenga: {} ranks ({}), {gpus} GPUs on this host",
+            gpus * par.nodes,
+            prep.parallel.expect("checked above")
+        );
+        return launch::launch(
+            gpus,
+            par.nodes,
+            par.node_rank,
+            par.master,
+            || {
+                jenga_cuda::NcclId::new()
+                    .map(|id| id.to_hex())
+                    .map_err(|e| e.to_string())
+            },
+            &args,
+        )
+        .map_err(|e| anyhow!(e));
+    }
+    let mut device = crate::request::device(&a.run.model);
+    if rank.is_some() {
+        // the launcher leaves each rank its one GPU (CUDA_VISIBLE_DEVICES)
+        device.device = "cuda:0".into();
+    }
+    let mut engine = Engine::new(&device)?;
+    if let Some(r) = &rank {
+        if !engine.device().is_cuda() {
+            bail!(
+                "rank {}: no CUDA device (a multi-GPU run needs one GPU per rank)",
+                r.rank
+            );
+        }
+        engine = engine.with_rank(RankSetup {
+            rank: r.rank,
+            world: r.world,
+            nccl_id: r.nccl_id.clone(),
+        });
+    }
+    for note in engine.notes().iter().filter(|_| !worker) {
         eprintln!("note: {note}");
     }
 
@@ -51,6 +110,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     );
     let mut shown = false;
     let out = engine.generate(&prep, &mut |e| match e {
+        Progress::Warning(_) | Progress::Settings(_) | Progress::Started(_) if worker => {}
         Progress::Warning(w) => bar.suspend(|| eprintln!("warning: {w}")),
         Progress::Settings(s) | Progress::Started(s) => bar.suspend(|| eprintln!("{s}")),
         Progress::Step { step, computed, .. } => {
@@ -73,6 +133,9 @@ pub fn run(a: GenerateArgs) -> Result<()> {
         } => bar.set_message(format!("stage {stage}: {height}x{width}, {tokens} tokens")),
         Progress::Sampled => bar.finish_and_clear(),
     })?;
+    if rank.as_ref().is_some_and(|r| r.rank != 0) {
+        return Ok(()); // rank 0 decodes and writes
+    }
     for d in &out.density {
         eprintln!(
             "stage {}: attention density {:.1}% ({} of {} calls sparse)",
@@ -97,13 +160,15 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     let write = t0.elapsed();
     let t = &out.timings;
     eprintln!(
-        "wrote {} ({} frames, {}x{} px{}) | text {:.2}s{}, load {:.2}s, DiT {:.2}s ({} of {} steps computed, {:.2}s/step), VAE {:.2}s, write {:.2}s",
+        "wrote {} ({} frames, {}x{} px{}) | text {:.2}s{}, load {:.2}s, DiT {:.2}s ({} of {} steps computed, {:.2}s/step{}), VAE {:.2}s, write {:.2}s",
         a.out.display(), video.frames, video.width * upscale as usize, video.height * upscale as usize,
         if upscale > 1 { format!(", upscaled x{upscale}") } else { String::new() },
         t.text.as_secs_f64(),
         if prep.image.is_some() { format!(", image {:.2}s", t.image.as_secs_f64()) } else { String::new() },
         t.load.as_secs_f64(), t.dit.as_secs_f64(), out.computed_steps, out.steps,
-        t.dit.as_secs_f64() / out.steps as f64, t.decode.as_secs_f64(), write.as_secs_f64()
+        t.dit.as_secs_f64() / out.steps as f64,
+        prep.parallel.map_or_else(String::new, |l| format!(" on {} ranks: {l}", l.world())),
+        t.decode.as_secs_f64(), write.as_secs_f64()
     );
     if let Some(c) = &out.choices {
         eprintln!("{}: {c}", prep.plan.policy);

@@ -10,7 +10,6 @@
 //!   `JENGA-NCCL-ID 1 ERR <why>\n` (a wrong peer, another layout, a node served twice).
 
 // `generate` wires `launch` and `RankEnv::from_env` in; until then only the tests use them.
-#![allow(dead_code)]
 
 use std::ffi::OsString;
 use std::io::{Read, Write};

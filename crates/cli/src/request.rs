@@ -110,7 +110,7 @@ pub fn generate(a: &RunArgs, upscale: Option<u32>) -> Result<GenerateRequest> {
 
 pub fn parallel(p: &ParallelArgs) -> ParallelOptions {
     ParallelOptions {
-        ranks: p.ranks.unwrap_or(0).max(p.gpus.unwrap_or(0) * p.nodes),
+        ranks: p.ranks.or(p.gpus.map(|g| g * p.nodes)).unwrap_or(0),
         ulysses: p.ulysses,
         ring: p.ring,
         cfg_parallel: p.cfg_parallel,

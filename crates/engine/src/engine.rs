@@ -259,8 +259,19 @@ impl Engine {
 
     /// The whole generation: memory check, load (or reuse), text, DiT steps, decode.
     pub fn generate(&self, p: &Prepared, on_event: &mut dyn FnMut(Progress)) -> Result<Generated> {
+        self.generate_as(p, self.rank.clone(), on_event)
+    }
+
+    /// [`Engine::generate`] as `rank` of a multi-process run (`None`: this process alone).
+    /// A bench runs one request both ways: a one-rank run (`world` 1) takes the NCCL path.
+    pub fn generate_as(
+        &self,
+        p: &Prepared,
+        rank: Option<RankSetup>,
+        on_event: &mut dyn FnMut(Progress),
+    ) -> Result<Generated> {
         self.check_memory(p)?;
-        self.run(GenerateTask { p, on_event })
+        self.run(GenerateTask { p, on_event, rank })
     }
 }
 
@@ -350,6 +361,7 @@ pub fn schedule_report(plan: &Plan, computed: usize) -> (Option<String>, Option<
 struct GenerateTask<'a> {
     p: &'a Prepared,
     on_event: &'a mut dyn FnMut(Progress),
+    rank: Option<RankSetup>,
 }
 
 impl ModelTask for GenerateTask<'_> {
@@ -364,7 +376,7 @@ impl ModelTask for GenerateTask<'_> {
         let prompts = Source::prompts(&p.plan.prompt, &p.plan.negative, spec.guidance);
         // A multi-process run: the collectives first (every rank meets there), then rank 0's
         // text states go to every rank.
-        let procs = match (&cx.engine.rank, p.parallel) {
+        let procs = match (&self.rank, p.parallel) {
             (Some(r), Some(layout)) => Some((be.process_comm(r)?, layout)),
             (Some(_), None) => bail!("a rank of a multi-process run without a parallel layout"),
             _ => None,

@@ -37,7 +37,7 @@ pub fn resolve(
     i2v: bool,
 ) -> Result<Option<ParallelLayout>> {
     let explicit = o.ulysses.is_some() || o.ring.is_some() || o.cfg_parallel == Some(true);
-    if o.ranks <= 1 && !explicit {
+    if o.ranks == 0 && !explicit {
         return Ok(None);
     }
     let layout = if explicit {
@@ -62,7 +62,9 @@ pub fn resolve(
         };
         ParallelLayout::auto(o.ranks, heads, rows)
     };
-    if layout.world() == 1 {
+    // One rank asked for by count (`--gpus 1`, `--ranks 1`) runs the parallel path alone:
+    // what it costs over the plain path is then measurable.
+    if layout.world() == 1 && o.ranks != 1 {
         return Ok(None);
     }
     if i2v {

@@ -206,7 +206,8 @@ pub struct GenerateRequest {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ParallelOptions {
-    /// Ranks per video; 0 or 1 = one device.
+    /// Ranks per video; 0 = one device, the plain path; 1 = one rank through the parallel
+    /// path (to measure what it costs).
     pub ranks: usize,
     pub ulysses: Option<usize>,
     pub ring: Option<usize>,

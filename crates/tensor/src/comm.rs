@@ -182,11 +182,7 @@ impl LocalComm {
 
     /// Deposit this rank's host parts for the next collective, wait for every rank's, and
     /// return the parts addressed here (indexed by source rank).
-    fn meet(
-        &self,
-        op: &'static str,
-        mine: Vec<HostPart>,
-    ) -> Result<Vec<HostPart>> {
+    fn meet(&self, op: &'static str, mine: Vec<HostPart>) -> Result<Vec<HostPart>> {
         let n = self.shared.world;
         let seq = {
             let mut s = self.seq.lock().unwrap_or_else(|e| e.into_inner());
