@@ -167,7 +167,7 @@ pub fn run(mut a: GenerateArgs) -> Result<()> {
         if prep.image.is_some() { format!(", image {:.2}s", t.image.as_secs_f64()) } else { String::new() },
         t.load.as_secs_f64(), t.dit.as_secs_f64(), out.computed_steps, out.steps,
         t.dit.as_secs_f64() / out.steps as f64,
-        prep.parallel.map_or_else(String::new, |l| format!(" on {} ranks: {l}", l.world())),
+        prep.parallel.map_or_else(String::new, |l| format!(" on {} rank{}: {l}", l.world(), if l.world() == 1 { "" } else { "s" })),
         t.decode.as_secs_f64(), write.as_secs_f64()
     );
     if let Some(c) = &out.choices {
