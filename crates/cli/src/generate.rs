@@ -6,9 +6,20 @@ use anyhow::{anyhow, bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use jenga_engine::{Engine, Progress, RankSetup};
 
-pub fn run(mut a: GenerateArgs) -> Result<()> {
-    // A rank started by the launcher below: one GPU, rank 0 speaks and writes.
+pub fn run(a: GenerateArgs) -> Result<()> {
+    // A rank started by the launcher below: one GPU, rank 0 speaks and writes; its errors
+    // name it (the launcher then stops the other ranks).
     let rank = RankEnv::from_env().transpose().map_err(|e| anyhow!(e))?;
+    match &rank {
+        Some(r) => {
+            let n = r.rank;
+            generate(a, rank).with_context(|| format!("rank {n}"))
+        }
+        None => generate(a, None),
+    }
+}
+
+fn generate(mut a: GenerateArgs, rank: Option<RankEnv>) -> Result<()> {
     let worker = rank.as_ref().is_some_and(|r| r.rank != 0);
     a.quiet |= worker;
     // Everything a user can get wrong is checked before the model loads.

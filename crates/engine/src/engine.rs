@@ -381,6 +381,11 @@ impl ModelTask for GenerateTask<'_> {
             (Some(_), None) => bail!("a rank of a multi-process run without a parallel layout"),
             _ => None,
         };
+        // A rank that fails from here on aborts the run's collectives, so the others stop
+        // instead of waiting in theirs.
+        let guard = procs
+            .as_ref()
+            .map(|(c, _)| jenga_tensor::AbortOnDrop::new(c.as_ref()));
         let states = match &procs {
             Some((comm, _)) => {
                 let cfg = p.source.config();
@@ -545,6 +550,9 @@ impl ModelTask for GenerateTask<'_> {
         };
         be.synchronize()?;
         t.decode = t0.elapsed();
+        if let Some(g) = guard {
+            g.disarm();
+        }
         // the threads' rank 0 policy holds what rank 0 chose and measured
         let stats_policy: &dyn AttentionPolicy<B> = match &rank0_policy {
             Some(p) => p,

@@ -83,7 +83,6 @@ impl<B: PolicyKernels> SeqAttention<'_, B> {
         be.cat(&parts.iter().collect::<Vec<_>>(), 2)
     }
 
-    /// All-gather of `x` over the ring along `dim`, each member `len(member)` long there.
     fn ring_gather(
         &self,
         be: &B,
@@ -92,17 +91,33 @@ impl<B: PolicyKernels> SeqAttention<'_, B> {
         dim: usize,
         len: &dyn Fn(usize) -> usize,
     ) -> Result<B::Tensor> {
-        let shapes: Vec<Vec<usize>> = ring
-            .iter()
-            .map(|&r| {
-                let mut s = x.shape().to_vec();
-                s[dim] = len(r);
-                s
-            })
-            .collect();
-        let parts = self.comm.all_gather(be, x, ring, &shapes)?;
-        be.cat(&parts.iter().collect::<Vec<_>>(), dim)
+        gather_cat(self.comm, be, x, ring, dim, len)
     }
+}
+
+/// `x` all-gathered over `group` and concatenated along `dim` in group order, member `r`
+/// being `len(r)` long there (a group of one: `x` itself).
+pub(crate) fn gather_cat<B: PolicyKernels>(
+    comm: &dyn Communicator<B>,
+    be: &B,
+    x: &B::Tensor,
+    group: &[usize],
+    dim: usize,
+    len: &dyn Fn(usize) -> usize,
+) -> Result<B::Tensor> {
+    if group.len() == 1 {
+        return Ok(x.clone());
+    }
+    let shapes: Vec<Vec<usize>> = group
+        .iter()
+        .map(|&r| {
+            let mut s = x.shape().to_vec();
+            s[dim] = len(r);
+            s
+        })
+        .collect();
+    let parts = comm.all_gather(be, x, group, &shapes)?;
+    be.cat(&parts.iter().collect::<Vec<_>>(), dim)
 }
 
 /// The entries of `group`'s members, in group order.

@@ -5,11 +5,11 @@
 //! the whole model output and takes the same solver step. A skipped step reuses the rank's
 //! own residual (the cache is of the tokens it holds).
 
-use crate::attention::SeqAttention;
+use crate::attention::{gather_cat, SeqAttention};
 use crate::layout::{ParallelLayout, SHARD_ALIGN};
 use jenga_carve::{AttentionPolicy, AttnCtx, PolicyKernels};
 use jenga_models::{Conditioning, Denoiser, ModelError, Result};
-use jenga_tensor::{Communicator, FusedOps, TensorMeta};
+use jenga_tensor::{Communicator, FusedOps};
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -66,19 +66,7 @@ impl<'a, B: PolicyKernels + FusedOps, M: Denoiser<B>> Parallel<'a, B, M> {
         dim: usize,
         len: &dyn Fn(usize) -> usize,
     ) -> Result<B::Tensor> {
-        if group.len() == 1 {
-            return Ok(x.clone());
-        }
-        let shapes: Vec<Vec<usize>> = group
-            .iter()
-            .map(|&r| {
-                let mut s = x.shape().to_vec();
-                s[dim] = len(r);
-                s
-            })
-            .collect();
-        let parts = self.comm.all_gather(be, x, group, &shapes)?;
-        Ok(be.cat(&parts.iter().collect::<Vec<_>>(), dim)?)
+        Ok(gather_cat(self.comm, be, x, group, dim, len)?)
     }
 }
 
