@@ -6,6 +6,7 @@
 pub mod bundle;
 pub mod denoiser;
 pub mod error;
+pub mod hunyuan;
 pub mod image;
 pub mod layout;
 pub mod nn;

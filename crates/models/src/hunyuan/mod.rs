@@ -1,0 +1,8 @@
+//! HunyuanVideo text-to-video (issue 18): the transformer. Text encoders (Llama-3, CLIP-L)
+//! are in `text/`, the VAE in `vae/`.
+
+pub mod config;
+pub mod model;
+
+pub use config::HunyuanConfig;
+pub use model::{rope_tables, HunyuanCond, HunyuanGeometry, HunyuanModel, HunyuanStep};
