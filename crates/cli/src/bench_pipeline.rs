@@ -163,7 +163,10 @@ pub fn run(
             let (frames0, latent0) = dense_out.as_ref().expect("dense runs first");
             let m = line.as_object_mut().expect("object");
             m.insert("parallel".into(), json!("1 rank"));
-            m.insert("bitwise_equal_to_dense".into(), json!(&g.video.rgb == frames0 && &g.latent == latent0));
+            m.insert(
+                "bitwise_equal_to_dense".into(),
+                json!(&g.video.rgb == frames0 && &g.latent == latent0),
+            );
             m.insert("ratio_vs_dense".into(), json!(wall / dense_wall));
             println!("{line}");
             lines.push(line);

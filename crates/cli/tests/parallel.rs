@@ -9,7 +9,9 @@ const PROMPT: &str = "a red circle moving right on a blue background";
 /// `jenga generate` with `extra` flags into `out`: (success, stderr).
 fn generate(out: &Path, extra: &[&str]) -> (bool, String) {
     let o = Command::new(env!("CARGO_BIN_EXE_jenga"))
-        .args(["generate", "--prompt", PROMPT, "--steps", "4", "--device", "cpu"])
+        .args([
+            "generate", "--prompt", PROMPT, "--steps", "4", "--device", "cpu",
+        ])
         .args(["--quiet", "--out"])
         .arg(out)
         .args(extra)
@@ -75,7 +77,9 @@ fn gpus_without_a_gpu_is_one_clear_line() {
     let out = dir.path().join("x.gif");
     // `--device cpu` is refused on its own; auto without a driver says there is none
     let o = Command::new(env!("CARGO_BIN_EXE_jenga"))
-        .args(["generate", "--prompt", PROMPT, "--steps", "2", "--gpus", "2"])
+        .args([
+            "generate", "--prompt", PROMPT, "--steps", "2", "--gpus", "2",
+        ])
         .args(["--quiet", "--out"])
         .arg(&out)
         .output()
@@ -83,7 +87,14 @@ fn gpus_without_a_gpu_is_one_clear_line() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
     assert!(!err.contains("panicked"), "{err}");
-    assert_eq!(err.trim().lines().filter(|l| l.starts_with("error")).count(), 1, "{err}");
+    assert_eq!(
+        err.trim()
+            .lines()
+            .filter(|l| l.starts_with("error"))
+            .count(),
+        1,
+        "{err}"
+    );
     assert!(err.contains("no CUDA driver"), "{err}");
     assert!(!out.exists());
 }

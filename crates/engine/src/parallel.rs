@@ -204,8 +204,13 @@ mod tests {
     #[test]
     fn layouts_resolve_or_are_refused_with_the_flag() {
         assert_eq!(
-            resolve(&opts(1), 12, 2, false, &[32760], false).unwrap(),
+            resolve(&opts(0), 12, 2, false, &[32760], false).unwrap(),
             None
+        );
+        // one rank asked for by count runs the parallel path alone (its cost is measured)
+        assert_eq!(
+            resolve(&opts(1), 12, 2, false, &[32760], false).unwrap(),
+            Some(ParallelLayout::SINGLE)
         );
         let l = resolve(&opts(8), 12, 2, false, &[32760], false)
             .unwrap()
