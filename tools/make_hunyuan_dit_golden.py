@@ -64,6 +64,20 @@ emb.get_timestep_embedding = exact
 m = m.float()
 with torch.no_grad():
     v_exact = m(x, t, text, mask, pooled, guidance=g, return_dict=False)[0]
+# 4 flow-match Euler steps as HunyuanVideoPipeline takes them (sigmas linspace(1, 0, N+1)[:-1],
+# shift 7, embedded guidance 6 x 1000), from `noise`, with the valid text tokens only
+from diffusers import FlowMatchEulerDiscreteScheduler
+import numpy as np
+sched = FlowMatchEulerDiscreteScheduler(shift=7.0)
+steps = 4
+sched.set_timesteps(sigmas=np.linspace(1.0, 0.0, steps + 1)[:-1])
+noise = torch.randn(1, 4, 3, 8, 12)
+lat = noise.clone()
+with torch.no_grad():
+    for tt in sched.timesteps:
+        vp = m(lat, tt.expand(1), text[:, :5], mask[:, :5], pooled, guidance=g, return_dict=False)[0]
+        lat = sched.step(vp, tt, lat, return_dict=False)[0]
+print("timesteps", [round(float(t), 3) for t in sched.timesteps])
 emb.get_timestep_embedding = _orig
 print("stock vs exact sinusoids rel-L2", ((v - v_exact).norm() / v_exact.norm()).item())
 save_file(
@@ -71,6 +85,7 @@ save_file(
         "x": x.contiguous(), "text": text.contiguous(), "mask": mask.float().contiguous(),
         "pooled": pooled.contiguous(), "t": t, "guidance": g, "v": v.contiguous(),
         "v_exact": v_exact.contiguous(),
+        "noise": noise.contiguous(), "euler4": lat.contiguous(),
     },
     os.path.join(OUT, "golden.safetensors"),
 )

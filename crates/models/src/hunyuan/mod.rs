@@ -2,6 +2,7 @@
 //! are in `text/`, the VAE in `vae/`.
 
 pub mod config;
+mod denoiser;
 pub mod model;
 
 pub use config::HunyuanConfig;

@@ -401,6 +401,11 @@ impl<B: FusedOps> HunyuanModel<B> {
         })
     }
 
+    /// The time embedding of `t` alone, `[1, D]` (the skip signal).
+    pub fn time_embedding(&self, be: &B, t: f64) -> Result<B::Tensor> {
+        self.embed_scalar(be, &self.time, t)
+    }
+
     /// A sinusoidal embedding of `t` through `mlp`, `[1, D]`.
     fn embed_scalar(&self, be: &B, mlp: &Mlp2<B>, t: f64) -> Result<B::Tensor> {
         // angles in f64: the references' float32 sinusoids (torch's vectorised sin) are ~4e-4 rad
