@@ -1,6 +1,8 @@
 //! Text encoders: prompt → states `[len, dim]` + mask. `tiny`: the embedded model's
 //! word-level encoder; `umt5` + `tokenizer`: Wan2.1's umT5-XXL and its `tokenizer.json`.
 
+pub mod clip_text;
+pub mod llama;
 pub mod tiny;
 pub mod tokenizer;
 pub mod umt5;
