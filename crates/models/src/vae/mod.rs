@@ -12,6 +12,7 @@ pub struct Frames {
     pub shape: [usize; 4],
 }
 
+pub mod hunyuan;
 pub mod wan;
 
 pub use wan::{WanVae, WanVaeCodec, WanVaeConfig, WanVaeKeys};
