@@ -79,6 +79,107 @@ with torch.no_grad():
         lat = sched.step(vp, tt, lat, return_dict=False)[0]
 print("timesteps", [round(float(t), 3) for t in sched.timesteps])
 emb.get_timestep_embedding = _orig
+
+# The official checkpoint's names (`mp_rank_00_model_states.pt`, hyvideo): the diffusers weights
+# mapped back (fused qkv, single-block linear1 = q|k|v|mlp, final modulation as shift|scale),
+# checked by diffusers' own converter mapping them forward again.
+def to_official(sd, d):
+    out = {}
+    def put(k, v):
+        out[k] = v.clone()
+    qkv = {}
+    for k, v in sd.items():
+        o = k
+        for a, b in [("x_embedder", "img_in"), ("time_text_embed.timestep_embedder.linear_1", "time_in.mlp.0"),
+                     ("time_text_embed.timestep_embedder.linear_2", "time_in.mlp.2"),
+                     ("time_text_embed.guidance_embedder.linear_1", "guidance_in.mlp.0"),
+                     ("time_text_embed.guidance_embedder.linear_2", "guidance_in.mlp.2"),
+                     ("time_text_embed.text_embedder.linear_1", "vector_in.in_layer"),
+                     ("time_text_embed.text_embedder.linear_2", "vector_in.out_layer")]:
+            if o.startswith(a):
+                o = b + o[len(a):]
+        if o.startswith("context_embedder."):
+            o = "txt_in." + o[len("context_embedder."):]
+            o = o.replace("token_refiner.refiner_blocks", "individual_token_refiner.blocks")
+            o = o.replace("time_text_embed.timestep_embedder.linear_1", "t_embedder.mlp.0")
+            o = o.replace("time_text_embed.timestep_embedder.linear_2", "t_embedder.mlp.2")
+            o = o.replace("time_text_embed.text_embedder", "c_embedder")
+            o = o.replace("proj_in", "input_embedder").replace("norm_out.linear", "adaLN_modulation.1")
+            o = o.replace("ff.net.0.proj", "mlp.fc1").replace("ff.net.2", "mlp.fc2")
+            o = o.replace("attn.to_out.0", "self_attn_proj")
+            for n in ("q", "k", "v"):
+                if f"attn.to_{n}." in o:
+                    qkv.setdefault((o.replace(f"attn.to_{n}.", "self_attn_qkv."), "qkv"), {})[n] = v
+                    o = None
+                    break
+            if o:
+                put(o, v)
+            continue
+        if o.startswith("transformer_blocks."):
+            o = "double_blocks." + o[len("transformer_blocks."):]
+            for a, b in [("attn.norm_added_q", "txt_attn_q_norm"), ("attn.norm_added_k", "txt_attn_k_norm"),
+                         ("attn.norm_q", "img_attn_q_norm"), ("attn.norm_k", "img_attn_k_norm"),
+                         ("attn.to_out.0", "img_attn_proj"), ("attn.to_add_out", "txt_attn_proj"),
+                         ("norm1_context.linear", "txt_mod.linear"), ("norm1.linear", "img_mod.linear"),
+                         ("ff_context.net.0.proj", "txt_mlp.fc1"), ("ff_context.net.2", "txt_mlp.fc2"),
+                         ("ff.net.0.proj", "img_mlp.fc1"), ("ff.net.2", "img_mlp.fc2")]:
+                o = o.replace(a, b)
+            for n in ("q", "k", "v"):
+                if f"attn.to_{n}." in o:
+                    qkv.setdefault((o.replace(f"attn.to_{n}.", "img_attn_qkv."), "qkv"), {})[n] = v
+                    o = None
+                    break
+                if f"attn.add_{n}_proj." in o:
+                    qkv.setdefault((o.replace(f"attn.add_{n}_proj.", "txt_attn_qkv."), "qkv"), {})[n] = v
+                    o = None
+                    break
+            if o:
+                put(o, v)
+            continue
+        if o.startswith("single_transformer_blocks."):
+            o = "single_blocks." + o[len("single_transformer_blocks."):]
+            for n in ("q", "k", "v"):
+                if f"attn.to_{n}." in o:
+                    qkv.setdefault((o.replace(f"attn.to_{n}.", "linear1."), "qkvm"), {})[n] = v
+                    o = None
+                    break
+            if o and "proj_mlp." in o:
+                qkv.setdefault((o.replace("proj_mlp.", "linear1."), "qkvm"), {})["m"] = v
+                o = None
+            if o:
+                o = o.replace("proj_out", "linear2").replace("attn.norm_q", "q_norm").replace("attn.norm_k", "k_norm")
+                o = o.replace("norm.linear", "modulation.linear")
+                put(o, v)
+            continue
+        if o.startswith("norm_out.linear"):
+            scale, shift = v.chunk(2, dim=0)
+            put(o.replace("norm_out.linear", "final_layer.adaLN_modulation.1"), torch.cat([shift, scale]))
+            continue
+        if o.startswith("proj_out"):
+            put(o.replace("proj_out", "final_layer.linear"), v)
+            continue
+        put(o, v)
+    for (k, kind), parts in qkv.items():
+        names = ["q", "k", "v"] + (["m"] if kind == "qkvm" else [])
+        out[k] = torch.cat([parts[n] for n in names], dim=0).clone()
+    return out
+
+import inspect
+import diffusers.loaders.single_file_utils as sfu
+d = cfg["num_attention_heads"] * cfg["attention_head_dim"]
+# the converter hard-codes HunyuanVideo's width (3072) for the single blocks' split
+src = inspect.getsource(sfu.convert_hunyuan_video_transformer_to_diffusers).replace(
+    "hidden_size = 3072", f"hidden_size = {d}")
+ns = {}
+exec(src, sfu.__dict__, ns)
+sd = {k: v.detach().clone() for k, v in m.state_dict().items()}
+official = to_official(sd, d)
+back = ns["convert_hunyuan_video_transformer_to_diffusers"](dict(official))
+assert set(back) == set(sd), (set(back) ^ set(sd))
+assert all(torch.equal(back[k], sd[k]) for k in sd), "the official names do not map back"
+os.makedirs(os.path.join(OUT, "official"), exist_ok=True)
+torch.save({"module": official}, os.path.join(OUT, "official", "mp_rank_00_model_states.pt"))
+print("official names:", len(official), "tensors; diffusers' converter maps them back exactly")
 print("stock vs exact sinusoids rel-L2", ((v - v_exact).norm() / v_exact.norm()).item())
 save_file(
     {

@@ -99,6 +99,20 @@ fn transformer_forward_matches_diffusers() {
 }
 
 #[test]
+fn the_official_checkpoint_gives_the_same_velocity() {
+    // `official/mp_rank_00_model_states.pt`: the same weights in hyvideo's names (fused
+    // q|k|v, single-block linear1 = q|k|v|mlp, final modulation shift|scale), torch.save'd
+    let be = CpuBackend::new();
+    let mut gd = load(&be);
+    let pth =
+        jenga_models::PthWeights::open(&fixture("official/mp_rank_00_model_states.pt")).unwrap();
+    gd.model = HunyuanModel::load(&be, &gd.model.cfg.clone(), &pth).unwrap();
+    let got = forward(&be, &gd, &Dense, 0);
+    let err = rel_l2(&got, &gd.g.load("v_exact", &[1, 4, 3, 8, 12]).unwrap());
+    assert!(err < 1e-5, "rel-L2 {err}");
+}
+
+#[test]
 fn the_curve_order_gives_the_same_velocity() {
     // Jenga's curve reorders tokens (patchify, RoPE, unpatchify follow it); with every block
     // kept the velocity is the raster one.

@@ -4,6 +4,7 @@
 pub mod config;
 mod denoiser;
 pub mod model;
+pub mod naming;
 
 pub use config::HunyuanConfig;
 pub use model::{rope_tables, HunyuanCond, HunyuanGeometry, HunyuanModel, HunyuanStep};

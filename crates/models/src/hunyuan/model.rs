@@ -10,6 +10,7 @@
 //! before the model (batch 1): diffusers masks them as keys, which gives the same video.
 
 use super::config::HunyuanConfig;
+use super::naming::OfficialNames;
 use crate::nn::{Linear, VarBuilder};
 use crate::wan::timestep_embedding;
 use crate::{ModelError, Result, WeightSource};
@@ -234,9 +235,17 @@ fn chunks<B: Backend>(be: &B, m: &B::Tensor, n: usize) -> Result<Vec<B::Tensor>>
 }
 
 impl<B: FusedOps> HunyuanModel<B> {
-    /// Load from diffusers' `transformer/` weights.
+    /// Load from diffusers' `transformer/` weights or the official checkpoint (its names are
+    /// recognised and mapped, `super::naming`).
     pub fn load(be: &B, cfg: &HunyuanConfig, src: &dyn WeightSource) -> Result<Self> {
         cfg.validate()?;
+        let official;
+        let src: &dyn WeightSource = if OfficialNames::detect(src) {
+            official = OfficialNames::new(src, cfg.dim());
+            &official
+        } else {
+            src
+        };
         let vb = VarBuilder::new(be, src);
         let (d, dh, mlp) = (cfg.dim(), cfg.attention_head_dim, cfg.mlp_dim());
         let td = cfg.text_embed_dim;
