@@ -435,8 +435,9 @@ pub struct JengaArgs {
     /// Text-attention amplifier strength ρ (β = −ρ·log(N_s/N_S) in low-resolution stages).
     #[arg(long, default_value_t = 0.5)]
     pub text_amp_rho: f64,
-    /// Token curve: sliced (Wan, default) or gilbert3d (HunyuanVideo).
-    #[arg(long, default_value = "sliced")]
+    /// Token curve: sliced or gilbert3d (default: the model family's, as the official
+    /// scripts: sliced for Wan, gilbert3d for HunyuanVideo).
+    #[arg(long, default_value = "auto")]
     pub curve: String,
     /// Tokens per block of the block-sparse attention.
     #[arg(long, default_value_t = 128)]

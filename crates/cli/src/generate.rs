@@ -4,7 +4,9 @@ use crate::args::GenerateArgs;
 use crate::launch::{self, RankEnv};
 use anyhow::{anyhow, bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use jenga_engine::{Engine, Progress, RankSetup};
+use jenga_engine::hunyuan::HunyuanPrepared;
+use jenga_engine::{Engine, Generated, ModelSource, Plan, Policy, Prepared, Progress, RankSetup};
+use jenga_parallel::ParallelLayout;
 
 pub fn run(a: GenerateArgs) -> Result<()> {
     // A rank started by the launcher below: one GPU, rank 0 speaks and writes; its errors
@@ -32,27 +34,37 @@ fn generate(mut a: GenerateArgs, rank: Option<RankEnv>) -> Result<()> {
         jenga_video::check_parent_writable(p)
             .with_context(|| format!("--strip {}", p.display()))?;
     }
-    let prep = jenga_engine::prepare(&crate::request::generate(&a.run, a.upscale)?)?;
-    let spec = &prep.plan.spec;
-    let (frames, height, width) = prep.plan.out_size;
+    let req = crate::request::generate(&a.run, a.upscale)?;
+    let prep = match &req.model {
+        ModelSource::Dir(d) if jenga_engine::hunyuan::is_hunyuan_dir(d) => {
+            Prep::Hunyuan(Box::new(jenga_engine::hunyuan::prepare(&req, d)?))
+        }
+        _ => Prep::Wan(Box::new(jenga_engine::prepare(&req)?)),
+    };
+    let spec = &prep.plan().spec;
+    let (frames, height, width) = prep.plan().out_size;
     jenga_video::check_video_size(
         format,
-        width * prep.upscale as usize,
-        height * prep.upscale as usize,
+        width * prep.upscale() as usize,
+        height * prep.upscale() as usize,
         frames,
     )
     .with_context(|| format!("--out {}", a.out.display()))?;
-    for note in prep.notes.iter().filter(|_| !worker) {
+    for note in prep.notes().iter().filter(|_| !worker) {
         eprintln!("note: {note}");
     }
-    if !worker && matches!(prep.plan.policy.as_str(), "svg" | "draft") {
-        eprintln!("{} settings: {}", prep.plan.policy, prep.policy.settings());
+    if !worker && matches!(prep.plan().policy.as_str(), "svg" | "draft") {
+        eprintln!(
+            "{} settings: {}",
+            prep.plan().policy,
+            prep.policy().settings()
+        );
     }
     let par = &a.run.parallel;
     if let (None, Some(gpus)) = (&rank, par.gpus) {
         // Every flag and the layout are checked above; now one process per GPU (one GPU
         // alone too: the NCCL path, to measure what it costs).
-        if prep.parallel.is_none() {
+        if prep.parallel().is_none() {
             bail!("--gpus {gpus}: no parallel layout");
         }
         if a.run.model.device == "cpu" {
@@ -68,7 +80,7 @@ fn generate(mut a: GenerateArgs, rank: Option<RankEnv>) -> Result<()> {
         eprintln!(
             "jenga: {} ranks ({}), {gpus} GPUs on this host",
             gpus * par.nodes,
-            prep.parallel.expect("checked above")
+            prep.parallel().expect("checked above")
         );
         return launch::launch(
             gpus,
@@ -120,7 +132,7 @@ fn generate(mut a: GenerateArgs, rank: Option<RankEnv>) -> Result<()> {
         .progress_chars("=> "),
     );
     let mut shown = false;
-    let out = engine.generate(&prep, &mut |e| match e {
+    let out = prep.generate(&engine, &mut |e| match e {
         Progress::Warning(_) | Progress::Settings(_) | Progress::Started(_) if worker => {}
         Progress::Warning(w) => bar.suspend(|| eprintln!("warning: {w}")),
         Progress::Settings(s) | Progress::Started(s) => bar.suspend(|| eprintln!("{s}")),
@@ -175,14 +187,62 @@ fn generate(mut a: GenerateArgs, rank: Option<RankEnv>) -> Result<()> {
         a.out.display(), video.frames, video.width * upscale as usize, video.height * upscale as usize,
         if upscale > 1 { format!(", upscaled x{upscale}") } else { String::new() },
         t.text.as_secs_f64(),
-        if prep.image.is_some() { format!(", image {:.2}s", t.image.as_secs_f64()) } else { String::new() },
+        if prep.has_image() { format!(", image {:.2}s", t.image.as_secs_f64()) } else { String::new() },
         t.load.as_secs_f64(), t.dit.as_secs_f64(), out.computed_steps, out.steps,
         t.dit.as_secs_f64() / out.steps as f64,
-        prep.parallel.map_or_else(String::new, |l| format!(" on {} rank{}: {l}", l.world(), if l.world() == 1 { "" } else { "s" })),
+        prep.parallel().map_or_else(String::new, |l| format!(" on {} rank{}: {l}", l.world(), if l.world() == 1 { "" } else { "s" })),
         t.decode.as_secs_f64(), write.as_secs_f64()
     );
     if let Some(c) = &out.choices {
-        eprintln!("{}: {c}", prep.plan.policy);
+        eprintln!("{}: {c}", prep.plan().policy);
     }
     Ok(())
+}
+
+/// A run of either model family, resolved (the cli's one view of both).
+enum Prep {
+    Wan(Box<Prepared>),
+    Hunyuan(Box<HunyuanPrepared>),
+}
+
+impl Prep {
+    fn plan(&self) -> &Plan {
+        match self {
+            Prep::Wan(p) => &p.plan,
+            Prep::Hunyuan(p) => &p.plan,
+        }
+    }
+    fn policy(&self) -> &Policy {
+        match self {
+            Prep::Wan(p) => &p.policy,
+            Prep::Hunyuan(p) => &p.policy,
+        }
+    }
+    fn upscale(&self) -> u32 {
+        match self {
+            Prep::Wan(p) => p.upscale,
+            Prep::Hunyuan(_) => 1,
+        }
+    }
+    fn notes(&self) -> &[String] {
+        match self {
+            Prep::Wan(p) => &p.notes,
+            Prep::Hunyuan(_) => &[],
+        }
+    }
+    fn parallel(&self) -> Option<ParallelLayout> {
+        match self {
+            Prep::Wan(p) => p.parallel,
+            Prep::Hunyuan(_) => None,
+        }
+    }
+    fn has_image(&self) -> bool {
+        matches!(self, Prep::Wan(p) if p.image.is_some())
+    }
+    fn generate(&self, engine: &Engine, on_event: &mut dyn FnMut(Progress)) -> Result<Generated> {
+        match self {
+            Prep::Wan(p) => engine.generate(p, on_event),
+            Prep::Hunyuan(p) => engine.generate_hunyuan(p, on_event),
+        }
+    }
 }

@@ -98,7 +98,7 @@ pub fn prepare_with(request: &GenerateRequest, source: Source) -> Result<Prepare
 
 /// `--init-noise FILE`: tensor `noise` of the stage-0 latent shape `[C, T, H, W]` (a leading
 /// batch of 1 is accepted), any float dtype.
-fn read_init_noise(path: &Path, channels: usize, plan: &Plan) -> Result<Vec<f32>> {
+pub(crate) fn read_init_noise(path: &Path, channels: usize, plan: &Plan) -> Result<Vec<f32>> {
     let flag = || format!("--init-noise {}", path.display());
     let w = SafetensorsWeights::open(path).with_context(flag)?;
     let info = w.info("noise").ok_or_else(|| {

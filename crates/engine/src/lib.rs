@@ -7,6 +7,7 @@
 
 pub mod device;
 pub mod engine;
+pub mod hunyuan;
 pub mod image;
 pub mod memory;
 pub mod parallel;

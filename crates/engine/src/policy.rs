@@ -21,17 +21,21 @@ pub fn jenga(
     patch: [usize; 3],
     family: PresetFamily,
 ) -> Result<JengaPolicy> {
-    let curve: CurveKind = j
-        .curve
-        .parse()
-        .map_err(|e: jenga_carve::curve::UnknownCurve| {
-            anyhow::anyhow!("--curve {}: expected sliced or gilbert3d", e.0)
-        })?;
+    let hunyuan = family == PresetFamily::HunyuanVideo;
+    let curve: CurveKind = match j.curve.as_str() {
+        // the official scripts': Wan slices frames, HunyuanVideo takes the 3D gilbert curve
+        "auto" if hunyuan => CurveKind::Gilbert3d,
+        "auto" => CurveKind::Sliced,
+        c => c.parse().map_err(|e: jenga_carve::curve::UnknownCurve| {
+            anyhow::anyhow!("--curve {}: expected sliced, gilbert3d or auto", e.0)
+        })?,
+    };
     let p = settings.p_remain_rates[0];
     let mut cfg = JengaConfig::wan(&settings.sa_drop_rates, p);
-    if family == PresetFamily::HunyuanVideo {
-        // one rate per stage, no warm-up ramp, dense only at 0
+    if hunyuan {
+        // one rate per stage, no warm-up ramp, dense only at 0, no first-frame square
         cfg.schedule = jenga_carve::Schedule::hunyuan(&settings.sa_drop_rates, p);
+        cfg.first_frame = jenga_carve::FirstFrame::Off;
     }
     cfg.curve = curve;
     cfg.block = j.block;

@@ -177,7 +177,7 @@ impl Default for PolicyOptions {
             skip_keep: None,
             teacache_thresh: None,
             text_amp_rho: 0.5,
-            curve: "sliced".into(),
+            curve: "auto".into(),
             block: 128,
             svg: SvgOptions::default(),
             draft: DraftOptions::default(),

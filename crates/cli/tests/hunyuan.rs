@@ -1,0 +1,120 @@
+//! `jenga generate --model DIR` on a HunyuanVideo directory (diffusers layout, assembled from
+//! the reduced-width fixtures: their Llama-3 / CLIP-L towers, VAE and transformer): a video
+//! with the timing split, dense and with the official flash preset (ProRes + static skip, the
+//! gilbert curve); a directory missing a component, and flags it cannot take, are one line.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures"))
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+/// A HunyuanVideo pipeline directory in `dir`.
+fn pipeline(dir: &Path) {
+    let f = fixtures();
+    for (src, name) in [
+        ("hunyuan_pipeline/transformer", "transformer"),
+        ("hunyuan_pipeline/scheduler", "scheduler"),
+        ("hunyuan_text/text_encoder", "text_encoder"),
+        ("hunyuan_text/text_encoder_2", "text_encoder_2"),
+        ("hunyuan_text/tokenizer", "tokenizer"),
+        ("hunyuan_text/tokenizer_2", "tokenizer_2"),
+        ("hunyuan_vae/vae", "vae"),
+    ] {
+        copy_dir(&f.join(src), &dir.join(name));
+    }
+    std::fs::write(
+        dir.join("model_index.json"),
+        r#"{"_class_name": "HunyuanVideoPipeline"}"#,
+    )
+    .unwrap();
+}
+
+fn generate(model: &Path, out: &Path, extra: &[&str]) -> (bool, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_jenga"))
+        .args([
+            "generate",
+            "--prompt",
+            "A cat walks on the grass, realistic style.",
+        ])
+        .arg("--model")
+        .arg(model)
+        .args(["--device", "cpu", "--quiet", "--out"])
+        .arg(out)
+        .args(extra)
+        .output()
+        .unwrap();
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_hunyuan_video_directory_generates_a_video() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("HunyuanVideo-tiny");
+    pipeline(&model);
+    let out = tmp.path().join("a.gif");
+    let size = [
+        "--frames", "9", "--height", "128", "--width", "128", "--steps", "8",
+    ];
+    let (ok, err) = generate(&model, &out, &size);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("HunyuanVideo") && err.contains("embedded guidance 6"),
+        "{err}"
+    );
+    assert!(err.contains("shift 7") && err.contains("euler"), "{err}");
+    assert!(
+        err.contains("wrote") && err.contains("9 frames, 128x128 px"),
+        "{err}"
+    );
+    assert!(std::fs::metadata(&out).unwrap().len() > 0);
+    let out2 = tmp.path().join("b.gif");
+    let mut flash = size.to_vec();
+    flash.extend(["--preset", "flash"]);
+    let (ok, err) = generate(&model, &out2, &flash);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("hyvideo_jenga_flash.sh") && err.contains("gilbert3d"),
+        "{err}"
+    );
+    assert!(err.contains("7 of 8 steps computed"), "{err}");
+    assert_ne!(std::fs::read(&out).unwrap(), std::fs::read(&out2).unwrap());
+}
+
+#[test]
+fn a_broken_directory_or_a_flag_it_cannot_take_is_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("hy");
+    pipeline(&model);
+    let out = tmp.path().join("x.gif");
+    for (flags, want) in [
+        (&["--ranks", "2"][..], "one device"),
+        (&["--image", "nope.png"][..], "--image"),
+        (&["--frames", "8"][..], "frames"),
+    ] {
+        let (ok, err) = generate(&model, &out, flags);
+        assert!(!ok && err.contains(want), "{flags:?}: {err}");
+        assert_eq!(
+            err.lines().filter(|l| l.starts_with("error")).count(),
+            1,
+            "{err}"
+        );
+        assert!(!out.exists());
+    }
+    std::fs::remove_dir_all(model.join("vae")).unwrap();
+    let (ok, err) = generate(&model, &out, &[]);
+    assert!(!ok && err.contains("vae/"), "{err}");
+    assert!(!out.exists());
+}

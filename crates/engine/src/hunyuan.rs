@@ -1,0 +1,288 @@
+//! HunyuanVideo text-to-video through the engine: a diffusers directory (`model_index.json`
+//! of `HunyuanVideoPipeline`: `transformer/`, `text_encoder/` Llama-3, `text_encoder_2/`
+//! CLIP-L, `tokenizer*/`, `vae/`, `scheduler/`) → Llama states + CLIP pooled → the transformer
+//! (embedded guidance, the run's attention policy, ProRes and the static skip list of the
+//! HunyuanVideo presets) → the VAE → frames. Each component is loaded, run and freed in turn.
+//!
+//! Its own entry beside the Wan path for now ([`prepare`], [`Engine::generate_hunyuan`]); the
+//! two meet in the sampler and the policies, not yet in one `Source`.
+
+use crate::engine::{Engine, Generated, ModelCx, ModelTask, Progress, Timings};
+use crate::plan::{plan_for, Family, Plan};
+use crate::policy::{self, Policy};
+use crate::request::GenerateRequest;
+use crate::EngineBackend;
+use anyhow::{bail, Context, Result};
+use jenga_carve::AttentionPolicy;
+use jenga_models::hunyuan::{HunyuanConfig, HunyuanModel};
+use jenga_models::text::clip_text::ClipTextEncoder;
+use jenga_models::text::llama::LlamaEncoder;
+use jenga_models::vae::hunyuan::{HunyuanVae, HunyuanVaeCodec, HunyuanVaeConfig};
+use jenga_models::vae::wan::Tiling;
+use jenga_models::{Conditioning, Denoiser, SafetensorsWeights, TextEncoder, Vae};
+use jenga_pipeline::{computed_schedule, sample, Event};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// A HunyuanVideo directory, checked (nothing loaded yet).
+pub struct HunyuanCheckpoint {
+    pub root: PathBuf,
+    pub name: String,
+    pub dit: HunyuanConfig,
+    pub vae: HunyuanVaeConfig,
+    /// `scheduler/scheduler_config.json`'s `shift` (HunyuanVideo: 7).
+    pub shift: Option<f64>,
+}
+
+/// Whether `dir` holds a diffusers HunyuanVideo pipeline.
+pub fn is_hunyuan_dir(dir: &Path) -> bool {
+    let class = |p: PathBuf| -> Option<String> {
+        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p).ok()?).ok()?;
+        Some(v["_class_name"].as_str()?.to_string())
+    };
+    class(dir.join("model_index.json")).as_deref() == Some("HunyuanVideoPipeline")
+        || class(dir.join("transformer/config.json")).as_deref()
+            == Some("HunyuanVideoTransformer3DModel")
+}
+
+impl HunyuanCheckpoint {
+    pub fn open(root: &Path) -> Result<Self> {
+        for d in [
+            "transformer",
+            "text_encoder",
+            "text_encoder_2",
+            "tokenizer",
+            "tokenizer_2",
+            "vae",
+        ] {
+            if !root.join(d).is_dir() {
+                bail!(
+                    "{}: a HunyuanVideo directory needs {d}/ (diffusers layout: transformer, text_encoder, text_encoder_2, tokenizer, tokenizer_2, vae, scheduler)",
+                    root.display()
+                );
+            }
+        }
+        let cfg_path = root.join("transformer/config.json");
+        let text = std::fs::read_to_string(&cfg_path)
+            .with_context(|| format!("{}", cfg_path.display()))?;
+        let dit =
+            HunyuanConfig::from_json(&text).with_context(|| format!("{}", cfg_path.display()))?;
+        let vae = HunyuanVaeConfig::from_file(&root.join("vae/config.json"))?;
+        let shift = std::fs::read_to_string(root.join("scheduler/scheduler_config.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|v| v["shift"].as_f64());
+        let name = root
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| root.display().to_string());
+        Ok(HunyuanCheckpoint {
+            root: root.to_path_buf(),
+            name: format!("{name} (HunyuanVideo, diffusers)"),
+            dit,
+            vae,
+            shift,
+        })
+    }
+
+    /// The official defaults, with the directory's scheduler shift; sizes in pixels.
+    pub fn family(&self) -> Family {
+        let mut f = Family::hunyuan();
+        f.patch = self.dit.patch();
+        f.vae_stride = Some([4, 8, 8]);
+        f.size = (33, 90, 160);
+        // no classifier-free guidance: --guidance is the embedded (distilled) scale
+        f.real_text = false;
+        if let Some(s) = self.shift {
+            f.shift = s;
+            f.source = "official HunyuanVideo defaults (50 steps, embedded guidance 6, Euler), shift from scheduler/scheduler_config.json";
+        }
+        f
+    }
+}
+
+/// A HunyuanVideo run resolved and checked before anything loads.
+pub struct HunyuanPrepared {
+    pub request: GenerateRequest,
+    pub ckpt: HunyuanCheckpoint,
+    pub plan: Plan,
+    pub policy: Policy,
+    pub init_noise: Option<Vec<f32>>,
+}
+
+pub fn prepare(request: &GenerateRequest, root: &Path) -> Result<HunyuanPrepared> {
+    let ckpt = HunyuanCheckpoint::open(root)?;
+    if request.sampling.image.is_some() {
+        bail!("--image: HunyuanVideo image-to-video is not built (text-to-video only)");
+    }
+    if request.parallel.ranks > 0
+        || request.parallel.ulysses.is_some()
+        || request.parallel.ring.is_some()
+    {
+        bail!("HunyuanVideo runs on one device for now (joint attention is not sequence-parallel yet): drop --gpus/--ranks");
+    }
+    let plan = plan_for(request, ckpt.family())?;
+    let policy = policy::build(&plan, &request.policy, ckpt.dit.patch())?;
+    let init_noise = match &request.sampling.init_noise {
+        Some(path) => Some(crate::engine::read_init_noise(
+            path,
+            ckpt.dit.in_channels,
+            &plan,
+        )?),
+        None => None,
+    };
+    Ok(HunyuanPrepared {
+        request: request.clone(),
+        ckpt,
+        plan,
+        policy,
+        init_noise,
+    })
+}
+
+impl Engine {
+    /// The whole HunyuanVideo generation: text encoders, DiT steps, VAE decode.
+    pub fn generate_hunyuan(
+        &self,
+        p: &HunyuanPrepared,
+        on_event: &mut dyn FnMut(Progress),
+    ) -> Result<Generated> {
+        self.run(HunyuanTask { p, on_event })
+    }
+}
+
+struct HunyuanTask<'a> {
+    p: &'a HunyuanPrepared,
+    on_event: &'a mut dyn FnMut(Progress),
+}
+
+impl ModelTask for HunyuanTask<'_> {
+    type Output = Generated;
+    fn run<B: EngineBackend>(self, cx: &ModelCx<'_, B>) -> Result<Generated> {
+        let (p, on_event, be) = (self.p, self.on_event, cx.be);
+        let (root, spec) = (&p.ckpt.root, &p.plan.spec);
+        let mut t = Timings::default();
+        // Llama-3, then CLIP-L, each freed before the next loads
+        let t0 = Instant::now();
+        let (states, valid, dim) = {
+            let llama =
+                LlamaEncoder::load_pipeline(be, root).context("loading the Llama text encoder")?;
+            let st = llama.encode(&p.plan.prompt)?;
+            let valid = st.mask.iter().filter(|&&m| m).count();
+            (be.upload(&st.states, &[1, st.len, st.dim])?, valid, st.dim)
+        };
+        let pooled = {
+            let clip = ClipTextEncoder::load_pipeline(be, root)
+                .context("loading the CLIP text encoder")?;
+            let v = clip.encode(&p.plan.prompt)?;
+            be.upload(&v, &[1, v.len()])?
+        };
+        be.synchronize()?;
+        t.text = t0.elapsed();
+        if dim != p.ckpt.dit.text_embed_dim {
+            bail!(
+                "text_encoder/ gives {dim}-wide states, the transformer takes {}",
+                p.ckpt.dit.text_embed_dim
+            );
+        }
+        let t0 = Instant::now();
+        let w = SafetensorsWeights::open(&root.join("transformer"))?;
+        let model = HunyuanModel::load(be, &p.ckpt.dit, &w)
+            .context("loading the HunyuanVideo transformer")?;
+        drop(w);
+        be.synchronize()?;
+        t.load = t0.elapsed();
+        let cond = model.condition(
+            be,
+            &Conditioning::JointText {
+                states,
+                lens: vec![valid],
+                pooled,
+                guidance: Some(spec.guidance),
+            },
+        )?;
+        let computed = computed_schedule(be, &model, spec)?
+            .iter()
+            .filter(|&&c| c)
+            .count();
+        let (settings, warning) = crate::engine::schedule_report(&p.plan, computed);
+        if let Some(w) = warning {
+            on_event(Progress::Warning(w));
+        }
+        if let Some(s) = settings {
+            on_event(Progress::Settings(s));
+        }
+        let policy: &dyn AttentionPolicy<B> = &p.policy;
+        let (of, oh, ow) = p.plan.out_size;
+        on_event(Progress::Started(format!(
+            "jenga: {} on {} | {of}x{oh}x{ow} px (latent {}x{}x{}), {} steps {}, shift {}, embedded guidance {}, seed {}{}, {} text tokens, policy {} | defaults: {}",
+            p.ckpt.name, be.name(), spec.frames, spec.height, spec.width, spec.steps,
+            spec.solver.name(), spec.stages[0].shift, spec.guidance, spec.seed,
+            if p.init_noise.is_some() { " (start noise from --init-noise)" } else { "" },
+            valid, policy.name(), p.plan.family.source
+        )));
+        let mut on_sample = |e: Event| match e {
+            Event::Step {
+                step,
+                total,
+                computed,
+                ..
+            } => on_event(Progress::Step {
+                step,
+                total,
+                computed,
+            }),
+            Event::StageSwitch {
+                stage,
+                height,
+                width,
+                tokens,
+            } => on_event(Progress::StageSwitch {
+                stage,
+                height,
+                width,
+                tokens,
+            }),
+        };
+        let out = sample(
+            be,
+            &model,
+            &cond,
+            spec,
+            policy,
+            p.init_noise.as_deref(),
+            &mut on_sample,
+        )?;
+        on_event(Progress::Sampled);
+        t.dit = out.dit_time;
+        drop(model);
+        let t0 = Instant::now();
+        let mut vae = HunyuanVae::load(
+            be,
+            &SafetensorsWeights::open(&root.join("vae"))?,
+            p.ckpt.vae.clone(),
+        )
+        .context("loading the HunyuanVideo VAE")?;
+        // diffusers tiles the decode spatially at sizes above its tile (256 px)
+        if oh > 256 || ow > 256 {
+            vae.tiling = Some(Tiling::default());
+        }
+        let frames = HunyuanVaeCodec { be, vae }
+            .decode(&out.video, out.shape)
+            .context("decoding the latent")?;
+        let video = crate::frames_to_video(&frames, 8);
+        be.synchronize()?;
+        t.decode = t0.elapsed();
+        Ok(Generated {
+            video,
+            latent: out.video,
+            latent_shape: out.shape,
+            upscale: 1,
+            timings: t,
+            computed_steps: out.computed_steps,
+            steps: spec.steps,
+            density: policy.density_stats(),
+            choices: p.policy.choices(),
+        })
+    }
+}
