@@ -248,8 +248,9 @@ pub struct RunArgs {
     #[arg(long, allow_negative_numbers = true, value_parser = parse_shift)]
     pub shift: Option<f64>,
     /// Classifier-free guidance scale, 0..=100 (1 = no guidance, one forward per step;
-    /// default: the model's).
-    #[arg(long, allow_negative_numbers = true, value_parser = parse_guidance)]
+    /// default: the model's). For HunyuanVideo (guidance-distilled) it is the embedded
+    /// guidance (default 6; also `--embedded-guidance`), still one forward per step.
+    #[arg(long, alias = "embedded-guidance", allow_negative_numbers = true, value_parser = parse_guidance)]
     pub guidance: Option<f32>,
     /// ODE solver: unipc (Wan's FlowUniPCMultistepScheduler, the Wan default) or euler
     /// (HunyuanVideo's; tiny-wan's default). Default: the model family's.
