@@ -64,6 +64,11 @@ pub fn config_for_class(path: &Path, text: &str) -> Result<(Family, String, WanC
         .and_then(|c| c.as_str())
         .unwrap_or("WanModel")
         .to_string();
+    if class == "HunyuanVideoTransformer3DModel" {
+        return Err(cfg_err(
+            "a HunyuanVideo model: `jenga generate --model DIR` runs it; inspect, eval and the benches take Wan2.1 models for now".into(),
+        ));
+    }
     let Some(&(_, family)) = CLASSES.iter().find(|(c, _)| *c == class) else {
         return Err(cfg_err(format!(
             "model class `{class}` is not supported (known: {})",
