@@ -52,6 +52,32 @@ sched = FlowMatchEulerDiscreteScheduler(shift=7.0)
 tr.save_pretrained(os.path.join(OUT, "transformer"), safe_serialization=True)
 sched.save_pretrained(os.path.join(OUT, "scheduler"))
 
+# the official `ckpts/` tree's files for the same transformer and VAE: the transformer in
+# hyvideo's names (checked by diffusers' converter), the VAE as hyvideo's `load_vae` reads it
+import inspect
+import sys
+import diffusers.loaders.single_file_utils as sfu
+sys.path.insert(0, os.path.dirname(__file__))
+from hunyuan_names import to_official  # noqa: E402
+d = tr.config.num_attention_heads * tr.config.attention_head_dim
+src = inspect.getsource(sfu.convert_hunyuan_video_transformer_to_diffusers).replace(
+    "hidden_size = 3072", f"hidden_size = {d}")
+ns = {}
+exec(src, sfu.__dict__, ns)
+sd = {k: v.detach().clone() for k, v in tr.state_dict().items()}
+official = to_official(sd, d)
+back = ns["convert_hunyuan_video_transformer_to_diffusers"](dict(official))
+assert set(back) == set(sd) and all(torch.equal(back[k], sd[k]) for k in sd)
+ck = os.path.join(OUT, "official", "hunyuan-video-t2v-720p")
+os.makedirs(os.path.join(ck, "transformers"), exist_ok=True)
+os.makedirs(os.path.join(ck, "vae"), exist_ok=True)
+torch.save({"module": official}, os.path.join(ck, "transformers", "mp_rank_00_model_states.pt"))
+# a config beside it: the official tree has none (its model is the 13B default); ours is tiny
+json.dump(dict(tr.config), open(os.path.join(ck, "transformers", "config.json"), "w"), indent=1)
+vsd = {k: v for k, v in load_file(os.path.join(VAE, "diffusion_pytorch_model.safetensors")).items()}
+torch.save({"state_dict": vsd}, os.path.join(ck, "vae", "pytorch_model.pt"))
+json.dump(vcfg, open(os.path.join(ck, "vae", "config.json"), "w"), indent=1)
+
 pipe = HunyuanVideoPipeline(transformer=tr, vae=vae, text_encoder=te, tokenizer=tok,
                             text_encoder_2=te2, tokenizer_2=tok2, scheduler=sched)
 F, H, W = 2, 8, 8  # latent: 5 frames of 64 x 64

@@ -93,6 +93,50 @@ fn a_hunyuan_video_directory_generates_a_video() {
     assert_ne!(std::fs::read(&out).unwrap(), std::fs::read(&out2).unwrap());
 }
 
+/// The official `ckpts/` tree of the same model: the transformer and VAE as torch archives in
+/// hyvideo's names, the text towers with their tokenizers inside.
+fn official(dir: &Path) {
+    let f = fixtures();
+    let ck = f.join("hunyuan_pipeline/official/hunyuan-video-t2v-720p");
+    copy_dir(
+        &ck.join("transformers"),
+        &dir.join("hunyuan-video-t2v-720p/transformers"),
+    );
+    copy_dir(&ck.join("vae"), &dir.join("hunyuan-video-t2v-720p/vae"));
+    copy_dir(
+        &f.join("hunyuan_text/text_encoder"),
+        &dir.join("text_encoder"),
+    );
+    copy_dir(&f.join("hunyuan_text/tokenizer"), &dir.join("text_encoder"));
+    copy_dir(
+        &f.join("hunyuan_text/text_encoder_2"),
+        &dir.join("text_encoder_2"),
+    );
+    copy_dir(
+        &f.join("hunyuan_text/tokenizer_2"),
+        &dir.join("text_encoder_2"),
+    );
+}
+
+#[test]
+fn the_official_ckpts_tree_gives_the_same_video() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (diff, off) = (tmp.path().join("diffusers"), tmp.path().join("ckpts"));
+    pipeline(&diff);
+    official(&off);
+    let size = [
+        "--frames", "5", "--height", "64", "--width", "64", "--steps", "4",
+    ];
+    let (a, b) = (tmp.path().join("a.gif"), tmp.path().join("b.gif"));
+    let (ok, err) = generate(&diff, &a, &size);
+    assert!(ok, "{err}");
+    // the official tree has no scheduler config: the official shift (7) is the same
+    let (ok, err) = generate(&off, &b, &size);
+    assert!(ok, "{err}");
+    assert!(err.contains("official ckpts"), "{err}");
+    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+}
+
 #[test]
 fn a_broken_directory_or_a_flag_it_cannot_take_is_one_line() {
     let tmp = tempfile::tempdir().unwrap();

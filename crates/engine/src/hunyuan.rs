@@ -19,7 +19,9 @@ use jenga_models::text::clip_text::ClipTextEncoder;
 use jenga_models::text::llama::LlamaEncoder;
 use jenga_models::vae::hunyuan::{HunyuanVae, HunyuanVaeCodec, HunyuanVaeConfig};
 use jenga_models::vae::wan::Tiling;
-use jenga_models::{Conditioning, Denoiser, SafetensorsWeights, TextEncoder, Vae};
+use jenga_models::{
+    Conditioning, Denoiser, PthWeights, SafetensorsWeights, TextEncoder, Vae, WeightSource,
+};
 use jenga_pipeline::{computed_schedule, sample, Event};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -32,9 +34,25 @@ pub struct HunyuanCheckpoint {
     pub vae: HunyuanVaeConfig,
     /// `scheduler/scheduler_config.json`'s `shift` (HunyuanVideo: 7).
     pub shift: Option<f64>,
+    pub files: HunyuanFiles,
 }
 
-/// Whether `dir` holds a diffusers HunyuanVideo pipeline.
+/// Where each component is, in either layout.
+pub struct HunyuanFiles {
+    /// diffusers: the `transformer/` folder; official: `mp_rank_00_model_states.pt`.
+    pub transformer: PathBuf,
+    pub text_encoder: PathBuf,
+    pub tokenizer: PathBuf,
+    pub text_encoder_2: PathBuf,
+    pub tokenizer_2: PathBuf,
+    /// diffusers: the `vae/` folder; official: `vae/pytorch_model.pt`.
+    pub vae: PathBuf,
+}
+
+/// The official tree's transformer, under `ckpts/`.
+const OFFICIAL_DIT: &str = "hunyuan-video-t2v-720p/transformers/mp_rank_00_model_states.pt";
+
+/// Whether `dir` holds a HunyuanVideo pipeline: a diffusers one, or the official `ckpts/`.
 pub fn is_hunyuan_dir(dir: &Path) -> bool {
     let class = |p: PathBuf| -> Option<String> {
         let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p).ok()?).ok()?;
@@ -43,10 +61,67 @@ pub fn is_hunyuan_dir(dir: &Path) -> bool {
     class(dir.join("model_index.json")).as_deref() == Some("HunyuanVideoPipeline")
         || class(dir.join("transformer/config.json")).as_deref()
             == Some("HunyuanVideoTransformer3DModel")
+        || dir.join(OFFICIAL_DIT).is_file()
 }
 
 impl HunyuanCheckpoint {
     pub fn open(root: &Path) -> Result<Self> {
+        if root.join(OFFICIAL_DIT).is_file() {
+            return Self::open_official(root);
+        }
+        Self::open_diffusers(root)
+    }
+
+    /// The official tree (`Tencent/HunyuanVideo` `ckpts/`): the transformer and VAE as torch
+    /// archives under `hunyuan-video-t2v-720p/`, `text_encoder/` (Llama-3 with its tokenizer)
+    /// and `text_encoder_2/` (CLIP-L with its tokenizer). The transformer's config is the 13B
+    /// model's unless a `config.json` sits beside its file.
+    fn open_official(root: &Path) -> Result<Self> {
+        let ck = root.join("hunyuan-video-t2v-720p");
+        for d in ["text_encoder", "text_encoder_2"] {
+            if !root.join(d).is_dir() {
+                bail!(
+                    "{}: the official HunyuanVideo tree needs {d}/ (ckpts: hunyuan-video-t2v-720p/, text_encoder/, text_encoder_2/)",
+                    root.display()
+                );
+            }
+        }
+        let cfg_path = ck.join("transformers/config.json");
+        let dit = if cfg_path.is_file() {
+            let text = std::fs::read_to_string(&cfg_path)
+                .with_context(|| format!("{}", cfg_path.display()))?;
+            HunyuanConfig::from_json(&text).with_context(|| format!("{}", cfg_path.display()))?
+        } else {
+            HunyuanConfig::default()
+        };
+        let vae_pt = ck.join("vae/pytorch_model.pt");
+        if !vae_pt.is_file() {
+            bail!("{}: missing (the official tree's VAE)", vae_pt.display());
+        }
+        let vae_cfg = ck.join("vae/config.json");
+        let vae = if vae_cfg.is_file() {
+            HunyuanVaeConfig::from_file(&vae_cfg)?
+        } else {
+            HunyuanVaeConfig::default()
+        };
+        Ok(HunyuanCheckpoint {
+            root: root.to_path_buf(),
+            name: format!("{} (HunyuanVideo, official ckpts)", dir_name(root)),
+            dit,
+            vae,
+            shift: None,
+            files: HunyuanFiles {
+                transformer: root.join(OFFICIAL_DIT),
+                text_encoder: root.join("text_encoder"),
+                tokenizer: root.join("text_encoder"),
+                text_encoder_2: root.join("text_encoder_2"),
+                tokenizer_2: root.join("text_encoder_2"),
+                vae: vae_pt,
+            },
+        })
+    }
+
+    fn open_diffusers(root: &Path) -> Result<Self> {
         for d in [
             "transformer",
             "text_encoder",
@@ -72,17 +147,32 @@ impl HunyuanCheckpoint {
             .ok()
             .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
             .and_then(|v| v["shift"].as_f64());
-        let name = root
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| root.display().to_string());
         Ok(HunyuanCheckpoint {
             root: root.to_path_buf(),
-            name: format!("{name} (HunyuanVideo, diffusers)"),
+            name: format!("{} (HunyuanVideo, diffusers)", dir_name(root)),
             dit,
             vae,
             shift,
+            files: HunyuanFiles {
+                transformer: root.join("transformer"),
+                text_encoder: root.join("text_encoder"),
+                tokenizer: root.join("tokenizer"),
+                text_encoder_2: root.join("text_encoder_2"),
+                tokenizer_2: root.join("tokenizer_2"),
+                vae: root.join("vae"),
+            },
         })
+    }
+
+    /// A component's weights: safetensors (a file, a folder, shards) or a torch archive.
+    fn weights(path: &Path) -> Result<Box<dyn WeightSource>> {
+        Ok(
+            if path.extension().is_some_and(|e| e == "pt" || e == "pth") {
+                Box::new(PthWeights::open(path)?)
+            } else {
+                Box::new(SafetensorsWeights::open(path)?)
+            },
+        )
     }
 
     /// The official defaults, with the directory's scheduler shift; sizes in pixels.
@@ -99,6 +189,12 @@ impl HunyuanCheckpoint {
         }
         f
     }
+}
+
+fn dir_name(root: &Path) -> String {
+    root.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| root.display().to_string())
 }
 
 /// A HunyuanVideo run resolved and checked before anything loads.
@@ -160,19 +256,19 @@ impl ModelTask for HunyuanTask<'_> {
     type Output = Generated;
     fn run<B: EngineBackend>(self, cx: &ModelCx<'_, B>) -> Result<Generated> {
         let (p, on_event, be) = (self.p, self.on_event, cx.be);
-        let (root, spec) = (&p.ckpt.root, &p.plan.spec);
+        let (files, spec) = (&p.ckpt.files, &p.plan.spec);
         let mut t = Timings::default();
         // Llama-3, then CLIP-L, each freed before the next loads
         let t0 = Instant::now();
         let (states, valid, dim) = {
-            let llama =
-                LlamaEncoder::load_pipeline(be, root).context("loading the Llama text encoder")?;
+            let llama = LlamaEncoder::load(be, &files.text_encoder, &files.tokenizer)
+                .context("loading the Llama text encoder")?;
             let st = llama.encode(&p.plan.prompt)?;
             let valid = st.mask.iter().filter(|&&m| m).count();
             (be.upload(&st.states, &[1, st.len, st.dim])?, valid, st.dim)
         };
         let pooled = {
-            let clip = ClipTextEncoder::load_pipeline(be, root)
+            let clip = ClipTextEncoder::load(be, &files.text_encoder_2, &files.tokenizer_2)
                 .context("loading the CLIP text encoder")?;
             let v = clip.encode(&p.plan.prompt)?;
             be.upload(&v, &[1, v.len()])?
@@ -186,8 +282,8 @@ impl ModelTask for HunyuanTask<'_> {
             );
         }
         let t0 = Instant::now();
-        let w = SafetensorsWeights::open(&root.join("transformer"))?;
-        let model = HunyuanModel::load(be, &p.ckpt.dit, &w)
+        let w = HunyuanCheckpoint::weights(&files.transformer)?;
+        let model = HunyuanModel::load(be, &p.ckpt.dit, w.as_ref())
             .context("loading the HunyuanVideo transformer")?;
         drop(w);
         be.synchronize()?;
@@ -259,7 +355,7 @@ impl ModelTask for HunyuanTask<'_> {
         let t0 = Instant::now();
         let mut vae = HunyuanVae::load(
             be,
-            &SafetensorsWeights::open(&root.join("vae"))?,
+            HunyuanCheckpoint::weights(&files.vae)?.as_ref(),
             p.ckpt.vae.clone(),
         )
         .context("loading the HunyuanVideo VAE")?;
