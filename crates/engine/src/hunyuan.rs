@@ -215,7 +215,7 @@ pub fn prepare(request: &GenerateRequest, root: &Path) -> Result<HunyuanPrepared
         || request.parallel.ulysses.is_some()
         || request.parallel.ring.is_some()
     {
-        bail!("HunyuanVideo runs on one device for now (joint attention is not sequence-parallel yet): drop --gpus/--ranks");
+        bail!("HunyuanVideo runs on one device through jenga generate for now (the engine's parallel runner is Wan's): drop --gpus/--ranks");
     }
     let plan = plan_for(request, ckpt.family())?;
     let policy = policy::build(&plan, &request.policy, ckpt.dit.patch())?;

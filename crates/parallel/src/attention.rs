@@ -170,6 +170,63 @@ fn plan_rows<B: PolicyKernels>(be: &B, plan: &AttnPlan, rows: &Range<usize>) -> 
     }
 }
 
+impl<B: PolicyKernels> SeqAttention<'_, B> {
+    /// Joint attention (condition tokens after the video: HunyuanVideo's text). Every rank
+    /// holds the whole text: the video rows go through the all-to-all, the text rows of this
+    /// rank's heads are cut locally; after the policy's call the video rows go back and the
+    /// text rows are gathered over the heads (every rank continues the whole text stream).
+    #[allow(clippy::too_many_arguments)]
+    fn attend_joint(
+        &self,
+        be: &B,
+        q: &B::Tensor,
+        k: &B::Tensor,
+        v: &B::Tensor,
+        ctx: &AttnCtx,
+        hook: &PlanHook<'_, B>,
+        ug: &[usize],
+    ) -> Result<B::Tensor> {
+        let me = self.comm.rank();
+        if self.layout.ring > 1 {
+            return Err(Error::invalid(
+                "ring attention",
+                "joint attention (text tokens in self-attention) runs with --ulysses, not --ring",
+            ));
+        }
+        let s = q.shape().to_vec();
+        let (h, dh, lt) = (s[2], s[3], ctx.cond_tokens);
+        let lr = self.shard_of(me).len();
+        if s[1] != lr + lt {
+            return Err(Error::shape(
+                "sequence parallel",
+                format!(
+                    "rank {me} attends {} tokens, its shard {lr} + {lt} text",
+                    s[1]
+                ),
+            ));
+        }
+        if !h.is_multiple_of(ug.len()) {
+            return Err(Error::invalid(
+                "ulysses",
+                format!("{h} heads over {} ranks", ug.len()),
+            ));
+        }
+        let hu = h / ug.len();
+        let mine = ug.iter().position(|&r| r == me).expect("in its group");
+        let x = be.cat(&[q, k, v], 3)?;
+        let vid = be.narrow(&x, 1, 0, lr)?;
+        let txt = be.narrow(&be.narrow(&x, 1, lr, lt)?, 2, mine * hu, hu)?;
+        let vid = self.tokens_to_heads(be, &vid, ug, 1, 2, &|r| self.shard_of(r).len())?;
+        let joint = be.cat(&[&vid, &txt], 1)?;
+        let (q, k, v) = split3(be, &joint, dh)?;
+        let o = self.inner.attend_hooked(be, &q, &k, &v, None, ctx, hook)?;
+        let lv = o.shape()[1] - lt;
+        let ov = self.heads_to_tokens(be, &be.narrow(&o, 1, 0, lv)?, ug)?;
+        let ot = gather_cat(self.comm, be, &be.narrow(&o, 1, lv, lt)?, ug, 2, &|_| hu)?;
+        be.cat(&[&ov, &ot], 1)
+    }
+}
+
 impl<B: PolicyKernels> AttentionPolicy<B> for SeqAttention<'_, B> {
     fn delegate(&self) -> Option<&dyn AttentionPolicy<B>> {
         Some(self.inner)
@@ -188,13 +245,11 @@ impl<B: PolicyKernels> AttentionPolicy<B> for SeqAttention<'_, B> {
         ctx: &AttnCtx,
         hook: &PlanHook<'_, B>,
     ) -> Result<B::Tensor> {
-        if ctx.cond_tokens > 0 {
-            return Err(Error::invalid(
-                "sequence parallel",
-                "joint attention (condition tokens in self-attention) does not run sequence-parallel yet",
-            ));
-        }
         let me = self.comm.rank();
+        let ug = self.layout.ulysses_group(me);
+        if ctx.cond_tokens > 0 {
+            return self.attend_joint(be, q, k, v, ctx, hook, &ug);
+        }
         let s = q.shape().to_vec();
         let (h, dh) = (s[2], s[3]);
         if s[1] != self.shard_of(me).len() {
@@ -215,7 +270,6 @@ impl<B: PolicyKernels> AttentionPolicy<B> for SeqAttention<'_, B> {
         let nblk = |len: usize| len.div_ceil(m.unwrap_or(1));
 
         // 1. Ulysses: this rank's tokens of every head → the group's tokens of its heads.
-        let ug = self.layout.ulysses_group(me);
         let (q, k, v, pooled) = if ug.len() > 1 {
             if !h.is_multiple_of(ug.len()) {
                 return Err(Error::invalid(

@@ -33,6 +33,15 @@ impl<B: FusedOps> Denoiser<B> for HunyuanModel<B> {
     ) -> Result<Self::Stage> {
         self.geometry(be, grid, order)
     }
+    fn stage_shard(
+        &self,
+        be: &B,
+        grid: (usize, usize, usize),
+        order: Option<Arc<Vec<u32>>>,
+        tokens: std::ops::Range<usize>,
+    ) -> Result<Self::Stage> {
+        self.geometry_shard(be, grid, order, Some(tokens))
+    }
     fn stage_tokens(&self, stage: &Self::Stage) -> usize {
         stage.tokens()
     }
@@ -117,8 +126,25 @@ impl<B: FusedOps> Denoiser<B> for HunyuanModel<B> {
         step: &Self::Step,
         stage: &Self::Stage,
     ) -> Result<B::Tensor> {
+        if stage.shard.is_some() {
+            return Err(ModelError::Invalid(
+                "the head of a token shard gives tokens: gather them, then unpatchify".into(),
+            ));
+        }
         let y = HunyuanModel::head_tokens(self, be, hidden, step)?;
         HunyuanModel::unpatchify(self, be, &y, stage)
+    }
+    fn head_tokens(
+        &self,
+        be: &B,
+        hidden: &B::Tensor,
+        step: &Self::Step,
+        _stage: &Self::Stage,
+    ) -> Result<B::Tensor> {
+        HunyuanModel::head_tokens(self, be, hidden, step)
+    }
+    fn unpatchify(&self, be: &B, tokens: &B::Tensor, stage: &Self::Stage) -> Result<B::Tensor> {
+        HunyuanModel::unpatchify(self, be, tokens, stage)
     }
     /// The time embedding: TeaCache's own HunyuanVideo signal is the first block's modulated
     /// input, which this contract does not carry; the official Jenga HunyuanVideo schedule is

@@ -165,6 +165,9 @@ pub struct HunyuanModel<B: Backend> {
 pub struct HunyuanGeometry<B: Backend> {
     pub grid: (usize, usize, usize),
     pub order: Option<Arc<Vec<u32>>>,
+    /// Sequence parallelism: the video tokens (positions in `order`) this rank holds.
+    pub shard: Option<std::ops::Range<usize>>,
+    /// RoPE tables of the video tokens held, in order.
     cos: B::Tensor,
     sin: B::Tensor,
 }
@@ -389,7 +392,25 @@ impl<B: FusedOps> HunyuanModel<B> {
         grid: (usize, usize, usize),
         order: Option<Arc<Vec<u32>>>,
     ) -> Result<HunyuanGeometry<B>> {
+        self.geometry_shard(be, grid, order, None)
+    }
+
+    /// [`HunyuanModel::geometry`] for a rank holding only the video tokens `shard`.
+    pub fn geometry_shard(
+        &self,
+        be: &B,
+        grid: (usize, usize, usize),
+        order: Option<Arc<Vec<u32>>>,
+        shard: Option<std::ops::Range<usize>>,
+    ) -> Result<HunyuanGeometry<B>> {
         let l = grid.0 * grid.1 * grid.2;
+        if let Some(r) = &shard {
+            if r.is_empty() || r.end > l {
+                return Err(ModelError::Invalid(format!(
+                    "token shard {r:?} of a stage of {l} tokens"
+                )));
+            }
+        }
         jenga_tensor::check_order(
             "HunyuanVideo geometry",
             order.as_deref().map(|o| o.as_slice()),
@@ -402,11 +423,13 @@ impl<B: FusedOps> HunyuanModel<B> {
             self.cfg.rope_theta,
         );
         let h = self.cfg.attention_head_dim / 2;
+        let rows = shard.clone().unwrap_or(0..l);
         Ok(HunyuanGeometry {
             grid,
             order,
-            cos: be.upload(&cos, &[l, h])?,
-            sin: be.upload(&sin, &[l, h])?,
+            cos: be.upload(&cos[rows.start * h..rows.end * h], &[rows.len(), h])?,
+            sin: be.upload(&sin[rows.start * h..rows.end * h], &[rows.len(), h])?,
+            shard,
         })
     }
 
@@ -488,11 +511,15 @@ impl<B: FusedOps> HunyuanModel<B> {
                 geom.grid
             )));
         }
-        let tokens = be.patchify(
+        let mut tokens = be.patchify(
             x,
             self.cfg.patch(),
             geom.order.as_deref().map(|o| o.as_slice()),
         )?;
+        if let Some(r) = &geom.shard {
+            // this rank embeds and carries only its share of the video tokens
+            tokens = be.narrow(&tokens, 1, r.start, r.len())?;
+        }
         let h = self.patch.fwd(be, &tokens, Act::None)?;
         let mut temb = be.add_gated(
             &self.embed_scalar(be, &self.time, t)?,
