@@ -154,6 +154,35 @@ pub enum Progress {
     Sampled,
 }
 
+impl From<Event> for Progress {
+    /// The sampler's events as the front ends get them.
+    fn from(e: Event) -> Progress {
+        match e {
+            Event::Step {
+                step,
+                total,
+                computed,
+                ..
+            } => Progress::Step {
+                step,
+                total,
+                computed,
+            },
+            Event::StageSwitch {
+                stage,
+                height,
+                width,
+                tokens,
+            } => Progress::StageSwitch {
+                stage,
+                height,
+                width,
+                tokens,
+            },
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct Timings {
     pub load: Duration,
@@ -440,29 +469,7 @@ impl ModelTask for GenerateTask<'_> {
             policy.name(), p.plan.family.source
         )));
 
-        let mut on_sample = |e: Event| match e {
-            Event::Step {
-                step,
-                total,
-                computed,
-                ..
-            } => on_event(Progress::Step {
-                step,
-                total,
-                computed,
-            }),
-            Event::StageSwitch {
-                stage,
-                height,
-                width,
-                tokens,
-            } => on_event(Progress::StageSwitch {
-                stage,
-                height,
-                width,
-                tokens,
-            }),
-        };
+        let mut on_sample = |e: Event| on_event(e.into());
         let noise = p.init_noise.as_deref();
         let mut rank0_policy: Option<Policy> = None;
         // the embedded context (and the CLIP rows) count as text time

@@ -317,29 +317,7 @@ impl ModelTask for HunyuanTask<'_> {
             if p.init_noise.is_some() { " (start noise from --init-noise)" } else { "" },
             valid, policy.name(), p.plan.family.source
         )));
-        let mut on_sample = |e: Event| match e {
-            Event::Step {
-                step,
-                total,
-                computed,
-                ..
-            } => on_event(Progress::Step {
-                step,
-                total,
-                computed,
-            }),
-            Event::StageSwitch {
-                stage,
-                height,
-                width,
-                tokens,
-            } => on_event(Progress::StageSwitch {
-                stage,
-                height,
-                width,
-                tokens,
-            }),
-        };
+        let mut on_sample = |e: Event| on_event(e.into());
         let out = sample(
             be,
             &model,

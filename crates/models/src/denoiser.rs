@@ -28,6 +28,39 @@ pub enum Conditioning<B: Backend> {
     Image { states: B::Tensor, image: B::Tensor },
 }
 
+/// The patch grid of a latent `frames × height × width` under `patch`, or the error naming
+/// both (every model family checks sizes the same way).
+pub fn patch_grid(
+    patch: [usize; 3],
+    frames: usize,
+    height: usize,
+    width: usize,
+) -> Result<(usize, usize, usize)> {
+    let [pt, ph, pw] = patch;
+    if frames == 0
+        || height == 0
+        || width == 0
+        || !frames.is_multiple_of(pt)
+        || !height.is_multiple_of(ph)
+        || !width.is_multiple_of(pw)
+    {
+        return Err(ModelError::Invalid(format!(
+            "video size {frames}x{height}x{width} (frames x height x width) must be positive multiples of the patch size {pt}x{ph}x{pw}"
+        )));
+    }
+    Ok((frames / pt, height / ph, width / pw))
+}
+
+/// A rank's token shard must be a non-empty part of the stage's `tokens`.
+pub fn check_shard(shard: Option<&std::ops::Range<usize>>, tokens: usize) -> Result<()> {
+    match shard {
+        Some(r) if r.is_empty() || r.end > tokens => Err(ModelError::Invalid(format!(
+            "token shard {r:?} of a stage of {tokens} tokens"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 impl<B: Backend> Conditioning<B> {
     /// Batch rows `start..start + n` of every per-row tensor (CFG parallelism: the
     /// conditional and unconditional rows go to different ranks).

@@ -371,19 +371,7 @@ impl<B: FusedOps> HunyuanModel<B> {
 
     /// Patch grid of a latent `frames × height × width`.
     pub fn grid(&self, f: usize, h: usize, w: usize) -> Result<(usize, usize, usize)> {
-        let [pt, ph, pw] = self.cfg.patch();
-        if f == 0
-            || h == 0
-            || w == 0
-            || !f.is_multiple_of(pt)
-            || !h.is_multiple_of(ph)
-            || !w.is_multiple_of(pw)
-        {
-            return Err(ModelError::Invalid(format!(
-                "latent {f}x{h}x{w} must be positive multiples of the patch {pt}x{ph}x{pw}"
-            )));
-        }
-        Ok((f / pt, h / ph, w / pw))
+        crate::denoiser::patch_grid(self.cfg.patch(), f, h, w)
     }
 
     pub fn geometry(
@@ -404,13 +392,7 @@ impl<B: FusedOps> HunyuanModel<B> {
         shard: Option<std::ops::Range<usize>>,
     ) -> Result<HunyuanGeometry<B>> {
         let l = grid.0 * grid.1 * grid.2;
-        if let Some(r) = &shard {
-            if r.is_empty() || r.end > l {
-                return Err(ModelError::Invalid(format!(
-                    "token shard {r:?} of a stage of {l} tokens"
-                )));
-            }
-        }
+        crate::denoiser::check_shard(shard.as_ref(), l)?;
         jenga_tensor::check_order(
             "HunyuanVideo geometry",
             order.as_deref().map(|o| o.as_slice()),

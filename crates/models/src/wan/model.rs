@@ -300,19 +300,7 @@ impl<B: FusedOps> WanModel<B> {
         height: usize,
         width: usize,
     ) -> Result<(usize, usize, usize)> {
-        let [pt, ph, pw] = self.cfg.patch_size;
-        if frames == 0
-            || height == 0
-            || width == 0
-            || !frames.is_multiple_of(pt)
-            || !height.is_multiple_of(ph)
-            || !width.is_multiple_of(pw)
-        {
-            return Err(ModelError::Invalid(format!(
-                "video size {frames}x{height}x{width} (frames x height x width) must be positive multiples of the patch size {pt}x{ph}x{pw}"
-            )));
-        }
-        Ok((frames / pt, height / ph, width / pw))
+        crate::denoiser::patch_grid(self.cfg.patch_size, frames, height, width)
     }
 
     /// Geometry of a stage: the token order and its RoPE tables (build once per stage).
@@ -335,13 +323,7 @@ impl<B: FusedOps> WanModel<B> {
         shard: Option<std::ops::Range<usize>>,
     ) -> Result<Geometry<B>> {
         let l = grid.0 * grid.1 * grid.2;
-        if let Some(r) = &shard {
-            if r.is_empty() || r.end > l {
-                return Err(ModelError::Invalid(format!(
-                    "token shard {r:?} of a stage of {l} tokens"
-                )));
-            }
-        }
+        crate::denoiser::check_shard(shard.as_ref(), l)?;
         if let Some(o) = &order {
             if o.len() != l {
                 return Err(ModelError::Invalid(format!(
