@@ -185,6 +185,9 @@ fn schedule(a: &ScheduleArgs, outer_model: Option<std::path::PathBuf>) -> Result
     let family = match (&a.family, &model) {
         (Some(_), Some(_)) => anyhow::bail!("--family and --model cannot be used together"),
         (Some(f), None) => Family::by_name(f)?,
+        (None, Some(dir)) if jenga_engine::hunyuan::is_hunyuan_dir(dir) => {
+            jenga_engine::hunyuan::HunyuanCheckpoint::open(dir)?.family()
+        }
         (None, Some(dir)) => Family::of(&Source::open(&ModelSource::Dir(dir.clone()))?),
         (None, None) => Family::of(&Source::open(&ModelSource::Embedded)?),
     };

@@ -91,6 +91,31 @@ fn a_hunyuan_video_directory_generates_a_video() {
     );
     assert!(err.contains("7 of 8 steps computed"), "{err}");
     assert_ne!(std::fs::read(&out).unwrap(), std::fs::read(&out2).unwrap());
+    // what the preset will do, from the same directory, before running it
+    let o = Command::new(env!("CARGO_BIN_EXE_jenga"))
+        .args(["inspect", "schedule", "--preset", "flash"])
+        .args([
+            "--steps", "8", "--frames", "9", "--height", "128", "--width", "128",
+        ])
+        .arg("--model")
+        .arg(&model)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 9, "{text}");
+    assert_eq!(
+        lines[1], "0\t0\t3x6x6\t1000\t1.000000\t1\t0.8\t0.5",
+        "{text}"
+    );
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.split('\t').nth(5) == Some("1"))
+            .count(),
+        7
+    );
 }
 
 /// The official `ckpts/` tree of the same model: the transformer and VAE as torch archives in
