@@ -233,7 +233,7 @@ impl Prep {
     fn parallel(&self) -> Option<ParallelLayout> {
         match self {
             Prep::Wan(p) => p.parallel,
-            Prep::Hunyuan(_) => None,
+            Prep::Hunyuan(p) => p.parallel,
         }
     }
     fn has_image(&self) -> bool {

@@ -91,6 +91,24 @@ fn a_hunyuan_video_directory_generates_a_video() {
     );
     assert!(err.contains("7 of 8 steps computed"), "{err}");
     assert_ne!(std::fs::read(&out).unwrap(), std::fs::read(&out2).unwrap());
+    // two ranks (Ulysses over the video tokens, the text whole on each): the same video, at a
+    // size whose first ProRes stage still gives each rank a block of tokens
+    let tall = [
+        "--frames", "9", "--height", "256", "--width", "128", "--steps", "8",
+    ];
+    let mut one = tall.to_vec();
+    one.extend(["--preset", "flash"]);
+    let mut two = one.clone();
+    two.extend(["--ranks", "2"]);
+    let (c, d) = (tmp.path().join("c.gif"), tmp.path().join("d.gif"));
+    let (ok, err) = generate(&model, &c, &one);
+    assert!(ok, "{err}");
+    let (ok, err) = generate(&model, &d, &two);
+    assert!(
+        ok && err.contains("on 2 ranks: cfg 1 × ring 1 × ulysses 2"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&c).unwrap(), std::fs::read(&d).unwrap());
     // what the preset will do, from the same directory, before running it
     let o = Command::new(env!("CARGO_BIN_EXE_jenga"))
         .args(["inspect", "schedule", "--preset", "flash"])
@@ -169,7 +187,7 @@ fn a_broken_directory_or_a_flag_it_cannot_take_is_one_line() {
     pipeline(&model);
     let out = tmp.path().join("x.gif");
     for (flags, want) in [
-        (&["--ranks", "2"][..], "one device"),
+        (&["--ranks", "2", "--ring", "2"][..], "--ulysses only"),
         (&["--image", "nope.png"][..], "--image"),
         (&["--frames", "8"][..], "frames"),
     ] {

@@ -513,10 +513,15 @@ impl ModelTask for GenerateTask<'_> {
                     )?
                 }
                 Some(layout) => {
+                    let cfg = p.source.config();
+                    let rows = states.len() / (cfg.text_len * cfg.text_dim).max(1);
+                    let cond = Conditioning::Text {
+                        states: be.upload(&states, &[rows, cfg.text_len, cfg.text_dim])?,
+                    };
                     let run = crate::parallel::RankRun {
                         be,
                         model: model.as_ref(),
-                        states: &states,
+                        cond: &cond,
                         spec,
                         noise,
                         layout,

@@ -8,6 +8,7 @@
 //! two meet in the sampler and the policies, not yet in one `Source`.
 
 use crate::engine::{Engine, Generated, ModelCx, ModelTask, Progress, Timings};
+use crate::parallel::RankSetup;
 use crate::plan::{plan_for, Family, Plan};
 use crate::policy::{self, Policy};
 use crate::request::GenerateRequest;
@@ -16,12 +17,13 @@ use anyhow::{bail, Context, Result};
 use jenga_carve::AttentionPolicy;
 use jenga_models::hunyuan::{HunyuanConfig, HunyuanModel};
 use jenga_models::text::clip_text::ClipTextEncoder;
-use jenga_models::text::llama::LlamaEncoder;
+use jenga_models::text::llama::{LlamaEncoder, LlamaTextOptions};
 use jenga_models::vae::hunyuan::{HunyuanVae, HunyuanVaeCodec, HunyuanVaeConfig};
 use jenga_models::vae::wan::Tiling;
 use jenga_models::{
     Conditioning, Denoiser, PthWeights, SafetensorsWeights, TextEncoder, Vae, WeightSource,
 };
+use jenga_parallel::ParallelLayout;
 use jenga_pipeline::{computed_schedule, sample, Event};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -204,6 +206,9 @@ pub struct HunyuanPrepared {
     pub plan: Plan,
     pub policy: Policy,
     pub init_noise: Option<Vec<f32>>,
+    /// Several ranks (`--ranks`, `--gpus`): Ulysses over the video tokens, the text whole on
+    /// every rank (no CFG rows: the guidance is embedded).
+    pub parallel: Option<ParallelLayout>,
 }
 
 pub fn prepare(request: &GenerateRequest, root: &Path) -> Result<HunyuanPrepared> {
@@ -211,14 +216,19 @@ pub fn prepare(request: &GenerateRequest, root: &Path) -> Result<HunyuanPrepared
     if request.sampling.image.is_some() {
         bail!("--image: HunyuanVideo image-to-video is not built (text-to-video only)");
     }
-    if request.parallel.ranks > 0
-        || request.parallel.ulysses.is_some()
-        || request.parallel.ring.is_some()
-    {
-        bail!("HunyuanVideo runs on one device through jenga generate for now (the engine's parallel runner is Wan's): drop --gpus/--ranks");
-    }
     let plan = plan_for(request, ckpt.family())?;
     let policy = policy::build(&plan, &request.policy, ckpt.dit.patch())?;
+    let parallel = crate::parallel::resolve(
+        &request.parallel,
+        ckpt.dit.num_attention_heads,
+        1,
+        AttentionPolicy::<jenga_tensor::CpuBackend>::per_head_order(&policy),
+        &crate::parallel::stage_tokens(&plan.spec, ckpt.dit.patch()),
+        false,
+    )?;
+    if parallel.is_some_and(|l| l.ring > 1) {
+        bail!("--ring: HunyuanVideo's joint attention (text tokens in self-attention) runs with --ulysses only (24 heads: 2, 3, 4, 6, 8 ranks)");
+    }
     let init_noise = match &request.sampling.init_noise {
         Some(path) => Some(crate::engine::read_init_noise(
             path,
@@ -233,6 +243,7 @@ pub fn prepare(request: &GenerateRequest, root: &Path) -> Result<HunyuanPrepared
         plan,
         policy,
         init_noise,
+        parallel,
     })
 }
 
@@ -243,13 +254,18 @@ impl Engine {
         p: &HunyuanPrepared,
         on_event: &mut dyn FnMut(Progress),
     ) -> Result<Generated> {
-        self.run(HunyuanTask { p, on_event })
+        self.run(HunyuanTask {
+            p,
+            on_event,
+            rank: self.rank().cloned(),
+        })
     }
 }
 
 struct HunyuanTask<'a> {
     p: &'a HunyuanPrepared,
     on_event: &'a mut dyn FnMut(Progress),
+    rank: Option<RankSetup>,
 }
 
 impl ModelTask for HunyuanTask<'_> {
@@ -258,29 +274,65 @@ impl ModelTask for HunyuanTask<'_> {
         let (p, on_event, be) = (self.p, self.on_event, cx.be);
         let (files, spec) = (&p.ckpt.files, &p.plan.spec);
         let mut t = Timings::default();
+        // A multi-process run: the collectives first, then rank 0's text for every rank.
+        let procs = match (&self.rank, p.parallel) {
+            (Some(r), Some(_)) => Some(be.process_comm(r)?),
+            (Some(_), None) => bail!("a rank of a multi-process run without a parallel layout"),
+            _ => None,
+        };
+        let guard = procs
+            .as_ref()
+            .map(|c| jenga_tensor::AbortOnDrop::new(c.as_ref()));
+        let speaks = procs.as_ref().is_none_or(|c| c.rank() == 0);
         // Llama-3, then CLIP-L, each freed before the next loads
         let t0 = Instant::now();
-        let (states, valid, dim) = {
+        let (rows, dim, pd) = (
+            LlamaTextOptions::default().max_len,
+            p.ckpt.dit.text_embed_dim,
+            p.ckpt.dit.pooled_projection_dim,
+        );
+        let (mut states, mut valid, mut pooled) = (vec![0.0; rows * dim], 0usize, vec![0.0; pd]);
+        if speaks {
             let llama = LlamaEncoder::load(be, &files.text_encoder, &files.tokenizer)
                 .context("loading the Llama text encoder")?;
             let st = llama.encode(&p.plan.prompt)?;
-            let valid = st.mask.iter().filter(|&&m| m).count();
-            (be.upload(&st.states, &[1, st.len, st.dim])?, valid, st.dim)
-        };
-        let pooled = {
+            if st.dim != dim || st.len != rows {
+                bail!(
+                    "text_encoder/ gives {}x{} states, the transformer takes {rows}x{dim}",
+                    st.len,
+                    st.dim
+                );
+            }
+            valid = st.mask.iter().filter(|&&m| m).count();
+            states = st.states;
+            drop(llama);
             let clip = ClipTextEncoder::load(be, &files.text_encoder_2, &files.tokenizer_2)
                 .context("loading the CLIP text encoder")?;
-            let v = clip.encode(&p.plan.prompt)?;
-            be.upload(&v, &[1, v.len()])?
-        };
+            pooled = clip.encode(&p.plan.prompt)?;
+            if pooled.len() != pd {
+                bail!(
+                    "text_encoder_2/ gives a {}-wide pooled vector, the transformer takes {pd}",
+                    pooled.len()
+                );
+            }
+        }
+        if let Some(c) = &procs {
+            // the valid length rides along as one value (exact in bf16: at most 256)
+            let mut all = states;
+            all.extend(&pooled);
+            all.push(valid as f32);
+            let n = all.len();
+            let all = crate::parallel::broadcast_states(be, c.as_ref(), all, n)?;
+            states = all[..rows * dim].to_vec();
+            pooled = all[rows * dim..rows * dim + pd].to_vec();
+            valid = all[n - 1].round() as usize;
+        }
+        let (states, pooled) = (
+            be.upload(&states, &[1, rows, dim])?,
+            be.upload(&pooled, &[1, pd])?,
+        );
         be.synchronize()?;
         t.text = t0.elapsed();
-        if dim != p.ckpt.dit.text_embed_dim {
-            bail!(
-                "text_encoder/ gives {dim}-wide states, the transformer takes {}",
-                p.ckpt.dit.text_embed_dim
-            );
-        }
         let t0 = Instant::now();
         let w = HunyuanCheckpoint::weights(&files.transformer)?;
         let model = HunyuanModel::load(be, &p.ckpt.dit, w.as_ref())
@@ -288,15 +340,13 @@ impl ModelTask for HunyuanTask<'_> {
         drop(w);
         be.synchronize()?;
         t.load = t0.elapsed();
-        let cond = model.condition(
-            be,
-            &Conditioning::JointText {
-                states,
-                lens: vec![valid],
-                pooled,
-                guidance: Some(spec.guidance),
-            },
-        )?;
+        let joint = Conditioning::JointText {
+            states,
+            lens: vec![valid],
+            pooled,
+            guidance: Some(spec.guidance),
+        };
+        let cond = model.condition(be, &joint)?;
         let computed = computed_schedule(be, &model, spec)?
             .iter()
             .filter(|&&c| c)
@@ -318,35 +368,70 @@ impl ModelTask for HunyuanTask<'_> {
             valid, policy.name(), p.plan.family.source
         )));
         let mut on_sample = |e: Event| on_event(e.into());
-        let out = sample(
-            be,
-            &model,
-            &cond,
-            spec,
-            policy,
-            p.init_noise.as_deref(),
-            &mut on_sample,
-        )?;
+        let noise = p.init_noise.as_deref();
+        let mut rank0_policy: Option<Policy> = None;
+        let out = match p.parallel {
+            None => sample(be, &model, &cond, spec, policy, noise, &mut on_sample)?,
+            Some(layout) => {
+                let run = crate::parallel::RankRun {
+                    be,
+                    model: &model,
+                    cond: &joint,
+                    spec,
+                    noise,
+                    layout,
+                };
+                match &procs {
+                    Some(c) => run.process(c.as_ref(), policy, &mut on_sample)?,
+                    None => {
+                        let patch = p.ckpt.dit.patch();
+                        let make = || policy::build(&p.plan, &p.request.policy, patch);
+                        let (out, r0) = run.threads(&make, &mut on_sample)?;
+                        rank0_policy = Some(r0);
+                        out
+                    }
+                }
+            }
+        };
         on_event(Progress::Sampled);
         t.dit = out.dit_time;
         drop(model);
         let t0 = Instant::now();
-        let mut vae = HunyuanVae::load(
-            be,
-            HunyuanCheckpoint::weights(&files.vae)?.as_ref(),
-            p.ckpt.vae.clone(),
-        )
-        .context("loading the HunyuanVideo VAE")?;
-        // diffusers tiles the decode spatially at sizes above its tile (256 px)
-        if oh > 256 || ow > 256 {
-            vae.tiling = Some(Tiling::default());
-        }
-        let frames = HunyuanVaeCodec { be, vae }
-            .decode(&out.video, out.shape)
-            .context("decoding the latent")?;
-        let video = crate::frames_to_video(&frames, 8);
+        let video = if speaks {
+            let mut vae = HunyuanVae::load(
+                be,
+                HunyuanCheckpoint::weights(&files.vae)?.as_ref(),
+                p.ckpt.vae.clone(),
+            )
+            .context("loading the HunyuanVideo VAE")?;
+            // diffusers tiles the decode spatially at sizes above its tile (256 px)
+            if oh > 256 || ow > 256 {
+                vae.tiling = Some(Tiling::default());
+            }
+            let frames = HunyuanVaeCodec { be, vae }
+                .decode(&out.video, out.shape)
+                .context("decoding the latent")?;
+            crate::frames_to_video(&frames, 8)
+        } else {
+            // the VAE runs on rank 0; the other ranks of a multi-process run end here
+            jenga_video::Video {
+                frames: 0,
+                height: 0,
+                width: 0,
+                rgb: Vec::new(),
+                fps: 8,
+            }
+        };
         be.synchronize()?;
         t.decode = t0.elapsed();
+        if let Some(g) = guard {
+            g.disarm();
+        }
+        // the threads' rank 0 policy holds what rank 0 chose and measured
+        let stats: &dyn AttentionPolicy<B> = match &rank0_policy {
+            Some(r) => r,
+            None => policy,
+        };
         Ok(Generated {
             video,
             latent: out.video,
@@ -355,8 +440,10 @@ impl ModelTask for HunyuanTask<'_> {
             timings: t,
             computed_steps: out.computed_steps,
             steps: spec.steps,
-            density: policy.density_stats(),
-            choices: p.policy.choices(),
+            density: stats.density_stats(),
+            choices: rank0_policy
+                .as_ref()
+                .map_or_else(|| p.policy.choices(), |r| r.choices()),
         })
     }
 }

@@ -8,7 +8,7 @@ use crate::device::EngineBackend;
 use crate::request::ParallelOptions;
 use anyhow::{bail, Context, Result};
 use jenga_carve::AttentionPolicy;
-use jenga_models::{Conditioning, Denoiser, WanModel};
+use jenga_models::{Conditioning, Denoiser};
 use jenga_parallel::{shards, Parallel, ParallelLayout, SHARD_ALIGN};
 use jenga_pipeline::{sample, Event, SampleOutput, SampleSpec};
 use jenga_tensor::{run_local, Communicator};
@@ -82,30 +82,26 @@ pub fn resolve(
 }
 
 /// Everything one rank's sampling needs besides its communicator.
-pub(crate) struct RankRun<'a, B: EngineBackend> {
+pub(crate) struct RankRun<'a, B: EngineBackend, M> {
     pub be: &'a B,
-    pub model: &'a WanModel<B>,
-    /// Text states `[rows, text_len, text_dim]` (host, the encoder's output).
-    pub states: &'a [f32],
+    /// Any model family that can shard its tokens.
+    pub model: &'a M,
+    /// The whole run's conditioning (both guidance rows; each rank takes its own).
+    pub cond: &'a Conditioning<B>,
     pub spec: &'a SampleSpec,
     pub noise: Option<&'a [f32]>,
     pub layout: ParallelLayout,
 }
 
-impl<B: EngineBackend> RankRun<'_, B> {
+impl<B: EngineBackend, M: Denoiser<B>> RankRun<'_, B, M> {
     fn sample(
         &self,
         comm: &dyn Communicator<B>,
         policy: &dyn AttentionPolicy<B>,
         on_event: &mut dyn FnMut(Event),
     ) -> Result<SampleOutput> {
-        let cfg = &self.model.cfg;
-        let rows = self.states.len() / (cfg.text_len * cfg.text_dim).max(1);
         let par = Parallel::new(self.model, comm, self.layout)?;
-        let states = self
-            .be
-            .upload(self.states, &[rows, cfg.text_len, cfg.text_dim])?;
-        let cond = par.condition(self.be, &Conditioning::Text { states })?;
+        let cond = par.condition(self.be, self.cond)?;
         Ok(sample(
             self.be, &par, &cond, self.spec, policy, self.noise, on_event,
         )?)
