@@ -22,12 +22,12 @@ mod blocks;
 
 use crate::nn::{KeyMap, VarBuilder};
 use crate::vae::wan::conv::ConvPath;
-use crate::vae::wan::tiling::{blend_assemble, HostVideo};
+use crate::vae::wan::tiling::{blend_assemble, check_latent, map_tiles, to_host, HostVideo};
 use crate::vae::wan::Tiling;
 use crate::vae::{Frames, Vae};
 use crate::{ModelError, Result, WeightSource};
 use blocks::{CausalConv, GroupNorm, MidAttention, ResBlock, Upsample};
-use jenga_tensor::{Backend, TensorMeta};
+use jenga_tensor::Backend;
 use serde::Deserialize;
 use std::ops::Deref;
 use std::path::Path;
@@ -381,28 +381,12 @@ impl<B: Backend> HunyuanVae<B> {
         1 + self.cfg.temporal_compression_ratio * f.saturating_sub(1)
     }
 
-    fn check_latent(&self, len: usize, [c, f, h, w]: [usize; 4]) -> Result<()> {
-        if c != self.cfg.latent_channels {
-            return Err(ModelError::Invalid(format!(
-                "latent has {c} channels, the HunyuanVideo VAE takes {}",
-                self.cfg.latent_channels
-            )));
-        }
-        if f == 0 || h == 0 || w == 0 || len != c * f * h * w {
-            return Err(ModelError::Invalid(format!(
-                "latent of {len} values for shape {:?}",
-                [c, f, h, w]
-            )));
-        }
-        Ok(())
-    }
-
     /// diffusers' `vae.decode(z)` of one sample: `z` `[C, F, H, W]` (host, already divided by
     /// `scaling_factor`) → frames `[3, 1 + 4(F−1), 8H, 8W]`, not clamped. Framewise when
     /// [`HunyuanVae::frames`] is set and F exceeds a tile, spatially tiled when
     /// [`HunyuanVae::tiling`] is set and H or W exceeds a tile.
     pub fn decode_raw(&self, be: &B, z: &[f32], shape: [usize; 4]) -> Result<HostVideo> {
-        self.check_latent(z.len(), shape)?;
+        check_latent(z.len(), shape, self.cfg.latent_channels, "HunyuanVideo")?;
         let z = HostVideo {
             data: z.to_vec(),
             shape,
@@ -449,12 +433,7 @@ impl<B: Backend> HunyuanVae<B> {
         let [c, f, h, w] = z.shape;
         let x = be.upload(&z.data, &[1, c, f, h, w])?;
         let x = self.post_quant.fwd(be, &x)?;
-        let y = self.decoder.fwd(be, &x)?;
-        let s = y.shape().to_vec();
-        Ok(HostVideo {
-            data: be.download(&y)?,
-            shape: [s[1], s[2], s[3], s[4]],
-        })
+        to_host(be, &self.decoder.fwd(be, &x)?)
     }
 
     /// diffusers' `tiled_decode`.
@@ -469,14 +448,7 @@ impl<B: Backend> HunyuanVae<B> {
                  strides no larger than the tiles"
             )));
         }
-        let mut rows = Vec::new();
-        for i in (0..h).step_by(st_h) {
-            let mut row = Vec::new();
-            for j in (0..w).step_by(st_w) {
-                row.push(self.decode_tile(be, &z.crop(i, i + min_h, j, j + min_w))?);
-            }
-            rows.push(row);
-        }
+        let mut rows = map_tiles(z, (min_h, min_w), (st_h, st_w), |t| self.decode_tile(be, t))?;
         Ok(blend_assemble(
             &mut rows,
             (t.min_h - t.stride_h, t.min_w - t.stride_w),

@@ -17,12 +17,12 @@ use crate::nn::VarBuilder;
 use crate::vae::{Frames, Vae};
 use crate::{ModelError, Result, WeightSource};
 use blocks::{AttnBlock, Cache, CausalConv, ChannelRms, Mode, ResBlock, Resample};
-use jenga_tensor::{Act, Backend, TensorMeta};
+use jenga_tensor::{Act, Backend};
 use serde::Deserialize;
 use std::ops::Deref;
 use std::path::Path;
 use std::sync::Arc;
-use tiling::{blend_assemble, HostVideo};
+use tiling::{blend_assemble, check_latent, map_tiles, to_host, HostVideo};
 
 /// Wan2.1's latent statistics (`WanVAE`'s `mean`/`std`, diffusers' defaults).
 pub const WAN21_LATENTS_MEAN: [f32; 16] = [
@@ -433,26 +433,10 @@ impl<B: Backend> WanVae<B> {
         })
     }
 
-    fn check_latent(&self, len: usize, [c, f, h, w]: [usize; 4]) -> Result<()> {
-        if c != self.cfg.z_dim {
-            return Err(ModelError::Invalid(format!(
-                "latent has {c} channels, the Wan VAE takes {}",
-                self.cfg.z_dim
-            )));
-        }
-        if f == 0 || h == 0 || w == 0 || len != c * f * h * w {
-            return Err(ModelError::Invalid(format!(
-                "latent of {len} values for shape {:?}",
-                [c, f, h, w]
-            )));
-        }
-        Ok(())
-    }
-
     /// Un-normalised latent `[z, F, H, W]` (host) → frames `[3, 1 + 4(F−1), 8H, 8W]`,
     /// clamped to [-1, 1]; tiled when [`WanVae::tiling`] is set and the latent exceeds a tile.
     pub fn decode_raw(&self, be: &B, z: &[f32], shape: [usize; 4]) -> Result<HostVideo> {
-        self.check_latent(z.len(), shape)?;
+        check_latent(z.len(), shape, self.cfg.z_dim, "Wan")?;
         let z = HostVideo {
             data: z.to_vec(),
             shape,
@@ -551,19 +535,13 @@ impl<B: Backend> WanVae<B> {
                 "tiling {t:?} is smaller than one latent pixel ({s} pixels)"
             )));
         }
-        let mut rows = Vec::new();
-        for i in (0..h).step_by(st_h) {
-            let mut row = Vec::new();
-            for j in (0..w).step_by(st_w) {
-                let tile = x.crop(i, i + min_h, j, j + min_w);
-                row.push(if decode {
-                    self.decode_tile(be, &tile)?
-                } else {
-                    self.encode_tile(be, &tile)?
-                });
+        let mut rows = map_tiles(x, (min_h, min_w), (st_h, st_w), |tile| {
+            if decode {
+                self.decode_tile(be, tile)
+            } else {
+                self.encode_tile(be, tile)
             }
-            rows.push(row);
-        }
+        })?;
         let (blend, keep, out) = if decode {
             (
                 (t.min_h - t.stride_h, t.min_w - t.stride_w),
@@ -594,15 +572,6 @@ impl HostVideo {
     }
 }
 
-/// `[1, C, F, H, W]` on the device → host `[C, F, H, W]`.
-fn to_host<B: Backend>(be: &B, y: &B::Tensor) -> Result<HostVideo> {
-    let s = y.shape();
-    Ok(HostVideo {
-        data: be.download(y)?,
-        shape: [s[1], s[2], s[3], s[4]],
-    })
-}
-
 /// A [`WanVae`] with its backend (any handle: `Arc<B>`, `&B`): the [`Vae`] the pipeline
 /// decodes through.
 pub struct WanVaeCodec<B: Backend, H: Deref<Target = B> + Send + Sync = Arc<B>> {
@@ -615,7 +584,7 @@ impl<B: Backend, H: Deref<Target = B> + Send + Sync> Vae for WanVaeCodec<B, H> {
     /// the config's `latents_mean`/`latents_std`), then decoded.
     fn decode(&self, latent: &[f32], shape: [usize; 4]) -> Result<Frames> {
         let (be, vae) = (&*self.be, &self.vae);
-        vae.check_latent(latent.len(), shape)?;
+        check_latent(latent.len(), shape, vae.cfg.z_dim, "Wan")?;
         let plane: usize = shape[1..].iter().product();
         let mut z = latent.to_vec();
         for (c, ch) in z.chunks_mut(plane).enumerate() {

@@ -2,6 +2,60 @@
 //! with its own feature cache), then blended on the host — the row above and the tile to the
 //! left fade in linearly over the overlap — and cropped to the stride.
 
+use crate::{ModelError, Result};
+use jenga_tensor::{Backend, TensorMeta};
+
+/// `f` on each tile of `x`: `size` rows × cols every `step`, row by row (the references'
+/// tiled loops); the tiles are then blended by [`blend_assemble`].
+pub fn map_tiles(
+    x: &HostVideo,
+    size: (usize, usize),
+    step: (usize, usize),
+    mut f: impl FnMut(&HostVideo) -> Result<HostVideo>,
+) -> Result<Vec<Vec<HostVideo>>> {
+    let [_, _, h, w] = x.shape;
+    let mut rows = Vec::new();
+    for i in (0..h).step_by(step.0) {
+        let mut row = Vec::new();
+        for j in (0..w).step_by(step.1) {
+            row.push(f(&x.crop(i, i + size.0, j, j + size.1))?);
+        }
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+/// A latent `[c, f, h, w]` of `len` values for a VAE of `channels` latent channels, or the
+/// error naming the mismatch (`vae`: "Wan", "HunyuanVideo").
+pub fn check_latent(
+    len: usize,
+    [c, f, h, w]: [usize; 4],
+    channels: usize,
+    vae: &str,
+) -> Result<()> {
+    if c != channels {
+        return Err(ModelError::Invalid(format!(
+            "latent has {c} channels, the {vae} VAE takes {channels}"
+        )));
+    }
+    if f == 0 || h == 0 || w == 0 || len != c * f * h * w {
+        return Err(ModelError::Invalid(format!(
+            "latent of {len} values for shape {:?}",
+            [c, f, h, w]
+        )));
+    }
+    Ok(())
+}
+
+/// `[1, C, F, H, W]` on the device → host `[C, F, H, W]`.
+pub fn to_host<B: Backend>(be: &B, y: &B::Tensor) -> Result<HostVideo> {
+    let s = y.shape();
+    Ok(HostVideo {
+        data: be.download(y)?,
+        shape: [s[1], s[2], s[3], s[4]],
+    })
+}
+
 /// A host tensor `[C, F, H, W]`.
 #[derive(Clone, Debug)]
 pub struct HostVideo {
