@@ -360,6 +360,16 @@ impl<T: ModelTask> OnDevice for WithCx<'_, T> {
     }
 }
 
+/// What the run's policy measured (density per stage) and chose: rank 0's own policy when the
+/// ranks ran as threads (each with its own), else the prepared one.
+pub(crate) fn policy_report<B: EngineBackend>(
+    prepared: &Policy,
+    rank0: Option<&Policy>,
+) -> (Vec<DensityStats>, Option<String>) {
+    let p = rank0.unwrap_or(prepared);
+    (AttentionPolicy::<B>::density_stats(p), p.choices())
+}
+
 /// The settings line of a Jenga run and a warning when the skip schedule computes too few
 /// steps; `computed` is the real count (`computed_schedule`), stage starts included.
 pub fn schedule_report(plan: &Plan, computed: usize) -> (Option<String>, Option<String>) {
@@ -546,13 +556,7 @@ impl ModelTask for GenerateTask<'_> {
         // the VAE runs on rank 0; the other ranks of a multi-process run end here
         let worker = procs.as_ref().is_some_and(|(c, _)| c.rank() != 0);
         let video = if worker {
-            jenga_video::Video {
-                frames: 0,
-                height: 0,
-                width: 0,
-                rgb: Vec::new(),
-                fps: 8,
-            }
+            crate::no_frames()
         } else {
             let frames = p
                 .source
@@ -565,11 +569,8 @@ impl ModelTask for GenerateTask<'_> {
         if let Some(g) = guard {
             g.disarm();
         }
-        // the threads' rank 0 policy holds what rank 0 chose and measured
-        let stats_policy: &dyn AttentionPolicy<B> = match &rank0_policy {
-            Some(p) => p,
-            None => policy,
-        };
+        let (density, choices) =
+            crate::engine::policy_report::<B>(&p.policy, rank0_policy.as_ref());
         Ok(Generated {
             video,
             latent: out.video,
@@ -578,10 +579,8 @@ impl ModelTask for GenerateTask<'_> {
             timings: t,
             computed_steps: out.computed_steps,
             steps: spec.steps,
-            density: stats_policy.density_stats(),
-            choices: rank0_policy
-                .as_ref()
-                .map_or_else(|| p.policy.choices(), |r| r.choices()),
+            density,
+            choices,
         })
     }
 }

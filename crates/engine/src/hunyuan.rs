@@ -414,24 +414,15 @@ impl ModelTask for HunyuanTask<'_> {
             crate::frames_to_video(&frames, 8)
         } else {
             // the VAE runs on rank 0; the other ranks of a multi-process run end here
-            jenga_video::Video {
-                frames: 0,
-                height: 0,
-                width: 0,
-                rgb: Vec::new(),
-                fps: 8,
-            }
+            crate::no_frames()
         };
         be.synchronize()?;
         t.decode = t0.elapsed();
         if let Some(g) = guard {
             g.disarm();
         }
-        // the threads' rank 0 policy holds what rank 0 chose and measured
-        let stats: &dyn AttentionPolicy<B> = match &rank0_policy {
-            Some(r) => r,
-            None => policy,
-        };
+        let (density, choices) =
+            crate::engine::policy_report::<B>(&p.policy, rank0_policy.as_ref());
         Ok(Generated {
             video,
             latent: out.video,
@@ -440,10 +431,8 @@ impl ModelTask for HunyuanTask<'_> {
             timings: t,
             computed_steps: out.computed_steps,
             steps: spec.steps,
-            density: stats.density_stats(),
-            choices: rank0_policy
-                .as_ref()
-                .map_or_else(|| p.policy.choices(), |r| r.choices()),
+            density,
+            choices,
         })
     }
 }

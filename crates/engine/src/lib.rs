@@ -74,6 +74,17 @@ pub fn decode_video(
 }
 
 /// RGB planes `[3, F, H, W]` in [-1, 1] → u8 frames.
+/// No frames: what a rank other than 0 of a multi-process run returns (rank 0 decodes).
+pub(crate) fn no_frames() -> jenga_video::Video {
+    jenga_video::Video {
+        frames: 0,
+        height: 0,
+        width: 0,
+        rgb: Vec::new(),
+        fps: 8,
+    }
+}
+
 pub fn frames_to_video(frames: &Frames, fps: u32) -> jenga_video::Video {
     let [_, f, h, w] = frames.shape;
     let x = &frames.data;
