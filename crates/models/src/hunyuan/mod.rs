@@ -7,4 +7,4 @@ pub mod model;
 pub mod naming;
 
 pub use config::HunyuanConfig;
-pub use model::{rope_tables, HunyuanCond, HunyuanGeometry, HunyuanModel, HunyuanStep};
+pub use model::{HunyuanCond, HunyuanGeometry, HunyuanModel, HunyuanStep};

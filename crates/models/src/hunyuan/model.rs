@@ -196,37 +196,6 @@ pub struct HunyuanCond<B: Backend> {
     pub guidance: Option<f32>,
 }
 
-/// RoPE cos/sin `[L, Dh/2]` for the tokens of `grid` in `order`: pairs split by axis
-/// (`rope_axes_dim`, e.g. 16/56/56 → 8/28/28 pairs for frame/row/col), θ^(−2j/d) per axis,
-/// adjacent pairs (diffusers' `get_1d_rotary_pos_embed(use_real=True)`), angles in f64.
-pub fn rope_tables(
-    grid: (usize, usize, usize),
-    order: Option<&[u32]>,
-    axes: &[usize],
-    theta: f64,
-) -> (Vec<f32>, Vec<f32>) {
-    let mut pair_freq = Vec::new();
-    for (axis, &d) in axes.iter().enumerate() {
-        for j in 0..d / 2 {
-            pair_freq.push((axis, theta.powf(-(2.0 * j as f64) / d as f64)));
-        }
-    }
-    let half = pair_freq.len();
-    let (_, gh, gw) = grid;
-    let l = grid.0 * gh * gw;
-    let (mut cos, mut sin) = (vec![0f32; l * half], vec![0f32; l * half]);
-    for k in 0..l {
-        let r = order.map_or(k, |o| o[k] as usize);
-        let pos = [r / (gh * gw), (r / gw) % gh, r % gw];
-        for (i, &(axis, f)) in pair_freq.iter().enumerate() {
-            let (s, c) = (pos[axis] as f64 * f).sin_cos();
-            cos[k * half + i] = c as f32;
-            sin[k * half + i] = s as f32;
-        }
-    }
-    (cos, sin)
-}
-
 fn ln<B: Backend>(vb: &VarBuilder<B>, d: usize) -> Result<(B::Tensor, B::Tensor)> {
     Ok((vb.get(&[d], "weight")?, vb.get(&[d], "bias")?))
 }
@@ -398,19 +367,22 @@ impl<B: FusedOps> HunyuanModel<B> {
             order.as_deref().map(|o| o.as_slice()),
             l,
         )?;
-        let (cos, sin) = rope_tables(
+        // adjacent pairs, θ^(−2j/d) per axis: diffusers' `get_1d_rotary_pos_embed(use_real)`
+        let h = self.cfg.attention_head_dim / 2;
+        let (cos, sin) = crate::nn::axes_rope(
             grid,
             order.as_deref().map(|o| o.as_slice()),
             &self.cfg.rope_axes_dim,
             self.cfg.rope_theta,
+            h,
         );
-        let h = self.cfg.attention_head_dim / 2;
         let rows = shard.clone().unwrap_or(0..l);
+        let (cos, sin) = crate::nn::upload_rope_rows(be, (&cos, &sin), rows, h)?;
         Ok(HunyuanGeometry {
             grid,
             order,
-            cos: be.upload(&cos[rows.start * h..rows.end * h], &[rows.len(), h])?,
-            sin: be.upload(&sin[rows.start * h..rows.end * h], &[rows.len(), h])?,
+            cos,
+            sin,
             shard,
         })
     }

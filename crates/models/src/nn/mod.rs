@@ -1,8 +1,10 @@
 //! Building blocks shared by the model families, each constructed from a [`VarBuilder`] and run
 //! through the backend's ops.
 
+pub mod rope;
 pub mod var_builder;
 
+pub use rope::{axes_rope, upload_rope_rows};
 pub use var_builder::{KeyMap, SameKeys, VarBuilder};
 
 use crate::Result;

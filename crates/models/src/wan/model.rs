@@ -163,37 +163,12 @@ pub fn rope_tables(
     order: Option<&[u32]>,
     head_dim: usize,
 ) -> (Vec<f32>, Vec<f32>) {
-    let half = head_dim / 2;
-    let parts = [
+    let axes = [
         head_dim - 4 * (head_dim / 6),
         2 * (head_dim / 6),
         2 * (head_dim / 6),
     ];
-    // pair index → (axis, inverse frequency)
-    let mut pair_freq = Vec::with_capacity(half);
-    for (axis, &dp) in parts.iter().enumerate() {
-        for j in 0..dp / 2 {
-            pair_freq.push((axis, 10000f64.powf(-(2.0 * j as f64) / dp as f64)));
-        }
-    }
-    let (_, gh, gw) = grid;
-    let l = grid.0 * gh * gw;
-    let (mut cos, mut sin) = (vec![0f32; l * half], vec![0f32; l * half]);
-    // 2M f64 sin/cos at 480p (≈ 80 ms on one core) at every stage switch, while the GPU waits.
-    use rayon::prelude::*;
-    cos.par_chunks_mut(half.max(1))
-        .zip(sin.par_chunks_mut(half.max(1)))
-        .enumerate()
-        .for_each(|(k, (c, s))| {
-            let r = order.map_or(k, |o| o[k] as usize);
-            let pos = [r / (gh * gw), (r / gw) % gh, r % gw];
-            for (i, &(axis, f)) in pair_freq.iter().enumerate() {
-                let (sa, ca) = (pos[axis] as f64 * f).sin_cos();
-                c[i] = ca as f32;
-                s[i] = sa as f32;
-            }
-        });
-    (cos, sin)
+    crate::nn::axes_rope(grid, order, &axes, 10000.0, head_dim / 2)
 }
 
 /// `[1, D]` → `[bsz, D]` (the time embedding is shared by the CFG batch).
@@ -333,18 +308,14 @@ impl<B: FusedOps> WanModel<B> {
             }
         }
         let dh = self.cfg.head_dim();
-        let (mut cos, mut sin) = rope_tables(grid, order.as_deref().map(|v| v.as_slice()), dh);
+        let (cos, sin) = rope_tables(grid, order.as_deref().map(|v| v.as_slice()), dh);
         let rows = shard.clone().unwrap_or(0..l);
-        let h = dh / 2;
-        if rows.len() != l {
-            cos = cos[rows.start * h..rows.end * h].to_vec();
-            sin = sin[rows.start * h..rows.end * h].to_vec();
-        }
+        let (cos, sin) = crate::nn::upload_rope_rows(be, (&cos, &sin), rows, dh / 2)?;
         Ok(Geometry {
             grid,
             order,
-            cos: be.upload(&cos, &[rows.len(), h])?,
-            sin: be.upload(&sin, &[rows.len(), h])?,
+            cos,
+            sin,
             shard,
         })
     }
